@@ -1,0 +1,332 @@
+"""BIDS side of the app: pybids queries, validation, derivative names and metadata.
+
+Everything that knows about BIDS lives here (the numerical core never imports pybids).
+Errors are :class:`BIDSError` carrying the exit code of the BIDS Apps execution spec.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bids_sr.__about__ import __url__, __version__
+
+# BIDS Apps execution-spec exit codes
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_VALIDATION = 16
+EXIT_NO_FILES = 18
+EXIT_USAGE = 64
+EXIT_DATA = 65
+EXIT_MISSING = 66
+EXIT_CANT_CREATE = 73
+EXIT_IO = 74
+
+# BIDS entity order for file names (the schema's order, restricted to anatomical files)
+ENTITY_ORDER = (
+    "sub", "ses", "task", "acq", "ce", "rec", "dir", "run", "mod", "echo", "flip", "inv",
+    "mt", "part", "space", "res", "den", "label", "desc",
+)  # fmt: skip
+IMAGE_QUERY = {"datatype": "anat", "part": ["mag", None], "extension": [".nii", ".nii.gz"]}
+
+
+class BIDSError(Exception):
+    """A problem with the input dataset or selection; ``code`` is the exit status to use."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILURE):
+        super().__init__(message)
+        self.code = code
+
+
+def strip_prefix(label: str, prefix: str) -> str:
+    """``sub-01`` → ``01``; labels given with or without the prefix are accepted."""
+    return label[len(prefix) :] if label.startswith(prefix) else label
+
+
+def check_dataset(bids_dir: Path) -> None:
+    """Fail early with a clear message when ``bids_dir`` is not a BIDS dataset."""
+    if not bids_dir.exists():
+        raise BIDSError(f"{bids_dir}: BIDS directory does not exist", EXIT_USAGE)
+    if not bids_dir.is_dir():
+        raise BIDSError(f"{bids_dir}: is not a directory", EXIT_USAGE)
+    description = bids_dir / "dataset_description.json"
+    if not description.exists():
+        raise BIDSError(
+            f"{bids_dir}: not a BIDS dataset (no dataset_description.json)", EXIT_VALIDATION
+        )
+    try:
+        json.loads(description.read_text())
+    except (OSError, ValueError) as exc:
+        raise BIDSError(f"{description}: unreadable JSON ({exc})", EXIT_VALIDATION) from exc
+
+
+def validator_command() -> str | None:
+    """Path of the BIDS validator (the deno build from PyPI, or a node one), if installed."""
+    beside_python = Path(sys.executable).parent  # the venv's bin, even when not on PATH
+    for name in ("bids-validator-deno", "bids-validator"):
+        found = shutil.which(name, path=f"{beside_python}{os.pathsep}{os.environ.get('PATH', '')}")
+        if found:
+            return found
+    return None
+
+
+def run_validator(bids_dir: Path, timeout: float = 600) -> list[dict[str, Any]]:
+    """Run the official BIDS validator; return its error-severity issues (empty if valid)."""
+    command = validator_command()
+    if command is None:
+        raise BIDSError(
+            "the BIDS validator is not installed (pip install bids-validator-deno); "
+            "install it or pass --skip-bids-validation",
+            EXIT_VALIDATION,
+        )
+    proc = subprocess.run(
+        [command, str(bids_dir), "--json"], capture_output=True, text=True, timeout=timeout
+    )
+    try:
+        issues = json.loads(proc.stdout)["issues"]["issues"]
+    except (ValueError, KeyError) as exc:
+        raise BIDSError(
+            f"{bids_dir}: the BIDS validator gave no readable result: {proc.stderr.strip()[:300]}",
+            EXIT_VALIDATION,
+        ) from exc
+    return [issue for issue in issues if issue.get("severity") == "error"]
+
+
+def validate_dataset(bids_dir: Path) -> None:
+    """Raise BIDSError (exit 16) naming the first problems when the validator finds errors."""
+    errors = run_validator(bids_dir)
+    if errors:
+        shown = "; ".join(
+            f"{e.get('code')} at {e.get('location', '?')}" for e in errors[:3]
+        )
+        more = f" (+{len(errors) - 3} more)" if len(errors) > 3 else ""
+        raise BIDSError(
+            f"{bids_dir}: BIDS validation failed: {shown}{more} "
+            "(use --skip-bids-validation to go on anyway)",
+            EXIT_VALIDATION,
+        )
+
+
+def _participants_on_disk(bids_dir: Path) -> list[str]:
+    return sorted(p.name[4:] for p in bids_dir.glob("sub-*") if p.is_dir())
+
+
+def select_participants(bids_dir: Path, labels: Sequence[str] | None) -> list[str]:
+    """Requested participant labels (prefix stripped), checked against the dataset."""
+    available = _participants_on_disk(bids_dir)
+    if not available:
+        raise BIDSError(f"{bids_dir}: no sub-* folders in the dataset", EXIT_MISSING)
+    if not labels:
+        return available
+    wanted = list(dict.fromkeys(strip_prefix(label, "sub-") for label in labels))
+    unknown = [label for label in wanted if label not in available]
+    if unknown:
+        raise BIDSError(
+            f"{bids_dir}: participant label(s) not found: {', '.join(unknown)} "
+            f"(available: {', '.join(available)})",
+            EXIT_NO_FILES,
+        )
+    return wanted
+
+
+def load_layout(
+    bids_dir: Path,
+    participants: Sequence[str],
+    *,
+    database_dir: Path | None = None,
+    validate: bool = True,
+):
+    """A BIDSLayout that indexes only the selected participants, reusing a database folder.
+
+    ``validate`` asks pybids to ignore files that are not BIDS; the full dataset validation
+    is :func:`validate_dataset`, run by the CLI unless --skip-bids-validation.
+    """
+    from bids.layout import BIDSLayout, BIDSLayoutIndexer
+
+    # paths are matched relative to the root with a leading "/": skip other participants
+    others = re.compile(
+        r"^(?!/sub-(" + "|".join(re.escape(p) for p in participants) + r")(/|$))/sub-[^/]+"
+    )
+    ignore = ["code", "stimuli", "sourcedata", "models", "derivatives", re.compile(r"^\."), others]
+    indexer = BIDSLayoutIndexer(validate=validate, ignore=ignore, index_metadata=False)
+    kwargs: dict[str, Any] = {"indexer": indexer}
+    if database_dir is not None:
+        database_dir.mkdir(parents=True, exist_ok=True)
+        kwargs["database_path"] = str(database_dir)
+    return BIDSLayout(str(bids_dir), validate=validate, **kwargs)
+
+
+def check_sessions(
+    layout, participants: Sequence[str], sessions: Sequence[str] | None
+) -> list[str] | None:
+    """Session labels (prefix stripped) checked against the selected participants' data."""
+    if not sessions:
+        return None
+    wanted = [strip_prefix(s, "ses-") for s in sessions]
+    available = set(layout.get_sessions(subject=list(participants)))
+    unknown = [s for s in wanted if s not in available]
+    if unknown:
+        raise BIDSError(
+            f"{layout.root}: session label(s) not found for the selected participants: "
+            f"{', '.join(unknown)} (available: {', '.join(sorted(available)) or 'none'})",
+            EXIT_NO_FILES,
+        )
+    return wanted
+
+
+def query_images(
+    layout,
+    subject: str,
+    suffix: str,
+    sessions: Sequence[str] | None = None,
+    extra_filters: dict[str, Any] | None = None,
+) -> list[str]:
+    """Paths of a participant's anatomical images of one suffix (T1w, T2w), sorted."""
+    query = {**IMAGE_QUERY, **(extra_filters or {}), "subject": subject, "suffix": suffix}
+    if sessions:
+        query["session"] = list(sessions)
+    return sorted(layout.get(return_type="file", **query))
+
+
+def collect_t1w(layout, subjects: Iterable[str], sessions=None, extra_filters=None) -> dict:
+    """T1w paths per subject; a subject without any T1w is an error (exit 66)."""
+    found = {}
+    for subject in subjects:
+        files = query_images(layout, subject, "T1w", sessions, extra_filters)
+        if not files:
+            where = f" in session(s) {', '.join(sessions)}" if sessions else ""
+            raise BIDSError(
+                f"{layout.root}/sub-{subject}: participant has no T1w image{where}", EXIT_MISSING
+            )
+        found[subject] = files
+    return found
+
+
+def parse_entities(path: str | os.PathLike) -> tuple[dict[str, str], str, str]:
+    """Split a BIDS file name into (entities in order, suffix, extension)."""
+    name = Path(path).name
+    match = re.match(r"^(?P<stem>[^.]+)(?P<ext>\..*)?$", name)
+    stem, ext = match.group("stem"), match.group("ext") or ""
+    parts = stem.split("_")
+    entities = dict(part.split("-", 1) for part in parts[:-1] if "-" in part)
+    return entities, parts[-1], ext
+
+
+def derivative_path(
+    source: str | os.PathLike,
+    *,
+    desc: str,
+    res: str | None = "hi",
+    suffix: str | None = None,
+    extension: str | None = None,
+    extra: dict[str, str] | None = None,
+) -> Path:
+    """Relative derivative path that keeps every source entity and adds ``res``/``desc``.
+
+    ``sub-01/ses-1/anat/sub-01_ses-1_acq-mprage_T1w.nii.gz`` →
+    ``sub-01/ses-1/anat/sub-01_ses-1_acq-mprage_res-hi_desc-bspline_T1w.nii.gz``.
+    """
+    entities, source_suffix, source_ext = parse_entities(source)
+    entities = {k: v for k, v in entities.items() if k not in ("res", "desc")}
+    entities.update(extra or {})
+    if res:
+        entities["res"] = res
+    entities["desc"] = desc
+    known = [k for k in ENTITY_ORDER if k in entities]
+    unknown = [k for k in entities if k not in ENTITY_ORDER]
+    ordered = [f"{k}-{entities[k]}" for k in known[:-1] + unknown + known[-1:]]
+    name = "_".join(ordered + [suffix or source_suffix]) + (
+        source_ext if extension is None else extension
+    )
+    folder = Path(f"sub-{entities['sub']}")
+    if "ses" in entities:
+        folder /= f"ses-{entities['ses']}"
+    return folder / "anat" / name
+
+
+def bids_uri(path: str | os.PathLike, bids_dir: str | os.PathLike, dataset: str = "raw") -> str:
+    """``bids:raw:sub-01/anat/sub-01_T1w.nii.gz`` for a file inside ``bids_dir``."""
+    relative = Path(os.path.abspath(path)).relative_to(os.path.abspath(bids_dir))
+    return f"bids:{dataset}:{relative.as_posix()}"
+
+
+def container_info() -> dict[str, str] | None:
+    """Container type and tag when running inside Docker or Singularity/Apptainer."""
+    if os.environ.get("SINGULARITY_CONTAINER") or os.environ.get("APPTAINER_CONTAINER"):
+        return {
+            "Type": "singularity",
+            "Tag": os.environ.get("SINGULARITY_NAME") or os.environ.get("APPTAINER_NAME", ""),
+        }
+    if os.environ.get("BIDS_SR_CONTAINER_TAG"):  # set by our Dockerfile
+        return {"Type": "docker", "Tag": os.environ["BIDS_SR_CONTAINER_TAG"]}
+    return None
+
+
+def dataset_description(bids_dir: Path) -> dict[str, Any]:
+    """The derivatives' dataset_description.json content."""
+    source_name = "raw"
+    try:
+        raw = json.loads((bids_dir / "dataset_description.json").read_text())
+        source_name = raw.get("Name", source_name)
+    except (OSError, ValueError):
+        raw = {}
+    generated = {"Name": "bids_sr", "Version": __version__, "CodeURL": __url__}
+    container = container_info()
+    if container:
+        generated["Container"] = container
+    source = {"URL": Path(bids_dir).resolve().as_uri()}
+    if raw.get("DatasetDOI"):
+        source["DOI"] = raw["DatasetDOI"]
+    return {
+        "Name": f"bids_sr super-resolution of {source_name}",
+        "BIDSVersion": raw.get("BIDSVersion", "1.9.0"),
+        "DatasetType": "derivative",
+        "GeneratedBy": [generated],
+        "SourceDatasets": [source],
+        "DatasetLinks": {"raw": Path(bids_dir).resolve().as_uri()},
+    }
+
+
+def write_json_atomic(data: dict[str, Any], path: Path) -> Path:
+    """Write JSON to a temporary name beside ``path``, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+DERIVATIVES_README = """# bids_sr derivatives
+
+Super-resolved anatomical images written by bids_sr {version}. Each image keeps the source
+file's entities and adds `res-hi` and `desc-<method>`; its JSON sidecar names the source
+(`Sources`), the method, the scale factors, the input and output voxel sizes, the intensity
+normalisation that was applied and undone, the device and the run time.
+`logs/` holds the run configuration of every run.
+"""
+
+
+def write_dataset_description(bids_dir: Path, output_dir: Path) -> Path:
+    """Write (or refresh) the derivatives' dataset_description.json and README."""
+    readme = output_dir / "README.md"
+    if not readme.exists():
+        readme.write_text(DERIVATIVES_README.format(version=__version__))
+    # reports and logs are not BIDS files: tell the validator (as fMRIPrep does)
+    (output_dir / ".bidsignore").write_text("logs/\n*.html\ngroup_*\n*_xfm.txt\n")
+    return write_json_atomic(dataset_description(bids_dir), output_dir / "dataset_description.json")
+
+
+def resolution_field(voxel_size: Sequence[float], method: str, res: str = "hi") -> dict:
+    """The REQUIRED ``Resolution`` sidecar field that the ``res-`` entity asks for."""
+    sizes = [round(float(v), 3) for v in voxel_size]
+    grid = f"{sizes[0]:g} mm isotropic" if len(set(sizes)) == 1 else "×".join(
+        f"{v:g}" for v in sizes
+    ) + " mm"
+    return {res: f"super-resolved with {method} to {grid}"}

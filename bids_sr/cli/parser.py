@@ -1,0 +1,294 @@
+"""The BIDS-App command line: positional arguments, grouped options, consistency checks.
+
+Option names follow fMRIPrep's family. Usage errors print one line and exit with 64
+(EX_USAGE, as the BIDS Apps execution spec asks), never argparse's default 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from bids_sr.__about__ import __version__
+from bids_sr.bids import EXIT_USAGE
+from bids_sr.config import Config, Execution, Nipype, Seeds, Workflow
+from bids_sr.superresolve import METHODS
+
+
+class BIDSAppParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line and exit with EX_USAGE (64)."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.exit(EXIT_USAGE)
+
+
+def _factor(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"scale factor {text!r} is not a number") from None
+    if not value >= 1 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"scale factor {text} must be a finite number >= 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a positive number")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be >= 1")
+    return value
+
+
+def _existing_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text}: file does not exist")
+    return path.absolute()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser; also the source of the Boutiques descriptor, so keep help texts useful."""
+    parser = BIDSAppParser(
+        prog="bids_sr",
+        description="Super-resolve anatomical brain MRI (T1w) of a BIDS dataset into a "
+        "BIDS derivatives dataset.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("bids_dir", type=Path, help="the root folder of a BIDS dataset")
+    parser.add_argument(
+        "output_dir", type=Path, help="the folder where derivatives are written (created)"
+    )
+    parser.add_argument(
+        "analysis_level",
+        choices=["participant", "group"],
+        help="participant: super-resolve each participant's images; group: summarise them",
+    )
+    parser.add_argument("--version", action="version", version=f"bids_sr {__version__}")
+
+    bids = parser.add_argument_group("Selecting data")
+    bids.add_argument(
+        "--participant-label",
+        "--participant_label",
+        nargs="+",
+        metavar="LABEL",
+        help="participant labels, with or without 'sub-' (default: all)",
+    )
+    bids.add_argument(
+        "--session-label",
+        "--session_label",
+        nargs="+",
+        metavar="LABEL",
+        help="session labels, with or without 'ses-' (default: all)",
+    )
+    bids.add_argument(
+        "--bids-filter-file",
+        type=_existing_file,
+        metavar="FILE",
+        help="JSON file of pybids filters for the T1w query, e.g. {\"t1w\": {\"acq\": \"mprage\"}}",
+    )
+    bids.add_argument(
+        "--skip-bids-validation",
+        "--skip_bids_validation",
+        action="store_true",
+        help="do not run the BIDS validator on the input dataset",
+    )
+    bids.add_argument(
+        "--bids-database-dir",
+        type=Path,
+        metavar="PATH",
+        help="folder for a reusable pybids index database (speeds up reruns)",
+    )
+
+    sr = parser.add_argument_group("Super-resolution")
+    sr.add_argument("--method", choices=METHODS, default="bspline", help="the method to use")
+    sr.add_argument(
+        "--scale",
+        nargs="+",
+        type=_factor,
+        metavar="FACTOR",
+        help="one factor, or three per-axis factors such as '1 1 4' (default: 2)",
+    )
+    sr.add_argument(
+        "--output-resolution",
+        type=_positive_float,
+        metavar="MM",
+        help="target voxel size in mm, instead of --scale (axes already finer stay as they are)",
+    )
+    sr.add_argument(
+        "--weights",
+        type=_existing_file,
+        metavar="PATH",
+        help="weights (.safetensors) to use instead of the shipped ones, e.g. your own retrained",
+    )
+    sr.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="where learned methods run (auto: a GPU when one is visible)",
+    )
+    sr.add_argument("--tile-size", type=_positive_int, metavar="N", help="inference tile size")
+    sr.add_argument(
+        "--tile-overlap", type=float, metavar="FRACTION", help="overlap between inference tiles"
+    )
+
+    perf = parser.add_argument_group("Performance and execution")
+    perf.add_argument(
+        "--nprocs",
+        "--nthreads",
+        "--n_cpus",
+        type=_positive_int,
+        default=os.cpu_count() or 1,
+        help="maximum number of processes/threads across all nodes",
+    )
+    perf.add_argument(
+        "--omp-nthreads",
+        type=_positive_int,
+        metavar="N",
+        help="threads per process (default: min(8, nprocs))",
+    )
+    perf.add_argument(
+        "--mem-gb", "--mem_gb", type=_positive_float, metavar="GB", help="memory limit in GB"
+    )
+    perf.add_argument(
+        "--plugin",
+        default="MultiProc",
+        help="Nipype execution plugin (Linear, MultiProc, SLURM, SLURMGraph, SGE, PBS, ...)",
+    )
+    perf.add_argument(
+        "--plugin-config",
+        "--use-plugin",
+        type=_existing_file,
+        metavar="FILE",
+        help="YAML file with 'plugin:' and 'plugin_args:' for Nipype (overrides --plugin)",
+    )
+    perf.add_argument(
+        "-w", "--work-dir", type=Path, default=Path("work"), help="Nipype working directory"
+    )
+    perf.add_argument("--random-seed", type=int, default=0, help="seed for every random step")
+    perf.add_argument(
+        "--stop-on-first-crash", action="store_true", help="stop at the first failed node"
+    )
+    perf.add_argument(
+        "--resource-monitor", action="store_true", help="record Nipype's resource use per node"
+    )
+    perf.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more output (repeat: -vv)"
+    )
+    return parser
+
+
+def _plugin_from_file(path: Path) -> tuple[str | None, dict]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: cannot read plugin configuration ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: plugin configuration must be a mapping with 'plugin:'")
+    args = data.get("plugin_args") or {}
+    if not isinstance(args, dict):
+        raise ValueError(f"{path}: 'plugin_args' must be a mapping")
+    return data.get("plugin"), args
+
+
+def _bids_filters(path: Path | None) -> dict:
+    if path is None:
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable JSON filter file ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: the filter file must hold a JSON object")
+    return data
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def parse_args(argv: list[str] | None = None) -> Config:
+    """Parse and check the command line; return the run configuration."""
+    parser = build_parser()
+    opts = parser.parse_args(argv)
+    bids_dir = opts.bids_dir.absolute()
+    output_dir = opts.output_dir.absolute()
+    work_dir = opts.work_dir.absolute()
+
+    if output_dir.resolve() == bids_dir.resolve():
+        parser.error(f"output_dir {output_dir} must not be the bids_dir")
+    if _inside(work_dir, bids_dir):
+        parser.error(f"work directory {work_dir} must not be inside bids_dir {bids_dir}")
+    if opts.scale and len(opts.scale) not in (1, 3):
+        parser.error(f"--scale takes one factor or three, got {len(opts.scale)}")
+    if opts.scale and opts.output_resolution:
+        parser.error("give either --scale or --output-resolution, not both")
+    omp = opts.omp_nthreads or min(8, opts.nprocs)
+    if omp > opts.nprocs:
+        parser.error(f"--omp-nthreads ({omp}) must not exceed --nprocs ({opts.nprocs})")
+
+    plugin, plugin_args = opts.plugin, {}
+    try:
+        if opts.plugin_config:
+            plugin_from_file, plugin_args = _plugin_from_file(opts.plugin_config)
+            plugin = plugin_from_file or plugin
+        filters = _bids_filters(opts.bids_filter_file)
+    except ValueError as exc:
+        parser.error(str(exc))
+
+    return Config(
+        execution=Execution(
+            bids_dir=bids_dir,
+            output_dir=output_dir,
+            analysis_level=opts.analysis_level,
+            work_dir=work_dir,
+            participant_label=list(opts.participant_label or []),
+            session_label=list(opts.session_label or []),
+            bids_filters=filters,
+            bids_database_dir=opts.bids_database_dir.absolute() if opts.bids_database_dir else None,
+            skip_bids_validation=opts.skip_bids_validation,
+            verbose=opts.verbose,
+            log_dir=output_dir / "logs",
+        ),
+        workflow=Workflow(
+            method=opts.method,
+            scale=list(opts.scale) if opts.scale else ([] if opts.output_resolution else [2.0]),
+            output_resolution=opts.output_resolution,
+            weights=opts.weights,
+            device=opts.device,
+            tile_size=opts.tile_size,
+            tile_overlap=opts.tile_overlap,
+        ),
+        nipype=Nipype(
+            plugin=plugin,
+            plugin_args=plugin_args,
+            nprocs=opts.nprocs,
+            omp_nthreads=omp,
+            mem_gb=opts.mem_gb,
+            stop_on_first_crash=opts.stop_on_first_crash,
+            resource_monitor=opts.resource_monitor,
+        ),
+        seeds=Seeds(random_seed=opts.random_seed),
+    )

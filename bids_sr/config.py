@@ -1,0 +1,150 @@
+"""The run configuration: one object built from the command line, saved as TOML.
+
+Sections follow fMRIPrep's: ``execution`` (paths, selection), ``workflow`` (what to compute),
+``nipype`` (how to execute), ``seeds``. The file written to ``<output>/logs/`` lets a run be
+reproduced and lets child processes see the same settings; nothing else in the package keeps
+module-level mutable state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+
+@dataclass
+class Execution:
+    bids_dir: Path
+    output_dir: Path
+    analysis_level: str = "participant"
+    work_dir: Path = Path("work")
+    participant_label: list[str] = field(default_factory=list)
+    session_label: list[str] = field(default_factory=list)
+    bids_filters: dict[str, Any] = field(default_factory=dict)
+    bids_database_dir: Path | None = None
+    skip_bids_validation: bool = False
+    verbose: int = 0
+    run_uuid: str = field(
+        default_factory=lambda: f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}_{uuid.uuid4()}"
+    )
+    log_dir: Path | None = None
+
+
+@dataclass
+class Workflow:
+    method: str = "bspline"
+    scale: list[float] = field(default_factory=lambda: [2.0])
+    output_resolution: float | None = None
+    weights: Path | None = None
+    device: str = "auto"
+    tile_size: int | None = None
+    tile_overlap: float | None = None
+
+
+@dataclass
+class Nipype:
+    plugin: str = "MultiProc"
+    plugin_args: dict[str, Any] = field(default_factory=dict)
+    nprocs: int = field(default_factory=lambda: os.cpu_count() or 1)
+    omp_nthreads: int = 0
+    mem_gb: float | None = None
+    stop_on_first_crash: bool = False
+    resource_monitor: bool = False
+
+
+@dataclass
+class Seeds:
+    random_seed: int = 0
+
+
+@dataclass
+class Config:
+    execution: Execution
+    workflow: Workflow = field(default_factory=Workflow)
+    nipype: Nipype = field(default_factory=Nipype)
+    seeds: Seeds = field(default_factory=Seeds)
+
+    def plugin_settings(self) -> dict[str, Any]:
+        """The ``plugin`` and ``plugin_args`` to hand to ``Workflow.run``."""
+        args = dict(self.nipype.plugin_args)
+        if self.nipype.plugin in ("MultiProc", "LegacyMultiProc"):
+            args.setdefault("n_procs", self.nipype.nprocs)
+            if self.nipype.mem_gb:
+                args.setdefault("memory_gb", self.nipype.mem_gb)
+            args.setdefault("raise_insufficient", False)
+        return {"plugin": self.nipype.plugin, "plugin_args": args}
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    def save(self, path: Path) -> Path:
+        """Write the configuration as TOML (atomically)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(dumps_toml(self.to_dict()))
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> Config:
+        """Read a configuration written by :meth:`save`."""
+        data = tomllib.loads(Path(path).read_text())
+        execution = data["execution"]
+        for key in ("bids_dir", "output_dir", "work_dir", "bids_database_dir", "log_dir"):
+            if execution.get(key):
+                execution[key] = Path(execution[key])
+        workflow = data.get("workflow", {})
+        if workflow.get("weights"):
+            workflow["weights"] = Path(workflow["weights"])
+        return cls(
+            execution=Execution(**execution),
+            workflow=Workflow(**workflow),
+            nipype=Nipype(**data.get("nipype", {})),
+            seeds=Seeds(**data.get("seeds", {})),
+        )
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        items = ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items())
+        return "{" + items + "}"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def dumps_toml(data: dict[str, dict[str, Any]]) -> str:
+    """TOML for a two-level mapping of sections to plain values (what Config holds)."""
+    lines = []
+    for section, values in data.items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,123 @@
+"""DerivativesDataSink: write one derivative image and its JSON sidecar, atomically.
+
+Every derivative of the app goes through this interface (from ``workflows/outputs.py``), so
+the naming and the sidecar are decided in one place: the file name keeps every source entity
+and adds ``res-``/``desc-`` (:func:`bids_sr.bids.derivative_path`); the sidecar holds the BIDS
+fields (Description, Sources, SkullStripped, Resolution, SpatialReference), metadata of the
+source that stays valid after super-resolution, and our provenance from the method's report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    Directory,
+    File,
+    SimpleInterface,
+    TraitedSpec,
+    isdefined,
+    traits,
+)
+
+from bids_sr.__about__ import __version__
+from bids_sr.bids import bids_uri, derivative_path, resolution_field, write_json_atomic
+
+# Acquisition metadata that remains true of a super-resolved image of the same acquisition
+CARRIED_METADATA = (
+    "Manufacturer", "ManufacturersModelName", "MagneticFieldStrength", "ReceiveCoilName",
+    "PulseSequenceType", "ScanningSequence", "SequenceVariant", "MRAcquisitionType",
+    "EchoTime", "InversionTime", "RepetitionTime", "FlipAngle",
+)  # fmt: skip
+
+
+class DerivativesDataSinkInputSpec(BaseInterfaceInputSpec):
+    base_directory = Directory(mandatory=True, desc="the derivatives dataset root")
+    bids_dir = Directory(exists=True, mandatory=True, desc="the raw BIDS dataset root")
+    source_file = File(exists=True, mandatory=True, desc="the raw file this one derives from")
+    in_file = File(exists=True, mandatory=True, desc="the image to store")
+    report_json = File(exists=True, desc="the method's JSON report (provenance)")
+    desc = traits.Str(mandatory=True, desc="the desc- entity (the method name)")
+    res = traits.Str("hi", usedefault=True, desc="the res- entity")
+    extra_metadata = traits.Dict(desc="more sidecar fields")
+
+
+class DerivativesDataSinkOutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="the stored derivative")
+    out_meta = File(exists=True, desc="its JSON sidecar")
+
+
+def _source_metadata(source_file: str) -> dict:
+    sidecar = Path(str(source_file).replace(".nii.gz", ".json").replace(".nii", ".json"))
+    if not sidecar.exists():
+        return {}
+    try:
+        data = json.loads(sidecar.read_text())
+    except ValueError:
+        return {}
+    return {key: data[key] for key in CARRIED_METADATA if key in data}
+
+
+def build_sidecar(source_file: str, bids_dir: str, desc: str, res: str, report: dict) -> dict:
+    """The sidecar of one super-resolved image (BIDS fields first, provenance after)."""
+    source = bids_uri(source_file, bids_dir)
+    method = report.get("method", desc)
+    voxel = report.get("output_voxel_size_mm", [])
+    sidecar = {
+        "Description": f"T1w image super-resolved with bids_sr ({method}); intensities on "
+        "the input's scale (normalised for the method, then restored).",
+        "Sources": [source],
+        "SpatialReference": source,
+        "SkullStripped": False,
+        "Resolution": resolution_field(voxel, method, res) if voxel else res,
+        **_source_metadata(source_file),
+        "Method": method,
+        "ScaleFactor": report.get("factors"),
+        "RequestedScaleFactor": report.get("requested_factors"),
+        "InputVoxelSize": report.get("input_voxel_size_mm"),
+        "OutputVoxelSize": voxel,
+        "InputShape": report.get("input_shape"),
+        "OutputShape": report.get("output_shape"),
+        "IntensityNormalisation": report.get("intensity_normalisation"),
+        "Device": report.get("device"),
+        "RunTime": report.get("runtime_s"),
+        "SoftwareVersion": f"bids_sr {__version__}",
+    }
+    for key in ("weights", "weights_sha256", "tiles", "tile_size", "amp", "peak_memory_mb"):
+        if key in report:
+            sidecar["".join(part.capitalize() for part in key.split("_"))] = report[key]
+    return {k: v for k, v in sidecar.items() if v is not None}
+
+
+class DerivativesDataSink(SimpleInterface):
+    """Copy ``in_file`` to its BIDS derivative path and write its sidecar (temp, then rename)."""
+
+    input_spec = DerivativesDataSinkInputSpec
+    output_spec = DerivativesDataSinkOutputSpec
+
+    def _run_interface(self, runtime):
+        base = Path(self.inputs.base_directory)
+        out_file = base / derivative_path(
+            self.inputs.source_file, desc=self.inputs.desc, res=self.inputs.res
+        )
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out_file.with_name(f".{out_file.name}.tmp{os.getpid()}")
+        shutil.copyfile(self.inputs.in_file, tmp)
+        os.replace(tmp, out_file)
+
+        report = {}
+        if isdefined(self.inputs.report_json):
+            report = json.loads(Path(self.inputs.report_json).read_text())
+        sidecar = build_sidecar(
+            self.inputs.source_file, self.inputs.bids_dir, self.inputs.desc, self.inputs.res, report
+        )
+        if isdefined(self.inputs.extra_metadata):
+            sidecar.update(self.inputs.extra_metadata)
+        meta = write_json_atomic(sidecar, out_file.with_name(out_file.name.split(".")[0] + ".json"))
+        self._results["out_file"] = str(out_file)
+        self._results["out_meta"] = str(meta)
+        return runtime
