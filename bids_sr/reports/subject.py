@@ -1,0 +1,151 @@
+"""The per-subject HTML report: what super-resolution did to each image, and how it was made.
+
+For each output (an *entry*) the report shows orthogonal slices through the centre of the
+input (nearest-upsampled onto the output grid), the super-resolved result and, in
+evaluation mode, the HR truth and the error map, with a zoomed crop of the cortex at the top
+of the brain; the registration overlay when a T2w guided the method; the metrics rows when
+there are any; and the sidecar's provenance (method, weights checksum, device, run time,
+version). Figures: :mod:`bids_sr.reports.figures` (matplotlib; why there).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from bids_sr.reports import html
+from bids_sr.reports.figures import (
+    Layer,
+    comparison_png,
+    display_grid,
+    png_data_uri,
+    registration_overlay_png,
+)
+
+# provenance fields shown first, in this order, when the sidecar has them (case-insensitive)
+PROVENANCE_FIRST = (
+    "Method",
+    "ScaleFactor",
+    "Resolution",
+    "WeightsChecksum",
+    "WeightsSHA256",
+    "Weights",
+    "Device",
+    "RunTime",
+    "SoftwareVersion",
+    "Version",
+    "GeneratedBy",
+    "Sources",
+    "Degradation",
+    "IntensityNormalisation",
+)
+METRIC_HEADER = (
+    "method",
+    "degradation",
+    "scale",
+    "psnr_brain",
+    "ssim_brain",
+    "psnr_whole",
+    "ssim_whole",
+    "gradient_error_brain",
+    "runtime_s",
+)
+
+
+def _load(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        img = nib.load(str(path))
+        data = np.asarray(img.dataobj, dtype=np.float32)
+    except Exception as exc:
+        raise ValueError(f"{path}: cannot read image for the report ({exc})") from exc
+    data = np.squeeze(data)
+    if data.ndim != 3:
+        raise ValueError(f"{path}: the report needs a 3D image, got shape {data.shape}")
+    return data, np.asarray(img.affine, dtype=float)
+
+
+def _on_grid(
+    data: np.ndarray, affine: np.ndarray, shape: Sequence[int], target_affine: np.ndarray
+) -> np.ndarray:
+    """``data`` resampled (linear) onto the grid ``(shape, target_affine)``; as is if equal."""
+    if tuple(data.shape) == tuple(shape) and np.allclose(affine, target_affine, atol=1e-4):
+        return data
+    mapping = np.linalg.inv(affine) @ target_affine
+    return ndimage.affine_transform(
+        data, mapping[:3, :3], offset=mapping[:3, 3], output_shape=tuple(shape), order=1
+    )
+
+
+def provenance(sidecar: Mapping[str, Any]) -> dict[str, Any]:
+    """The sidecar's fields, the provenance ones first (see PROVENANCE_FIRST), then the rest."""
+    lower = {key.lower(): key for key in sidecar}
+    ordered = {lower[k.lower()]: sidecar[lower[k.lower()]] for k in PROVENANCE_FIRST if k.lower()
+               in lower}  # fmt: skip
+    ordered.update({key: value for key, value in sidecar.items() if key not in ordered})
+    return ordered
+
+
+def entry_section(entry: Mapping[str, Any]) -> str:
+    """The HTML of one output: figure, optional overlay and metrics, provenance."""
+    title = str(entry.get("title") or Path(entry["output_path"]).name)
+    sr, sr_affine = _load(entry["output_path"])
+    lr, lr_affine = _load(entry["input_path"])
+    grid, _ = display_grid(sr, sr_affine)
+    layers = [Layer("input (nearest)", lr, lr_affine), Layer("super-resolved", sr, sr_affine)]
+    if entry.get("truth_path"):
+        truth, truth_affine = _load(entry["truth_path"])
+        truth = _on_grid(truth, truth_affine, sr.shape, sr_affine)
+        layers.append(Layer("HR truth", truth, sr_affine))
+        layers.append(Layer("|SR − truth|", sr - truth, sr_affine, kind="error"))
+    parts = [f"<h2>{html.escape(title)}</h2>"]
+    parts.append(
+        '<p class="note">Centre slices in RAS orientation (subject right on the right); the '
+        "green box on the coronal slice is the zoomed cortex crop. Input: "
+        f"{html.escape(Path(entry['input_path']).name)}; output: "
+        f"{html.escape(Path(entry['output_path']).name)}.</p>"
+    )
+    parts.append(html.image(png_data_uri(comparison_png(layers, grid)), f"{title}: slices"))
+    if entry.get("t2w_registered_path"):
+        overlay = registration_overlay_png(entry["input_path"], entry["t2w_registered_path"])
+        parts.append("<h3>T2w registration</h3>")
+        parts.append(html.image(png_data_uri(overlay), f"{title}: registration overlay"))
+    metrics = entry.get("metrics") or []
+    if metrics:
+        parts.append("<h3>Evaluation metrics</h3>")
+        parts.append(html.table(METRIC_HEADER, ([row.get(k) for k in METRIC_HEADER] for row in
+                                                metrics)))  # fmt: skip
+        parts.append(
+            '<p class="note">PSNR in dB and SSIM (3D, Gaussian window) with data range 1 on '
+            "the robust-normalised truth; gradient error: relative L2 error of the gradient "
+            "magnitude (lower is better).</p>"
+        )
+    parts.append("<h3>Provenance</h3>")
+    parts.append(html.key_value_table(provenance(entry.get("sidecar") or {})))
+    return "\n".join(parts)
+
+
+def build_subject_report(
+    subject: str, entries: Sequence[Mapping[str, Any]], out_html: str | os.PathLike
+) -> Path:
+    """Write the self-contained HTML report of ``subject`` (label with or without ``sub-``).
+
+    Each entry is a mapping with ``title``, ``input_path``, ``output_path``, ``sidecar``
+    (dict) and optionally ``truth_path``, ``t2w_registered_path`` and ``metrics`` (rows of
+    :func:`bids_sr.evaluation.evaluate_image`). Written atomically; returns the path.
+    """
+    label = subject if subject.startswith("sub-") else f"sub-{subject}"
+    for number, entry in enumerate(entries, start=1):
+        missing = [key for key in ("input_path", "output_path") if not entry.get(key)]
+        if missing:
+            raise ValueError(f"report entry {number} of {label} lacks {', '.join(missing)}")
+    if entries:
+        body = "\n".join(entry_section(entry) for entry in entries)
+    else:
+        body = '<p class="note">No outputs were produced for this subject.</p>'
+    return html.write_text_atomic(html.page(f"bids_sr report: {label}", body), out_html)

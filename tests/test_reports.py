@@ -1,0 +1,202 @@
+"""Reports: world-aligned slices, subject and group pages, group statistics, and rendering
+in headless Chromium."""
+
+import base64
+import io
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from bids_sr.evaluation import write_metrics_tsv
+from bids_sr.image import upsampled_affine
+from bids_sr.interpolation import upsample
+from bids_sr.reports.figures import display_grid, edge_map, sample_plane
+from bids_sr.reports.group import (
+    aggregate,
+    build_group_report,
+    load_tables,
+    mean_ci,
+    write_group_tsv,
+)
+from bids_sr.reports.subject import build_subject_report, provenance
+
+ROOT = Path(__file__).resolve().parents[1]
+# LAS storage (x flipped), 2 mm: the display must still put the subject's right on the right
+LR_AFFINE = np.array([[-2.0, 0, 0, 24], [0, 2.0, 0, -20], [0, 0, 2.0, -22], [0, 0, 0, 1]])
+
+
+def _head(shape=(20, 22, 24), seed=0):
+    rng = np.random.default_rng(seed)
+    grids = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    r = np.sqrt(sum(g * g for g in grids))
+    texture = ndimage.gaussian_filter(rng.normal(size=shape), 1.0)
+    return (np.where(r < 0.85, 100 + 30 * texture, 5) + 60 * (r < 0.5)).astype(np.float32)
+
+
+def _write(data, affine, path):
+    nib.save(nib.Nifti1Image(np.asarray(data, np.float32), affine), str(path))
+    return str(path)
+
+
+@pytest.fixture
+def report_files(tmp_path):
+    lr = _head()
+    hr_affine = upsampled_affine(LR_AFFINE, (2, 2, 2))
+    sr = upsample(lr, (2, 2, 2), order=3)
+    truth = sr + np.random.default_rng(1).normal(0, 3, sr.shape).astype(np.float32)
+    return {
+        "input_path": _write(lr, LR_AFFINE, tmp_path / "sub-01_T1w.nii.gz"),
+        "output_path": _write(sr, hr_affine, tmp_path / "sub-01_res-2_desc-bspline_T1w.nii.gz"),
+        "truth_path": _write(truth, hr_affine, tmp_path / "truth.nii.gz"),
+        "t2w_registered_path": _write(truth.max() - truth, hr_affine, tmp_path / "t2w.nii.gz"),
+    }
+
+
+def test_planes_are_world_aligned():
+    data = np.zeros((10, 12, 14), np.float32)
+    data[1, 6, 7] = 1  # voxel x=1 in LAS storage is on the subject's right (world x > 0)
+    grid, ras = display_grid(data, LR_AFFINE)
+    assert grid.shape == (10, 12, 14) and np.all(np.diag(grid.affine)[:3] > 0)
+    axial = sample_plane(ras, grid.affine, grid, "axial")  # rows = anterior, cols = right
+    assert axial.shape == (12, 10)
+    row, col = np.unravel_index(np.argmax(axial), axial.shape)
+    assert col == 8  # near the right edge of the panel
+    # sampling the original (non-canonical) array through its own affine gives the same plane
+    np.testing.assert_array_equal(sample_plane(data, LR_AFFINE, grid, "axial"), axial)
+
+
+def test_edge_map_finds_the_boundary():
+    data = np.zeros((24, 24, 24), np.float32)
+    data[6:18, 6:18, 6:18] = 100
+    edges = edge_map(data, (1.0, 1.0, 1.0))
+    assert edges.any() and not edges[12, 12, 12] and edges[6, 12, 12]
+
+
+def test_provenance_puts_method_first():
+    fields = provenance({"SkullStripped": False, "device": "cpu", "Method": "srrecnn"})
+    assert list(fields) == ["Method", "device", "SkullStripped"]
+
+
+def test_subject_report_is_self_contained(report_files, tmp_path):
+    metrics = [{"method": "bspline", "degradation": "gaussian", "scale": "2", "psnr_brain": 30.5}]
+    entry = {"title": "T1w ×2 bspline", "sidecar": {"Method": "bspline", "Device": "cpu"},
+             "metrics": metrics, **report_files}  # fmt: skip
+    out = build_subject_report("01", [entry], tmp_path / "sub-01.html")
+    text = out.read_text()
+    assert "<title>bids_sr report: sub-01</title>" in text
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', text)
+    assert len(images) == 2  # comparison figure + registration overlay
+    figure = mpimg.imread(io.BytesIO(base64.b64decode(images[0])), format="png")
+    assert figure.shape[0] > 300 and figure[..., :3].std() > 0.05  # 4 rows, not blank
+    assert "30.5" in text and 'src="http' not in text and "<script" not in text
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # atomic, no tmp left
+    with pytest.raises(ValueError, match="lacks output_path"):
+        build_subject_report("01", [{"input_path": "x"}], tmp_path / "bad.html")
+
+
+def _hand_rows():
+    psnr = {"bspline": [30.0, 31.0, 32.0], "fsrcnn": [31.0, 33.0, 32.0]}
+    return [
+        {"source": f"sub-0{i + 1}_T1w.nii.gz", "method": method, "degradation": "gaussian",
+         "scale": "2", "psnr_brain": value, "ssim_brain": None}
+        for method, values in psnr.items()
+        for i, value in enumerate(values)
+    ]  # fmt: skip
+
+
+def test_mean_ci_known_values():
+    mean, low, high = mean_ci([1.0, 2.0, 0.0])
+    half = 4.302652729911275 / np.sqrt(3)  # t(0.975, df=2) · sd(=1) / sqrt(3)
+    assert mean == 1.0 and low == pytest.approx(1 - half) and high == pytest.approx(1 + half)
+    assert np.isnan(mean_ci([2.0])[1])
+
+
+def test_group_aggregation_of_hand_made_rows(tmp_path):
+    summary = aggregate(_hand_rows(), metrics=("psnr_brain", "ssim_brain"))
+    assert [(s["method"], s["metric"]) for s in summary] == [
+        ("bspline", "psnr_brain"),
+        ("fsrcnn", "psnr_brain"),
+    ]  # ssim_brain is all missing: no row
+    bspline, fsrcnn = summary
+    assert bspline["mean"] == 31.0 and bspline["sd"] == 1.0 and bspline["diff_mean"] is None
+    assert fsrcnn["mean"] == 32.0 and fsrcnn["n"] == 3 and fsrcnn["n_paired"] == 3
+    half = 4.302652729911275 / np.sqrt(3)
+    assert fsrcnn["diff_mean"] == pytest.approx(1.0)
+    assert fsrcnn["diff_ci_low"] == pytest.approx(1 - half)
+    assert fsrcnn["diff_ci_high"] == pytest.approx(1 + half)
+
+    # through the files: subject TSVs → load → group TSV + HTML
+    rows = _hand_rows()
+    for i in range(3):
+        write_metrics_tsv([r for r in rows if r["source"].startswith(f"sub-0{i + 1}")],
+                          tmp_path / f"sub-0{i + 1}_desc-evaluation_metrics.tsv")  # fmt: skip
+    loaded = load_tables(sorted(tmp_path.glob("sub-*_metrics.tsv")))
+    assert len(loaded) == 6
+    again = aggregate(loaded)
+    assert again[1]["diff_ci_high"] == pytest.approx(1 + half)
+    tsv = write_group_tsv(again, tmp_path / "desc-evaluation_group.tsv")
+    assert tsv.with_suffix(".json").exists()
+    assert tsv.read_text().splitlines()[0].startswith("degradation\tscale\tmethod\tmetric")
+    page = build_group_report(loaded, tmp_path / "group.html").read_text()
+    assert "32 ± 1" in page and "+1 [" in page and page.count("data:image/png;base64,") == 1
+
+
+# ----------------------------------------------------------------- headless Chromium
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found:
+        return found
+    if os.geteuid() != 0:
+        pytest.skip("chromium is not installed and cannot be installed without root")
+    script = ROOT / "scripts" / "install_chromium.sh"
+    result = subprocess.run(["sh", str(script)], capture_output=True, text=True, timeout=600)
+    found = shutil.which("chromium")
+    if result.returncode != 0 or not found:
+        pytest.skip(f"chromium could not be installed: {result.stderr.strip()[-300:]}")
+    return found
+
+
+def _chromium_args(binary, profile):
+    return [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+            "--no-first-run", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--disable-dev-shm-usage", f"--user-data-dir={profile}"]  # fmt: skip
+
+
+def test_report_renders_in_headless_chromium(report_files, tmp_path):
+    binary = _chromium()
+    entry = {"title": "T1w ×2 bspline", "sidecar": {"Method": "bspline"}, **report_files}
+    report = build_subject_report("01", [entry], tmp_path / "sub-01.html")
+    # screenshot: the page is not blank
+    shot = tmp_path / "shot.png"
+    run = subprocess.run(
+        [*_chromium_args(binary, tmp_path / "profile1"), f"--screenshot={shot}",
+         "--window-size=1280,2000", report.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert shot.exists(), run.stderr[-2000:]
+    pixels = mpimg.imread(str(shot))[..., :3]
+    assert pixels.std() > 0.1
+    assert (pixels.mean(axis=-1) < 0.9).mean() > 0.1  # the black figures cover the page
+    # images decoded: a copy of the page with a probe script counts naturalWidth > 0
+    probe = tmp_path / "probe.html"
+    script = (
+        "<script>window.addEventListener('load', () => { const n = Array.from("
+        "document.images).filter(i => i.complete && i.naturalWidth > 0).length; "
+        "document.body.setAttribute('data-loaded', n + '/' + document.images.length); });"
+        "</script></body>"
+    )
+    probe.write_text(report.read_text().replace("</body>", script))
+    dom = subprocess.run(
+        [*_chromium_args(binary, tmp_path / "profile2"), "--virtual-time-budget=5000",
+         "--dump-dom", probe.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    ).stdout  # fmt: skip
+    assert 'data-loaded="2/2"' in dom, dom[:500]
