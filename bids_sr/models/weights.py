@@ -104,7 +104,7 @@ def save_weights(
         "sha256": sha256sum(path),
     }
     extra = {k: v for k, v in (card or {}).items() if k not in ("sha256", "file", "parameters")}
-    text = json.dumps({**core, **extra}, indent=2, sort_keys=False, default=str) + "\n"
+    text = json.dumps({**core, **extra}, indent=2, ensure_ascii=False, default=str) + "\n"
     cpath = card_path(path)
     _atomic_write(cpath, lambda tmp: Path(tmp).write_text(text))
     return path
