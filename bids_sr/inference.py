@@ -44,7 +44,7 @@ from bids_sr.models.registry import (
 from bids_sr.models.weights import load_model, read_metadata
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-DEFAULT_OVERLAP = 0.25
+DEFAULT_OVERLAP = 0.125
 
 
 # --------------------------------------------------------------------------- devices
@@ -319,7 +319,7 @@ def super_resolve_network(
     :mod:`bids_sr.image` (shape ``hr_shape(lr.shape, factors)``). ``weights`` defaults to the
     shipped file for ``factors``. ``tile_size`` is the tile edge on the network's input grid
     (default from the registry), ``tile_overlap`` the fraction of the trusted core shared by
-    neighbours (default 0.25), ``amp`` 'bf16' or 'fp16' for mixed precision on CUDA. The
+    neighbours (default 0.125), ``amp`` 'bf16' or 'fp16' for mixed precision on CUDA. The
     report is JSON-serialisable provenance: device, tiles, memory, weights and checksum.
 
     Example::

@@ -45,7 +45,7 @@ class DeepSuperResolveInputSpec(SuperResolveInputSpec):
         "HR for srrecnn); default: the registry's, bounded GPU memory whatever the volume"
     )
     tile_overlap = traits.Float(
-        desc="fraction of each tile's trusted core shared with its neighbours (default 0.25)"
+        desc="fraction of each tile's trusted core shared with its neighbours (default 0.125)"
     )
 
 

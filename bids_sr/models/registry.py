@@ -73,7 +73,7 @@ _SPECS: dict[str, MethodSpec] = {
             radius=fsrcnn.receptive_radius,
             intensity="robust normalisation to ~[0, 1] (imported originals: 0–255, "
             "via config input_scale)",
-            default_tile=48,
+            default_tile=80,
             description="3D FSRCNN 56-16-4, transposed-conv upsampling (seed 000)",
         ),
         MethodSpec(
@@ -84,7 +84,7 @@ _SPECS: dict[str, MethodSpec] = {
             needs_t2w=False,
             radius=espcn.receptive_radius,
             intensity="robust normalisation to ~[0, 1]",
-            default_tile=48,
+            default_tile=96,
             description="3D-ESPCN, 3D pixel-shuffle upsampling (seed 003)",
         ),
         MethodSpec(
@@ -106,7 +106,7 @@ _SPECS: dict[str, MethodSpec] = {
             needs_t2w=False,
             radius=srrecnn.receptive_radius,
             intensity="robust normalisation to ~[0, 1] (original: min–max to [0, 1])",
-            default_tile=80,
+            default_tile=96,
             description="SRReCNN3D, residual CNN on the cubic-spline-interpolated T1w (seed 001)",
         ),
         MethodSpec(
@@ -118,7 +118,7 @@ _SPECS: dict[str, MethodSpec] = {
             radius=srrecnn.receptive_radius,
             intensity="robust normalisation to ~[0, 1] for both channels "
             "(original: min–max to [0, 1])",
-            default_tile=80,
+            default_tile=96,
             description="SRReCNN3D with a registered HR T2w as second channel (seed 001)",
         ),
     )
