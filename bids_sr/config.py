@@ -50,6 +50,7 @@ class Workflow:
     device: str = "auto"
     tile_size: int | None = None
     tile_overlap: float | None = None
+    amp: str = "none"
 
 
 @dataclass

@@ -34,6 +34,7 @@ def init_anat_sr_wf(
     device: str = "auto",
     tile_size: int | None = None,
     tile_overlap: float | None = None,
+    amp: str = "none",
     seed: int = 0,
     omp_nthreads: int = 1,
     progress: bool = False,
@@ -55,6 +56,7 @@ def init_anat_sr_wf(
     )
 
     settings = {"method": method, "device": device, "seed": seed, "progress": progress}
+    settings["amp"] = amp
     if output_resolution:
         settings["output_resolution"] = output_resolution
     else:
