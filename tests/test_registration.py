@@ -294,20 +294,24 @@ def test_registration_is_deterministic_under_a_seed(phantom_case):
     assert sitk.ProcessObject.GetGlobalDefaultNumberOfThreads() >= 1
 
 
-def _spoiled(transform, degrees=0.0, shift=(0.0, 0.0, 0.0)):
+def _spoiled(transform, degrees=0.0, shift=(0.0, 0.0, 0.0), centre=None):
     """``transform`` followed by an extra rotation (about an oblique axis) and shift."""
-    extra = rigid_transform((1, 1, 0), degrees, shift, transform.GetCenter())
+    centre = transform.GetCenter() if centre is None else centre
+    extra = rigid_transform((1, 1, 0), degrees, shift, centre)
     return sitk.CompositeTransform([transform, extra])
 
 
-def test_quality_separates_good_from_wrong_registrations(phantom_case):
+def test_quality_drops_for_wrong_registrations_of_the_phantom(phantom_case):
+    """The phantom's few large, smooth regions still overlap a lot when rotated by 40°, so its
+    wrong alignments score well above real wrong ones: only the drop is checked here; the
+    absolute threshold is checked on real scans below."""
     fixed, moving, truth, result = phantom_case
     good, overlap = registration_quality(fixed, moving, truth)
     assert good >= QUALITY_THRESHOLD and overlap > 0.9
     assert result.quality == pytest.approx(good, abs=0.02)
     for spoiled in (_spoiled(truth, degrees=40.0), _spoiled(truth, shift=(30.0, 0.0, 0.0))):
         bad, _ = registration_quality(fixed, moving, spoiled)
-        assert bad < QUALITY_THRESHOLD, bad
+        assert bad < good - 0.2, (good, bad)
 
 
 def test_bad_arguments_are_refused(phantom_case):
@@ -358,3 +362,75 @@ def test_resample_to_upsampled_grid_matches_the_phantom(phantom_case):
     assert np.abs(out[inside] - expected[inside]).mean() < 0.03
     values = sitk.GetArrayViewFromImage(moving)
     assert out.max() <= values.max() + 1e-6
+
+
+# -- real scans (shared data) -------------------------------------------------------------
+
+
+def _shared(relative: str) -> Path:
+    path = DATA / relative
+    if not path.exists():
+        pytest.skip(f"shared data absent: {path} (see /work/shared/data/README.md)")
+    return path
+
+
+def _at_2mm(path: Path) -> sitk.Image:
+    """A real scan smoothed and resampled to 2 mm isotropic over the same field of view."""
+    volume = load_volume(path)
+    image = sitk_image_from_array(volume.data, volume.affine)
+    spacing = np.asarray(image.GetSpacing())
+    size = [int(round(n * s / 2.0)) for n, s in zip(image.GetSize(), spacing)]
+    sigmas = [float(np.sqrt(max(4.0 - s * s, 0.0)) / 2.355) for s in spacing]
+    smoothed = sitk.SmoothingRecursiveGaussian(image, sigmas)
+    grid = sitk.Image(size, sitk.sitkFloat32)
+    grid.SetSpacing((2.0, 2.0, 2.0))
+    grid.SetDirection(image.GetDirection())
+    grid.SetOrigin(
+        image.TransformContinuousIndexToPhysicalPoint([(2.0 / s - 1) / 2 for s in spacing])
+    )
+    return sitk.Resample(smoothed, grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+
+
+def _moved(image: sitk.Image, truth: sitk.Transform) -> sitk.Image:
+    """``image`` moved so that the anatomy at fixed point x lies at ``truth(x)``."""
+    return sitk.Resample(image, image, truth.GetInverse(), sitk.sitkBSpline, 0.0, sitk.sitkFloat32)
+
+
+# 2 mm images: a 4 mm then a 2 mm level and ~35k samples suffice (keeps the tests fast)
+_FAST = dict(seed=0, sampling_fraction=0.04, levels=(2, 1), smoothing=(1.0, 0.0))
+
+
+@pytest.mark.shared_data
+def test_real_t1w_registration_recovers_known_motion():
+    fixed = _at_2mm(_shared("real_t1/colin27_ch2_T1w.nii.gz"))
+    truth = _true_transform(fixed)
+    result = register_rigid(fixed, _moved(fixed, truth), **_FAST)
+    mean, worst, angle = transform_errors(fixed, result.transform, truth)
+    assert worst <= 0.5 and angle <= 0.5, (mean, worst, angle)
+    assert result.usable
+
+
+@pytest.mark.shared_data
+def test_real_t2w_to_t1w_registration_recovers_known_motion():
+    """openms patient19's T2 moved by a known motion, registered to its T1.
+
+    The published pair is co-registered to ≈0.4° / 0.5 mm (the MI optimum of the unmoved pair
+    differs from identity by that much), so the truth is the known motion after the unmoved
+    pair's own registration: the known motion must be recovered to 0.5 mm / 0.5°."""
+    fixed = _at_2mm(_shared("real_multicontrast/openms_patient19_T1.nii.gz"))
+    t2 = _at_2mm(_shared("real_multicontrast/openms_patient19_T2.nii.gz"))
+    baseline = register_rigid(fixed, t2, **_FAST)
+    assert baseline.rotation_degrees < 1.0 and baseline.translation_mm < 1.5
+    motion = _true_transform(fixed)
+    truth = sitk.CompositeTransform([motion, baseline.transform])  # baseline first, then motion
+    result = register_rigid(fixed, _moved(t2, motion), **_FAST)
+    mean, worst, angle = transform_errors(fixed, result.transform, truth)
+    assert worst <= 0.5 and angle <= 0.5, (mean, worst, angle)
+    # quality: correct above the threshold, deliberately wrong ones below
+    assert result.usable and result.quality >= QUALITY_THRESHOLD
+    moved_t2 = _moved(t2, motion)
+    centre = motion.GetCenter()
+    for spoiled in (_spoiled(truth, 40.0, centre=centre), _spoiled(truth, 0.0, (30, 0, 0), centre)):
+        assert registration_quality(fixed, moved_t2, spoiled)[0] < QUALITY_THRESHOLD
+    other = _at_2mm(_shared("real_multicontrast/openms_patient07_T2.nii.gz"))
+    assert registration_quality(fixed, other, baseline.transform)[0] < QUALITY_THRESHOLD
