@@ -61,6 +61,13 @@ class SuperResolveInputSpec(BaseInterfaceInputSpec):
     seed = traits.Int(0, usedefault=True, desc="random seed")
     progress = traits.Bool(False, usedefault=True, desc="show a progress bar")
     out_name = traits.Str("sr.nii.gz", usedefault=True, desc="output file name")
+    use_gpu = traits.Bool(
+        False,
+        usedefault=True,
+        nohash=True,
+        desc="scheduling hint: the node computes on a GPU, so Nipype's MultiProc counts it "
+        "against n_gpu_procs (not hashed: a cached result stays valid on a CPU node)",
+    )
 
 
 class SuperResolveOutputSpec(TraitedSpec):
