@@ -30,8 +30,10 @@ RUN python3 -m venv /opt/venv \
     && /opt/venv/bin/python -m pip install --no-cache-dir --upgrade "pip>=24" "setuptools>=77" wheel
 
 FROM builder-base AS builder-cuda
-# torch's CUDA 12.8 build (matches the runtime base) and the `gpu` extra (cupy-cuda12x).
-ENV PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cu128 \
+# torch's CUDA build matching the runtime base (cu128 ↔ CUDA 12.8) and the `gpu` extra
+# (cupy-cuda12x). Change both together: --build-arg CUDA_BASE=... --build-arg TORCH_CUDA=...
+ARG TORCH_CUDA=cu128
+ENV PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/${TORCH_CUDA} \
     BIDS_SR_EXTRAS="[gpu]"
 
 FROM builder-base AS builder-cpu

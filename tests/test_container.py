@@ -133,7 +133,9 @@ def test_cuda_base_matches_torch_and_cupy(dockerfile):
     global_args, stages, _ = dockerfile
     major, minor = re.search(r"cuda:(\d+)\.(\d+)", global_args["CUDA_BASE"]).groups()
     cuda_env = _pairs(stages["builder-cuda"].all("ENV")[0])
-    assert cuda_env["PIP_EXTRA_INDEX_URL"].endswith(f"/whl/cu{major}{minor}")
+    torch_cuda = _arg_defaults(stages["builder-cuda"])["TORCH_CUDA"]
+    assert torch_cuda == f"cu{major}{minor}"
+    assert cuda_env["PIP_EXTRA_INDEX_URL"] == "https://download.pytorch.org/whl/${TORCH_CUDA}"
     assert cuda_env["BIDS_SR_EXTRAS"] == "[gpu]"
     cpu_env = _pairs(stages["builder-cpu"].all("ENV")[0])
     assert cpu_env["PIP_EXTRA_INDEX_URL"].endswith("/whl/cpu")
