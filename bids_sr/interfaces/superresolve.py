@@ -62,6 +62,13 @@ class SuperResolveInputSpec(BaseInterfaceInputSpec):
     amp = traits.Enum("none", "bf16", "fp16", usedefault=True, desc="mixed precision on CUDA")
     progress = traits.Bool(False, usedefault=True, desc="show a progress bar")
     out_name = traits.Str("sr.nii.gz", usedefault=True, desc="output file name")
+    use_gpu = traits.Bool(
+        False,
+        usedefault=True,
+        nohash=True,
+        desc="scheduling hint: the node computes on a GPU, so Nipype's MultiProc counts it "
+        "against n_gpu_procs (not hashed: a cached result stays valid on a CPU node)",
+    )
 
 
 class SuperResolveOutputSpec(TraitedSpec):
