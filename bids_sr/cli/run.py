@@ -155,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns (and exits with) a BIDS Apps exit code."""
     config = parse_args(argv)
     _setup_logging(config.execution.verbose)
-    os.environ.setdefault("OMP_NUM_THREADS", str(config.nipype.omp_nthreads))
+    # threads per process follow --omp-nthreads (containers default these variables to 1)
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[variable] = str(config.nipype.omp_nthreads)
     try:
         if config.execution.analysis_level == "group":
             code = run_group(config)
