@@ -23,7 +23,9 @@ from bids_sr.gradfilter.xp import ArrayBackend, get_backend, to_numpy
 from bids_sr.image import as_factors, hr_shape
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "data" / "weights"
-EIG_BATCH = 262144
+# batch sizes: small enough to stay in CPU cache, large enough to fill a GPU
+EIG_BATCH = {"cpu": 2**14, "cuda": 2**21}
+TAP_BLOCK = {"cpu": 2**18, "cuda": 2**24}
 
 
 def _factor_text(value: float) -> str:
@@ -42,8 +44,9 @@ def slab_buckets(block: Any, filterset: FilterSet, backend: ArrayBackend) -> Any
     tensor = structure_tensor(block, xp, backend.ndi).reshape(6, -1)
     spec = filterset.spec
     out = xp.empty(tensor.shape[1], dtype=xp.int32)
-    for s in range(0, tensor.shape[1], EIG_BATCH):
-        out[s:s + EIG_BATCH] = spec.bucket_of(local_features(tensor[:, s:s + EIG_BATCH], xp), xp)
+    batch = EIG_BATCH[backend.device]
+    for s in range(0, tensor.shape[1], batch):
+        out[s:s + batch] = spec.bucket_of(local_features(tensor[:, s:s + batch], xp), xp)
     return out
 
 
@@ -96,13 +99,19 @@ def filter_upscale(
                            f0:f0 + nz + 2 * FEATURE_HALO]
         bucket = slab_buckets(feat_block, filterset, backend).reshape(stop - start, ny, nz)
         used[to_numpy(xp.unique(bucket))] = True
-        acc = xp.zeros((stop - start, ny, nz), dtype=xp.float32)
-        for k, (dx, dy, dz) in enumerate(offsets):
-            weight = columns[k][bucket]
-            weight *= block[halo + dx:halo + dx + stop - start, halo + dy:halo + dy + ny,
-                            halo + dz:halo + dz + nz]
-            acc += weight
-        out[start:stop] = to_numpy(acc)
+        # the tap loop runs on sub-slabs of ~TAP_BLOCK voxels so its operands stay in cache
+        step = max(1, TAP_BLOCK[backend.device] // max(1, ny * nz))
+        for s0 in range(0, stop - start, step):
+            s1 = min(stop - start, s0 + step)
+            sub_bucket = bucket[s0:s1]
+            acc = xp.zeros((s1 - s0, ny, nz), dtype=xp.float32)
+            weight = xp.empty_like(acc)
+            for k, (dx, dy, dz) in enumerate(offsets):
+                xp.take(columns[k], sub_bucket, out=weight)
+                weight *= block[halo + s0 + dx:halo + s1 + dx, halo + dy:halo + dy + ny,
+                                halo + dz:halo + dz + nz]
+                acc += weight
+            out[start + s0:start + s1] = to_numpy(acc)
     return out, {"chunks": len(starts), "buckets_used": int(used.sum())}
 
 

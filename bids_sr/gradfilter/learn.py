@@ -315,12 +315,13 @@ def learn_gradient_filters(
                                  1e-4)
     filters = np.empty((spec.n_buckets, taps), dtype=np.float64)
     fallback = acc.counts < min_samples
-    for j in range(spec.n_buckets):
-        if fallback[j]:
-            filters[j] = global_filter
-        else:
-            filters[j] = _ridge_solve(acc.unpack(q_host[j]), v_host[j], global_filter,
-                                      regularisation)
+    with _single_threaded_blas():
+        for j in range(spec.n_buckets):
+            if fallback[j]:
+                filters[j] = global_filter
+            else:
+                filters[j] = _ridge_solve(acc.unpack(q_host[j]), v_host[j], global_filter,
+                                          regularisation)
     info: dict[str, Any] = {
         "degradation": degradation,
         "training_images": n_images,
