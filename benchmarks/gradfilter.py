@@ -11,6 +11,7 @@ Prints figures and ratios; never used by the unit tests. Peak RSS is the process
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import sys
 import time
@@ -27,6 +28,7 @@ from bids_sr.gradfilter import (  # noqa: E402
     learn_gradient_filters,
     save_filters,
 )
+from bids_sr.gradfilter.io import card_path  # noqa: E402
 from bids_sr.gradfilter.xp import cuda_available  # noqa: E402
 from bids_sr.image import foreground_mask, load_volume, robust_normalisation  # noqa: E402
 from bids_sr.interpolation import upsample  # noqa: E402
@@ -134,10 +136,20 @@ def main() -> int:
         rows.append(scores)
         print(f"{name:48s} " + "  ".join(f"{k} {v:.2f}" for k, v in scores.items())
               + f"  (gain vs bspline {scores['gradfilter'] - scores['bspline']:+.2f} dB)")
-    mean = {k: np.mean([r[k] for r in rows]) for k in rows[0]}
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
     print(f"{'mean':48s} " + "  ".join(f"{k} {v:.2f}" for k, v in mean.items())
           + f"  (gain vs bspline {mean['gradfilter'] - mean['bspline']:+.2f} dB)")
     print(f"peak RSS: {peak_rss_mb():.0f} MB")
+    card_file = card_path(args.save)
+    card = json.loads(card_file.read_text())
+    card["validation"] = {
+        "images": list(VALIDATE), "degradation": "gaussian", "factors": list(FACTORS),
+        "metric": "PSNR dB inside bids_sr.image.foreground_mask, data range 1 after "
+                  "robust_normalisation",
+        "per_image": dict(zip(VALIDATE, rows)), "mean": mean,
+    }
+    card_file.write_text(json.dumps(card, indent=2) + "\n")
+    print(f"validation scores added to {card_file}")
     return 0
 
 

@@ -103,11 +103,15 @@ def filter_upscale(
         step = max(1, TAP_BLOCK[backend.device] // max(1, ny * nz))
         for s0 in range(0, stop - start, step):
             s1 = min(stop - start, s0 + step)
-            sub_bucket = bucket[s0:s1]
+            sub_bucket = bucket[s0:s1].astype(xp.intp)
             acc = xp.zeros((s1 - s0, ny, nz), dtype=xp.float32)
             weight = xp.empty_like(acc)
             for k, (dx, dy, dz) in enumerate(offsets):
-                xp.take(columns[k], sub_bucket, out=weight)
+                # NumPy buffers take(out=) under mode="raise"; buckets are in range anyway
+                if xp is np:
+                    np.take(columns[k], sub_bucket, out=weight, mode="clip")
+                else:
+                    xp.take(columns[k], sub_bucket, out=weight)
                 weight *= block[halo + s0 + dx:halo + s1 + dx, halo + dy:halo + dy + ny,
                                 halo + dz:halo + dz + nz]
                 acc += weight

@@ -134,7 +134,8 @@ class _Accumulator:
     def add(self, a_t: Any, target: Any, bucket: Any) -> None:
         """Add samples: ``a_t`` ``(taps, n)`` patches, ``target`` ``(n,)``, ``bucket`` ``(n,)``."""
         xp = self.backend.xp
-        order = xp.argsort(bucket, kind="stable")
+        # CuPy's argsort is always stable and rejects kind=; NumPy needs it asked for
+        order = np.argsort(bucket, kind="stable") if xp is np else xp.argsort(bucket)
         sorted_bucket = bucket[order]
         a_t = a_t[:, order]
         target = target[order]
