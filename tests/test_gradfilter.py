@@ -184,3 +184,13 @@ def test_cupy_and_numpy_agree(filter_file):
     b, report = apply_gradient_filters(lr, ISO, weights=str(filter_file), device="cuda")
     assert report["device"] == "cuda"
     assert np.mean(np.abs(a - b) < 1e-4) > 0.999
+
+
+def test_learning_rejects_empty_input_and_bad_settings():
+    for empty in ([], iter([])):
+        with pytest.raises(ValueError, match="at least one training image"):
+            learn_gradient_filters(empty, 2, device="cpu")
+    with pytest.raises(ValueError, match="odd"):
+        learn_gradient_filters([ellipsoid_phantom(0)], 2, patch_size=4, device="cpu")
+    with pytest.raises(ValueError, match="degradation"):
+        learn_gradient_filters([ellipsoid_phantom(0)], 2, degradation="blur", device="cpu")
