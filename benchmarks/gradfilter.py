@@ -58,7 +58,7 @@ def main() -> int:
     parser.add_argument("--max-samples-per-image", type=int, default=None,
                         help="random subset of the strided voxels (for a busy machine)")
     parser.add_argument("--no-augment", action="store_true")
-    parser.add_argument("--regularisation", type=float, default=1e-2)
+    parser.add_argument("--regularisation", type=float, default=1e-3)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--save", type=Path, default=Path("/tmp/gradfilter_x2x2x2.safetensors"))
     parser.add_argument("--apply-size", type=int, default=256, help="output edge for timing")
