@@ -9,7 +9,6 @@ tap — ``out += shifted_k · h[bucket, k]`` — so there is no per-voxel Python
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import numpy as np
 
 from bids_sr.gradfilter.features import FEATURE_HALO, local_features, structure_tensor
 from bids_sr.gradfilter.filterset import FilterSet
+from bids_sr.gradfilter.io import file_sha256, load_filters
 from bids_sr.gradfilter.patches import cheap_upscale, tap_offsets
 from bids_sr.gradfilter.xp import ArrayBackend, get_backend, to_numpy
 from bids_sr.image import as_factors, hr_shape
@@ -119,14 +119,6 @@ def filter_upscale(
     return out, {"chunks": len(starts), "buckets_used": int(used.sum())}
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def apply_gradient_filters(
     lr: np.ndarray,
     factors: tuple[float, float, float],
@@ -145,8 +137,6 @@ def apply_gradient_filters(
     ``census_threshold`` (0–26) turns on census-transform blending. The report holds the
     device, the filter file and its sha256, the number of chunks and of buckets used.
     """
-    from bids_sr.gradfilter.io import load_filters
-
     factors = as_factors(factors)
     lr = np.asarray(lr, dtype=np.float32)
     if lr.ndim != 3:
