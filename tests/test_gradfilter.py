@@ -142,6 +142,7 @@ def test_save_load_round_trip(filterset, filter_file):
     np.testing.assert_array_equal(loaded.strength_thresholds, filterset.strength_thresholds)
     np.testing.assert_array_equal(loaded.fallback, filterset.fallback)
     assert loaded.factors == ISO and loaded.patch_size == 5 and loaded.bins == (8, 8, 3, 3)
+    assert filter_file.stat().st_mode & 0o044 == 0o044  # readable by others
     card = json.loads(filter_file.with_name("gradfilter_x2x2x2.card.json").read_text())
     assert card["command"] == "pytest fixture" and card["training_images"] == 4
     assert card["degradation"] == "gaussian" and len(card["sha256"]) == 64

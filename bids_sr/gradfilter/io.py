@@ -87,6 +87,7 @@ def save_filters(filterset: FilterSet, path: str | os.PathLike, card: dict | Non
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; filter files are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
