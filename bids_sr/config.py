@@ -43,7 +43,15 @@ class Execution:
 
 @dataclass
 class Workflow:
-    method: str = "bspline"
+    """What to compute. ``methods``: every method runs on every T1w (one derivative each);
+    ``evaluate``: treat each T1w as the HR truth, degrade it with ``degradation``, score the
+    methods (see :mod:`bids_sr.evaluation`) instead of writing super-resolved images;
+    ``derivatives``: datasets searched for a brain-mask derivative in evaluation mode."""
+
+    methods: list[str] = field(default_factory=lambda: ["bspline"])
+    evaluate: bool = False
+    degradation: str = "gaussian"
+    derivatives: list[Path] = field(default_factory=list)
     scale: list[float] = field(default_factory=lambda: [2.0])
     output_resolution: float | None = None
     weights: Path | None = None
@@ -105,8 +113,11 @@ class Config:
             if execution.get(key):
                 execution[key] = Path(execution[key])
         workflow = data.get("workflow", {})
+        if "method" in workflow:  # files written before several methods were allowed
+            workflow.setdefault("methods", [workflow.pop("method")])
         if workflow.get("weights"):
             workflow["weights"] = Path(workflow["weights"])
+        workflow["derivatives"] = [Path(p) for p in workflow.get("derivatives", [])]
         return cls(
             execution=Execution(**execution),
             workflow=Workflow(**workflow),

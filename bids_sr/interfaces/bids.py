@@ -121,3 +121,42 @@ class DerivativesDataSink(SimpleInterface):
         self._results["out_file"] = str(out_file)
         self._results["out_meta"] = str(meta)
         return runtime
+
+
+class CopyToDerivativesInputSpec(BaseInterfaceInputSpec):
+    base_directory = Directory(mandatory=True, desc="the derivatives dataset root")
+    in_file = File(exists=True, mandatory=True, desc="the file to store")
+    out_path = traits.Str(mandatory=True, desc="its path relative to base_directory")
+    in_sidecar = File(exists=True, desc="a JSON sidecar, stored beside it with .json")
+
+
+class CopyToDerivativesOutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="the stored file")
+    out_meta = File(desc="the stored sidecar (when one was given)")
+
+
+def _copy_atomic(source: str, target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+    return target
+
+
+class CopyToDerivatives(SimpleInterface):
+    """Copy a finished file (a metrics table, a report) to a path chosen by
+    ``workflows/outputs.py`` in the derivatives dataset, atomically (temp name, then rename)."""
+
+    input_spec = CopyToDerivativesInputSpec
+    output_spec = CopyToDerivativesOutputSpec
+
+    def _run_interface(self, runtime):
+        relative = Path(self.inputs.out_path)
+        if relative.is_absolute() or ".." in relative.parts:
+            raise ValueError(f"{relative}: out_path must stay inside the derivatives dataset")
+        target = Path(self.inputs.base_directory) / relative
+        self._results["out_file"] = str(_copy_atomic(self.inputs.in_file, target))
+        if isdefined(self.inputs.in_sidecar):
+            meta = target.with_name(target.name.split(".")[0] + ".json")
+            self._results["out_meta"] = str(_copy_atomic(self.inputs.in_sidecar, meta))
+        return runtime
