@@ -356,6 +356,9 @@ Super-resolved anatomical images written by bids_sr {version}. Each image keeps 
 file's entities and adds `res-hi` and `desc-<method>`; its JSON sidecar names the source
 (`Sources`), the method, the scale factors, the input and output voxel sizes, the intensity
 normalisation that was applied and undone, the device and the run time.
+`sub-<label>.html` is each participant's visual report. In evaluation mode (`--evaluate`)
+each T1w gets `*_desc-evaluation_metrics.tsv` (+ `.json` describing the columns) instead of
+images; the group level aggregates them into `group_desc-evaluation_metrics.*`.
 `logs/` holds the run configuration of every run.
 """
 
