@@ -14,8 +14,6 @@ With --out-dir the per-subject TSVs, the group TSV and the group HTML page are w
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -23,6 +21,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from machine import machine  # noqa: E402
 
 from bids_sr.evaluation import METRIC_COLUMNS, evaluate_image, write_metrics_tsv  # noqa: E402
 from bids_sr.image import load_volume  # noqa: E402
@@ -33,28 +34,6 @@ VALIDATION = {
     "chris": "real_t1/chris_T1w.nii.gz",
     "openms19": "real_multicontrast/openms_patient19_T1.nii.gz",
 }
-
-
-def machine() -> str:
-    """One line describing where the benchmark ran."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    text = f"{platform.node()}: {cpu}, {os.cpu_count()} logical CPUs"
-    text += f", Python {platform.python_version()}"
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            text += f", GPU {torch.cuda.get_device_name(0)}"
-    except ImportError:
-        pass
-    return text
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bids_sr.__about__ import __url__, __version__
+from bids_sr.fileio import write_json_atomic
 
 # BIDS Apps execution-spec exit codes
 EXIT_OK = 0
@@ -209,6 +210,53 @@ def collect_t1w(layout, subjects: Iterable[str], sessions=None, extra_filters=No
     return found
 
 
+# file-name entity → pybids query name, for the entities a native-space mask must share
+MASK_ENTITIES = {"ses": "session", "acq": "acquisition", "ce": "ceagent",
+                 "rec": "reconstruction", "run": "run"}  # fmt: skip
+
+
+def load_derivative_layouts(paths: Sequence[Path]) -> list:
+    """One pybids layout per derivatives dataset (e.g. fMRIPrep's output), metadata unindexed."""
+    from bids.layout import BIDSLayout, BIDSLayoutIndexer
+
+    layouts = []
+    for path in paths:
+        if not (Path(path) / "dataset_description.json").exists():
+            raise BIDSError(f"{path}: not a derivatives dataset (no dataset_description.json)",
+                            EXIT_USAGE)  # fmt: skip
+        indexer = BIDSLayoutIndexer(validate=False, index_metadata=False)
+        try:
+            layouts.append(BIDSLayout(str(path), validate=False, indexer=indexer))
+        except Exception as exc:  # pybids raises many kinds for unreadable datasets
+            raise BIDSError(f"{path}: cannot index derivatives dataset ({exc})", EXIT_DATA) from exc
+    return layouts
+
+
+def find_brain_mask(layouts: Sequence, t1w_file: str | os.PathLike) -> str | None:
+    """A native-space ``desc-brain_mask`` of ``t1w_file`` in the derivatives, or None.
+
+    The mask must carry the T1w's subject, session, acq, ce, rec and run entities exactly
+    (absent ones absent) and no ``space-`` entity (fMRIPrep/sMRIPrep's convention for the
+    T1w's own space); the first dataset that holds one wins.
+    """
+    from bids.layout import Query
+
+    entities, _, _ = parse_entities(t1w_file)
+    query: dict[str, Any] = {"subject": entities["sub"], "desc": "brain", "suffix": "mask",
+                             "space": Query.NONE, "extension": [".nii", ".nii.gz"]}  # fmt: skip
+    for key, name in MASK_ENTITIES.items():
+        value = entities.get(key)
+        if value is None:
+            query[name] = Query.NONE
+        else:
+            query[name] = int(value) if key == "run" else value
+    for layout in layouts:
+        found = sorted(layout.get(return_type="file", **query))
+        if found:
+            return found[0]
+    return None
+
+
 def parse_entities(path: str | os.PathLike) -> tuple[dict[str, str], str, str]:
     """Split a BIDS file name into (entities in order, suffix, extension)."""
     name = Path(path).name
@@ -294,14 +342,6 @@ def dataset_description(bids_dir: Path) -> dict[str, Any]:
     }
 
 
-def write_json_atomic(data: dict[str, Any], path: Path) -> Path:
-    """Write JSON to a temporary name beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
-    os.replace(tmp, path)
-    return path
-
 
 DERIVATIVES_README = """# bids_sr derivatives
 
@@ -309,6 +349,9 @@ Super-resolved anatomical images written by bids_sr {version}. Each image keeps 
 file's entities and adds `res-hi` and `desc-<method>`; its JSON sidecar names the source
 (`Sources`), the method, the scale factors, the input and output voxel sizes, the intensity
 normalisation that was applied and undone, the device and the run time.
+`sub-<label>.html` is each participant's visual report. In evaluation mode (`--evaluate`)
+each T1w gets `*_desc-evaluation_metrics.tsv` (+ `.json` describing the columns) instead of
+images; the group level aggregates them into `group_desc-evaluation_metrics.*`.
 `logs/` holds the run configuration of every run.
 """
 
@@ -319,7 +362,9 @@ def write_dataset_description(bids_dir: Path, output_dir: Path) -> Path:
     if not readme.exists():
         readme.write_text(DERIVATIVES_README.format(version=__version__))
     # reports and logs are not BIDS files: tell the validator (as fMRIPrep does)
-    (output_dir / ".bidsignore").write_text("logs/\n*.html\ngroup_*\n*_xfm.txt\n")
+    (output_dir / ".bidsignore").write_text(
+        "logs/\n*.html\ngroup_*\n*_xfm.txt\n*_desc-evaluation_metrics.*\n"
+    )
     return write_json_atomic(dataset_description(bids_dir), output_dir / "dataset_description.json")
 
 

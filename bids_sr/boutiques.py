@@ -55,6 +55,7 @@ _TYPE_RULES: dict[str, dict[str, Any]] = {
     "_positive_float": {"type": "Number", "minimum": 0, "exclusive-minimum": True},
     "_factor": {"type": "Number", "minimum": 1},
     "_existing_file": {"type": "File"},
+    "_existing_dir": {"type": "File"},  # Boutiques File covers folders
     "Path": {"type": "String"},  # folders the app creates (work dir, database dir)
 }
 
@@ -181,7 +182,7 @@ def generate_descriptor(parser: argparse.ArgumentParser | None = None) -> dict[s
         "groups": _groups(parser),
         "output-files": [
             {
-                "id": "derivatives",
+                "id": "derivatives_dataset",
                 "name": "Derivatives dataset",
                 "description": "the BIDS derivatives folder: super-resolved images, sidecars, "
                 "reports and logs",

@@ -17,6 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from bids_sr.fileio import write_text_atomic
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
@@ -43,7 +45,15 @@ class Execution:
 
 @dataclass
 class Workflow:
-    method: str = "bspline"
+    """What to compute. ``methods``: every method runs on every T1w (one derivative each);
+    ``evaluate``: treat each T1w as the HR truth, degrade it with ``degradation``, score the
+    methods (see :mod:`bids_sr.evaluation`) instead of writing super-resolved images;
+    ``derivatives``: datasets searched for a brain-mask derivative in evaluation mode."""
+
+    methods: list[str] = field(default_factory=lambda: ["bspline"])
+    evaluate: bool = False
+    degradation: str = "gaussian"
+    derivatives: list[Path] = field(default_factory=list)
     scale: list[float] = field(default_factory=lambda: [2.0])
     output_resolution: float | None = None
     weights: Path | None = None
@@ -93,11 +103,7 @@ class Config:
 
     def save(self, path: Path) -> Path:
         """Write the configuration as TOML (atomically)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(dumps_toml(self.to_dict()))
-        os.replace(tmp, path)
-        return path
+        return write_text_atomic(dumps_toml(self.to_dict()), path)
 
     @classmethod
     def load(cls, path: Path) -> Config:
@@ -108,8 +114,11 @@ class Config:
             if execution.get(key):
                 execution[key] = Path(execution[key])
         workflow = data.get("workflow", {})
+        if "method" in workflow:  # files written before several methods were allowed
+            workflow.setdefault("methods", [workflow.pop("method")])
         if workflow.get("weights"):
             workflow["weights"] = Path(workflow["weights"])
+        workflow["derivatives"] = [Path(p) for p in workflow.get("derivatives", [])]
         return cls(
             execution=Execution(**execution),
             workflow=Workflow(**workflow),

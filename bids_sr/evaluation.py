@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from bids_sr.degrade import crop_to_factor, degrade, lr_shape_for
+from bids_sr.fileio import write_text_atomic
 from bids_sr.image import as_factors, robust_normalisation, upsampled_affine, voxel_sizes
 from bids_sr.masks import brain_mask
 from bids_sr.metrics import compute_metrics
@@ -248,17 +248,6 @@ def _format(value: Any) -> str:
     return "n/a" if text == "" else text.replace("\t", " ").replace("\n", " ")
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
 
 def sidecar_path(tsv_path: str | os.PathLike) -> Path:
     """The JSON sidecar beside a ``.tsv`` file."""
@@ -283,8 +272,8 @@ def write_tsv(
     names = list(columns)
     lines = ["\t".join(names)]
     lines += ["\t".join(_format(row.get(name)) for name in names) for row in rows]
-    _write_atomic(path, "\n".join(lines) + "\n")
-    _write_atomic(sidecar, json.dumps(dict(columns), indent=2) + "\n")
+    write_text_atomic("\n".join(lines) + "\n", path)
+    write_text_atomic(json.dumps(dict(columns), indent=2) + "\n", sidecar)
     return path
 
 

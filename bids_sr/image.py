@@ -25,13 +25,14 @@ use.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+
+from bids_sr.fileio import atomic_path
 
 Factors = tuple[float, float, float]
 
@@ -158,18 +159,11 @@ def save_volume(
     space as the input (scanner or aligned), with the new affine.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     header = _output_header(reference_header, affine)
     img = nib.Nifti1Image(np.asarray(data, dtype=np.float32), affine, header=header)
     suffix = ".nii.gz" if str(path).endswith(".nii.gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    try:
-        nib.save(img, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, suffix=f".tmp{suffix}") as tmp:
+        nib.save(img, str(tmp))
     return path
 
 

@@ -120,3 +120,34 @@ def brain_mask(
     limit = _dilate(grown, max(coarse_zooms), coarse_zooms)[np.ix_(*index)]
     mask = largest_component((tissue | grown[np.ix_(*index)]) & limit)
     return ndimage.binary_fill_holes(mask)
+
+
+def mask_on_grid(
+    mask: np.ndarray,
+    mask_affine: np.ndarray,
+    shape: Sequence[int],
+    affine: np.ndarray,
+) -> np.ndarray:
+    """A mask given on any grid (e.g. a BIDS mask derivative), on the grid ``(shape, affine)``.
+
+    Nearest-neighbour lookup through world coordinates (voxels outside the mask's field of
+    view are False); the mask is returned as is when the grids are the same. Raises
+    ValueError for a mask that is not 3D or that is empty on the target grid.
+    """
+    mask = np.squeeze(np.asarray(mask)) > 0
+    if mask.ndim != 3:
+        raise ValueError(f"a brain mask must be 3D, got shape {mask.shape}")
+    shape = tuple(int(n) for n in shape)
+    mask_affine = np.asarray(mask_affine, dtype=float)
+    affine = np.asarray(affine, dtype=float)
+    if mask.shape == shape and np.allclose(mask_affine, affine, atol=1e-4):
+        out = mask
+    else:
+        mapping = np.linalg.inv(mask_affine) @ affine
+        out = ndimage.affine_transform(
+            mask.astype(np.uint8), mapping[:3, :3], offset=mapping[:3, 3], output_shape=shape,
+            order=0, mode="constant", cval=0,
+        ) > 0  # fmt: skip
+    if not out.any():
+        raise ValueError("the brain mask does not overlap the image")
+    return out

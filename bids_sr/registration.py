@@ -43,7 +43,6 @@ contrasts are inverted. See :data:`QUALITY_THRESHOLD` for how the failure thresh
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,6 +52,7 @@ from typing import NamedTuple
 import numpy as np
 import SimpleITK as sitk
 
+from bids_sr.fileio import atomic_path
 from bids_sr.image import foreground_mask, load_volume
 
 #: The RAS ↔ LPS flip (its own inverse).
@@ -453,15 +453,8 @@ def write_itk_transform(transform: sitk.Transform, path: str | os.PathLike) -> P
     path = Path(path)
     if path.suffix != ".txt":
         raise ValueError(f"{path}: an ITK text transform needs a .txt name")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.txt", dir=path.parent)
-    os.close(fd)
-    try:
-        sitk.WriteTransform(transform, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, suffix=".tmp.txt") as tmp:
+        sitk.WriteTransform(transform, str(tmp))
     return path
 
 

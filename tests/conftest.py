@@ -1,10 +1,14 @@
-"""Shared fixtures: the demo dataset, a CLI runner, and the shared data folder."""
+"""Shared fixtures: the demo dataset, a CLI runner, the shared data folder, and a check
+that an HTML report renders in headless Chromium."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
+import matplotlib.image as mpimg
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,3 +45,55 @@ def run_cli(capsys):
         return code, capsys.readouterr().err
 
     return _run
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The headless Chromium binary (installed with scripts/install_chromium.sh as root),
+    or skip the test with the reason."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found:
+        return found
+    if os.geteuid() != 0:
+        pytest.skip("chromium is not installed and cannot be installed without root")
+    script = REPO / "scripts" / "install_chromium.sh"
+    result = subprocess.run(["sh", str(script)], capture_output=True, text=True, timeout=600)
+    found = shutil.which("chromium")
+    if result.returncode != 0 or not found:
+        pytest.skip(f"chromium could not be installed: {result.stderr.strip()[-300:]}")
+    return found
+
+
+def _chromium_args(binary, profile):
+    return [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+            "--no-first-run", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--disable-dev-shm-usage", f"--user-data-dir={profile}"]  # fmt: skip
+
+
+def assert_renders_in_chromium(binary: str, report: Path, workdir: Path, n_images: int) -> None:
+    """Screenshot ``report``: not blank, the black figures cover part of the page; and in a
+    copy with a probe script, all ``n_images`` images decoded (naturalWidth > 0)."""
+    shot = workdir / "shot.png"
+    run = subprocess.run(
+        [*_chromium_args(binary, workdir / "profile1"), f"--screenshot={shot}",
+         "--window-size=1280,2000", report.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert shot.exists(), run.stderr[-2000:]
+    pixels = mpimg.imread(str(shot))[..., :3]
+    assert pixels.std() > 0.1
+    assert (pixels.mean(axis=-1) < 0.9).mean() > 0.1  # the black figures cover the page
+    probe = workdir / "probe.html"
+    script = (
+        "<script>window.addEventListener('load', () => { const n = Array.from("
+        "document.images).filter(i => i.complete && i.naturalWidth > 0).length; "
+        "document.body.setAttribute('data-loaded', n + '/' + document.images.length); });"
+        "</script></body>"
+    )
+    probe.write_text(report.read_text().replace("</body>", script))
+    dom = subprocess.run(
+        [*_chromium_args(binary, workdir / "profile2"), "--virtual-time-budget=5000",
+         "--dump-dom", probe.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    ).stdout  # fmt: skip
+    assert f'data-loaded="{n_images}/{n_images}"' in dom, dom[:500]

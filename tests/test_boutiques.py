@@ -96,7 +96,7 @@ def test_bosh_command_line_parses_back(bosh, tmp_path):
         "analysis_level": "participant",
         "participant_label": ["01", "02"],
         "scale": [1, 1, 2],
-        "method": "linear",
+        "method": ["linear"],
         "skip_bids_validation": True,
         "mem_gb": 2.5,
         "nprocs": 2,
@@ -118,7 +118,7 @@ def test_bosh_command_line_parses_back(bosh, tmp_path):
     assert opts.analysis_level == "participant"
     assert opts.participant_label == ["01", "02"]
     assert opts.scale == [1.0, 1.0, 2.0]
-    assert opts.method == "linear"
+    assert opts.method == ["linear"]
     assert opts.skip_bids_validation is True
     assert opts.mem_gb == 2.5 and opts.nprocs == 2
     assert opts.work_dir == tmp_path / "work"

@@ -17,13 +17,13 @@ from bids_sr.image import upsampled_affine
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
-    """One participant-level + group run on the demo dataset, shared by several tests."""
+    """One participant-level (two methods) + group run on the demo dataset, shared by tests."""
     from bids_sr.cli.run import main
 
     root = tmp_path_factory.mktemp("demo_run")
     out, work = root / "out", root / "work"
     argv = [str(DEMO), str(out), "participant", "--participant-label", "01", "sub-02",
-            "--method", "bspline", "--scale", "2", "-w", str(work), "--nprocs", "2"]
+            "--method", "nearest", "bspline", "--scale", "2", "-w", str(work), "--nprocs", "2"]
     assert main(argv) == 0
     assert main([str(DEMO), str(out), "group"]) == 0
     return out, work, argv
@@ -68,10 +68,31 @@ def test_derivatives_indexed_by_pybids_and_valid(demo_run):
 def test_group_summary(demo_run):
     out, _, _ = demo_run
     rows = (out / "group_summary.tsv").read_text().strip().splitlines()
-    assert len(rows) == 4 and rows[0].startswith("participant_id\t")
-    assert "sub-02\tses-2" in rows[3]
+    assert len(rows) == 7 and rows[0].startswith("participant_id\t")  # 3 T1w × 2 methods
+    assert "sub-02\tses-2" in rows[5] and "\tbspline\t" in rows[5]
     page = (out / "group_summary.html").read_text()
-    assert page.count("data:image/png;base64,") == 3
+    assert page.count("data:image/png;base64,") == 6
+    assert not list(out.glob("group_desc-evaluation_*"))  # no evaluation tables to aggregate
+
+
+def test_several_methods_each_write_a_derivative_and_the_report(demo_run):
+    out, _, _ = demo_run
+    for method in ("nearest", "bspline"):
+        images = sorted(out.glob(f"sub-*/**/anat/*_res-hi_desc-{method}_T1w.nii.gz"))
+        assert len(images) == 3
+        sidecar = json.loads(images[0].with_name(images[0].name[:-7] + ".json").read_text())
+        assert sidecar["Method"] == method
+    nearest = nib.load(out / "sub-01/anat/sub-01_res-hi_desc-nearest_T1w.nii.gz").get_fdata()
+    bspline = nib.load(out / "sub-01/anat/sub-01_res-hi_desc-bspline_T1w.nii.gz").get_fdata()
+    assert nearest.shape == bspline.shape and not np.allclose(nearest, bspline)
+    # nearest upsampling repeats each input voxel in 2×2×2 blocks
+    np.testing.assert_array_equal(nearest[::2, ::2, ::2], nearest[1::2, 1::2, 1::2])
+    # one self-contained report per participant, one figure per derivative
+    for subject, n_figures in (("sub-01", 2), ("sub-02", 4)):
+        page = (out / f"{subject}.html").read_text()
+        assert page.count('src="data:image/png;base64,') == n_figures
+        assert "desc-nearest" in page and "desc-bspline" in page and "Provenance" in page
+        assert "Evaluation metrics" not in page
 
 
 def test_rerun_reuses_work_directory(demo_run):
@@ -79,7 +100,7 @@ def test_rerun_reuses_work_directory(demo_run):
 
     out, work, argv = demo_run
     results = sorted(work.rglob("super_resolve/result_super_resolve.pklz"))
-    assert len(results) == 3
+    assert len(results) == 6
     before = [p.stat().st_mtime_ns for p in results]
     assert main(argv) == 0
     assert [p.stat().st_mtime_ns for p in results] == before
@@ -110,6 +131,10 @@ def _assert_clean_failure(code, err, expected_code, fragment, out):
         (["--participant-label", "07"], 18, "07"),
         (["--session-label", "9"], 18, "9"),
         (["--method", "magic"], 64, "magic"),
+        (["--method", "bspline", "magic"], 64, "magic"),
+        (["--evaluate", "--output-resolution", "1"], 64, "--output-resolution"),
+        (["--derivatives", "."], 64, "--evaluate"),
+        (["--method", "fsrcnn"], 65, "no shipped weights for fsrcnn"),
         (["--scale", "0.5"], 64, "0.5"),
         (["--scale", "two"], 64, "two"),
         (["--scale", "2", "2"], 64, "three"),

@@ -3,16 +3,13 @@ in headless Chromium."""
 
 import base64
 import io
-import os
 import re
-import shutil
-import subprocess
-from pathlib import Path
 
 import matplotlib.image as mpimg
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import assert_renders_in_chromium
 from scipy import ndimage
 
 from bids_sr.evaluation import write_metrics_tsv
@@ -28,7 +25,6 @@ from bids_sr.reports.group import (
 )
 from bids_sr.reports.subject import build_subject_report, provenance
 
-ROOT = Path(__file__).resolve().parents[1]
 # LAS storage (x flipped), 2 mm: the display must still put the subject's right on the right
 LR_AFFINE = np.array([[-2.0, 0, 0, 24], [0, 2.0, 0, -20], [0, 0, 2.0, -22], [0, 0, 0, 1]])
 
@@ -150,53 +146,7 @@ def test_group_aggregation_of_hand_made_rows(tmp_path):
 
 
 # ----------------------------------------------------------------- headless Chromium
-def _chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found:
-        return found
-    if os.geteuid() != 0:
-        pytest.skip("chromium is not installed and cannot be installed without root")
-    script = ROOT / "scripts" / "install_chromium.sh"
-    result = subprocess.run(["sh", str(script)], capture_output=True, text=True, timeout=600)
-    found = shutil.which("chromium")
-    if result.returncode != 0 or not found:
-        pytest.skip(f"chromium could not be installed: {result.stderr.strip()[-300:]}")
-    return found
-
-
-def _chromium_args(binary, profile):
-    return [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-            "--no-first-run", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--disable-dev-shm-usage", f"--user-data-dir={profile}"]  # fmt: skip
-
-
-def test_report_renders_in_headless_chromium(report_files, tmp_path):
-    binary = _chromium()
+def test_report_renders_in_headless_chromium(report_files, tmp_path, chromium):
     entry = {"title": "T1w ×2 bspline", "sidecar": {"Method": "bspline"}, **report_files}
     report = build_subject_report("01", [entry], tmp_path / "sub-01.html")
-    # screenshot: the page is not blank
-    shot = tmp_path / "shot.png"
-    run = subprocess.run(
-        [*_chromium_args(binary, tmp_path / "profile1"), f"--screenshot={shot}",
-         "--window-size=1280,2000", report.as_uri()],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert shot.exists(), run.stderr[-2000:]
-    pixels = mpimg.imread(str(shot))[..., :3]
-    assert pixels.std() > 0.1
-    assert (pixels.mean(axis=-1) < 0.9).mean() > 0.1  # the black figures cover the page
-    # images decoded: a copy of the page with a probe script counts naturalWidth > 0
-    probe = tmp_path / "probe.html"
-    script = (
-        "<script>window.addEventListener('load', () => { const n = Array.from("
-        "document.images).filter(i => i.complete && i.naturalWidth > 0).length; "
-        "document.body.setAttribute('data-loaded', n + '/' + document.images.length); });"
-        "</script></body>"
-    )
-    probe.write_text(report.read_text().replace("</body>", script))
-    dom = subprocess.run(
-        [*_chromium_args(binary, tmp_path / "profile2"), "--virtual-time-budget=5000",
-         "--dump-dom", probe.as_uri()],
-        capture_output=True, text=True, timeout=120,
-    ).stdout  # fmt: skip
-    assert 'data-loaded="2/2"' in dom, dom[:500]
+    assert_renders_in_chromium(chromium, report, tmp_path, n_images=2)

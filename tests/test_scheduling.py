@@ -28,7 +28,7 @@ T1W = {
 def _config(tmp_path: Path, method: str, device: str, omp: int = 2) -> Config:
     return Config(
         execution=Execution(bids_dir=DEMO, output_dir=tmp_path / "out", work_dir=tmp_path / "work"),
-        workflow=Workflow(method=method, scale=[2.0], device=device),
+        workflow=Workflow(methods=[method], scale=[2.0], device=device),
         nipype=Nipype(nprocs=4, omp_nthreads=omp),
     )
 

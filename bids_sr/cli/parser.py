@@ -15,6 +15,7 @@ from pathlib import Path
 from bids_sr.__about__ import __version__
 from bids_sr.bids import EXIT_USAGE
 from bids_sr.config import Config, Execution, Nipype, Seeds, Workflow
+from bids_sr.degrade import PRESETS
 from bids_sr.superresolve import METHODS
 
 
@@ -60,6 +61,13 @@ def _existing_file(text: str) -> Path:
     path = Path(text)
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"{text}: file does not exist")
+    return path.absolute()
+
+
+def _existing_dir(text: str) -> Path:
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: folder does not exist")
     return path.absolute()
 
 
@@ -117,7 +125,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     sr = parser.add_argument_group("Super-resolution")
-    sr.add_argument("--method", choices=METHODS, default="bspline", help="the method to use")
+    sr.add_argument(
+        "--method",
+        nargs="+",
+        choices=METHODS + ("all",),
+        default="bspline",
+        metavar="METHOD",
+        help=f"one or more of: {', '.join(METHODS)}; 'all' = the interpolation baselines and "
+        "every learned method whose weights ship for the scale; each method writes its own "
+        "desc-<method> derivative",
+    )
     sr.add_argument(
         "--scale",
         nargs="+",
@@ -152,6 +169,30 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--tile-size", type=_positive_int, metavar="N", help="inference tile size")
     sr.add_argument(
         "--tile-overlap", type=float, metavar="FRACTION", help="overlap between inference tiles"
+    )
+
+    evaluation = parser.add_argument_group("Evaluation")
+    evaluation.add_argument(
+        "--evaluate",
+        action="store_true",
+        help="evaluation mode: treat each T1w as the high-resolution truth, degrade it by "
+        "--scale, super-resolve it back with each --method and the interpolation baselines, "
+        "and write a metrics table (PSNR, SSIM, gradient error) per T1w instead of images",
+    )
+    evaluation.add_argument(
+        "--degradation",
+        choices=PRESETS,
+        default="gaussian",
+        help="how the low-resolution image is simulated in evaluation mode (the training "
+        "presets of bids_sr.degrade)",
+    )
+    evaluation.add_argument(
+        "--derivatives",
+        nargs="+",
+        type=_existing_dir,
+        metavar="PATH",
+        help="derivatives datasets searched for a native-space desc-brain_mask of each T1w "
+        "(evaluation mode; without one, bids_sr computes a brain mask)",
     )
 
     perf = parser.add_argument_group("Performance and execution")
@@ -251,6 +292,11 @@ def parse_args(argv: list[str] | None = None) -> Config:
         parser.error(f"--scale takes one factor or three, got {len(opts.scale)}")
     if opts.scale and opts.output_resolution:
         parser.error("give either --scale or --output-resolution, not both")
+    if opts.evaluate and opts.output_resolution:
+        parser.error("--evaluate degrades by --scale factors; --output-resolution cannot be used")
+    if opts.derivatives and not opts.evaluate:
+        parser.error("--derivatives is used only with --evaluate")
+    methods = [opts.method] if isinstance(opts.method, str) else list(dict.fromkeys(opts.method))
     omp = opts.omp_nthreads or min(8, opts.nprocs)
     if omp > opts.nprocs:
         parser.error(f"--omp-nthreads ({omp}) must not exceed --nprocs ({opts.nprocs})")
@@ -279,7 +325,10 @@ def parse_args(argv: list[str] | None = None) -> Config:
             log_dir=output_dir / "logs",
         ),
         workflow=Workflow(
-            method=opts.method,
+            methods=methods,
+            evaluate=opts.evaluate,
+            degradation=opts.degradation,
+            derivatives=list(opts.derivatives or []),
             scale=list(opts.scale) if opts.scale else ([] if opts.output_resolution else [2.0]),
             output_resolution=opts.output_resolution,
             weights=opts.weights,

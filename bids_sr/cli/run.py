@@ -20,10 +20,13 @@ from bids_sr.bids import (
     EXIT_DATA,
     EXIT_FAILURE,
     EXIT_OK,
+    EXIT_USAGE,
     BIDSError,
     check_dataset,
     check_sessions,
     collect_t1w,
+    find_brain_mask,
+    load_derivative_layouts,
     load_layout,
     select_participants,
     validate_dataset,
@@ -33,6 +36,7 @@ from bids_sr.cli.parser import parse_args
 from bids_sr.config import Config
 
 LOGGER = logging.getLogger("bids_sr")
+GUIDED_METHODS = ("srrecnn-t2w",)  # need a registered T2w: not part of --method all yet
 
 
 def _setup_logging(verbose: int) -> None:
@@ -95,14 +99,15 @@ def run_participant(config: Config) -> int:
     """Check inputs, build the Nipype workflow and run it with the configured plugin."""
     t1w_by_subject = _collect_inputs(config)
     _check_images(t1w_by_subject)
-    if config.workflow.method not in ("nearest", "linear", "bspline"):
-        _check_weights_available(config)
+    config.workflow.methods = resolve_methods(config, t1w_by_subject)
+    brain_masks = _brain_masks(config, t1w_by_subject)
     n_files = sum(len(v) for v in t1w_by_subject.values())
     LOGGER.warning(
-        "super-resolving %d T1w image(s) of %d participant(s) with %s",
+        "%s %d T1w image(s) of %d participant(s) with %s",
+        "evaluating (T1w as the truth) on" if config.workflow.evaluate else "super-resolving",
         n_files,
         len(t1w_by_subject),
-        config.workflow.method,
+        ", ".join(config.workflow.methods),
     )
     created = _check_writable(config.execution.output_dir)
     try:
@@ -111,7 +116,9 @@ def run_participant(config: Config) -> int:
         config.save(config.execution.log_dir / f"bids_sr_{config.execution.run_uuid}.toml")
         from bids_sr.workflows.base import init_bids_sr_wf
 
-        workflow = init_bids_sr_wf(config=config, t1w_by_subject=t1w_by_subject)
+        workflow = init_bids_sr_wf(
+            config=config, t1w_by_subject=t1w_by_subject, brain_masks=brain_masks
+        )
         start = time.perf_counter()
         workflow.run(**config.plugin_settings())
     except BaseException:
@@ -123,21 +130,95 @@ def run_participant(config: Config) -> int:
     return EXIT_OK
 
 
-def _check_weights_available(config: Config) -> None:
-    """Fail before running when a learned method has no weights for the requested factors."""
-    if config.workflow.weights is not None or config.workflow.output_resolution:
-        return  # per-image factors: the node reports a missing file clearly
-    from bids_sr.image import as_factors
-    from bids_sr.superresolve import default_weights
+def _all_factors(config: Config, t1w_by_subject: dict[str, list[str]]) -> set[tuple]:
+    """The factors every T1w will be processed with (one set unless --output-resolution)."""
+    from bids_sr.image import as_factors, factors_for_resolution, load_volume
 
-    try:
-        default_weights(config.workflow.method, as_factors(config.workflow.scale))
-    except FileNotFoundError as exc:
-        raise BIDSError(str(exc), EXIT_DATA) from exc
+    if not config.workflow.output_resolution:
+        return {as_factors(config.workflow.scale)}
+    return {
+        factors_for_resolution(load_volume(path).affine, config.workflow.output_resolution)
+        for files in t1w_by_subject.values()
+        for path in files
+    }
+
+
+def resolve_methods(config: Config, t1w_by_subject: dict[str, list[str]]) -> list[str]:
+    """The methods to run: 'all' expanded, and learned methods checked for weights.
+
+    'all' = the interpolation baselines plus every learned method whose shipped weights exist
+    for the factors of every image (srrecnn-t2w only when the guide is wired: not yet).
+    A learned method named explicitly without weights stops the run (exit 65) in normal mode
+    and is skipped with a warning in evaluation mode. ``--weights`` must go with exactly one
+    learned method (exit 64 otherwise).
+    """
+    from bids_sr.superresolve import INTERPOLATION_METHODS, METHODS, default_weights
+
+    wf_settings = config.workflow
+    factor_sets = _all_factors(config, t1w_by_subject)
+
+    def missing_weights(method: str) -> list[str]:
+        """Why each factor set has no usable shipped weights (empty: all found)."""
+        if method in INTERPOLATION_METHODS:
+            return []
+        reasons = []
+        for factors in sorted(factor_sets):
+            try:
+                default_weights(method, factors)
+            except FileNotFoundError as exc:
+                reasons.append(str(exc))
+        return reasons
+
+    methods: list[str] = []
+    for name in wf_settings.methods:
+        if name == "all":
+            methods += [m for m in METHODS if m not in GUIDED_METHODS and not missing_weights(m)]
+        else:
+            methods.append(name)
+    methods = list(dict.fromkeys(methods))
+    learned = [m for m in methods if m not in INTERPOLATION_METHODS]
+    if wf_settings.weights is not None:
+        if len(learned) != 1:
+            raise BIDSError(
+                f"--weights {wf_settings.weights} needs exactly one learned method, got "
+                f"{', '.join(learned) or 'none'}",
+                EXIT_USAGE,
+            )
+        return methods
+    kept = []
+    for method in methods:
+        missing = missing_weights(method)
+        if not missing:
+            kept.append(method)
+            continue
+        message = missing[0]
+        if not wf_settings.evaluate:
+            raise BIDSError(message, EXIT_DATA)
+        LOGGER.warning("skipping %s in the evaluation: %s", method, message)
+    if not kept:
+        raise BIDSError("no method left to evaluate (none has weights)", EXIT_DATA)
+    return kept
+
+
+def _brain_masks(config: Config, t1w_by_subject: dict[str, list[str]]) -> dict[str, str]:
+    """Evaluation mode: the native-space brain-mask derivative of each T1w that has one."""
+    if not (config.workflow.evaluate and config.workflow.derivatives):
+        return {}
+    layouts = load_derivative_layouts(config.workflow.derivatives)
+    masks = {}
+    for files in t1w_by_subject.values():
+        for path in files:
+            mask = find_brain_mask(layouts, path)
+            if mask:
+                masks[path] = mask
+            else:
+                LOGGER.warning("no desc-brain_mask derivative for %s: computing one", path)
+    return masks
 
 
 def run_group(config: Config) -> int:
-    """Summarise the participant-level outputs (TSV + HTML)."""
+    """Summarise the participant-level outputs (TSV + HTML), and aggregate the evaluation
+    tables when there are any (mean ± SD per method, paired difference to bspline)."""
     from bids_sr.reports.summary import write_group_summary
 
     output_dir = config.execution.output_dir
@@ -148,6 +229,20 @@ def run_group(config: Config) -> int:
         )
     tsv, html = write_group_summary(output_dir)
     LOGGER.warning("group summary: %s and %s", tsv, html)
+    tables = sorted(output_dir.glob("sub-*/**/*_desc-evaluation_metrics.tsv"))
+    if tables:
+        from bids_sr.reports import group
+
+        try:
+            rows = group.load_tables(tables)
+        except ValueError as exc:
+            raise BIDSError(str(exc), EXIT_DATA) from exc
+        summary = group.aggregate(rows)
+        tsv = group.write_group_tsv(summary, output_dir / "group_desc-evaluation_metrics.tsv")
+        html = group.build_group_report(
+            rows, output_dir / "group_desc-evaluation_metrics.html", summary=summary
+        )
+        LOGGER.warning("evaluation of %d image(s): %s and %s", len(tables), tsv, html)
     return EXIT_OK
 
 

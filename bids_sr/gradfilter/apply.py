@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from bids_sr import weights_lookup
 from bids_sr.gradfilter.features import FEATURE_HALO, local_features, structure_tensor
 from bids_sr.gradfilter.filterset import FilterSet
 from bids_sr.gradfilter.io import file_sha256, load_filters
@@ -22,20 +23,14 @@ from bids_sr.gradfilter.patches import cheap_upscale, tap_offsets
 from bids_sr.gradfilter.xp import ArrayBackend, get_backend, to_numpy
 from bids_sr.image import as_factors, hr_shape
 
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "data" / "weights"
 # batch sizes: small enough to stay in CPU cache, large enough to fill a GPU
 EIG_BATCH = {"cpu": 2**14, "cuda": 2**21}
 TAP_BLOCK = {"cpu": 2**18, "cuda": 2**24}
 
 
-def _factor_text(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{value:g}"
-
-
 def default_weights_path(factors: float | Sequence[float]) -> Path:
     """Shipped filter file for ``factors``: ``gradfilter_x2x2x2.safetensors`` etc."""
-    f = as_factors(factors)
-    return WEIGHTS_DIR / f"gradfilter_x{'x'.join(_factor_text(v) for v in f)}.safetensors"
+    return weights_lookup.default_weights_path("gradfilter", as_factors(factors))
 
 
 def slab_buckets(block: Any, filterset: FilterSet, backend: ArrayBackend) -> Any:
@@ -144,7 +139,7 @@ def apply_gradient_filters(
     if weights is None:
         path = default_weights_path(factors)
         if not path.is_file():
-            label = "x".join(_factor_text(v) for v in factors)
+            label = weights_lookup.format_factors(factors)
             raise FileNotFoundError(
                 f"no shipped weights for gradfilter at ×{label}; train them with "
                 f"`bids_sr-train gradfilter BIDS_DIR OUT_DIR --scale ...` or pass --weights PATH"

@@ -12,12 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bids_sr.fileio import atomic_path
 from bids_sr.gradfilter.filterset import FilterSet
 
 FORMAT = "bids_sr.gradfilter/1"
@@ -83,15 +83,8 @@ def save_filters(filterset: FilterSet, path: str | os.PathLike, card: dict | Non
         "patch_size": str(filterset.patch_size),
         "degradation": str(filterset.info.get("degradation", "unknown")),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; filter files are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
     document = {
         "method": "gradfilter",
         "format": FORMAT,

@@ -10,7 +10,6 @@ source that stays valid after super-resolution, and our provenance from the meth
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -25,7 +24,8 @@ from nipype.interfaces.base import (
 )
 
 from bids_sr.__about__ import __version__
-from bids_sr.bids import bids_uri, derivative_path, resolution_field, write_json_atomic
+from bids_sr.bids import bids_uri, derivative_path, resolution_field
+from bids_sr.fileio import atomic_path, write_json_atomic
 
 # Acquisition metadata that remains true of a super-resolved image of the same acquisition
 CARRIED_METADATA = (
@@ -104,10 +104,7 @@ class DerivativesDataSink(SimpleInterface):
         out_file = base / derivative_path(
             self.inputs.source_file, desc=self.inputs.desc, res=self.inputs.res
         )
-        out_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_file.with_name(f".{out_file.name}.tmp{os.getpid()}")
-        shutil.copyfile(self.inputs.in_file, tmp)
-        os.replace(tmp, out_file)
+        _copy_atomic(self.inputs.in_file, out_file)
 
         report = {}
         if isdefined(self.inputs.report_json):
@@ -120,4 +117,41 @@ class DerivativesDataSink(SimpleInterface):
         meta = write_json_atomic(sidecar, out_file.with_name(out_file.name.split(".")[0] + ".json"))
         self._results["out_file"] = str(out_file)
         self._results["out_meta"] = str(meta)
+        return runtime
+
+
+class CopyToDerivativesInputSpec(BaseInterfaceInputSpec):
+    base_directory = Directory(mandatory=True, desc="the derivatives dataset root")
+    in_file = File(exists=True, mandatory=True, desc="the file to store")
+    out_path = traits.Str(mandatory=True, desc="its path relative to base_directory")
+    in_sidecar = File(exists=True, desc="a JSON sidecar, stored beside it with .json")
+
+
+class CopyToDerivativesOutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="the stored file")
+    out_meta = File(desc="the stored sidecar (when one was given)")
+
+
+def _copy_atomic(source: str, target: Path) -> Path:
+    with atomic_path(target, suffix=".tmp" + "".join(target.suffixes)) as tmp:
+        shutil.copyfile(source, tmp)
+    return target
+
+
+class CopyToDerivatives(SimpleInterface):
+    """Copy a finished file (a metrics table, a report) to a path chosen by
+    ``workflows/outputs.py`` in the derivatives dataset, atomically (temp name, then rename)."""
+
+    input_spec = CopyToDerivativesInputSpec
+    output_spec = CopyToDerivativesOutputSpec
+
+    def _run_interface(self, runtime):
+        relative = Path(self.inputs.out_path)
+        if relative.is_absolute() or ".." in relative.parts:
+            raise ValueError(f"{relative}: out_path must stay inside the derivatives dataset")
+        target = Path(self.inputs.base_directory) / relative
+        self._results["out_file"] = str(_copy_atomic(self.inputs.in_file, target))
+        if isdefined(self.inputs.in_sidecar):
+            meta = target.with_name(target.name.split(".")[0] + ".json")
+            self._results["out_meta"] = str(_copy_atomic(self.inputs.in_sidecar, meta))
         return runtime

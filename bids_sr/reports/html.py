@@ -9,14 +9,12 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from string import Template
 from typing import Any
 
 from bids_sr.__about__ import __version__
+from bids_sr.fileio import write_text_atomic  # noqa: F401  (the reports write through it)
 
 PAGE = Template(
     """<!DOCTYPE html>
@@ -96,16 +94,3 @@ def page(title: str, body: str) -> str:
     return PAGE.substitute(title=escape(title), body=body, version=escape(__version__))
 
 
-def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
-    """Write ``text`` to a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

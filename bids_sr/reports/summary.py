@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
 import io
 import json
-import os
 from pathlib import Path
 
-import matplotlib
+import nibabel as nib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import nibabel as nib  # noqa: E402
-import numpy as np  # noqa: E402
+from bids_sr.reports import html
+from bids_sr.reports.figures import Layer, comparison_png, display_grid, png_data_uri
 
 COLUMNS = (
     "participant_id", "session_id", "file", "method", "scale_factor", "input_voxel_size_mm",
@@ -56,32 +52,12 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def mid_slices_png(image_path: Path) -> str:
-    """Base64 PNG of three orthogonal mid slices (RAS-reoriented) of an image."""
-    img = nib.as_closest_canonical(nib.load(str(image_path)))
-    data = np.asarray(img.dataobj, dtype=np.float32)
-    zooms = img.header.get_zooms()[:3]
-    vmax = float(np.percentile(data, 99.5)) or 1.0
-    fig, axes = plt.subplots(1, 3, figsize=(9, 3.2))
-    cuts = [
-        (data[data.shape[0] // 2].T, zooms[2] / zooms[1]),
-        (data[:, data.shape[1] // 2].T, zooms[2] / zooms[0]),
-        (data[:, :, data.shape[2] // 2].T, zooms[1] / zooms[0]),
-    ]
-    for ax, (cut, aspect) in zip(axes, cuts, strict=True):
-        ax.imshow(cut, cmap="gray", origin="lower", vmin=0, vmax=vmax, aspect=aspect)
-        ax.axis("off")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80)
-    plt.close(fig)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def mid_slices_png(image_path: Path) -> bytes:
+    """PNG of the three orthogonal centre slices of an image (RAS display, see figures.py)."""
+    img = nib.load(str(image_path))
+    data = np.squeeze(np.asarray(img.dataobj, dtype=np.float32))
+    grid, _ = display_grid(data, img.affine)
+    return comparison_png([Layer(Path(image_path).name, data, img.affine)], grid, crop=False)
 
 
 def write_group_summary(output_dir: Path) -> tuple[Path, Path]:
@@ -93,28 +69,17 @@ def write_group_summary(output_dir: Path) -> tuple[Path, Path]:
     )
     writer.writeheader()
     writer.writerows(rows)
-    tsv = output_dir / "group_summary.tsv"
-    _atomic_write(tsv, buffer.getvalue())
+    tsv = html.write_text_atomic(buffer.getvalue(), output_dir / "group_summary.tsv")
 
     parts = [
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>bids_sr group summary</title>",
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:4px 8px}img{max-width:100%}</style></head><body>",
-        f"<h1>bids_sr group summary</h1><p>{len(rows)} super-resolved image(s) in "
-        f"{html.escape(str(output_dir))}</p><table><tr>",
-        "".join(f"<th>{c}</th>" for c in COLUMNS),
-        "</tr>",
+        f'<p class="note">{len(rows)} super-resolved image(s) in '
+        f"{html.escape(output_dir)}.</p>",
+        html.table(COLUMNS, ([row[c] for c in COLUMNS] for row in rows), numeric=False),
     ]
-    for row in rows:
-        parts.append("<tr>" + "".join(f"<td>{html.escape(str(row[c]))}</td>" for c in COLUMNS))
-        parts.append("</tr>")
-    parts.append("</table>")
     for row in rows:
         parts.append(f"<h2>{html.escape(row['file'])}</h2>")
         if row["_image"].exists():
-            parts.append(f"<img alt='{html.escape(row['file'])}' "
-                         f"src='data:image/png;base64,{mid_slices_png(row['_image'])}'>")
-    parts.append("</body></html>")
-    page = output_dir / "group_summary.html"
-    _atomic_write(page, "\n".join(parts))
-    return tsv, page
+            uri = png_data_uri(mid_slices_png(row["_image"]))
+            parts.append(html.image(uri, row["file"]))
+    page = html.page("bids_sr group summary", "\n".join(parts))
+    return tsv, html.write_text_atomic(page, output_dir / "group_summary.html")

@@ -7,7 +7,8 @@ from pathlib import Path
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from bids_sr.interfaces.bids import DerivativesDataSink
+from bids_sr.bids import derivative_path, strip_prefix
+from bids_sr.interfaces.bids import CopyToDerivatives, DerivativesDataSink
 
 
 def init_ds_sr_wf(
@@ -35,5 +36,59 @@ def init_ds_sr_wf(
             ("report_json", "report_json"),
         ]),
         (ds_sr, outputnode, [("out_file", "out_file"), ("out_meta", "out_meta")]),
+    ])  # fmt: skip
+    return workflow
+
+
+def init_ds_evaluation_wf(
+    *, output_dir: Path, source_file: str, name: str = "ds_evaluation_wf"
+) -> pe.Workflow:
+    """Write one T1w's evaluation table and its sidecar into the derivatives dataset.
+
+    The name keeps the T1w's entities: ``sub-01/ses-1/anat/sub-01_ses-1_desc-evaluation_
+    metrics.tsv`` (+ ``.json``); the ``.bidsignore`` written with the dataset description
+    tells the validator about them. Inputs (``inputnode``): ``metrics_tsv``, ``metrics_json``.
+    Outputs (``outputnode``): ``out_file``, ``out_meta``.
+    """
+    workflow = pe.Workflow(name=name)
+    inputnode = pe.Node(
+        niu.IdentityInterface(fields=["metrics_tsv", "metrics_json"]), name="inputnode"
+    )
+    outputnode = pe.Node(niu.IdentityInterface(fields=["out_file", "out_meta"]), name="outputnode")
+    relative = derivative_path(
+        source_file, desc="evaluation", res=None, suffix="metrics", extension=".tsv"
+    )
+    ds_metrics = pe.Node(
+        CopyToDerivatives(base_directory=str(output_dir), out_path=relative.as_posix()),
+        name="ds_metrics",
+        run_without_submitting=True,
+    )
+    workflow.connect([
+        (inputnode, ds_metrics, [("metrics_tsv", "in_file"), ("metrics_json", "in_sidecar")]),
+        (ds_metrics, outputnode, [("out_file", "out_file"), ("out_meta", "out_meta")]),
+    ])  # fmt: skip
+    return workflow
+
+
+def init_ds_report_wf(
+    *, output_dir: Path, subject_id: str, name: str = "ds_report_wf"
+) -> pe.Workflow:
+    """Write a participant's HTML report as ``<output_dir>/sub-<label>.html`` (fMRIPrep's place).
+
+    Inputs (``inputnode``): ``report``. Outputs (``outputnode``): ``out_file``.
+    """
+    workflow = pe.Workflow(name=name)
+    inputnode = pe.Node(niu.IdentityInterface(fields=["report"]), name="inputnode")
+    outputnode = pe.Node(niu.IdentityInterface(fields=["out_file"]), name="outputnode")
+    ds_report = pe.Node(
+        CopyToDerivatives(
+            base_directory=str(output_dir), out_path=f"sub-{strip_prefix(subject_id, 'sub-')}.html"
+        ),
+        name="ds_report",
+        run_without_submitting=True,
+    )
+    workflow.connect([
+        (inputnode, ds_report, [("report", "in_file")]),
+        (ds_report, outputnode, [("out_file", "out_file")]),
     ])  # fmt: skip
     return workflow

@@ -1,0 +1,124 @@
+"""Per method: wall time and peak memory of one participant of the demo dataset through the CLI.
+
+Not a timed test. For each method, ``bids_sr DEMO OUT participant --participant-label 01
+--method METHOD`` runs as a child process with fresh output and work folders; we report
+
+- ``wall_s``: the whole run (start-up, pybids, Nipype, the method, writing, the report);
+- ``sr_s``: the super-resolution step alone (``RunTime`` from the derivative's sidecar;
+  in evaluation mode the method's ``runtime_s`` from the metrics table);
+- ``peak_rss_mb``: the largest resident set of the CLI process and every process it started
+  (Nipype's MultiProc workers), from ``os.wait4``'s resource usage (the same figure as
+  ``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss`` for that child alone);
+- the ratio of wall time and peak memory to bspline's.
+
+A method that cannot run (e.g. a learned method whose weights are not shipped yet) is listed
+with the CLI's one-line reason instead of figures.
+
+    python benchmarks/participant.py [--methods nearest linear bspline srrecnn ...]
+        [--participant 01] [--scale 2] [--device auto|cpu|cuda] [--nprocs 1] [--evaluate]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from machine import machine  # noqa: E402
+
+DEMO = ROOT / "bids_sr" / "data" / "demo"
+
+
+def run_once(method: str, args: argparse.Namespace, folder: Path) -> dict:
+    """Run the CLI for one method in ``folder``; return its figures or its failure."""
+    out, work = folder / "out", folder / "work"
+    command = [sys.executable, "-m", "bids_sr", str(DEMO), str(out), "participant",
+               "--participant-label", args.participant, "--method", method,
+               "--scale", *[str(s) for s in args.scale], "--device", args.device,
+               "--nprocs", str(args.nprocs), "-w", str(work), "--skip-bids-validation"]  # fmt: skip
+    if args.evaluate:
+        command.append("--evaluate")
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env.setdefault("OMP_NUM_THREADS", str(args.nprocs))
+    err = folder / "stderr.txt"
+    start = time.perf_counter()
+    with open(err, "w") as handle:
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=handle, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    result = {"method": method, "exit": proc.returncode, "wall_s": wall,
+              "peak_rss_mb": usage.ru_maxrss / 1024}  # fmt: skip
+    if proc.returncode != 0:
+        lines = [line for line in err.read_text().splitlines() if "error" in line.lower()]
+        result["note"] = (lines[-1] if lines else err.read_text()[-300:]).strip()
+        return result
+    result["sr_s"] = _sr_seconds(out, method, args.evaluate)
+    return result
+
+
+def _sr_seconds(out: Path, method: str, evaluate: bool) -> float | None:
+    if evaluate:
+        for table in out.glob("sub-*/**/*_desc-evaluation_metrics.tsv"):
+            header, *rows = [line.split("\t") for line in table.read_text().splitlines()]
+            for row in rows:
+                record = dict(zip(header, row, strict=True))
+                if record["method"] == method and record["runtime_s"] != "n/a":
+                    return float(record["runtime_s"])
+        return None
+    times = [json.loads(p.read_text()).get("RunTime", 0.0)
+             for p in out.glob(f"sub-*/**/anat/*_desc-{method}_T1w.json")]  # fmt: skip
+    return sum(times) if times else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", nargs="+", default=["nearest", "linear", "bspline"])
+    parser.add_argument("--participant", default="01")
+    parser.add_argument("--scale", nargs="+", type=float, default=[2.0])
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--nprocs", type=int, default=1)
+    parser.add_argument("--evaluate", action="store_true", help="time the evaluation mode")
+    args = parser.parse_args(argv)
+
+    results = []
+    for method in args.methods:
+        with tempfile.TemporaryDirectory(prefix=f"bids_sr_bench_{method}_") as folder:
+            result = run_once(method, args, Path(folder))
+        results.append(result)
+        state = "ok" if result["exit"] == 0 else f"failed ({result['exit']})"
+        print(f"{method}: {state} in {result['wall_s']:.1f} s", file=sys.stderr)
+
+    mode = "evaluation mode" if args.evaluate else "participant level"
+    scale = "×".join(f"{s:g}" for s in args.scale)
+    print(f"\nOne demo participant (sub-{args.participant}), {mode}, ×{scale}, "
+          f"--device {args.device}, --nprocs {args.nprocs}")  # fmt: skip
+    print(f"machine: {machine()}\n")
+    reference = next((r for r in results if r["method"] == "bspline" and r["exit"] == 0), None)
+    print("| method | wall_s | sr_s | peak_rss_mb | wall / bspline | memory / bspline |")
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        if r["exit"] != 0:
+            print(f"| {r['method']} | — | — | — | — | unavailable: {r['note']} |")
+            continue
+        sr = f"{r['sr_s']:.2f}" if r.get("sr_s") is not None else "n/a"
+        ratios = ["n/a", "n/a"]
+        if reference:
+            ratios = [f"{r['wall_s'] / reference['wall_s']:.2f}",
+                      f"{r['peak_rss_mb'] / reference['peak_rss_mb']:.2f}"]  # fmt: skip
+        print(f"| {r['method']} | {r['wall_s']:.1f} | {sr} | {r['peak_rss_mb']:.0f} | "
+              f"{ratios[0]} | {ratios[1]} |")  # fmt: skip
+    print("\nwall_s: whole CLI run; sr_s: the method alone; peak_rss_mb: largest process.")
+    return 0 if any(r["exit"] == 0 for r in results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,58 @@
+"""Atomic file output: write to a temporary name beside the target, then rename.
+
+Every file the package writes goes through :func:`atomic_path`, so an interrupted run never
+leaves a partial or corrupt output under the final name, and outputs get the usual
+permissions (0666 less the umask; ``mkstemp`` alone would make them private).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it into place when the block succeeds.
+
+    ``suffix`` lets writers that choose a format by extension (nibabel, ITK) see the right
+    one, e.g. ``.tmp.nii.gz``. On any exception the temporary file is removed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.chmod(tmp, _FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
+    """Write ``text`` (UTF-8, LF line ends) atomically; return the final path."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8", newline="\n")
+    return Path(path)
+
+
+def write_json_atomic(data: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``data`` as indented JSON atomically; return the final path."""
+    return write_text_atomic(json.dumps(data, indent=2, default=str) + "\n", path)

@@ -1,0 +1,69 @@
+"""init_evaluation_wf: score super-resolution methods on one T1w used as the HR truth."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+from nipype.interfaces import utility as niu
+from nipype.pipeline import engine as pe
+
+from bids_sr.evaluation import evaluation_methods
+from bids_sr.interfaces.evaluation import EvaluateSuperResolution
+
+
+def estimate_mem_gb(t1w_file: str, n_methods: int) -> float:
+    """Memory of an evaluation node: the truth, the LR image, one result per method kept for
+    the report, and the metrics' float64 temporaries (about 16 copies of the volume)."""
+    voxels = float(np.prod(nib.load(t1w_file).shape[:3]))
+    return round(max(0.5, (n_methods + 24) * 4 * voxels / 1024**3 + 0.3), 2)
+
+
+def init_evaluation_wf(
+    *,
+    t1w_file: str,
+    methods: list[str],
+    scale: list[float],
+    degradation: str = "gaussian",
+    weights: dict[str, str] | None = None,
+    device: str = "auto",
+    report_methods: list[str] | None = None,
+    omp_nthreads: int = 1,
+    name: str = "evaluation_wf",
+) -> pe.Workflow:
+    """Degrade one T1w by ``scale`` (``degradation`` preset), super-resolve it back with each
+    method and the interpolation baselines, and score every result against the T1w.
+
+    Inputs (``inputnode``): ``t1w`` — the T1w, treated as the HR truth; ``source`` — text of
+    the table's source column (a BIDS URI); ``mask_file`` — optional brain mask (a BIDS
+    ``desc-brain_mask`` derivative; when absent, bids_sr.masks.brain_mask is used).
+    Outputs (``outputnode``): ``metrics_tsv``, ``metrics_json`` — the table and its sidecar;
+    ``report_json`` — the images and rows the subject report shows.
+
+    ``t1w_file`` is used only to size the node's memory request for schedulers.
+    """
+    workflow = pe.Workflow(name=name)
+    inputnode = pe.Node(niu.IdentityInterface(fields=["t1w", "source", "mask_file"]),
+                        name="inputnode")  # fmt: skip
+    outputnode = pe.Node(
+        niu.IdentityInterface(fields=["metrics_tsv", "metrics_json", "report_json"]),
+        name="outputnode",
+    )
+    settings = {"methods": list(methods), "scale": list(scale), "degradation": degradation,
+                "device": device}  # fmt: skip
+    if weights:
+        settings["weights"] = {key: str(value) for key, value in weights.items()}
+    if report_methods is not None:
+        settings["report_methods"] = list(report_methods)
+    evaluate = pe.Node(
+        EvaluateSuperResolution(**settings),
+        name="evaluate",
+        mem_gb=estimate_mem_gb(t1w_file, len(evaluation_methods(methods))),
+        n_procs=omp_nthreads,
+    )
+    workflow.connect([
+        (inputnode, evaluate, [("t1w", "in_file"), ("source", "source"),
+                               ("mask_file", "mask_file")]),
+        (evaluate, outputnode, [("out_tsv", "metrics_tsv"), ("out_json", "metrics_json"),
+                                ("out_report", "report_json")]),
+    ])  # fmt: skip
+    return workflow
