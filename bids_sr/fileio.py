@@ -7,6 +7,7 @@ permissions (0666 less the umask; ``mkstemp`` alone would make them private).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -56,3 +57,18 @@ def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
 def write_json_atomic(data: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write ``data`` as indented JSON atomically; return the final path."""
     return write_text_atomic(json.dumps(data, indent=2, default=str) + "\n", path)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks (weights and filter checksums)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def card_path(path: str | os.PathLike) -> Path:
+    """The model card beside a weights file: ``<stem>.safetensors`` → ``<stem>.card.json``."""
+    path = Path(path)
+    return path.with_name(path.name.removesuffix(".safetensors") + ".card.json")

@@ -9,7 +9,6 @@ sha256, which :func:`load_filters` verifies.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -17,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from bids_sr.fileio import atomic_path
+from bids_sr.fileio import atomic_path, card_path
+from bids_sr.fileio import sha256_file as file_sha256
 from bids_sr.gradfilter.filterset import FilterSet
 
 FORMAT = "bids_sr.gradfilter/1"
@@ -25,20 +25,6 @@ TENSORS = ("filters", "global_filter", "strength_thresholds", "coherence_thresho
            "bins", "patch_size", "counts", "fallback")
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def card_path(path: str | os.PathLike) -> Path:
-    """``<stem>.card.json`` beside a ``<stem>.safetensors`` file."""
-    path = Path(path)
-    stem = path.name[: -len(".safetensors")] if path.name.endswith(".safetensors") else path.stem
-    return path.with_name(f"{stem}.card.json")
 
 
 def _jsonable(value: Any) -> Any:

@@ -11,7 +11,6 @@ when a card exists and every tensor's name and shape, and never unpickles anythi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -23,7 +22,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from bids_sr.fileio import atomic_path
+from bids_sr.fileio import atomic_path, card_path
+from bids_sr.fileio import sha256_file as sha256sum
 
 FORMAT = "bids_sr-weights"
 
@@ -32,19 +32,6 @@ class WeightsError(ValueError):
     """A weights file that cannot be used; the message names the file and the problem."""
 
 
-def card_path(path: str | os.PathLike) -> Path:
-    """``model.safetensors → model.card.json``."""
-    path = Path(path)
-    return path.with_name(path.name.removesuffix(".safetensors") + ".card.json")
-
-
-def sha256sum(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _atomic_write(path: Path, write) -> None:
