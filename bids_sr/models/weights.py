@@ -1,0 +1,229 @@
+"""Network weights as safetensors files with a JSON model card beside each.
+
+File format: a safetensors file whose metadata holds ``format`` ("bids_sr-weights"),
+``method`` (a registry name), ``config`` (JSON of the builder's config) and ``factors``
+(JSON list: the per-axis factors the weights were trained for). The card
+``<stem>.card.json`` repeats the architecture and adds the parameter count, the sha256 of
+the safetensors file and whatever the writer knows (data, degradation, command, scores,
+licence). Loading rebuilds the architecture from the metadata, checks the card's checksum
+when a card exists and every tensor's name and shape, and never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+FORMAT = "bids_sr-weights"
+
+
+class WeightsError(ValueError):
+    """A weights file that cannot be used; the message names the file and the problem."""
+
+
+def card_path(path: str | os.PathLike) -> Path:
+    """``model.safetensors → model.card.json``."""
+    path = Path(path)
+    return path.with_name(path.name.removesuffix(".safetensors") + ".card.json")
+
+
+def sha256sum(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _factor_list(factors: Sequence[float]) -> list[float | int]:
+    return [int(f) if float(f).is_integer() else float(f) for f in factors]
+
+
+def save_weights(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    method: str,
+    config: dict[str, Any],
+    factors: Sequence[float],
+    card: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model``'s state (parameters and buffers) as safetensors plus its model card.
+
+    ``config`` must rebuild the same architecture through the registry's builder for
+    ``method``; ``card`` adds free provenance (data, degradation, command, scores, licence,
+    intensity convention...). Both files are written atomically. Returns the weights path.
+    """
+    from bids_sr.models.registry import get_spec
+
+    spec = get_spec(method)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    full_config = {**spec.default_config, **config}
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    metadata = {
+        "format": FORMAT,
+        "method": method,
+        "config": json.dumps(full_config, sort_keys=True),
+        "factors": json.dumps(_factor_list(factors)),
+    }
+    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    core = {
+        "method": method,
+        "architecture": type(model).__name__,
+        "description": spec.description,
+        "config": full_config,
+        "factors": _factor_list(factors),
+        "input_grid": spec.input_grid,
+        "needs_t2w": spec.needs_t2w,
+        "intensity": spec.intensity,
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "file": path.name,
+        "sha256": sha256sum(path),
+    }
+    extra = {k: v for k, v in (card or {}).items() if k not in ("sha256", "file", "parameters")}
+    text = json.dumps({**core, **extra}, indent=2, ensure_ascii=False, default=str) + "\n"
+    cpath = card_path(path)
+    _atomic_write(cpath, lambda tmp: Path(tmp).write_text(text))
+    return path
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """Parse and validate a weights file's metadata (method, config, factors)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            raw = handle.metadata() or {}
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise WeightsError(
+            f"{path}: not a readable safetensors file ({type(exc).__name__}: {exc})"
+        ) from exc
+    if raw.get("format") != FORMAT or not {"method", "config", "factors"} <= set(raw):
+        raise WeightsError(
+            f"{path}: safetensors file without bids_sr metadata (format/method/config/factors); "
+            "convert original weights with bids_sr-convert-weights"
+        )
+    try:
+        config = json.loads(raw["config"])
+        factors = json.loads(raw["factors"])
+    except json.JSONDecodeError as exc:
+        raise WeightsError(f"{path}: malformed metadata ({exc})") from exc
+    if not isinstance(config, dict) or not isinstance(factors, list) or len(factors) != 3:
+        raise WeightsError(f"{path}: malformed metadata (config must be a dict, factors 3 numbers)")
+    return {"method": raw["method"], "config": config, "factors": [float(f) for f in factors]}
+
+
+def _check_card(path: Path) -> tuple[dict[str, Any] | None, str]:
+    digest = sha256sum(path)
+    cpath = card_path(path)
+    if not cpath.exists():
+        return None, digest
+    try:
+        card = json.loads(cpath.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise WeightsError(f"{cpath}: unreadable model card ({exc})") from exc
+    expected = card.get("sha256")
+    if expected and expected != digest:
+        raise WeightsError(
+            f"{path}: sha256 {digest[:12]}… does not match its model card ({expected[:12]}…); "
+            "the file is truncated, modified or not the one the card describes"
+        )
+    return card, digest
+
+
+def load_model(
+    path: str | os.PathLike,
+    *,
+    method: str | None = None,
+    factors: Sequence[float] | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild and load the network stored in ``path``; return (model in eval mode, info).
+
+    ``method``: the registry name the caller expects (a file for another method is an error).
+    ``factors``: the factors the caller needs; for learned-upsampling networks they must equal
+    the trained factors. ``info`` holds method, config, factors, path, sha256 and the card.
+    Raises :class:`WeightsError` naming the file for any malformed, truncated or mismatched file.
+    """
+    from bids_sr.models.registry import format_factors, get_spec
+
+    path = Path(path)
+    meta = read_metadata(path)
+    if method is not None and meta["method"] != method:
+        raise WeightsError(f"{path}: weights are for method {meta['method']!r}, not {method!r}")
+    try:
+        spec = get_spec(meta["method"])
+    except ValueError as exc:
+        raise WeightsError(f"{path}: {exc}") from exc
+    if factors is not None and spec.learned_upsampling:
+        wanted = [float(f) for f in factors]
+        if not all(abs(a - b) < 1e-6 for a, b in zip(wanted, meta["factors"])):
+            raise WeightsError(
+                f"{path}: weights were trained for ×{format_factors(meta['factors'])} but "
+                f"×{format_factors(wanted)} was requested ({meta['method']} upsamples with a "
+                "learned layer, so the factors must match)"
+            )
+    card, digest = _check_card(path)
+    try:
+        model = spec.build(meta["config"])
+    except (TypeError, ValueError, KeyError) as exc:
+        raise WeightsError(f"{path}: config cannot build {meta['method']} ({exc})") from exc
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            state = {key: handle.get_tensor(key) for key in handle.keys()}
+    except Exception as exc:
+        raise WeightsError(f"{path}: cannot read tensors ({type(exc).__name__}: {exc})") from exc
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:4])}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:4])}")
+        if wrong:
+            parts.append(f"shape mismatch {'; '.join(wrong[:4])}")
+        raise WeightsError(
+            f"{path}: tensors do not fit {meta['method']} {meta['config']}: {' | '.join(parts)}"
+        )
+    model.load_state_dict(state, strict=True)
+    model.eval().to(device)
+    info = {
+        "method": meta["method"],
+        "config": meta["config"],
+        "factors": meta["factors"],
+        "path": str(path.resolve()),
+        "sha256": digest,
+        "card": card,
+    }
+    return model, info
