@@ -330,3 +330,42 @@ def resolution_field(voxel_size: Sequence[float], method: str, res: str = "hi") 
         f"{v:g}" for v in sizes
     ) + " mm"
     return {res: f"super-resolved with {method} to {grid}"}
+
+
+def _session_distance(a: str | None, b: str | None) -> float:
+    """How far apart two session labels are: numeric difference when both are numbers."""
+    if a == b:
+        return 0.0
+    if a is None or b is None:
+        return 0.5  # a sessionless image is as near as any session
+    try:
+        return abs(float(a) - float(b))
+    except ValueError:
+        return 1.0 + sum(x != y for x, y in zip(a, b)) + abs(len(a) - len(b))
+
+
+def select_t2w(layout, t1w_file: str, mode: str = "auto") -> str | None:
+    """The T2w to guide one T1w: same session first, else the closest session, else none.
+
+    ``mode`` is ``auto``, ``none``, or a path pattern with ``{subject}`` and ``{session}``
+    placeholders (e.g. ``/refs/sub-{subject}_T2w.nii.gz``) for references outside the
+    dataset; a pattern that names no existing file is an error (exit 66).
+    """
+    if mode == "none":
+        return None
+    entities, _, _ = parse_entities(t1w_file)
+    subject, session = entities["sub"], entities.get("ses")
+    if mode != "auto":
+        path = Path(mode.format(subject=subject, session=session or ""))
+        if not path.exists():
+            raise BIDSError(f"{path}: T2w reference given by --t2w-reference does not exist",
+                            EXIT_MISSING)
+        return str(path)
+    candidates = query_images(layout, subject, "T2w")
+    if not candidates:
+        return None
+
+    def rank(path: str) -> tuple[float, str]:
+        return _session_distance(session, parse_entities(path)[0].get("ses")), path
+
+    return min(candidates, key=rank)

@@ -50,6 +50,7 @@ class Workflow:
     device: str = "auto"
     tile_size: int | None = None
     tile_overlap: float | None = None
+    amp: str = "none"
 
 
 @dataclass
@@ -61,6 +62,7 @@ class Nipype:
     mem_gb: float | None = None
     stop_on_first_crash: bool = False
     resource_monitor: bool = False
+    n_gpu_procs: int = 1  # GPU nodes MultiProc runs at once (inference uses one device)
 
 
 @dataclass
@@ -83,6 +85,7 @@ class Config:
             if self.nipype.mem_gb:
                 args.setdefault("memory_gb", self.nipype.mem_gb)
             args.setdefault("raise_insufficient", False)
+            args.setdefault("n_gpu_procs", self.nipype.n_gpu_procs)
         return {"plugin": self.nipype.plugin, "plugin_args": args}
 
     def to_dict(self) -> dict[str, Any]:

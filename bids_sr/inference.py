@@ -74,18 +74,32 @@ def _amp_dtype(amp: str | None, device: str) -> torch.dtype | None:
 
 
 # --------------------------------------------------------------------------- tiling
-def axis_starts(n: int, tile: int, margin: int, overlap: float) -> list[int]:
-    """Tile starts along one axis: tiles of ``tile`` voxels inside [0, n) whose trusted cores
-    (tile minus ``margin`` at interior edges) overlap by ``overlap`` of the core width."""
+def axis_plan(n: int, tile: int, margin: int, overlap: float) -> tuple[int, list[int], int]:
+    """Tiling of one axis of ``n`` voxels: (tile length, tile starts, blending ramp width).
+
+    Uses the fewest tiles of at most ``tile`` voxels whose trusted cores (tile minus
+    ``margin`` at interior edges) overlap by at least ``overlap`` of the core width, then
+    shrinks the tiles to the smallest equal length that still covers the axis and spaces
+    them evenly (no wasted near-duplicate last tile). An axis no longer than ``tile`` is one
+    tile.
+    """
     if tile >= n:
-        return [0]
+        return n, [0], 0
     core = tile - 2 * margin
-    if core < 1:
+    if core < 2:
         raise ValueError(f"tile {tile} too small for a margin of {margin} voxels")
-    step = max(1, int(math.floor(core * (1.0 - overlap))))
-    starts = list(range(0, n - tile, step))
-    starts.append(n - tile)
-    return starts
+    ramp = max(1, int(math.ceil(overlap * core)))
+    if ramp >= core:
+        raise ValueError(f"tile_overlap {overlap} leaves no step for tile {tile}")
+    count = 2
+    while True:
+        length = int(math.ceil((n + (count - 1) * (2 * margin + ramp)) / count))
+        if length <= tile:
+            break
+        count += 1
+    starts = [int(round(i * (n - length) / (count - 1))) for i in range(count)]
+    max_step = max(b - a for a, b in zip(starts, starts[1:]))
+    return length, starts, max(0, length - 2 * margin - max_step)
 
 
 def _ramp(length: int) -> np.ndarray:
@@ -116,12 +130,13 @@ def axis_weight(n: int, start: int, tile: int, margin: int, ramp: int, scale: in
 
 def plan_tiles(
     shape: Sequence[int], tile: int, margin: int, overlap: float
-) -> tuple[tuple[int, int, int], list[tuple[int, int, int]]]:
-    """Tile shape (``tile`` clipped to the volume) and the list of tile start corners."""
-    tshape = tuple(min(tile, n) for n in shape)
-    per_axis = [axis_starts(n, t, margin, overlap) for n, t in zip(shape, tshape)]
+) -> tuple[tuple[int, int, int], list[tuple[int, int, int]], list[int]]:
+    """Tile shape, the list of tile start corners and the per-axis blending ramp widths."""
+    plans = [axis_plan(n, tile, margin, overlap) for n in shape]
+    tshape = (plans[0][0], plans[1][0], plans[2][0])
+    per_axis = [p[1] for p in plans]
     corners = [(a, b, c) for a in per_axis[0] for b in per_axis[1] for c in per_axis[2]]
-    return tshape, corners  # type: ignore[return-value]
+    return tshape, corners, [p[2] for p in plans]
 
 
 def tiled_forward(
@@ -147,13 +162,7 @@ def tiled_forward(
     shape = x.shape[1:]
     fz, fy, fx = (int(f) for f in out_factors)
     out_shape = (shape[0] * fz, shape[1] * fy, shape[2] * fx)
-    tshape, corners = plan_tiles(shape, tile_size, margin, overlap)
-    ramp = {
-        axis: max(0, (t - 2 * margin) - max(1, int(math.floor((t - 2 * margin) * (1 - overlap)))))
-        if t < n
-        else 0
-        for axis, (t, n) in enumerate(zip(tshape, shape))
-    }
+    tshape, corners, ramp = plan_tiles(shape, tile_size, margin, overlap)
     out = np.zeros(out_shape, dtype=np.float32)
     wsum = np.zeros(out_shape, dtype=np.float32)
     model = model.to(device).eval()

@@ -29,6 +29,25 @@ def check_method(method: str) -> str:
     return method
 
 
+def default_weights(method: str, factors: Sequence[float]):
+    """The shipped weights a learned method would use for ``factors``.
+
+    Raises FileNotFoundError (message: what to do) when none fit; used by the CLI to stop
+    before running rather than after.
+    """
+    if method in NETWORK_METHODS:
+        from bids_sr.inference import resolve_weights
+        from bids_sr.models.registry import get_spec
+
+        return resolve_weights(get_spec(method), factors)
+    from bids_sr.gradfilter import default_weights_path
+
+    path = default_weights_path(factors)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no shipped weights for gradfilter; pass --weights PATH")
+    return path
+
+
 def super_resolve(
     lr: np.ndarray,
     scale: float | Sequence[float],
@@ -41,11 +60,13 @@ def super_resolve(
     tile_overlap: float | None = None,
     seed: int = 0,
     progress: bool = False,
+    amp: str | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Super-resolve a normalised LR volume; return the HR volume and a run report.
 
     ``lr`` is float32 scaled to about [0, 1] (see :class:`bids_sr.image.Normalisation`);
-    ``reference`` is an HR image already on the output grid (T2w, for guided methods).
+    ``reference`` is an HR image already on the output grid (T2w, for guided methods);
+    ``amp`` (bf16/fp16) asks networks for mixed precision on CUDA.
     The report holds at least ``method``, ``device`` and ``runtime_s``.
     """
     check_method(method)
@@ -68,6 +89,7 @@ def super_resolve(
             tile_overlap=tile_overlap,
             seed=seed,
             progress=progress,
+            amp=amp,
         )
     else:
         from bids_sr.gradfilter import apply_gradient_filters

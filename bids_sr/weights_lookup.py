@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-WEIGHTS_DIR = Path(__file__).parent / "data" / "weights"
+WEIGHTS_DIR = Path(__file__).resolve().parent / "data" / "weights"
 
 
-def factor_tag(factors: Sequence[float]) -> str:
-    """``(2, 2, 2)`` → ``x2x2x2``; ``(1, 1, 4)`` → ``x1x1x4``; ``(1.5, 2, 1)`` → ``x1.5x2x1``."""
-    return "x" + "x".join(f"{float(f):g}" for f in factors)
+def format_factors(factors: Sequence[float]) -> str:
+    """``(2, 2, 2)`` → ``2x2x2``; ``(1, 1, 4.0)`` → ``1x1x4``; ``(1.5, 2, 1)`` → ``1.5x2x1``."""
+    return "x".join(f"{float(f):g}" for f in factors)
 
 
 def default_weights_path(method: str, factors: Sequence[float]) -> Path:
     """The shipped weights file of ``method`` for ``factors`` (it may not exist)."""
-    return WEIGHTS_DIR / f"{method}_{factor_tag(factors)}.safetensors"
+    return WEIGHTS_DIR / f"{method}_x{format_factors(factors)}.safetensors"

@@ -180,3 +180,34 @@ def test_validation_runs_and_fails_on_broken_dataset(tmp_path, run_cli, demo_cop
     out = tmp_path / "out"
     result = run_cli(demo_copy, out, "participant", "-w", tmp_path / "w")
     _assert_clean_failure(*result, 16, "BIDS validation failed", out)
+
+
+def test_learned_method_without_weights_stops_before_running(tmp_path, run_cli):
+    out = tmp_path / "out"
+    result = run_cli(DEMO, out, "participant", "--participant-label", "01", "--method",
+                     "espcn", "--scale", "3", "-w", tmp_path / "w")
+    _assert_clean_failure(*result, 65, "--weights", out)
+
+
+def test_network_through_cli_with_given_weights(tmp_path, run_cli):
+    """A learned method runs end to end with --weights (here an untrained ESPCN file)."""
+    import torch
+
+    from bids_sr.models.registry import get_spec
+    from bids_sr.models.weights import save_weights
+
+    torch.manual_seed(0)
+    spec = get_spec("espcn")
+    config = {**spec.default_config, "factors": [2, 2, 2]}
+    weights = save_weights(spec.build(config), tmp_path / "espcn_test.safetensors",
+                           method="espcn", config=config, factors=(2, 2, 2),
+                           card={"note": "untrained, test fixture"})
+    out = tmp_path / "out"
+    code, err = run_cli(DEMO, out, "participant", "--participant-label", "01", "--method",
+                        "espcn", "--weights", weights, "--device", "cpu", "-w", tmp_path / "w",
+                        "--skip-bids-validation")
+    assert code == 0, err
+    image = out / "sub-01" / "anat" / "sub-01_res-hi_desc-espcn_T1w.nii.gz"
+    assert nib.load(image).shape == (168, 204, 168)
+    sidecar = json.loads(image.with_name(image.name.replace(".nii.gz", ".json")).read_text())
+    assert sidecar["Device"] == "cpu" and len(sidecar["WeightsSha256"]) == 64

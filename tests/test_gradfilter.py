@@ -142,6 +142,7 @@ def test_save_load_round_trip(filterset, filter_file):
     np.testing.assert_array_equal(loaded.strength_thresholds, filterset.strength_thresholds)
     np.testing.assert_array_equal(loaded.fallback, filterset.fallback)
     assert loaded.factors == ISO and loaded.patch_size == 5 and loaded.bins == (8, 8, 3, 3)
+    assert filter_file.stat().st_mode & 0o044 == 0o044  # readable by others
     card = json.loads(filter_file.with_name("gradfilter_x2x2x2.card.json").read_text())
     assert card["command"] == "pytest fixture" and card["training_images"] == 4
     assert card["degradation"] == "gaussian" and len(card["sha256"]) == 64
@@ -184,3 +185,13 @@ def test_cupy_and_numpy_agree(filter_file):
     b, report = apply_gradient_filters(lr, ISO, weights=str(filter_file), device="cuda")
     assert report["device"] == "cuda"
     assert np.mean(np.abs(a - b) < 1e-4) > 0.999
+
+
+def test_learning_rejects_empty_input_and_bad_settings():
+    for empty in ([], iter([])):
+        with pytest.raises(ValueError, match="at least one training image"):
+            learn_gradient_filters(empty, 2, device="cpu")
+    with pytest.raises(ValueError, match="odd"):
+        learn_gradient_filters([ellipsoid_phantom(0)], 2, patch_size=4, device="cpu")
+    with pytest.raises(ValueError, match="degradation"):
+        learn_gradient_filters([ellipsoid_phantom(0)], 2, degradation="blur", device="cpu")

@@ -60,23 +60,25 @@ def test_tiled_equals_whole_volume(method):
     assert np.abs(tiled - whole).max() < 1e-4
 
 
-def test_axis_weights_cover_every_voxel():
-    n, tile, margin, overlap = 50, 20, 4, 0.25
-    starts = inference.axis_starts(n, tile, margin, overlap)
-    assert starts[0] == 0 and starts[-1] == n - tile
-    core = tile - 2 * margin
-    ramp = core - int(np.floor(core * (1 - overlap)))
+@pytest.mark.parametrize(
+    ("n", "tile", "margin"), [(50, 20, 4), (128, 96, 2), (128, 80, 10), (33, 32, 5), (200, 40, 12)]
+)
+def test_axis_plan_covers_every_voxel(n, tile, margin):
+    length, starts, ramp = inference.axis_plan(n, tile, margin, 0.125)
+    assert length <= tile and starts[0] == 0 and starts[-1] == n - length
     total = np.zeros(n * 2)
     for s in starts:
-        w = inference.axis_weight(n, s, tile, margin, ramp, 2)
+        w = inference.axis_weight(n, s, length, margin, ramp, 2)
         assert np.all(np.diff(w[: len(w) // 2]) >= 0)  # ramps up then down: smooth blending
-        total[s * 2 : (s + tile) * 2] += w
+        total[s * 2 : (s + length) * 2] += w
     assert total.min() > 0
+    # no wasted work: the tiles cover the axis with little more than their margins
+    assert len(starts) * length <= n + len(starts) * (2 * margin + 0.125 * tile + 2)
 
 
 def test_too_small_tile_is_rejected_by_plan():
     with pytest.raises(ValueError, match="too small"):
-        inference.axis_starts(40, 8, 4, 0.25)
+        inference.axis_plan(40, 8, 4, 0.25)
 
 
 @pytest.fixture

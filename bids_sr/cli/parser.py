@@ -143,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="where learned methods run (auto: a GPU when one is visible)",
     )
+    sr.add_argument(
+        "--amp",
+        choices=["none", "bf16", "fp16"],
+        default="none",
+        help="mixed precision for networks on CUDA (ignored on CPU)",
+    )
     sr.add_argument("--tile-size", type=_positive_int, metavar="N", help="inference tile size")
     sr.add_argument(
         "--tile-overlap", type=float, metavar="FRACTION", help="overlap between inference tiles"
@@ -280,6 +286,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
             device=opts.device,
             tile_size=opts.tile_size,
             tile_overlap=opts.tile_overlap,
+            amp=opts.amp,
         ),
         nipype=Nipype(
             plugin=plugin,

@@ -96,7 +96,7 @@ def run_participant(config: Config) -> int:
     t1w_by_subject = _collect_inputs(config)
     _check_images(t1w_by_subject)
     if config.workflow.method not in ("nearest", "linear", "bspline"):
-        _check_weights_available(config, t1w_by_subject)
+        _check_weights_available(config)
     n_files = sum(len(v) for v in t1w_by_subject.values())
     LOGGER.warning(
         "super-resolving %d T1w image(s) of %d participant(s) with %s",
@@ -123,25 +123,17 @@ def run_participant(config: Config) -> int:
     return EXIT_OK
 
 
-def _check_weights_available(config: Config, t1w_by_subject: dict[str, list[str]]) -> None:
+def _check_weights_available(config: Config) -> None:
     """Fail before running when a learned method has no weights for the requested factors."""
-    if config.workflow.weights is not None:
-        return
+    if config.workflow.weights is not None or config.workflow.output_resolution:
+        return  # per-image factors: the node reports a missing file clearly
     from bids_sr.image import as_factors
+    from bids_sr.superresolve import default_weights
 
-    if config.workflow.output_resolution:
-        return  # factors depend on each image; the node reports a missing file clearly
-    factors = as_factors(config.workflow.scale)
-    from bids_sr.weights_lookup import default_weights_path
-
-    path = default_weights_path(config.workflow.method, factors)
-    if not path.exists():
-        raise BIDSError(
-            f"{path}: no shipped weights for {config.workflow.method} at "
-            f"×{'×'.join(f'{f:g}' for f in factors)}; pass --weights PATH "
-            f"or train them with `bids_sr-train {config.workflow.method} ...`",
-            EXIT_DATA,
-        )
+    try:
+        default_weights(config.workflow.method, as_factors(config.workflow.scale))
+    except FileNotFoundError as exc:
+        raise BIDSError(str(exc), EXIT_DATA) from exc
 
 
 def run_group(config: Config) -> int:
@@ -163,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns (and exits with) a BIDS Apps exit code."""
     config = parse_args(argv)
     _setup_logging(config.execution.verbose)
-    os.environ.setdefault("OMP_NUM_THREADS", str(config.nipype.omp_nthreads))
+    # threads per process follow --omp-nthreads (containers default these variables to 1)
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[variable] = str(config.nipype.omp_nthreads)
     try:
         if config.execution.analysis_level == "group":
             code = run_group(config)

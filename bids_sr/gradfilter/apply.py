@@ -9,7 +9,6 @@ tap — ``out += shifted_k · h[bucket, k]`` — so there is no per-voxel Python
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,12 +17,15 @@ import numpy as np
 
 from bids_sr.gradfilter.features import FEATURE_HALO, local_features, structure_tensor
 from bids_sr.gradfilter.filterset import FilterSet
+from bids_sr.gradfilter.io import file_sha256, load_filters
 from bids_sr.gradfilter.patches import cheap_upscale, tap_offsets
 from bids_sr.gradfilter.xp import ArrayBackend, get_backend, to_numpy
 from bids_sr.image import as_factors, hr_shape
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "data" / "weights"
-EIG_BATCH = 262144
+# batch sizes: small enough to stay in CPU cache, large enough to fill a GPU
+EIG_BATCH = {"cpu": 2**14, "cuda": 2**21}
+TAP_BLOCK = {"cpu": 2**18, "cuda": 2**24}
 
 
 def _factor_text(value: float) -> str:
@@ -42,8 +44,9 @@ def slab_buckets(block: Any, filterset: FilterSet, backend: ArrayBackend) -> Any
     tensor = structure_tensor(block, xp, backend.ndi).reshape(6, -1)
     spec = filterset.spec
     out = xp.empty(tensor.shape[1], dtype=xp.int32)
-    for s in range(0, tensor.shape[1], EIG_BATCH):
-        out[s:s + EIG_BATCH] = spec.bucket_of(local_features(tensor[:, s:s + EIG_BATCH], xp), xp)
+    batch = EIG_BATCH[backend.device]
+    for s in range(0, tensor.shape[1], batch):
+        out[s:s + batch] = spec.bucket_of(local_features(tensor[:, s:s + batch], xp), xp)
     return out
 
 
@@ -96,22 +99,24 @@ def filter_upscale(
                            f0:f0 + nz + 2 * FEATURE_HALO]
         bucket = slab_buckets(feat_block, filterset, backend).reshape(stop - start, ny, nz)
         used[to_numpy(xp.unique(bucket))] = True
-        acc = xp.zeros((stop - start, ny, nz), dtype=xp.float32)
-        for k, (dx, dy, dz) in enumerate(offsets):
-            weight = columns[k][bucket]
-            weight *= block[halo + dx:halo + dx + stop - start, halo + dy:halo + dy + ny,
-                            halo + dz:halo + dz + nz]
-            acc += weight
-        out[start:stop] = to_numpy(acc)
+        # the tap loop runs on sub-slabs of ~TAP_BLOCK voxels so its operands stay in cache
+        step = max(1, TAP_BLOCK[backend.device] // max(1, ny * nz))
+        for s0 in range(0, stop - start, step):
+            s1 = min(stop - start, s0 + step)
+            sub_bucket = bucket[s0:s1].astype(xp.intp)
+            acc = xp.zeros((s1 - s0, ny, nz), dtype=xp.float32)
+            weight = xp.empty_like(acc)
+            for k, (dx, dy, dz) in enumerate(offsets):
+                # NumPy buffers take(out=) under mode="raise"; buckets are in range anyway
+                if xp is np:
+                    np.take(columns[k], sub_bucket, out=weight, mode="clip")
+                else:
+                    xp.take(columns[k], sub_bucket, out=weight)
+                weight *= block[halo + s0 + dx:halo + s1 + dx, halo + dy:halo + dy + ny,
+                                halo + dz:halo + dz + nz]
+                acc += weight
+            out[start + s0:start + s1] = to_numpy(acc)
     return out, {"chunks": len(starts), "buckets_used": int(used.sum())}
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def apply_gradient_filters(
@@ -132,8 +137,6 @@ def apply_gradient_filters(
     ``census_threshold`` (0–26) turns on census-transform blending. The report holds the
     device, the filter file and its sha256, the number of chunks and of buckets used.
     """
-    from bids_sr.gradfilter.io import load_filters
-
     factors = as_factors(factors)
     lr = np.asarray(lr, dtype=np.float32)
     if lr.ndim != 3:

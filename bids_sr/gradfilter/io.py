@@ -9,6 +9,7 @@ sha256, which :func:`load_filters` verifies.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -22,6 +23,15 @@ from bids_sr.gradfilter.filterset import FilterSet
 FORMAT = "bids_sr.gradfilter/1"
 TENSORS = ("filters", "global_filter", "strength_thresholds", "coherence_thresholds", "factors",
            "bins", "patch_size", "counts", "fallback")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def card_path(path: str | os.PathLike) -> Path:
@@ -53,8 +63,6 @@ def save_filters(filterset: FilterSet, path: str | os.PathLike, card: dict | Non
     """
     from safetensors.numpy import save_file
 
-    from bids_sr.gradfilter.apply import file_sha256
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {
@@ -79,6 +87,7 @@ def save_filters(filterset: FilterSet, path: str | os.PathLike, card: dict | Non
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; filter files are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -109,8 +118,6 @@ def load_filters(path: str | os.PathLike) -> FilterSet:
     malformed.
     """
     from safetensors import safe_open
-
-    from bids_sr.gradfilter.apply import file_sha256
 
     path = Path(path)
     if not path.is_file():

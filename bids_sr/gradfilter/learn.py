@@ -27,6 +27,7 @@ the first image's samples set them. Pass ``thresholds=`` to fix them.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -134,7 +135,8 @@ class _Accumulator:
     def add(self, a_t: Any, target: Any, bucket: Any) -> None:
         """Add samples: ``a_t`` ``(taps, n)`` patches, ``target`` ``(n,)``, ``bucket`` ``(n,)``."""
         xp = self.backend.xp
-        order = xp.argsort(bucket, kind="stable")
+        # CuPy's argsort is always stable and rejects kind=; NumPy needs it asked for
+        order = np.argsort(bucket, kind="stable") if xp is np else xp.argsort(bucket)
         sorted_bucket = bucket[order]
         a_t = a_t[:, order]
         target = target[order]
@@ -191,6 +193,41 @@ def _thresholds_from(images: Iterable[np.ndarray], factors, degradation, stride,
             quantile_thresholds(values[1], spec_bins[3]), n_images)
 
 
+def _symmetric_copy(a_t: Any, v1: Any, group: list, tap_orders: list, rng: np.random.Generator,
+                    backend: ArrayBackend) -> tuple[Any, Any]:
+    """Each sample under one random symmetry: tap-permuted patches and moved orientations
+    (strength and coherence are invariant, so only the angle bins change)."""
+    xp = backend.xp
+    choice = rng.integers(0, len(group), size=a_t.shape[1])
+    a_aug = xp.empty_like(a_t)
+    v1_aug = xp.empty_like(v1)
+    for g in np.unique(choice).tolist():
+        cols = backend.asarray(np.nonzero(choice == g)[0])
+        a_aug[:, cols] = a_t[:, cols][tap_orders[g]]
+        v1_aug[:, cols] = group[g].transform_orientation(v1[:, cols], xp)
+    return a_aug, v1_aug
+
+
+def _threshold_plan(
+    hr_images: Iterable[np.ndarray],
+) -> tuple[Iterable[np.ndarray], Iterable[np.ndarray], str]:
+    """``(images to learn from, images to set thresholds from, description)``.
+
+    A sequence is read twice (thresholds from all images); a one-shot iterator is read once,
+    its first image setting the thresholds and then being learned from like the others.
+    """
+    if isinstance(hr_images, Sequence):
+        if len(hr_images) == 0:
+            raise ValueError("learn_gradient_filters needs at least one training image")
+        return hr_images, hr_images, "quantiles of a uniform sample of all images' voxels"
+    iterator = iter(hr_images)
+    first = next(iterator, None)
+    if first is None:
+        raise ValueError("learn_gradient_filters needs at least one training image")
+    return (itertools.chain([first], iterator), [first],
+            "quantiles of the first image's training voxels")
+
+
 def learn_gradient_filters(
     hr_images: Iterable[np.ndarray],
     factors: float | Sequence[float],
@@ -200,9 +237,9 @@ def learn_gradient_filters(
     patch_size: int = 7,
     stride: int = 3,
     max_samples_per_image: int | None = None,
-    regularisation: float = 1e-2,
+    regularisation: float = 1e-3,
     min_samples: int | None = None,
-    augment: bool = False,
+    augment: bool = True,
     augment_copies: int = 1,
     thresholds: tuple[Sequence[float], Sequence[float]] | None = None,
     chunk_samples: int = 65536,
@@ -235,24 +272,13 @@ def learn_gradient_filters(
     min_samples = taps if min_samples is None else int(min_samples)
     start_time = time.perf_counter()
 
-    one_shot = not isinstance(hr_images, Sequence)
-    iterator = iter(hr_images) if one_shot else None
-    first: list[np.ndarray] = []
+    images, threshold_images, threshold_source = _threshold_plan(hr_images)
     if thresholds is not None:
         s_cut = np.asarray(thresholds[0], dtype=np.float32)
         c_cut = np.asarray(thresholds[1], dtype=np.float32)
         threshold_source = "given"
     else:
-        if one_shot:
-            first = [next(iterator)] if iterator is not None else []
-            if not first:
-                raise ValueError("learn_gradient_filters needs at least one training image")
-            source: Iterable[np.ndarray] = first
-            threshold_source = "quantiles of the first image's training voxels"
-        else:
-            source = hr_images
-            threshold_source = "quantiles of a uniform sample of all images' training voxels"
-        s_cut, c_cut, _ = _thresholds_from(source, factors, degradation, stride,
+        s_cut, c_cut, _ = _thresholds_from(threshold_images, factors, degradation, stride,
                                            max_samples_per_image, bins, backend,
                                            np.random.default_rng(seed), progress)
     spec = BucketSpec(bins, s_cut, c_cut)
@@ -264,13 +290,6 @@ def learn_gradient_filters(
     tap_orders = [backend.asarray(g.tap_order(patch_size)) for g in group]
     acc = _Accumulator(spec.n_buckets, taps, backend)
     r = patch_size // 2
-    images: Iterable[np.ndarray]
-    if one_shot:
-        import itertools
-
-        images = itertools.chain(first, iterator)  # type: ignore[arg-type]
-    else:
-        images = hr_images
     n_images = 0
     n_samples = 0
     per_image_s: list[float] = []
@@ -290,14 +309,8 @@ def learn_gradient_filters(
             target = hr_dev[p[0], p[1], p[2]]
             acc.add(a_t, target, buckets[sl])
             for _ in range(int(augment) * augment_copies if group else 0):
-                # one random symmetry per sample; all copies accumulated in one pass
-                choice = rng.integers(0, len(group), size=a_t.shape[1])
-                a_aug = xp.empty_like(a_t)
-                v1_aug = xp.empty_like(feats.v1[:, sl])
-                for g in np.unique(choice).tolist():
-                    cols = backend.asarray(np.nonzero(choice == g)[0])
-                    a_aug[:, cols] = a_t[:, cols][tap_orders[g]]
-                    v1_aug[:, cols] = group[g].transform_orientation(feats.v1[:, sl][:, cols], xp)
+                a_aug, v1_aug = _symmetric_copy(a_t, feats.v1[:, sl], group, tap_orders, rng,
+                                                backend)
                 b = spec.bucket(v1_aug, feats.strength[sl], feats.coherence[sl], xp)
                 acc.add(a_aug, target, b)
         n_images += 1
@@ -315,12 +328,13 @@ def learn_gradient_filters(
                                  1e-4)
     filters = np.empty((spec.n_buckets, taps), dtype=np.float64)
     fallback = acc.counts < min_samples
-    for j in range(spec.n_buckets):
-        if fallback[j]:
-            filters[j] = global_filter
-        else:
-            filters[j] = _ridge_solve(acc.unpack(q_host[j]), v_host[j], global_filter,
-                                      regularisation)
+    with _single_threaded_blas():
+        for j in range(spec.n_buckets):
+            if fallback[j]:
+                filters[j] = global_filter
+            else:
+                filters[j] = _ridge_solve(acc.unpack(q_host[j]), v_host[j], global_filter,
+                                          regularisation)
     info: dict[str, Any] = {
         "degradation": degradation,
         "training_images": n_images,

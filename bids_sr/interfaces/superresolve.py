@@ -59,8 +59,16 @@ class SuperResolveInputSpec(BaseInterfaceInputSpec):
     tile_size = traits.Int(desc="inference tile size in LR voxels (default: method's own)")
     tile_overlap = traits.Float(desc="fraction of overlap between tiles")
     seed = traits.Int(0, usedefault=True, desc="random seed")
+    amp = traits.Enum("none", "bf16", "fp16", usedefault=True, desc="mixed precision on CUDA")
     progress = traits.Bool(False, usedefault=True, desc="show a progress bar")
     out_name = traits.Str("sr.nii.gz", usedefault=True, desc="output file name")
+    use_gpu = traits.Bool(
+        False,
+        usedefault=True,
+        nohash=True,
+        desc="scheduling hint: the node computes on a GPU, so Nipype's MultiProc counts it "
+        "against n_gpu_procs (not hashed: a cached result stays valid on a CPU node)",
+    )
 
 
 class SuperResolveOutputSpec(TraitedSpec):
@@ -116,6 +124,7 @@ class SuperResolve(SimpleInterface):
             tile_overlap=_optional(self.inputs.tile_overlap),
             seed=self.inputs.seed,
             progress=self.inputs.progress,
+            amp=None if self.inputs.amp == "none" else self.inputs.amp,
         )
         out_affine = upsampled_affine(volume.affine, factors)
         out_file = save_volume(

@@ -16,17 +16,9 @@ from typing import Any
 from torch import nn
 
 from bids_sr.models import espcn, fsrcnn, srgan, srrecnn
+from bids_sr.weights_lookup import WEIGHTS_DIR, default_weights_path, format_factors
 
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "data" / "weights"
-
-
-def format_factors(factors: Sequence[float]) -> str:
-    """``(2, 2, 2) → '2x2x2'``, ``(1, 1, 4.0) → '1x1x4'``, ``(1.5, 1.5, 1.5) → '1.5x1.5x1.5'``."""
-    parts = []
-    for f in factors:
-        value = float(f)
-        parts.append(str(int(value)) if value.is_integer() else f"{value:g}")
-    return "x".join(parts)
+__all__ = ["WEIGHTS_DIR", "MethodSpec", "format_factors", "get_spec", "list_methods"]
 
 
 @dataclass(frozen=True)
@@ -58,7 +50,7 @@ class MethodSpec:
 
     def default_weights(self, factors: Sequence[float]) -> Path:
         """``bids_sr/data/weights/{method}_x{fx}x{fy}x{fz}.safetensors`` (may not exist)."""
-        return WEIGHTS_DIR / f"{self.name}_x{format_factors(factors)}.safetensors"
+        return default_weights_path(self.name, factors)
 
 
 _SPECS: dict[str, MethodSpec] = {

@@ -7,7 +7,6 @@ make its threshold pass and its accumulation pass while holding a single volume 
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import time
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ import numpy as np
 
 from bids_sr import __version__
 from bids_sr.gradfilter import learn_gradient_filters, save_filters
+from bids_sr.gradfilter.io import file_sha256
 from bids_sr.image import as_factors, load_volume
 
 
@@ -34,14 +34,6 @@ class LazyVolumes(Sequence):
         if isinstance(index, slice):
             return LazyVolumes(self.paths[index])
         return load_volume(self.paths[index]).data
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def train_gradfilter(
@@ -75,7 +67,7 @@ def train_gradfilter(
         **learn_options,
     )
     card = {
-        "training_files": [{"path": str(p), "sha256": _file_digest(p)} for p in paths],
+        "training_files": [{"path": str(p), "sha256": file_sha256(p)} for p in paths],
         "software": {"bids_sr": __version__, "numpy": np.__version__,
                      "python": platform.python_version()},
         "train_wall_s": time.perf_counter() - start,

@@ -8,9 +8,11 @@ import nibabel as nib
 import numpy as np
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
+from nipype.utils.gpu_count import gpu_count
 
 from bids_sr.image import as_factors, factors_for_resolution, hr_shape
 from bids_sr.interfaces.superresolve import SuperResolve
+from bids_sr.superresolve import INTERPOLATION_METHODS
 
 
 def estimate_mem_gb(t1w_file: str, scale: list[float], output_resolution: float | None) -> float:
@@ -24,6 +26,17 @@ def estimate_mem_gb(t1w_file: str, scale: list[float], output_resolution: float 
     return round(max(0.5, 12 * 4 * voxels / 1024**3 + 0.3), 2)
 
 
+def uses_gpu(method: str, device: str) -> bool:
+    """Whether a SuperResolve node with ``method`` and ``device`` will compute on a GPU.
+
+    Interpolation never does; learned methods do with ``device='cuda'``, and with ``'auto'``
+    when ``nvidia-smi`` lists a GPU (the same test Nipype's MultiProc uses to count GPUs).
+    """
+    if method in INTERPOLATION_METHODS or device == "cpu":
+        return False
+    return device == "cuda" or gpu_count() > 0
+
+
 def init_anat_sr_wf(
     *,
     t1w_file: str,
@@ -34,6 +47,7 @@ def init_anat_sr_wf(
     device: str = "auto",
     tile_size: int | None = None,
     tile_overlap: float | None = None,
+    amp: str = "none",
     seed: int = 0,
     omp_nthreads: int = 1,
     progress: bool = False,
@@ -55,6 +69,7 @@ def init_anat_sr_wf(
     )
 
     settings = {"method": method, "device": device, "seed": seed, "progress": progress}
+    settings["amp"] = amp
     if output_resolution:
         settings["output_resolution"] = output_resolution
     else:
@@ -62,11 +77,14 @@ def init_anat_sr_wf(
     optional = {"weights": str(weights) if weights else None, "tile_size": tile_size}
     optional["tile_overlap"] = tile_overlap
     settings.update({key: value for key, value in optional.items() if value is not None})
+    # GPU nodes take one of MultiProc's n_gpu_procs slots per CPU thread they declare
+    # (nipype counts min(n_procs, n_gpu_procs)); the GPU does the work, so they declare 1.
+    on_gpu = uses_gpu(method, device)
     super_resolve = pe.Node(
-        SuperResolve(**settings),
+        SuperResolve(use_gpu=on_gpu, **settings),
         name="super_resolve",
         mem_gb=estimate_mem_gb(t1w_file, scale, output_resolution),
-        n_procs=omp_nthreads,
+        n_procs=1 if on_gpu else omp_nthreads,
     )
     workflow.connect([
         (inputnode, super_resolve, [("t1w", "in_file")]),

@@ -41,6 +41,7 @@ def init_single_subject_wf(
             device=wf_settings.device,
             tile_size=wf_settings.tile_size,
             tile_overlap=wf_settings.tile_overlap,
+            amp=wf_settings.amp,
             seed=config.seeds.random_seed,
             omp_nthreads=config.nipype.omp_nthreads,
             name=f"anat_{tag}_wf",
