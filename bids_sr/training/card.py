@@ -161,3 +161,30 @@ def render_markdown(card: dict[str, Any]) -> str:
             f"{'met' if acc.get('met') else 'NOT met'}.",
         ]
     return "\n".join(out) + "\n"
+
+
+def shipped_scores_table(weights_dir: Path) -> str:
+    """Markdown table of every model card in ``weights_dir``: brain/whole PSNR and SSIM of
+    the model and of bspline (mean ± SD), the paired brain-PSNR gain, acceptance, wall time."""
+    lines = [
+        "| weights | degradation | iterations | subjects | PSNR brain (dB) | bspline | "
+        "gain (dB) | SSIM brain | bspline | PSNR whole (dB) | SSIM whole | acceptance | "
+        "train wall (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for path in sorted(Path(weights_dir).glob("*.card.json")):
+        card = json.loads(path.read_text())
+        v = card.get("validation") or {}
+        if not v.get("per_method"):
+            continue
+        m, b = v["per_method"][card["method"]], v["per_method"]["bspline"]
+        acc = v["acceptance"]
+        lines.append(
+            f"| {card['file']} | {card.get('degradation')} | {card.get('iterations')} | "
+            f"{', '.join(v['subjects'])} | {_pm(m['psnr_brain'], 2)} | "
+            f"{_pm(b['psnr_brain'], 2)} | {_pm(v['delta_vs_bspline']['psnr_brain'], 2)} | "
+            f"{_pm(m['ssim_brain'], 4)} | {_pm(b['ssim_brain'], 4)} | "
+            f"{_pm(m['psnr_whole'], 2)} | {_pm(m['ssim_whole'], 4)} | "
+            f"{'met' if acc['met'] else 'not met'} | {card.get('train_wall_s', 0):.0f} |"
+        )
+    return "\n".join(lines)

@@ -104,7 +104,7 @@ def train_filters(args: argparse.Namespace, factors, selection, command: str) ->
         device=args.device,
     )
     wall = time.perf_counter() - t0
-    extra = {"train_wall_s": wall, "iterations": "closed form (one pass over the images)"}
+    extra = {"train_wall_s": wall, "iterations": "closed form"}
     if device == "cpu":
         extra["notes"] = card["notes"] + [
             f"Learned on CPU in {wall:.0f} s (sample stride {args.sample_stride}); a later "
