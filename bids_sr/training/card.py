@@ -1,0 +1,190 @@
+"""Validation scores and model cards for trained weights.
+
+The scores come from the project's own evaluation protocol
+(:func:`bids_sr.evaluation.evaluate_image`): each held-out subject's HR T1w is degraded
+with the training preset and super-resolved by the trained model and by the nearest,
+trilinear and cubic B-spline baselines; PSNR/SSIM inside the brain mask and over the whole
+volume are summarised as mean ± SD over subjects, with the paired difference to bspline.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bids_sr.evaluation import METRIC_COLUMNS, evaluate_image, write_metrics_tsv
+from bids_sr.image import load_volume
+
+# acceptance at x2 (gaussian): deep models +1.5 dB over bspline in the brain, filters +0.5 dB
+ACCEPTANCE_DB = {"gradfilter": 0.5}
+DEFAULT_ACCEPTANCE_DB = 1.5
+
+
+def _stats(values: Sequence[float]) -> dict[str, float]:
+    arr = np.asarray([v for v in values if v is not None], dtype=float)
+    if arr.size == 0:
+        return {"mean": float("nan"), "sd": float("nan"), "n": 0}
+    sd = float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+    return {"mean": float(arr.mean()), "sd": sd, "n": int(arr.size)}
+
+
+def summarise(rows: Sequence[dict[str, Any]], method: str) -> dict[str, Any]:
+    """Mean ± SD over subjects per method and metric, and the paired difference of
+    ``method`` to bspline (PSNR/SSIM brain and whole)."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    table = {
+        m: {c: _stats([r[c] for r in rows if r["method"] == m]) for c in METRIC_COLUMNS}
+        for m in methods
+    }
+    by_source: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        by_source.setdefault(r["source"], {})[r["method"]] = r
+    delta = {}
+    for column in ("psnr_brain", "ssim_brain", "psnr_whole", "ssim_whole"):
+        diffs = [
+            s[method][column] - s["bspline"][column]
+            for s in by_source.values()
+            if method in s and "bspline" in s and s[method][column] is not None
+        ]
+        delta[column] = _stats(diffs)
+    return {"per_method": table, "delta_vs_bspline": delta}
+
+
+def validation_scores(
+    method: str,
+    weights: Path,
+    subjects: Sequence[dict[str, Any]],
+    factors: Sequence[float],
+    degradation: str,
+    *,
+    device: str = "auto",
+    tsv_path: Path | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``weights`` on each subject (``{"label", "t1w", "t2w"?}``) and summarise.
+
+    Rows go to ``tsv_path`` (BIDS-style metrics TSV) when given. Guided methods use each
+    subject's T2w (which must be on the T1w grid) as the reference.
+    """
+    rows: list[dict[str, Any]] = []
+    for subject in subjects:
+        vol = load_volume(subject["t1w"])
+        reference = None
+        if method == "srrecnn-t2w":
+            reference = load_volume(subject["t2w"]).data
+        rows += evaluate_image(
+            vol.data, vol.affine, factors=factors, degradation=degradation, methods=[method],
+            weights={method: str(weights)}, reference=reference, device=device,
+            source=f"sub-{subject['label']}",
+        )
+    if tsv_path is not None:
+        write_metrics_tsv(rows, tsv_path)
+    summary = summarise(rows, method)
+    threshold = ACCEPTANCE_DB.get(method, DEFAULT_ACCEPTANCE_DB)
+    gain = summary["delta_vs_bspline"]["psnr_brain"]["mean"]
+    summary.update(
+        rows=rows,
+        subjects=[s["label"] for s in subjects],
+        protocol="bids_sr.evaluation.evaluate_image: robust normalisation, crop_to_factor, "
+        f"degrade({degradation}), super-resolve, PSNR/SSIM (data range 1) in "
+        "bids_sr.masks.brain_mask and on the whole volume",
+        acceptance={
+            "criterion": f"psnr_brain - bspline >= {threshold} dB (acceptance is defined at "
+            "x2 isotropic with the gaussian preset)",
+            "gain_db": gain,
+            "met": bool(np.isfinite(gain) and gain >= threshold),
+        },
+    )
+    return summary
+
+
+def update_card(card_file: Path, extra: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``extra`` into an existing JSON card (the sha256 of the weights is unchanged)."""
+    card = json.loads(card_file.read_text())
+    card.update(extra)
+    card_file.write_text(json.dumps(card, indent=2, ensure_ascii=False, default=str) + "\n")
+    return card
+
+
+def _pm(stat: dict[str, float], digits: int) -> str:
+    if not stat or stat.get("n", 0) == 0:
+        return "n/a"
+    return f"{stat['mean']:.{digits}f} ± {stat['sd']:.{digits}f}"
+
+
+def score_table(summary: dict[str, Any]) -> str:
+    """Markdown table: one row per method, PSNR/SSIM brain and whole, mean ± SD."""
+    lines = [
+        "| method | PSNR brain (dB) | SSIM brain | PSNR whole (dB) | SSIM whole |",
+        "|---|---|---|---|---|",
+    ]
+    for method, stats in summary["per_method"].items():
+        lines.append(
+            f"| {method} | {_pm(stats['psnr_brain'], 2)} | {_pm(stats['ssim_brain'], 4)} | "
+            f"{_pm(stats['psnr_whole'], 2)} | {_pm(stats['ssim_whole'], 4)} |"
+        )
+    return "\n".join(lines)
+
+
+def render_markdown(card: dict[str, Any]) -> str:
+    """A short human-readable rendering of a model card (``<stem>.md``)."""
+    v = card.get("validation") or {}
+    out = [
+        f"# {card.get('file', card.get('method'))}",
+        "",
+        f"- method: `{card.get('method')}` — {card.get('description', '')}",
+        f"- factors: {card.get('factors')}, degradation: `{card.get('degradation')}`",
+        f"- training subjects: {', '.join(card.get('training_subjects', []))}",
+        f"- validation subjects: {', '.join(card.get('validation_subjects', [])) or 'none'}",
+        f"- iterations: {card.get('iterations')}, device: {card.get('device')}, "
+        f"wall time: {card.get('train_wall_s', 0):.0f} s",
+        f"- data licence: {card.get('data', {}).get('license', 'see card')}",
+        f"- command: `{card.get('command')}`",
+    ]
+    if card.get("notes"):
+        out += ["", *[f"> {note}" for note in card["notes"]]]
+    if v.get("per_method"):
+        d = v["delta_vs_bspline"]
+        acc = v.get("acceptance", {})
+        out += [
+            "",
+            "## Validation (mean ± SD over held-out subjects)",
+            "",
+            score_table(v),
+            "",
+            f"Paired gain over bspline: PSNR brain {_pm(d['psnr_brain'], 2)} dB, "
+            f"SSIM brain {_pm(d['ssim_brain'], 4)}. "
+            f"Acceptance ({acc.get('criterion', '')}): "
+            f"{'met' if acc.get('met') else 'NOT met'}.",
+        ]
+    return "\n".join(out) + "\n"
+
+
+def shipped_scores_table(weights_dir: Path) -> str:
+    """Markdown table of every model card in ``weights_dir``: brain/whole PSNR and SSIM of
+    the model and of bspline (mean ± SD), the paired brain-PSNR gain, acceptance, wall time."""
+    lines = [
+        "| weights | degradation | iterations | subjects | PSNR brain (dB) | bspline | "
+        "gain (dB) | SSIM brain | bspline | PSNR whole (dB) | SSIM whole | acceptance | "
+        "train wall (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for path in sorted(Path(weights_dir).glob("*.card.json")):
+        card = json.loads(path.read_text())
+        v = card.get("validation") or {}
+        if not v.get("per_method"):
+            continue
+        m, b = v["per_method"][card["method"]], v["per_method"]["bspline"]
+        acc = v["acceptance"]
+        lines.append(
+            f"| {card['file']} | {card.get('degradation')} | {card.get('iterations')} | "
+            f"{', '.join(v['subjects'])} | {_pm(m['psnr_brain'], 2)} | "
+            f"{_pm(b['psnr_brain'], 2)} | {_pm(v['delta_vs_bspline']['psnr_brain'], 2)} | "
+            f"{_pm(m['ssim_brain'], 4)} | {_pm(b['ssim_brain'], 4)} | "
+            f"{_pm(m['psnr_whole'], 2)} | {_pm(m['ssim_whole'], 4)} | "
+            f"{'met' if acc['met'] else 'not met'} | {card.get('train_wall_s', 0):.0f} |"
+        )
+    return "\n".join(lines)

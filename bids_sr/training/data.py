@@ -1,0 +1,215 @@
+"""Training pairs and patches: normalise, crop, degrade, and sample aligned LR/HR patches.
+
+Part of the numerical core (no pybids, no nipype). Every volume goes through the same steps
+as the evaluation protocol (:mod:`bids_sr.evaluation`), so a model is trained on exactly
+the inputs it is later scored on:
+
+1. robust normalisation (:func:`bids_sr.image.robust_normalisation`): background → 0,
+   bright tissue → ~1;
+2. :func:`bids_sr.degrade.crop_to_factor`, then :func:`bids_sr.degrade.degrade` with a preset;
+3. for networks on the HR grid (SRReCNN3D) the cubic-spline upsampling of the LR image,
+   :func:`bids_sr.interpolation.upsample` (order 3) — what inference feeds them.
+
+Alignment. On the grid of :mod:`bids_sr.image` the HR block ``[i·s, (i+p)·s)`` covers the
+same field of view as the LR voxels ``[i, i+p)``, so an LR patch of size ``p`` at offset
+``i`` pairs with the HR patch of size ``p·s`` at offset ``i·s`` — exactly, per axis.
+
+Sampling. Patch origins are drawn so the patch centre lies in the head foreground
+(:func:`bids_sr.image.foreground_mask` of the normalised HR image); subjects are drawn in
+proportion to their weight. Augmentation: flips (the grid is symmetric, so a flipped pair is
+still aligned — except for the ``decimate`` preset, whose kept samples are not centred, so
+it gets no flips), axis permutations only when the factors and the patch are isotropic, and
+an intensity jitter (one random gain and offset per patch, shared by input and target).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bids_sr.degrade import crop_to_factor, degrade
+from bids_sr.image import foreground_mask, robust_normalisation
+from bids_sr.interpolation import upsample
+
+
+@dataclass
+class TrainingVolume:
+    """One subject ready for patch sampling (all arrays float32, normalised).
+
+    ``lr``: the simulated LR image; ``hr``: the cropped HR truth; ``ilr``: the cubic-spline
+    upsampling of ``lr`` on the HR grid (HR-grid networks only); ``reference``: a second HR
+    contrast on the same grid (guided networks only; None → synthesised per patch);
+    ``centres``: LR voxel indices ``(n, 3)`` inside the head where a patch may be centred.
+    """
+
+    name: str
+    lr: np.ndarray
+    hr: np.ndarray
+    factors: tuple[int, int, int]
+    centres: np.ndarray
+    ilr: np.ndarray | None = None
+    reference: np.ndarray | None = None
+    weight: float = 1.0
+    extra: dict = field(default_factory=dict)
+
+
+def integer_factor_tuple(factors: Sequence[float]) -> tuple[int, int, int]:
+    """Per-axis integer factors (training samples LR/HR blocks, so factors must be integers)."""
+    ints = tuple(int(round(float(f))) for f in factors)
+    if len(ints) != 3 or any(abs(i - float(f)) > 1e-6 for i, f in zip(ints, factors)):
+        raise ValueError(f"training needs integer per-axis factors, got {tuple(factors)}")
+    return (ints[0], ints[1], ints[2])
+
+
+def prepare_volume(
+    name: str,
+    hr: np.ndarray,
+    factors: Sequence[float],
+    degradation: str,
+    *,
+    hr_grid_input: bool = False,
+    reference: np.ndarray | None = None,
+    weight: float = 1.0,
+) -> TrainingVolume:
+    """Normalise, crop and degrade one HR volume (module doc); the reference is normalised
+    on its own and cropped the same way (it must share the HR grid)."""
+    f = integer_factor_tuple(factors)
+    hr = np.asarray(hr, dtype=np.float32)
+    truth = crop_to_factor(robust_normalisation(hr).apply(hr), f)
+    lr = degrade(truth, f, degradation)
+    ilr = upsample(lr, f, order=3) if hr_grid_input else None
+    ref = None
+    if reference is not None:
+        reference = np.asarray(reference, dtype=np.float32)
+        if reference.shape != hr.shape:
+            raise ValueError(
+                f"{name}: reference shape {reference.shape} differs from the T1w {hr.shape}; "
+                "it must be on the T1w grid"
+            )
+        ref = crop_to_factor(robust_normalisation(reference).apply(reference), f)
+    head = foreground_mask(truth)
+    # an LR voxel is a valid centre when most of its HR block is head
+    blocks = head.reshape(lr.shape[0], f[0], lr.shape[1], f[1], lr.shape[2], f[2])
+    centres = np.argwhere(blocks.mean(axis=(1, 3, 5)) >= 0.5)
+    if centres.size == 0:
+        raise ValueError(f"{name}: no head foreground found to sample patches from")
+    return TrainingVolume(name, lr, truth, f, centres.astype(np.int32), ilr, ref, weight)
+
+
+@dataclass
+class Batch:
+    """A batch of aligned patches: ``inputs`` (N, C, …) for the network, ``targets``
+    (N, 1, …) on the HR grid."""
+
+    inputs: np.ndarray
+    targets: np.ndarray
+
+
+class PatchSampler:
+    """Draw aligned, augmented LR/HR patch batches from prepared volumes with a numpy
+    Generator (all randomness comes from ``rng``, so a run is reproducible and resumable).
+
+    ``patch_size``: HR patch edge per axis (a multiple of each factor). ``input_grid``:
+    'lr' → inputs are LR patches; 'hr' → inputs are ILR patches on the HR grid.
+    ``reference_fn(hr_patch, rng, volume) -> ref``: synthesises a reference when a volume has none
+    (or, with probability ``synth_probability``, even when it has one); None for
+    single-channel networks.
+    """
+
+    def __init__(
+        self,
+        volumes: Sequence[TrainingVolume],
+        patch_size: int | Sequence[int],
+        *,
+        input_grid: str,
+        degradation: str,
+        augment: bool = True,
+        jitter: float = 0.1,
+        reference_fn: Callable[[np.ndarray, np.random.Generator, TrainingVolume], np.ndarray]
+        | None = None,
+        synth_probability: float = 0.5,
+    ) -> None:
+        if not volumes:
+            raise ValueError("no training volumes")
+        self.volumes = list(volumes)
+        self.factors = self.volumes[0].factors
+        size = [int(patch_size)] * 3 if np.isscalar(patch_size) else [int(p) for p in patch_size]
+        bad = [p for p, f in zip(size, self.factors) if p % f or p < f]
+        if bad:
+            raise ValueError(
+                f"patch size {tuple(size)} must be a multiple of the factors {self.factors}"
+            )
+        self.hr_size = tuple(size)
+        self.lr_size = tuple(p // f for p, f in zip(size, self.factors))
+        for vol in self.volumes:
+            if any(n < p for n, p in zip(vol.lr.shape, self.lr_size)):
+                raise ValueError(
+                    f"{vol.name}: LR image {vol.lr.shape} is smaller than the patch {self.lr_size}"
+                )
+        if input_grid not in ("lr", "hr"):
+            raise ValueError(f"input_grid must be 'lr' or 'hr', got {input_grid!r}")
+        self.input_grid = input_grid
+        self.flips = augment and degradation != "decimate"
+        self.permute = augment and len(set(self.factors)) == 1 and len(set(self.hr_size)) == 1
+        self.jitter = float(jitter) if augment else 0.0
+        self.reference_fn = reference_fn
+        self.synth_probability = float(synth_probability)
+        weights = np.array([v.weight for v in self.volumes], dtype=float)
+        self.p = weights / weights.sum()
+
+    def _origin(self, vol: TrainingVolume, rng: np.random.Generator) -> tuple[int, ...]:
+        centre = vol.centres[rng.integers(len(vol.centres))]
+        origin = []
+        for c, p, n in zip(centre, self.lr_size, vol.lr.shape):
+            origin.append(int(np.clip(c - p // 2, 0, n - p)))
+        return tuple(origin)
+
+    def sample(self, rng: np.random.Generator) -> tuple[list[np.ndarray], np.ndarray]:
+        """One patch pair: (input channels on the input grid, HR target)."""
+        vol = self.volumes[rng.choice(len(self.volumes), p=self.p)]
+        o = self._origin(vol, rng)
+        s = self.factors
+        lr_sl = tuple(slice(i, i + p) for i, p in zip(o, self.lr_size))
+        hr_sl = tuple(slice(i * f, i * f + p) for i, f, p in zip(o, s, self.hr_size))
+        target = vol.hr[hr_sl]
+        first = vol.lr[lr_sl] if self.input_grid == "lr" else vol.ilr[hr_sl]
+        channels = [first]
+        if self.reference_fn is not None:
+            use_real = vol.reference is not None and rng.random() >= self.synth_probability
+            ref = vol.reference[hr_sl] if use_real else self.reference_fn(target, rng, vol)
+            channels.append(np.asarray(ref, dtype=np.float32))
+        if self.flips:
+            for axis in range(3):
+                if rng.random() < 0.5:
+                    channels = [np.flip(c, axis) for c in channels]
+                    target = np.flip(target, axis)
+        if self.permute:
+            order = tuple(int(a) for a in rng.permutation(3))
+            channels = [np.transpose(c, order) for c in channels]
+            target = np.transpose(target, order)
+        if self.jitter:
+            gain = 1.0 + rng.uniform(-self.jitter, self.jitter)
+            offset = rng.uniform(-self.jitter, self.jitter) * 0.1
+            channels[0] = channels[0] * gain + offset
+            target = target * gain + offset
+        return [np.ascontiguousarray(c, dtype=np.float32) for c in channels], np.ascontiguousarray(
+            target, dtype=np.float32
+        )
+
+    def batch(self, size: int, rng: np.random.Generator) -> Batch:
+        """``size`` patch pairs stacked as (N, C, …) inputs and (N, 1, …) targets."""
+        pairs = [self.sample(rng) for _ in range(size)]
+        inputs = np.stack([np.stack(c) for c, _ in pairs])
+        targets = np.stack([t[None] for _, t in pairs])
+        return Batch(inputs, targets)
+
+    def fixed_batch(self, size: int, seed: int) -> Batch:
+        """A reproducible batch without augmentation (validation patches)."""
+        flips, permute, jitter = self.flips, self.permute, self.jitter
+        self.flips, self.permute, self.jitter = False, False, 0.0
+        try:
+            return self.batch(size, np.random.default_rng(seed))
+        finally:
+            self.flips, self.permute, self.jitter = flips, permute, jitter

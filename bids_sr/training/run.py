@@ -1,0 +1,304 @@
+"""The body of ``bids_sr-train`` once arguments and the BIDS selection are checked:
+build the model, prepare patches, run the loop, write weights, card, log and loss curve."""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bids_sr import __version__
+from bids_sr.image import load_volume
+from bids_sr.models.weights import card_path, sha256sum
+from bids_sr.training.card import render_markdown, update_card, validation_scores
+from bids_sr.weights_lookup import format_factors
+
+CPU_NOTE = (
+    "Trained on CPU with a reduced budget ({iterations} iterations, {wall:.0f} s); "
+    "a later session retrains on GPU with the published schedule."
+)
+
+
+def _software() -> dict[str, str]:
+    import torch
+
+    return {"bids_sr": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+def _files(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for e in entries:
+        item = {"subject": e["label"], "t1w": str(e["t1w"]), "t1w_sha256": sha256sum(e["t1w"])}
+        if e.get("t2w"):
+            item.update(t2w=str(e["t2w"]), t2w_sha256=sha256sum(e["t2w"]))
+        if e.get("weight", 1.0) != 1.0:
+            item["weight"] = e["weight"]
+        out.append(item)
+    return out
+
+
+def _evaluate_and_finish(args, factors, selection, weights: Path, card_extra: dict[str, Any],
+                         device: str) -> Path:
+    """Score on the validation participants, merge into the card, write the markdown card."""
+    extra = dict(card_extra)
+    if selection["val_images"] and not args.no_evaluate:
+        t0 = time.perf_counter()
+        summary = validation_scores(
+            args.method, weights, selection["val_images"], factors, args.degradation,
+            device=device, tsv_path=args.output_dir / f"{weights.name[:-12]}_validation.tsv",
+        )
+        summary["evaluation_s"] = time.perf_counter() - t0
+        extra["validation"] = summary
+    else:
+        extra["validation"] = None
+        extra.setdefault("notes", []).append(
+            "No validation scores: no held-out participants were given (--validation-label)"
+            if not selection["val_images"] else "Evaluation skipped (--no-evaluate)."
+        )
+    card = update_card(card_path(weights), extra)
+    weights.with_name(weights.name[:-12] + ".md").write_text(render_markdown(card))
+    return weights
+
+
+def _common_card(args, factors, selection, command: str, device: str) -> dict[str, Any]:
+    from bids_sr.training.cli import dataset_info
+
+    return {
+        "degradation": args.degradation,
+        "training_subjects": selection["training"],
+        "validation_subjects": selection["validation"],
+        "data": {
+            **dataset_info(args.bids_dir, selection["training"] + selection["validation"]),
+            "training_files": _files(selection["train_images"]),
+            "validation_files": _files(selection["val_images"]),
+        },
+        "weights_license": "Apache-2.0 (bids_sr); the training data's own terms are in data",
+        "seed": args.seed,
+        "device": device,
+        "command": command,
+        "software": _software(),
+        "notes": list(args.note),
+    }
+
+
+def train_filters(args: argparse.Namespace, factors, selection, command: str) -> Path:
+    """gradfilter: closed-form per-bucket least squares through train_gradfilter."""
+    from bids_sr.gradfilter.xp import get_backend
+    from bids_sr.training.gradfilter import train_gradfilter
+
+    device = get_backend(args.device).device
+    stem = args.output_name or f"gradfilter_x{format_factors(factors)}"
+    path = args.output_dir / f"{stem}.safetensors"
+    card = _common_card(args, factors, selection, command, device)
+    t0 = time.perf_counter()
+    train_gradfilter(
+        [Path(e["t1w"]) for e in selection["train_images"]], path, factors,
+        degradation=args.degradation, seed=args.seed, progress=not args.quiet,
+        card_extra=card, patch_size=args.patch_size or 7, stride=args.sample_stride,
+        device=args.device,
+    )
+    wall = time.perf_counter() - t0
+    extra = {"train_wall_s": wall, "iterations": "closed form"}
+    if device == "cpu":
+        extra["notes"] = card["notes"] + [
+            f"Learned on CPU in {wall:.0f} s (sample stride {args.sample_stride}); a later "
+            "session relearns on GPU with denser sampling."
+        ]
+    update_card(card_path(path), extra)
+    return _evaluate_and_finish(args, factors, selection, path, {}, device)
+
+
+def _zero_last_conv(model) -> None:
+    """Zero the last convolution of a residual network so training starts from its
+    interpolated input (the cubic B-spline result) rather than from random noise."""
+    import torch
+    from torch import nn
+
+    last = [m for m in model.modules() if isinstance(m, nn.Conv3d)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.zero_()
+
+
+def train_network(args: argparse.Namespace, factors, selection, command: str) -> Path | None:
+    """Supervised or adversarial training of a registry network (module doc)."""
+    import torch
+
+    from bids_sr.inference import resolve_device
+    from bids_sr.models.registry import get_spec
+    from bids_sr.models.srgan import build_discriminator
+    from bids_sr.models.weights import load_model, save_weights
+    from bids_sr.training.checkpoint import checkpoint_exists, load_checkpoint
+    from bids_sr.training.cli import DEFAULTS, UsageError
+    from bids_sr.training.contrast import randomise_contrast, tissue_centres
+    from bids_sr.training.data import PatchSampler, integer_factor_tuple, prepare_volume
+    from bids_sr.training.loops import (
+        AdversarialTask,
+        LoopSettings,
+        SupervisedTask,
+        plot_history,
+        run_loop,
+    )
+
+    if args.nthreads:
+        torch.set_num_threads(args.nthreads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.manual_seed(args.seed)
+    device = resolve_device(args.device)
+    method = args.method
+    spec = get_spec(method)
+    ints = integer_factor_tuple(factors)
+    d = DEFAULTS[method]
+    iterations = args.iterations or d["iterations"]
+    settings = LoopSettings(
+        iterations=iterations,
+        batch_size=args.batch_size or d["batch_size"],
+        lr=args.lr or d["lr"],
+        val_every=args.val_every,
+        checkpoint_every=args.checkpoint_every,
+        pretrain_iterations=(
+            (args.pretrain_iterations if args.pretrain_iterations is not None
+             else int(0.4 * iterations)) if method == "srgan" else 0
+        ),
+    )
+    patch = args.patch_size or d["patch_size"]
+
+    # model
+    if args.init is not None:
+        model, info = load_model(args.init, method=method, factors=factors)
+        config = dict(info["config"])
+        if args.config:
+            raise UsageError("--config cannot change the architecture of --init weights")
+        init = f"fine-tuned from {args.init} (sha256 {info['sha256']})"
+    else:
+        config = {**spec.default_config, **args.config}
+        if spec.learned_upsampling:
+            config["factors"] = list(ints)
+        try:
+            model = spec.build(config)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"--config does not build {method}: {exc}") from None
+        init = "random (the registry's initialisation)"
+        if spec.input_grid == "hr":
+            _zero_last_conv(model)
+            init += "; last convolution zeroed so training starts from the cubic B-spline input"
+    model.to(device)
+    if method == "srgan":
+        disc = build_discriminator({"in_channels": 1}).to(device)
+        task = AdversarialTask(model, disc, settings)
+    else:
+        task = SupervisedTask(model, settings)
+
+    # data
+    t_prep = time.perf_counter()
+    guided = spec.needs_t2w
+
+    def prepare(entries):
+        volumes = []
+        for e in entries:
+            hr = load_volume(e["t1w"]).data
+            ref = load_volume(e["t2w"]).data if guided and e.get("t2w") else None
+            vol = prepare_volume(Path(e["t1w"]).name, hr, ints, args.degradation,
+                                 hr_grid_input=spec.input_grid == "hr", reference=ref,
+                                 weight=e.get("weight", 1.0))
+            if guided:
+                vol.extra["centres"] = tissue_centres(vol.hr, seed=args.seed)
+            volumes.append(vol)
+        return volumes
+
+    def synth(target, rng, vol):
+        return randomise_contrast(target, rng, vol.extra["centres"])
+
+    common = dict(input_grid=spec.input_grid, degradation=args.degradation,
+                  reference_fn=synth if guided else None)
+    try:
+        sampler = PatchSampler(prepare(selection["train_images"]), patch, **common,
+                               synth_probability=0.5)
+        val_batch = None
+        if selection["val_images"]:
+            val_sampler = PatchSampler(prepare(selection["val_images"]), patch, **common,
+                                       synth_probability=0.0)
+            val_batch = val_sampler.fixed_batch(16, args.seed + 1)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    prep_s = time.perf_counter() - t_prep
+
+    run_config = {
+        "method": method, "factors": list(ints), "degradation": args.degradation,
+        "seed": args.seed, "config": config, "patch_size": patch,
+        "batch_size": settings.batch_size, "iterations": iterations, "lr": settings.lr,
+        "training": selection["training"], "validation": selection["validation"],
+    }
+    rng = np.random.default_rng(args.seed)
+    folder = args.output_dir
+    start, history = 0, []
+    if checkpoint_exists(folder / "checkpoints"):
+        if not args.resume:
+            raise UsageError(
+                f"{folder}: holds a checkpoint of an earlier run; pass --resume to continue "
+                "it or choose another output folder"
+            )
+        document = load_checkpoint(folder / "checkpoints", modules=task.modules,
+                                   optimizers=task.optimizers, rng=rng)
+        saved = {k: document["config"].get(k) for k in run_config}
+        changed = sorted(k for k in run_config if saved[k] != run_config[k])
+        if changed:
+            raise UsageError(f"{folder}: cannot resume, the run differs in {', '.join(changed)}")
+        start, history = int(document["step"]), document["history"]
+        if not args.quiet:
+            print(f"bids_sr-train: resuming {method} at step {start}/{iterations}")
+    history = run_loop(task, sampler, settings, rng, device=device, folder=folder,
+                       config=run_config, val_batch=val_batch, start_step=start,
+                       history=history, stop_after=args.stop_after, progress=not args.quiet)
+    step = history[-1]["step"] if history else start
+    plot_history(history, folder / "loss_curve.png",
+                 f"{method} ×{format_factors(factors)} ({args.degradation})")
+    if step < iterations:
+        print(f"bids_sr-train: stopped at step {step}/{iterations}; continue with --resume")
+        return None
+
+    wall = float(history[-1]["elapsed_s"])
+    stem = args.output_name or f"{method}_x{format_factors(factors)}"
+    path = folder / f"{stem}.safetensors"
+    card = _common_card(args, factors, selection, command, device)
+    card.update(
+        iterations=iterations,
+        settings=asdict(settings),
+        patch_size_hr=patch,
+        loss="L2 (MSE)" if method != "srgan" else
+        "pre-training: MSE; then MSE + gdl_weight·GDL + adv_weight·LSGAN (means)",
+        augmentation={"flips": sampler.flips, "axis_permutations": sampler.permute,
+                      "intensity_jitter": sampler.jitter},
+        initialisation=init,
+        train_wall_s=wall,
+        data_preparation_s=prep_s,
+        final_loss_mean_last_20=float(np.mean([h["loss"] for h in history[-20:]])),
+        final_val_patch_psnr=next((h["val_psnr"] for h in reversed(history)
+                                   if "val_psnr" in h), None),
+        threads=torch.get_num_threads(),
+    )
+    if guided:
+        card["reference_training"] = (
+            "contrast-randomised reference synthesised from each HR T1w (k-means tissue "
+            "classes, random per-class intensities mapped piecewise-linearly, bias field, "
+            "gamma, noise) for half the patches of subjects with a real T2w and all patches "
+            "of the others; real T2w for the other half"
+        )
+    if device == "cpu":
+        card["notes"] = card["notes"] + [CPU_NOTE.format(iterations=iterations, wall=wall)]
+    model.eval().cpu()
+    save_weights(model, path, method=method, config=config, factors=factors, card=card)
+    return _evaluate_and_finish(args, factors, selection, path, {}, device)
+
+
+def train(args: argparse.Namespace, factors, selection, command: str) -> Path | None:
+    """Dispatch to the filter learner or the network trainer."""
+    if args.method == "gradfilter":
+        return train_filters(args, factors, selection, command)
+    return train_network(args, factors, selection, command)

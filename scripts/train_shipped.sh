@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Train every shipped model through the real bids_sr-train command, one at a time, and copy
+# weights + cards into bids_sr/data/weights/. Data: the BIDS view of ../shared/data built by
+# scripts/shared_data_bids.py (training: colin27, brainchop, openms07, mni152 at half weight;
+# validation: chris, openms19). CPU budget settings (this session had no GPU); on a GPU
+# machine pass DEVICE=cuda and raise the iterations (ITER_SCALE=10, say).
+#
+# Usage: scripts/train_shipped.sh [STEM ...]   (default: all; e.g. fsrcnn_x2x2x2)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python}
+DEVICE=${DEVICE:-cpu}
+THREADS=${THREADS:-2}
+ITER_SCALE=${ITER_SCALE:-1}
+BIDS=${BIDS:-scratch/shared_bids}
+WORK=${WORK:-scratch/train}
+WEIGHTS=bids_sr/data/weights
+export TQDM_MININTERVAL=${TQDM_MININTERVAL:-15}
+
+"$PY" scripts/shared_data_bids.py --out "$BIDS" >/dev/null
+TRAIN=(--participant-label colin27 brainchop openms07 mni152 --subject-weight mni152=0.5)
+COMMON=(--device "$DEVICE" --nthreads "$THREADS" --seed 0)
+it() { echo $(( $1 * ITER_SCALE )); }
+
+declare -A CMD
+CMD[gradfilter_x2x2x2]="gradfilter --scale 2 --degradation gaussian --patch-size 7 --sample-stride 3 --validation-label chris openms19"
+CMD[fsrcnn_x2x2x2]="fsrcnn --scale 2 --degradation gaussian --iterations $(it 800) --patch-size 24 --batch-size 8 --validation-label chris openms19"
+CMD[espcn_x2x2x2]="espcn --scale 2 --degradation gaussian --iterations $(it 1000) --patch-size 24 --batch-size 8 --validation-label chris openms19"
+CMD[srrecnn_x2x2x2]="srrecnn --scale 2 --degradation gaussian --iterations $(it 700) --patch-size 16 --batch-size 8 --config {\"features\":32} --validation-label chris openms19"
+CMD[srrecnn-t2w_x2x2x2]="srrecnn-t2w --scale 2 --degradation gaussian --iterations $(it 700) --patch-size 16 --batch-size 8 --config {\"features\":32} --validation-label openms19"
+CMD[srgan_x2x2x2]="srgan --scale 2 --degradation gaussian --iterations $(it 400) --patch-size 16 --batch-size 4 --validation-label chris openms19"
+CMD[srrecnn_x1x1x4]="srrecnn --scale 1 1 4 --degradation slice --iterations $(it 700) --patch-size 16 --batch-size 8 --config {\"features\":32} --validation-label chris openms19"
+CMD[gradfilter_x1x1x4]="gradfilter --scale 1 1 4 --degradation slice --patch-size 7 --sample-stride 3 --validation-label chris openms19"
+ORDER=(gradfilter_x2x2x2 fsrcnn_x2x2x2 espcn_x2x2x2 srrecnn_x2x2x2 srrecnn-t2w_x2x2x2
+       srgan_x2x2x2 srrecnn_x1x1x4 gradfilter_x1x1x4)
+
+for stem in "${@:-${ORDER[@]}}"; do
+  read -r -a args <<<"${CMD[$stem]}"
+  method=${args[0]}
+  out="$WORK/$stem"
+  echo "=== $stem: $(date -Is)"
+  # shellcheck disable=SC2068
+  "$PY" -m bids_sr.training.cli "$method" "$BIDS" "$out" ${args[@]:1} "${TRAIN[@]}" \
+    "${COMMON[@]}" --resume --output-name "$stem"
+  cp "$out/$stem.safetensors" "$out/$stem.card.json" "$out/$stem.md" "$WEIGHTS/"
+  echo "=== $stem done: $(date -Is)"
+done

@@ -1,0 +1,159 @@
+"""Training data: exact LR/HR patch alignment, foreground sampling, augmentation rules,
+contrast randomisation, checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bids_sr.image import load_volume
+from bids_sr.interpolation import upsample
+from bids_sr.training.contrast import randomise_contrast, tissue_centres
+from bids_sr.training.data import PatchSampler, prepare_volume
+
+REPO = Path(__file__).resolve().parents[1]
+T1W = REPO / "bids_sr" / "data" / "demo" / "sub-01" / "anat" / "sub-01_T1w.nii.gz"
+
+
+@pytest.fixture(scope="module")
+def t1w():
+    return load_volume(T1W).data
+
+
+@pytest.mark.parametrize("factors", [(2, 2, 2), (1, 1, 4)])
+def test_lr_patch_is_block_mean_of_hr_patch(t1w, factors):
+    """With the slice preset LR = block mean of HR, so aligned patches satisfy it exactly,
+    flips and permutations included (jitter off)."""
+    vol = prepare_volume("t", t1w, factors, "slice")
+    sampler = PatchSampler([vol], 8, input_grid="lr", degradation="slice", jitter=0.0)
+    assert sampler.flips and sampler.permute == (len(set(factors)) == 1)
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        (lr,), hr = sampler.sample(rng)
+        assert hr.shape == (8, 8, 8) and lr.shape == tuple(8 // f for f in factors)
+        fz, fy, fx = factors
+        blocks = hr.reshape(lr.shape[0], fz, lr.shape[1], fy, lr.shape[2], fx).mean((1, 3, 5))
+        np.testing.assert_allclose(lr, blocks, atol=1e-5)
+
+
+def test_hr_grid_input_is_cubic_upsampling_at_the_same_place(t1w):
+    vol = prepare_volume("t", t1w, (2, 2, 2), "gaussian", hr_grid_input=True)
+    np.testing.assert_array_equal(vol.ilr, upsample(vol.lr, (2, 2, 2), order=3))
+    sampler = PatchSampler([vol], 12, input_grid="hr", degradation="gaussian", augment=False)
+    (ilr,), hr = sampler.sample(np.random.default_rng(1))
+    replay = np.random.default_rng(1)  # the same draws: subject, then the LR origin
+    replay.choice(1, p=sampler.p)
+    z, y, x = (2 * i for i in sampler._origin(vol, replay))
+    np.testing.assert_array_equal(hr, vol.hr[z:z + 12, y:y + 12, x:x + 12])
+    np.testing.assert_array_equal(ilr, vol.ilr[z:z + 12, y:y + 12, x:x + 12])
+
+
+def test_patches_are_centred_in_the_head(t1w):
+    vol = prepare_volume("t", t1w, (2, 2, 2), "gaussian")
+    sampler = PatchSampler([vol], 8, input_grid="lr", degradation="gaussian", augment=False)
+    rng = np.random.default_rng(2)
+    centres = [sampler.sample(rng)[1][4, 4, 4] for _ in range(50)]
+    background = np.mean(vol.hr[:4, :4, :4])
+    assert np.mean(np.array(centres) > background + 0.1) > 0.9
+
+
+def test_decimate_gets_no_flips_and_anisotropic_no_permutations(t1w):
+    vol = prepare_volume("t", t1w, (2, 2, 2), "decimate")
+    assert not PatchSampler([vol], 8, input_grid="lr", degradation="decimate").flips
+    vol4 = prepare_volume("t", t1w, (1, 1, 4), "gaussian")
+    assert not PatchSampler([vol4], 8, input_grid="lr", degradation="gaussian").permute
+    with pytest.raises(ValueError, match="multiple of the factors"):
+        PatchSampler([vol4], 6, input_grid="lr", degradation="gaussian")
+
+
+def test_sampling_is_reproducible(t1w):
+    vol = prepare_volume("t", t1w, (2, 2, 2), "gaussian")
+    sampler = PatchSampler([vol], 8, input_grid="lr", degradation="gaussian")
+    a = sampler.batch(4, np.random.default_rng(9))
+    b = sampler.batch(4, np.random.default_rng(9))
+    np.testing.assert_array_equal(a.inputs, b.inputs)
+    np.testing.assert_array_equal(a.targets, b.targets)
+
+
+def _grad(data):
+    return np.sqrt(sum(g**2 for g in np.gradient(data)))
+
+
+def test_contrast_randomisation_changes_intensities_but_keeps_edges(t1w):
+    vol = prepare_volume("t", t1w, (2, 2, 2), "gaussian")
+    centres = tissue_centres(vol.hr)
+    assert np.all(np.diff(centres) > 0) and 0 < centres[0] < centres[-1] < 1.5
+    rng = np.random.default_rng(0)
+    a = randomise_contrast(vol.hr, rng, centres, noise=0.0)
+    b = randomise_contrast(vol.hr, rng, centres, noise=0.0)
+    head = vol.hr > 0.1
+    assert not np.allclose(a, b)
+    # intensities are remapped: the draws are far from the T1w and from each other
+    assert abs(np.corrcoef(a[head], b[head])[0, 1]) < 0.99
+    # edges stay where the T1w's are: strong-gradient voxels coincide
+    g1 = _grad(vol.hr)
+    strong = g1 > np.percentile(g1[head], 90)
+    for synth in (a, b):
+        gs = _grad(synth)
+        assert np.corrcoef(gs[head], g1[head])[0, 1] > 0.35
+        assert gs[strong].mean() > 1.4 * gs[head & ~strong].mean()  # unstructured: ~1
+
+
+def test_guided_sampler_synthesises_or_uses_the_real_reference(t1w):
+    t2w = load_volume(T1W.with_name("sub-01_T2w.nii.gz")).data
+    vol = prepare_volume("t", t1w, (2, 2, 2), "gaussian", hr_grid_input=True, reference=t2w)
+    vol.extra["centres"] = tissue_centres(vol.hr)
+    fn = lambda target, rng, v: randomise_contrast(target, rng, v.extra["centres"])  # noqa: E731
+    real = PatchSampler([vol], 8, input_grid="hr", degradation="gaussian", augment=False,
+                        reference_fn=fn, synth_probability=0.0)
+    batch = real.fixed_batch(3, 0)
+    assert batch.inputs.shape == (3, 2, 8, 8, 8)
+    synth = PatchSampler([vol], 8, input_grid="hr", degradation="gaussian", augment=False,
+                         reference_fn=fn, synth_probability=1.0)
+    other = synth.fixed_batch(3, 0)
+    # same first draw (subject, origin), so the same T1w patch; the reference differs
+    np.testing.assert_array_equal(batch.inputs[0, 0], other.inputs[0, 0])
+    assert not np.allclose(batch.inputs[0, 1], other.inputs[0, 1])
+    real_t2w = vol.reference[tuple(slice(2 * o, 2 * o + 8) for o in _first_origin(real, vol))]
+    np.testing.assert_array_equal(batch.inputs[0, 1], real_t2w)
+
+
+def _first_origin(sampler, vol):
+    replay = np.random.default_rng(0)
+    replay.choice(1, p=sampler.p)
+    return sampler._origin(vol, replay)
+
+
+def test_checkpoint_round_trip_restores_everything(tmp_path):
+    from bids_sr.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3), torch.nn.BatchNorm3d(2))
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    model(torch.rand(2, 1, 5, 5, 5)).mean().backward()
+    opt.step()
+    rng = np.random.default_rng(4)
+    rng.random(3)
+    save_checkpoint(tmp_path, step=7, modules={"model": model}, optimizers={"adam": opt},
+                    rng=rng, history=[{"step": 7, "loss": 1.0}], config={"method": "x"})
+    expected_draw, expected_torch = rng.random(), torch.rand(1)
+    model2 = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3), torch.nn.BatchNorm3d(2))
+    opt2 = torch.optim.Adam(model2.parameters(), lr=0.5)
+    rng2 = np.random.default_rng(99)
+    doc = load_checkpoint(tmp_path, modules={"model": model2}, optimizers={"adam": opt2},
+                          rng=rng2)
+    assert doc["step"] == 7 and doc["config"] == {"method": "x"}
+    assert rng2.random() == expected_draw and torch.equal(torch.rand(1), expected_torch)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, model2.state_dict()[k])
+    s1, s2 = opt.state_dict(), opt2.state_dict()
+    assert s2["param_groups"][0]["lr"] == 0.01
+    for i in s1["state"]:
+        for key, value in s1["state"][i].items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(s2["state"][i][key]))
+    (tmp_path / "checkpoint.safetensors").write_bytes(b"corrupt")
+    with pytest.raises(CheckpointError, match="sha256"):
+        load_checkpoint(tmp_path, modules={"model": model2}, optimizers={"adam": opt2}, rng=rng2)

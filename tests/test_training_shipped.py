@@ -1,0 +1,47 @@
+"""The shipped weights: every file loads, matches its card, and the card carries the
+validation scores of the project's evaluation beside the three interpolation baselines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bids_sr.models.weights import sha256sum
+from bids_sr.training.card import shipped_scores_table
+from bids_sr.weights_lookup import WEIGHTS_DIR
+
+CARDS = sorted(WEIGHTS_DIR.glob("*.card.json"))
+
+
+def test_weights_are_small():
+    total = sum(p.stat().st_size for p in WEIGHTS_DIR.glob("*.safetensors"))
+    assert total < 30e6
+
+
+@pytest.mark.parametrize("card_file", CARDS, ids=[c.name for c in CARDS])
+def test_shipped_card_and_weights(card_file: Path):
+    card = json.loads(card_file.read_text())
+    weights = card_file.with_name(card["file"])
+    assert weights.is_file() and sha256sum(weights) == card["sha256"]
+    if card["method"] == "gradfilter":
+        from bids_sr.gradfilter import load_filters
+
+        assert tuple(load_filters(weights).factors) == tuple(float(f) for f in card["factors"])
+    else:
+        from bids_sr.models.weights import load_model
+
+        _, info = load_model(weights, method=card["method"])
+        assert info["factors"] == [float(f) for f in card["factors"]]
+    assert card["command"].startswith(f"bids_sr-train {card['method']} ")
+    assert card["training_subjects"] and card["validation_subjects"]
+    assert not set(card["training_subjects"]) & set(card["validation_subjects"])
+    per_method = card["validation"]["per_method"]
+    assert {"nearest", "linear", "bspline", card["method"]} <= set(per_method)
+    assert per_method[card["method"]]["psnr_brain"]["n"] == len(card["validation_subjects"])
+    assert isinstance(card["validation"]["acceptance"]["met"], bool)
+    if card["device"] == "cpu":
+        assert any("CPU" in note for note in card["notes"])
+    assert card_file.with_name(card["file"].replace(".safetensors", ".md")).is_file()
+    assert card["file"] in shipped_scores_table(WEIGHTS_DIR)
