@@ -134,7 +134,7 @@ def _assert_clean_failure(code, err, expected_code, fragment, out):
         (["--method", "bspline", "magic"], 64, "magic"),
         (["--evaluate", "--output-resolution", "1"], 64, "--output-resolution"),
         (["--derivatives", "."], 64, "--evaluate"),
-        (["--method", "fsrcnn"], 65, "no shipped weights for fsrcnn"),
+        (["--method", "fsrcnn", "--scale", "3"], 65, "no shipped weights for fsrcnn"),
         (["--scale", "0.5"], 64, "0.5"),
         (["--scale", "two"], 64, "two"),
         (["--scale", "2", "2"], 64, "three"),
