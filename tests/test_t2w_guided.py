@@ -310,3 +310,21 @@ def test_failed_registration_falls_back_end_to_end(tmp_path, run_cli, monkeypatc
     assert (out / "sub-01" / "anat" / "sub-01_from-T2w_to-T1w_mode-image_xfm.txt").exists()
     page = (out / "sub-01.html").read_text()
     assert "bspline ran instead of srrecnn-t2w" in page and ": not usable." in page
+
+
+def test_evaluation_graph_registers_the_t2w_of_guided_t1w_only(tmp_path, no_shipped_weights):
+    from bids_sr.workflows.base import init_bids_sr_wf
+
+    weights = _tiny_weights(tmp_path / "g.safetensors")
+    config = _config(tmp_path, methods=["srrecnn-t2w"], evaluate=True, weights=weights)
+    plan = plan_methods(config, T1W, T2W)
+    workflow = init_bids_sr_wf(config=config, t1w_by_subject=T1W, plan=plan)
+    nodes = {node.fullname: node for node in workflow._create_flat_graph().nodes()}
+    registrations = [name for name in nodes if name.endswith("register_t2w")]
+    assert registrations == ["bids_sr_wf.single_subject_01_wf.eval_t1w_wf.register_t2w"]
+    inputnode = workflow.get_node("single_subject_01_wf.eval_t1w_wf.inputnode")
+    assert inputnode.inputs.t2w == SUB01_T2W
+    evaluations = {name: n for name, n in nodes.items() if name.endswith(".evaluate")}
+    assert len(evaluations) == 3
+    sub02 = [n for name, n in evaluations.items() if "single_subject_02" in name]
+    assert all(n.inputs.methods == ["bspline"] for n in sub02)  # guided skipped: no T2w

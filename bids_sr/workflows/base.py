@@ -187,7 +187,8 @@ def _add_evaluation(
     merge_reports = pe.Node(niu.Merge(len(t1w_files)), name="merge_evaluations")
     for number, t1w_file in enumerate(t1w_files, start=1):
         tag = _file_tag(t1w_file)
-        methods = plan.methods.get(t1w_file, [])
+        # the baselines are always scored: a T1w whose methods were all skipped gets them
+        methods = plan.methods.get(t1w_file) or ["bspline"]
         t2w_file = plan.t2w.get(t1w_file)
         guided = bool(t2w_file) and any(m in GUIDED_METHODS for m in methods)
         eval_wf = init_evaluation_wf(
