@@ -267,10 +267,19 @@ def parse_entities(path: str | os.PathLike) -> tuple[dict[str, str], str, str]:
     return entities, parts[-1], ext
 
 
+def desc_label(method: str) -> str:
+    """The ``desc-`` label of a method: BIDS labels are alphanumeric, so ``srrecnn-t2w`` →
+    ``srrecnnT2w`` (each part after a separator capitalised); ``bspline`` stays ``bspline``."""
+    parts = [part for part in re.split(r"[^A-Za-z0-9]+", method) if part]
+    if not parts:
+        raise ValueError(f"{method!r} gives no alphanumeric desc- label")
+    return parts[0] + "".join(part[0].upper() + part[1:] for part in parts[1:])
+
+
 def derivative_path(
     source: str | os.PathLike,
     *,
-    desc: str,
+    desc: str | None,
     res: str | None = "hi",
     suffix: str | None = None,
     extension: str | None = None,
@@ -280,16 +289,20 @@ def derivative_path(
 
     ``sub-01/ses-1/anat/sub-01_ses-1_acq-mprage_T1w.nii.gz`` →
     ``sub-01/ses-1/anat/sub-01_ses-1_acq-mprage_res-hi_desc-bspline_T1w.nii.gz``.
+    Entities of ``extra`` that BIDS does not order (``from``, ``to``, ``mode`` of a
+    transform) come after the source's, before ``res``/``desc``; ``desc=None`` adds none.
     """
     entities, source_suffix, source_ext = parse_entities(source)
     entities = {k: v for k, v in entities.items() if k not in ("res", "desc")}
     entities.update(extra or {})
     if res:
         entities["res"] = res
-    entities["desc"] = desc
-    known = [k for k in ENTITY_ORDER if k in entities]
+    if desc:
+        entities["desc"] = desc
+    trailing = [k for k in ("res", "desc") if k in entities]
+    known = [k for k in ENTITY_ORDER if k in entities and k not in trailing]
     unknown = [k for k in entities if k not in ENTITY_ORDER]
-    ordered = [f"{k}-{entities[k]}" for k in known[:-1] + unknown + known[-1:]]
+    ordered = [f"{k}-{entities[k]}" for k in known + unknown + trailing]
     name = "_".join(ordered + [suffix or source_suffix]) + (
         source_ext if extension is None else extension
     )
@@ -303,6 +316,15 @@ def bids_uri(path: str | os.PathLike, bids_dir: str | os.PathLike, dataset: str 
     """``bids:raw:sub-01/anat/sub-01_T1w.nii.gz`` for a file inside ``bids_dir``."""
     relative = Path(os.path.abspath(path)).relative_to(os.path.abspath(bids_dir))
     return f"bids:{dataset}:{relative.as_posix()}"
+
+
+def reference_uri(path: str | os.PathLike, bids_dir: str | os.PathLike) -> str:
+    """A file's BIDS URI when it lies inside ``bids_dir`` (:func:`bids_uri`), else its
+    absolute path (a T2w reference given by a pattern outside the dataset)."""
+    try:
+        return bids_uri(path, bids_dir)
+    except ValueError:
+        return os.path.abspath(path)
 
 
 def container_info() -> dict[str, str] | None:
@@ -349,6 +371,10 @@ Super-resolved anatomical images written by bids_sr {version}. Each image keeps 
 file's entities and adds `res-hi` and `desc-<method>`; its JSON sidecar names the source
 (`Sources`), the method, the scale factors, the input and output voxel sizes, the intensity
 normalisation that was applied and undone, the device and the run time.
+A T2w-guided method (`desc-srrecnnT2w`) also writes the rigid T2w → T1w registration it
+used as `*_from-T2w_to-T1w_mode-image_xfm.txt` (ITK text; `antsApplyTransforms -i T2w -r T1w`
+applies it); the sidecar names the T2w (`T2wReference`), the registration quality and, when
+the T2w was missing or badly registered, the method that ran instead (`FallbackFrom`).
 `sub-<label>.html` is each participant's visual report. In evaluation mode (`--evaluate`)
 each T1w gets `*_desc-evaluation_metrics.tsv` (+ `.json` describing the columns) instead of
 images; the group level aggregates them into `group_desc-evaluation_metrics.*`.

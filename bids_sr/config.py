@@ -45,12 +45,16 @@ class Execution:
 
 @dataclass
 class Workflow:
-    """What to compute. ``methods``: every method runs on every T1w (one derivative each);
-    ``evaluate``: treat each T1w as the HR truth, degrade it with ``degradation``, score the
-    methods (see :mod:`bids_sr.evaluation`) instead of writing super-resolved images;
-    ``derivatives``: datasets searched for a brain-mask derivative in evaluation mode."""
+    """What to compute. ``methods``: method names, ``all`` or ``auto`` (resolved per T1w by
+    :func:`bids_sr.planning.plan_methods`; one derivative each); ``t2w_reference``: how the
+    T2w guiding ``srrecnn-t2w`` is found (``auto``, ``none`` or a path pattern, see
+    :func:`bids_sr.bids.select_t2w`); ``evaluate``: treat each T1w as the HR truth,
+    degrade it with ``degradation``, score the methods (see :mod:`bids_sr.evaluation`)
+    instead of writing super-resolved images; ``derivatives``: datasets searched for a
+    brain-mask derivative in evaluation mode."""
 
-    methods: list[str] = field(default_factory=lambda: ["bspline"])
+    methods: list[str] = field(default_factory=lambda: ["auto"])
+    t2w_reference: str = "auto"
     evaluate: bool = False
     degradation: str = "gaussian"
     derivatives: list[Path] = field(default_factory=list)

@@ -18,6 +18,7 @@ from bids_sr.interpolation import INTERPOLATION_ORDERS, interpolate
 
 NETWORK_METHODS = ("fsrcnn", "espcn", "srgan", "srrecnn", "srrecnn-t2w")
 FILTER_METHODS = ("gradfilter",)
+GUIDED_METHODS = ("srrecnn-t2w",)  # need a registered HR T2w (``reference``)
 INTERPOLATION_METHODS = tuple(INTERPOLATION_ORDERS)
 METHODS = INTERPOLATION_METHODS + NETWORK_METHODS + FILTER_METHODS
 

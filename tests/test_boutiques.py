@@ -62,7 +62,7 @@ def test_every_parser_argument_is_an_input():
     assert inputs["participant_label"]["command-line-flag"] == "--participant-label"
     assert inputs["scale"]["type"] == "Number" and inputs["scale"]["minimum"] == 1
     assert inputs["nprocs"]["integer"] is True and "default-value" not in inputs["nprocs"]
-    assert inputs["method"]["default-value"] == "bspline"
+    assert inputs["method"]["default-value"] == "auto"
     assert "srrecnn" in inputs["method"]["value-choices"]
     assert inputs["skip_bids_validation"]["type"] == "Flag"
     assert inputs["work_dir"]["command-line-flag"] == "--work-dir"

@@ -114,7 +114,7 @@ def test_version_and_help():
                           text=True, check=True)
     for group in ("Selecting data", "Super-resolution", "Performance and execution"):
         assert group in proc.stdout
-    assert "(default: bspline)" in proc.stdout
+    assert "(default: auto)" in proc.stdout
 
 
 def _assert_clean_failure(code, err, expected_code, fragment, out):

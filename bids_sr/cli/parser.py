@@ -128,12 +128,24 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument(
         "--method",
         nargs="+",
-        choices=METHODS + ("all",),
-        default="bspline",
+        choices=METHODS + ("all", "auto"),
+        default="auto",
         metavar="METHOD",
-        help=f"one or more of: {', '.join(METHODS)}; 'all' = the interpolation baselines and "
-        "every learned method whose weights ship for the scale; each method writes its own "
-        "desc-<method> derivative",
+        help=f"one or more of: {', '.join(METHODS)}, all, auto. auto: per T1w, srrecnn-t2w "
+        "when a T2w was found and its weights ship, else srrecnn when its weights ship, else "
+        "bspline (the sidecar's MethodChoice says why); all: the interpolation baselines and "
+        "every learned method whose weights ship for the scale. Each method writes its own "
+        "desc-<method> derivative (srrecnn-t2w: desc-srrecnnT2w)",
+    )
+    sr.add_argument(
+        "--t2w-reference",
+        default="auto",
+        metavar="{auto,none,PATTERN}",
+        help="the T2w that guides srrecnn-t2w: auto = the participant's T2w of the same "
+        "session, else of the closest session; none = no T2w; or a path pattern with "
+        "{subject} and {session}, e.g. /refs/sub-{subject}_T2w.nii.gz. Without a T2w, or when "
+        "its rigid registration to the T1w fails the quality check, srrecnn-t2w falls back "
+        "to srrecnn (bspline when srrecnn has no weights) and the sidecar says so",
     )
     sr.add_argument(
         "--scale",
@@ -297,6 +309,12 @@ def parse_args(argv: list[str] | None = None) -> Config:
     if opts.derivatives and not opts.evaluate:
         parser.error("--derivatives is used only with --evaluate")
     methods = [opts.method] if isinstance(opts.method, str) else list(dict.fromkeys(opts.method))
+    if opts.t2w_reference not in ("auto", "none") and "{" not in opts.t2w_reference:
+        if not Path(opts.t2w_reference).is_file():
+            parser.error(f"--t2w-reference {opts.t2w_reference}: file does not exist "
+                         "(give auto, none, or a pattern with {subject}/{session})")
+    if opts.t2w_reference not in ("auto", "none"):
+        opts.t2w_reference = os.path.abspath(opts.t2w_reference)
     omp = opts.omp_nthreads or min(8, opts.nprocs)
     if omp > opts.nprocs:
         parser.error(f"--omp-nthreads ({omp}) must not exceed --nprocs ({opts.nprocs})")
@@ -326,6 +344,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         ),
         workflow=Workflow(
             methods=methods,
+            t2w_reference=opts.t2w_reference,
             evaluate=opts.evaluate,
             degradation=opts.degradation,
             derivatives=list(opts.derivatives or []),

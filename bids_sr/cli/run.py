@@ -20,7 +20,6 @@ from bids_sr.bids import (
     EXIT_DATA,
     EXIT_FAILURE,
     EXIT_OK,
-    EXIT_USAGE,
     BIDSError,
     check_dataset,
     check_sessions,
@@ -29,14 +28,18 @@ from bids_sr.bids import (
     load_derivative_layouts,
     load_layout,
     select_participants,
+    select_t2w,
     validate_dataset,
     write_dataset_description,
 )
 from bids_sr.cli.parser import parse_args
 from bids_sr.config import Config
+from bids_sr.planning import MethodPlan, plan_methods, resolve_methods
+from bids_sr.superresolve import GUIDED_METHODS
+
+__all__ = ["main", "resolve_methods", "run_group", "run_participant"]
 
 LOGGER = logging.getLogger("bids_sr")
-GUIDED_METHODS = ("srrecnn-t2w",)  # need a registered T2w: not part of --method all yet
 
 
 def _setup_logging(verbose: int) -> None:
@@ -66,19 +69,40 @@ def _check_writable(output_dir: Path) -> bool:
     return created
 
 
-def _check_images(t1w_by_subject: dict[str, list[str]]) -> None:
-    """Load every T1w once before running: corrupt, 4D, 2D, empty or NaN images stop the run."""
+def _check_images(t1w_by_subject: dict[str, list[str]], others=()) -> None:
+    """Load every T1w (and T2w in ``others``) once before running: corrupt, 4D, 2D, empty or
+    NaN images stop the run."""
     from bids_sr.image import ImageError, load_volume
 
+    paths = [path for files in t1w_by_subject.values() for path in files]
+    for path in dict.fromkeys([*paths, *others]):
+        try:
+            load_volume(path)
+        except ImageError as exc:
+            raise BIDSError(str(exc), EXIT_DATA) from exc
+
+
+def _wants_t2w(config: Config) -> bool:
+    """Whether a requested method may use a T2w (then one is looked for, per T1w)."""
+    if config.workflow.t2w_reference == "none":
+        return False
+    return any(m in GUIDED_METHODS or m in ("all", "auto") for m in config.workflow.methods)
+
+
+def _find_t2w(layout, config: Config, t1w_by_subject: dict[str, list[str]]) -> dict[str, str]:
+    """The T2w of each T1w that has one (:func:`bids_sr.bids.select_t2w`), when wanted."""
+    if not _wants_t2w(config):
+        return {}
+    found = {}
     for files in t1w_by_subject.values():
-        for path in files:
-            try:
-                load_volume(path)
-            except ImageError as exc:
-                raise BIDSError(str(exc), EXIT_DATA) from exc
+        for t1w_file in files:
+            t2w_file = select_t2w(layout, t1w_file, config.workflow.t2w_reference)
+            if t2w_file:
+                found[t1w_file] = t2w_file
+    return found
 
 
-def _collect_inputs(config: Config) -> dict[str, list[str]]:
+def _collect_inputs(config: Config) -> tuple[object, dict[str, list[str]]]:
     execution = config.execution
     check_dataset(execution.bids_dir)
     if not execution.skip_bids_validation:
@@ -92,14 +116,34 @@ def _collect_inputs(config: Config) -> dict[str, list[str]]:
     )
     sessions = check_sessions(layout, participants, execution.session_label)
     filters = execution.bids_filters.get("t1w", {})
-    return collect_t1w(layout, participants, sessions, filters)
+    return layout, collect_t1w(layout, participants, sessions, filters)
+
+
+def _report_fallbacks(config: Config, plan: MethodPlan) -> None:
+    """After the run: warn about every guided output whose node fell back (sidecar says so)."""
+    import json
+
+    from bids_sr.bids import derivative_path, desc_label
+
+    for t1w_file, methods in plan.methods.items():
+        for method in (m for m in methods if m in GUIDED_METHODS):
+            image = config.execution.output_dir / derivative_path(t1w_file, desc=desc_label(method))
+            sidecar = image.with_name(image.name.split(".")[0] + ".json")
+            try:
+                meta = json.loads(sidecar.read_text())
+            except (OSError, ValueError):
+                continue
+            if meta.get("FallbackFrom"):
+                LOGGER.warning("%s: %s ran instead of %s: %s", image.name, meta.get("Method"),
+                               meta["FallbackFrom"], meta.get("FallbackReason"))  # fmt: skip
 
 
 def run_participant(config: Config) -> int:
     """Check inputs, build the Nipype workflow and run it with the configured plugin."""
-    t1w_by_subject = _collect_inputs(config)
-    _check_images(t1w_by_subject)
-    config.workflow.methods = resolve_methods(config, t1w_by_subject)
+    layout, t1w_by_subject = _collect_inputs(config)
+    t2w_files = _find_t2w(layout, config, t1w_by_subject)
+    _check_images(t1w_by_subject, t2w_files.values())
+    plan = plan_methods(config, t1w_by_subject, t2w_files)
     brain_masks = _brain_masks(config, t1w_by_subject)
     n_files = sum(len(v) for v in t1w_by_subject.values())
     LOGGER.warning(
@@ -107,8 +151,10 @@ def run_participant(config: Config) -> int:
         "evaluating (T1w as the truth) on" if config.workflow.evaluate else "super-resolving",
         n_files,
         len(t1w_by_subject),
-        ", ".join(config.workflow.methods),
+        ", ".join(plan.all_methods),
     )
+    for t1w_file, t2w_file in plan.t2w.items():
+        LOGGER.warning("%s: guided by %s", Path(t1w_file).name, t2w_file)
     created = _check_writable(config.execution.output_dir)
     try:
         write_dataset_description(config.execution.bids_dir, config.execution.output_dir)
@@ -117,7 +163,7 @@ def run_participant(config: Config) -> int:
         from bids_sr.workflows.base import init_bids_sr_wf
 
         workflow = init_bids_sr_wf(
-            config=config, t1w_by_subject=t1w_by_subject, brain_masks=brain_masks
+            config=config, t1w_by_subject=t1w_by_subject, brain_masks=brain_masks, plan=plan
         )
         start = time.perf_counter()
         workflow.run(**config.plugin_settings())
@@ -126,78 +172,10 @@ def run_participant(config: Config) -> int:
             shutil.rmtree(config.execution.output_dir, ignore_errors=True)
         raise
     elapsed = time.perf_counter() - start
+    if not config.workflow.evaluate:
+        _report_fallbacks(config, plan)
     LOGGER.warning("done in %.1f s; derivatives in %s", elapsed, config.execution.output_dir)
     return EXIT_OK
-
-
-def _all_factors(config: Config, t1w_by_subject: dict[str, list[str]]) -> set[tuple]:
-    """The factors every T1w will be processed with (one set unless --output-resolution)."""
-    from bids_sr.image import as_factors, factors_for_resolution, load_volume
-
-    if not config.workflow.output_resolution:
-        return {as_factors(config.workflow.scale)}
-    return {
-        factors_for_resolution(load_volume(path).affine, config.workflow.output_resolution)
-        for files in t1w_by_subject.values()
-        for path in files
-    }
-
-
-def resolve_methods(config: Config, t1w_by_subject: dict[str, list[str]]) -> list[str]:
-    """The methods to run: 'all' expanded, and learned methods checked for weights.
-
-    'all' = the interpolation baselines plus every learned method whose shipped weights exist
-    for the factors of every image (srrecnn-t2w only when the guide is wired: not yet).
-    A learned method named explicitly without weights stops the run (exit 65) in normal mode
-    and is skipped with a warning in evaluation mode. ``--weights`` must go with exactly one
-    learned method (exit 64 otherwise).
-    """
-    from bids_sr.superresolve import INTERPOLATION_METHODS, METHODS, default_weights
-
-    wf_settings = config.workflow
-    factor_sets = _all_factors(config, t1w_by_subject)
-
-    def missing_weights(method: str) -> list[str]:
-        """Why each factor set has no usable shipped weights (empty: all found)."""
-        if method in INTERPOLATION_METHODS:
-            return []
-        reasons = []
-        for factors in sorted(factor_sets):
-            try:
-                default_weights(method, factors)
-            except FileNotFoundError as exc:
-                reasons.append(str(exc))
-        return reasons
-
-    methods: list[str] = []
-    for name in wf_settings.methods:
-        if name == "all":
-            methods += [m for m in METHODS if m not in GUIDED_METHODS and not missing_weights(m)]
-        else:
-            methods.append(name)
-    methods = list(dict.fromkeys(methods))
-    learned = [m for m in methods if m not in INTERPOLATION_METHODS]
-    if wf_settings.weights is not None:
-        if len(learned) != 1:
-            raise BIDSError(
-                f"--weights {wf_settings.weights} needs exactly one learned method, got "
-                f"{', '.join(learned) or 'none'}",
-                EXIT_USAGE,
-            )
-        return methods
-    kept = []
-    for method in methods:
-        missing = missing_weights(method)
-        if not missing:
-            kept.append(method)
-            continue
-        message = missing[0]
-        if not wf_settings.evaluate:
-            raise BIDSError(message, EXIT_DATA)
-        LOGGER.warning("skipping %s in the evaluation: %s", method, message)
-    if not kept:
-        raise BIDSError("no method left to evaluate (none has weights)", EXIT_DATA)
-    return kept
 
 
 def _brain_masks(config: Config, t1w_by_subject: dict[str, list[str]]) -> dict[str, str]:

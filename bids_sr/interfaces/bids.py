@@ -41,7 +41,7 @@ class DerivativesDataSinkInputSpec(BaseInterfaceInputSpec):
     source_file = File(exists=True, mandatory=True, desc="the raw file this one derives from")
     in_file = File(exists=True, mandatory=True, desc="the image to store")
     report_json = File(exists=True, desc="the method's JSON report (provenance)")
-    desc = traits.Str(mandatory=True, desc="the desc- entity (the method name)")
+    desc = traits.Str(mandatory=True, desc="the desc- entity (the method's label)")
     res = traits.Str("hi", usedefault=True, desc="the res- entity")
     extra_metadata = traits.Dict(desc="more sidecar fields")
 
@@ -63,12 +63,19 @@ def _source_metadata(source_file: str) -> dict:
 
 
 def build_sidecar(source_file: str, bids_dir: str, desc: str, res: str, report: dict) -> dict:
-    """The sidecar of one super-resolved image (BIDS fields first, provenance after)."""
+    """The sidecar of one super-resolved image (BIDS fields first, provenance after).
+
+    ``Method`` is the method that ran; ``RequestedMethod`` the one asked for, and
+    ``FallbackFrom``/``FallbackReason`` are set when a guided method could not use its T2w
+    (the file name keeps the requested method's desc-); the registration figures
+    (``Registration*``) come from the T2w reference of a guided method."""
     source = bids_uri(source_file, bids_dir)
     method = report.get("method", desc)
     voxel = report.get("output_voxel_size_mm", [])
+    fallback_from = report.get("fallback_from")
+    how = f"{method}, in place of {fallback_from}" if fallback_from else method
     sidecar = {
-        "Description": f"T1w image super-resolved with bids_sr ({method}); intensities on "
+        "Description": f"T1w image super-resolved with bids_sr ({how}); intensities on "
         "the input's scale (normalised for the method, then restored).",
         "Sources": [source],
         "SpatialReference": source,
@@ -76,6 +83,10 @@ def build_sidecar(source_file: str, bids_dir: str, desc: str, res: str, report: 
         "Resolution": resolution_field(voxel, method, res) if voxel else res,
         **_source_metadata(source_file),
         "Method": method,
+        "RequestedMethod": report.get("requested_method"),
+        "FallbackFrom": fallback_from,
+        "FallbackReason": report.get("fallback_reason"),
+        **report.get("registration", {}),
         "ScaleFactor": report.get("factors"),
         "RequestedScaleFactor": report.get("requested_factors"),
         "InputVoxelSize": report.get("input_voxel_size_mm"),

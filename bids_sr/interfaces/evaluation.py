@@ -41,7 +41,7 @@ from bids_sr.degrade import PRESETS
 from bids_sr.evaluation import evaluate_image, sidecar_path, write_metrics_tsv
 from bids_sr.image import load_volume, save_volume
 from bids_sr.masks import mask_on_grid
-from bids_sr.superresolve import METHODS
+from bids_sr.superresolve import GUIDED_METHODS, METHODS
 
 COMPUTED_MASK = "bids_sr.masks.brain_mask of the HR image"
 
@@ -67,6 +67,12 @@ class EvaluateSuperResolutionInputSpec(BaseInterfaceInputSpec):
         "bids_sr.masks.brain_mask of the HR image",
     )
     reference_file = File(exists=True, desc="T2w on in_file's grid, for guided methods")
+    reference_usable = traits.Bool(
+        True, usedefault=True,
+        desc="whether the T2w registration passed its quality check (False: guided methods "
+        "are left out of the table, and the sidecar says why)",
+    )  # fmt: skip
+    reference_summary = traits.Dict(desc="registration figures, copied into the sidecar")
     source = traits.Str(desc="text of the TSV's source column (default: in_file's name)")
     report_methods = traits.List(
         traits.Str, desc="methods whose results are kept as images (default: every method)"
@@ -112,9 +118,13 @@ class EvaluateSuperResolution(SimpleInterface):
         cwd = Path(runtime.cwd)
         volume = load_volume(self.inputs.in_file)
         mask, mask_source = self._mask(volume)
+        methods, skipped = list(self.inputs.methods), None
         reference = None
-        if isdefined(self.inputs.reference_file):
+        if isdefined(self.inputs.reference_file) and self.inputs.reference_usable:
             reference = load_volume(self.inputs.reference_file).data
+        elif isdefined(self.inputs.reference_file):
+            skipped = [m for m in methods if m in GUIDED_METHODS]
+            methods = [m for m in methods if m not in GUIDED_METHODS]
         source = self.inputs.source
         if not isdefined(source):
             source = Path(self.inputs.in_file).name
@@ -124,7 +134,7 @@ class EvaluateSuperResolution(SimpleInterface):
             volume.affine,
             factors=list(self.inputs.scale),
             degradation=self.inputs.degradation,
-            methods=list(self.inputs.methods),
+            methods=methods,
             mask=mask,
             weights=dict(self.inputs.weights) if isdefined(self.inputs.weights) else None,
             reference=reference,
@@ -144,6 +154,12 @@ class EvaluateSuperResolution(SimpleInterface):
             Mask=mask_source,
             SoftwareVersion=f"bids_sr {__version__}",
         )
+        if isdefined(self.inputs.reference_summary):
+            meta.update(self.inputs.reference_summary)
+        if skipped:
+            meta["SkippedMethods"] = {
+                m: "the T2w registration failed its quality check" for m in skipped
+            }
         sidecar.write_text(json.dumps(meta, indent=2) + "\n")
 
         kept = self.inputs.report_methods if isdefined(self.inputs.report_methods) else None

@@ -6,7 +6,9 @@ node's folder (``workflows/outputs.py`` copies it to ``<output_dir>/sub-<label>.
 
 - Normal mode: one entry per derivative — the raw T1w (shown nearest-upsampled) against the
   super-resolved image, with the derivative's sidecar as provenance. ``source_files``,
-  ``output_files`` and ``sidecars`` are parallel lists.
+  ``output_files`` and ``sidecars`` are parallel lists, and so is ``registered_t2w`` when
+  given: the T2w registered onto the T1w grid for a guided output (its registration overlay
+  is shown), an empty string for the others.
 - Evaluation mode: one entry per kept method of each ``report.json`` written by
   :class:`bids_sr.interfaces.evaluation.EvaluateSuperResolution` — the simulated LR input,
   the result, the HR truth and the error map; the first entry of each image carries the
@@ -39,6 +41,9 @@ class SubjectReportInputSpec(BaseInterfaceInputSpec):
     source_files = traits.List(File(exists=True), desc="raw T1w of each derivative")
     output_files = traits.List(File(exists=True), desc="the super-resolved derivatives")
     sidecars = traits.List(File(exists=True), desc="their JSON sidecars")
+    registered_t2w = traits.List(
+        traits.Str, desc="per derivative: the registered T2w of a guided output, or ''"
+    )
     evaluation_reports = traits.List(
         File(exists=True), desc="report.json files of EvaluateSuperResolution (evaluation mode)"
     )
@@ -54,25 +59,32 @@ def _listed(value) -> list:
 
 
 def derivative_entries(
-    source_files: list[str], output_files: list[str], sidecars: list[str]
+    source_files: list[str],
+    output_files: list[str],
+    sidecars: list[str],
+    registered_t2w: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Report entries of the normal mode (parallel lists; see the module docstring)."""
-    if not len(source_files) == len(output_files) == len(sidecars):
+    registered_t2w = registered_t2w or [""] * len(source_files)
+    if not len(source_files) == len(output_files) == len(sidecars) == len(registered_t2w):
         raise ValueError(
             f"report inputs differ in length: {len(source_files)} sources, "
-            f"{len(output_files)} outputs, {len(sidecars)} sidecars"
+            f"{len(output_files)} outputs, {len(sidecars)} sidecars, "
+            f"{len(registered_t2w)} registered T2w"
         )
     entries = []
-    for source, output, sidecar in zip(source_files, output_files, sidecars, strict=True):
+    rows = zip(source_files, output_files, sidecars, registered_t2w, strict=True)
+    for source, output, sidecar, t2w in rows:
         meta = json.loads(Path(sidecar).read_text())
-        entries.append(
-            {
-                "title": f"{Path(source).name} → {Path(output).name}",
-                "input_path": source,
-                "output_path": output,
-                "sidecar": meta,
-            }
-        )
+        entry = {
+            "title": f"{Path(source).name} → {Path(output).name}",
+            "input_path": source,
+            "output_path": output,
+            "sidecar": meta,
+        }
+        if t2w:
+            entry["t2w_registered_path"] = t2w
+        entries.append(entry)
     return entries
 
 
@@ -119,6 +131,7 @@ class SubjectReport(SimpleInterface):
             _listed(self.inputs.source_files),
             _listed(self.inputs.output_files),
             _listed(self.inputs.sidecars),
+            _listed(self.inputs.registered_t2w) or None,
         )
         for report_file in _listed(self.inputs.evaluation_reports):
             entries += evaluation_entries(report_file)

@@ -5,6 +5,13 @@ Thin over the numerical core: load and check the image, normalise intensities, r
 result on the upsampled grid (affine from :func:`bids_sr.image.upsampled_affine`) and a JSON
 report of what was done. Family interfaces (networks, gradient filters) subclass it.
 
+Guided methods (``srrecnn-t2w``) take the registered T2w as ``reference_file``. When it is
+missing, or ``reference_usable`` is False (the registration failed its quality check), the
+node does not produce a result corrupted by a misaligned guide: it runs ``fallback_method``
+instead (the mono model, or bspline) and says so in the report (``fallback_from``,
+``fallback_reason``). Deciding inside the node keeps the workflow graph independent of
+results computed at run time.
+
 Example
 -------
 >>> from nipype.pipeline import engine as pe
@@ -17,6 +24,7 @@ Example
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -41,7 +49,9 @@ from bids_sr.image import (
     upsampled_affine,
     voxel_sizes,
 )
-from bids_sr.superresolve import METHODS, super_resolve
+from bids_sr.superresolve import GUIDED_METHODS, METHODS, super_resolve
+
+LOGGER = logging.getLogger("nipype.interface")
 
 
 class SuperResolveInputSpec(BaseInterfaceInputSpec):
@@ -55,6 +65,15 @@ class SuperResolveInputSpec(BaseInterfaceInputSpec):
     reference_file = File(
         exists=True, desc="HR reference (registered T2w) on the output grid, for guided methods"
     )
+    reference_usable = traits.Bool(
+        True, usedefault=True, desc="whether the reference passed the registration quality check"
+    )
+    reference_summary = traits.Dict(desc="registration figures of the reference, for the report")
+    fallback_method = traits.Enum(
+        *METHODS, desc="what a guided method runs instead when the reference is missing or "
+        "unusable (unset: that is an error)"
+    )
+    fallback_note = traits.Str(desc="why this fallback method (for the report)")
     device = traits.Enum("auto", "cpu", "cuda", usedefault=True, desc="where to compute")
     tile_size = traits.Int(desc="inference tile size in LR voxels (default: method's own)")
     tile_overlap = traits.Float(desc="fraction of overlap between tiles")
@@ -108,17 +127,51 @@ class SuperResolve(SimpleInterface):
             )
         return robust_normalisation(ref.data).apply(ref.data)
 
+    def _fallback_reason(self) -> str | None:
+        """Why a guided method cannot use its reference (None: it can, or needs none)."""
+        if self.inputs.method not in GUIDED_METHODS:
+            return None
+        if not isdefined(self.inputs.reference_file):
+            return "no T2w reference was found for this T1w"
+        if self.inputs.reference_usable:
+            return None
+        summary = _optional(self.inputs.reference_summary) or {}
+        nmi = summary.get("RegistrationQualityNMI")
+        threshold = summary.get("RegistrationQualityThreshold")
+        if nmi is not None and threshold is not None and nmi < threshold:
+            return (f"the T2w registration failed the quality check (normalised mutual "
+                    f"information {nmi} < {threshold})")  # fmt: skip
+        overlap = summary.get("RegistrationOverlap")
+        return f"the T2w registration failed the quality check (overlap {overlap} too small)"
+
     def _run_interface(self, runtime):
         volume = load_volume(self.inputs.in_file)
         requested = self._factors(volume.affine)
         factors = effective_factors(volume.data.shape, requested)
         norm = robust_normalisation(volume.data)
+        method, weights = self.inputs.method, _optional(self.inputs.weights)
+        provenance = {}
+        if isdefined(self.inputs.reference_summary):
+            provenance["registration"] = dict(self.inputs.reference_summary)
+        reason = self._fallback_reason()
+        if reason is None:
+            reference = self._reference(hr_shape(volume.data.shape, factors))
+        else:
+            if not isdefined(self.inputs.fallback_method):
+                raise ValueError(f"{self.inputs.in_file}: {method} needs a T2w: {reason}")
+            fallback = self.inputs.fallback_method
+            note = _optional(self.inputs.fallback_note) or fallback
+            LOGGER.warning("%s: %s; running %s instead of %s", self.inputs.in_file, reason,
+                           fallback, method)  # fmt: skip
+            provenance.update(requested_method=method, fallback_from=method,
+                              fallback_reason=f"{reason}; ran {note}")  # fmt: skip
+            method, weights, reference = fallback, None, None
         hr, report = super_resolve(
             norm.apply(volume.data),
             factors,
-            self.inputs.method,
-            weights=_optional(self.inputs.weights),
-            reference=self._reference(hr_shape(volume.data.shape, factors)),
+            method,
+            weights=weights,
+            reference=reference,
             device=self.inputs.device,
             tile_size=_optional(self.inputs.tile_size),
             tile_overlap=_optional(self.inputs.tile_overlap),
@@ -143,6 +196,8 @@ class SuperResolve(SimpleInterface):
                 "input_voxel_size_mm": list(voxel_sizes(volume.affine)),
                 "output_voxel_size_mm": list(voxel_sizes(out_affine)),
                 "intensity_normalisation": {"low": norm.low, "high": norm.high},
+                "requested_method": self.inputs.method,
+                **provenance,
             }
         )
         report_path = Path(runtime.cwd) / "report.json"

@@ -31,6 +31,13 @@ from bids_sr.reports.figures import (
 # provenance fields shown first, in this order, when the sidecar has them (case-insensitive)
 PROVENANCE_FIRST = (
     "Method",
+    "RequestedMethod",
+    "FallbackFrom",
+    "FallbackReason",
+    "MethodChoice",
+    "T2wReference",
+    "RegistrationQualityNMI",
+    "RegistrationUsable",
     "ScaleFactor",
     "Resolution",
     "WeightsChecksum",
@@ -110,10 +117,26 @@ def entry_section(entry: Mapping[str, Any]) -> str:
         f"{html.escape(Path(entry['input_path']).name)}; output: "
         f"{html.escape(Path(entry['output_path']).name)}.</p>"
     )
+    sidecar = entry.get("sidecar") or {}
+    if sidecar.get("FallbackFrom"):
+        parts.append(
+            f'<p class="note"><strong>{html.escape(str(sidecar.get("Method")))} ran instead '
+            f'of {html.escape(str(sidecar["FallbackFrom"]))}</strong>: '
+            f'{html.escape(str(sidecar.get("FallbackReason", "")))}.</p>'
+        )
     parts.append(html.image(png_data_uri(comparison_png(layers, grid)), f"{title}: slices"))
     if entry.get("t2w_registered_path"):
         overlay = registration_overlay_png(entry["input_path"], entry["t2w_registered_path"])
         parts.append("<h3>T2w registration</h3>")
+        quality = sidecar.get("RegistrationQualityNMI")
+        if quality is not None:
+            verdict = "usable" if sidecar.get("RegistrationUsable") else "not usable"
+            parts.append(
+                f'<p class="note">Edges of the T1w over the T2w registered to it '
+                f"({html.escape(str(sidecar.get('T2wReference', '')))}); normalised mutual "
+                f"information {quality} (threshold "
+                f"{sidecar.get('RegistrationQualityThreshold')}): {verdict}.</p>"
+            )
         parts.append(html.image(png_data_uri(overlay), f"{title}: registration overlay"))
     metrics = entry.get("metrics") or []
     if metrics:

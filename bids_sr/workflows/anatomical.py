@@ -51,11 +51,18 @@ def init_anat_sr_wf(
     seed: int = 0,
     omp_nthreads: int = 1,
     progress: bool = False,
+    guided: bool = False,
+    fallback_method: str | None = None,
+    fallback_note: str | None = None,
     name: str = "anat_sr_wf",
 ) -> pe.Workflow:
     """Super-resolve one T1w image with ``method``.
 
-    Inputs (``inputnode``): ``t1w`` — the LR T1w path.
+    Inputs (``inputnode``): ``t1w`` — the LR T1w path; with ``guided`` also ``reference``
+    (the registered T2w on the output grid), ``reference_usable`` and ``reference_summary``
+    (from :func:`bids_sr.workflows.reference.init_t2w_reference_wf`). A guided method whose
+    reference is missing (``guided`` False) or unusable runs ``fallback_method`` instead
+    (``fallback_note``: why that one), inside its node, and the report says so.
     Outputs (``outputnode``): ``sr_file`` — the super-resolved image on the upsampled grid
     (intensities on the input's scale); ``report_json`` — what was done (method, factors,
     voxel sizes, device, runtime) for the sidecar.
@@ -63,7 +70,11 @@ def init_anat_sr_wf(
     ``t1w_file`` is used only to size the node's memory request for schedulers.
     """
     workflow = pe.Workflow(name=name)
-    inputnode = pe.Node(niu.IdentityInterface(fields=["t1w"]), name="inputnode")
+    reference_fields = ["reference", "reference_usable", "reference_summary"]
+    inputnode = pe.Node(
+        niu.IdentityInterface(fields=["t1w", *(reference_fields if guided else [])]),
+        name="inputnode",
+    )
     outputnode = pe.Node(
         niu.IdentityInterface(fields=["sr_file", "report_json"]), name="outputnode"
     )
@@ -76,6 +87,7 @@ def init_anat_sr_wf(
         settings["scale"] = list(scale)
     optional = {"weights": str(weights) if weights else None, "tile_size": tile_size}
     optional["tile_overlap"] = tile_overlap
+    optional.update(fallback_method=fallback_method, fallback_note=fallback_note)
     settings.update({key: value for key, value in optional.items() if value is not None})
     # GPU nodes take one of MultiProc's n_gpu_procs slots per CPU thread they declare
     # (nipype counts min(n_procs, n_gpu_procs)); the GPU does the work, so they declare 1.
@@ -86,6 +98,14 @@ def init_anat_sr_wf(
         mem_gb=estimate_mem_gb(t1w_file, scale, output_resolution),
         n_procs=1 if on_gpu else omp_nthreads,
     )
+    if guided:
+        workflow.connect([
+            (inputnode, super_resolve, [
+                ("reference", "reference_file"),
+                ("reference_usable", "reference_usable"),
+                ("reference_summary", "reference_summary"),
+            ]),
+        ])  # fmt: skip
     workflow.connect([
         (inputnode, super_resolve, [("t1w", "in_file")]),
         (super_resolve, outputnode, [("out_file", "sr_file"), ("report_json", "report_json")]),

@@ -8,13 +8,20 @@ from pathlib import Path
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from bids_sr.bids import bids_uri, parse_entities
+from bids_sr.bids import bids_uri, desc_label, parse_entities, reference_uri
 from bids_sr.config import Config
 from bids_sr.interfaces.reports import SubjectReport
-from bids_sr.superresolve import INTERPOLATION_METHODS
+from bids_sr.planning import MethodPlan
+from bids_sr.superresolve import GUIDED_METHODS, INTERPOLATION_METHODS
 from bids_sr.workflows.anatomical import init_anat_sr_wf
 from bids_sr.workflows.evaluation import init_evaluation_wf
-from bids_sr.workflows.outputs import init_ds_evaluation_wf, init_ds_report_wf, init_ds_sr_wf
+from bids_sr.workflows.outputs import (
+    init_ds_evaluation_wf,
+    init_ds_report_wf,
+    init_ds_sr_wf,
+    init_ds_xfm_wf,
+)
+from bids_sr.workflows.reference import init_t2w_reference_wf
 
 
 def _file_tag(t1w_file: str) -> str:
@@ -34,23 +41,31 @@ def init_single_subject_wf(
     t1w_files: list[str],
     config: Config,
     brain_masks: dict[str, str] | None = None,
+    plan: MethodPlan | None = None,
     name: str | None = None,
 ) -> pe.Workflow:
     """Process every T1w of one participant, write the derivatives, then the subject report.
 
-    Normal mode: one ``anat_<entities>_<method>_wf`` and ``ds_<entities>_<method>_wf`` per
-    T1w (all sessions, acquisitions and runs) and method, so a scheduler can run them as
-    separate jobs. Evaluation mode (``config.workflow.evaluate``): one ``eval_<entities>_wf``
-    and ``ds_eval_<entities>_wf`` per T1w instead; ``brain_masks`` maps a T1w to its BIDS
+    ``plan`` (:func:`bids_sr.planning.plan_methods`) says which methods each T1w gets and
+    which T2w guides it; without one, every method of ``config.workflow.methods`` runs on
+    every T1w, unguided. Normal mode: one ``anat_<entities>_<method>_wf`` and
+    ``ds_<entities>_<method>_wf`` per T1w (all sessions, acquisitions and runs) and method,
+    so a scheduler can run them as separate jobs; a T1w whose guided method has a T2w also
+    gets one ``t2w_<entities>_wf`` (registration, resampling onto the output grid) and
+    ``ds_xfm_<entities>_wf`` (the transform). Evaluation mode (``config.workflow.evaluate``):
+    one ``eval_<entities>_wf`` and ``ds_eval_<entities>_wf`` per T1w instead (with the T2w
+    registered to the T1w for a guided method); ``brain_masks`` maps a T1w to its BIDS
     brain-mask derivative, when one was found. Last, ``subject_report`` gathers everything
     into ``sub-<label>.html`` (``ds_report_wf``).
     """
     workflow = pe.Workflow(name=name or f"single_subject_{subject_id}_wf")
     report = pe.Node(SubjectReport(subject=subject_id), name="subject_report", mem_gb=1.0)
+    if plan is None:
+        plan = MethodPlan.uniform(config.workflow.methods, t1w_files)
     if config.workflow.evaluate:
-        _add_evaluation(workflow, report, t1w_files, config, brain_masks or {})
+        _add_evaluation(workflow, report, t1w_files, config, brain_masks or {}, plan)
     else:
-        _add_super_resolution(workflow, report, t1w_files, config)
+        _add_super_resolution(workflow, report, t1w_files, config, plan)
     ds_report_wf = init_ds_report_wf(
         output_dir=config.execution.output_dir, subject_id=subject_id
     )
@@ -58,12 +73,39 @@ def init_single_subject_wf(
     return workflow
 
 
-def _add_super_resolution(workflow, report, t1w_files: list[str], config: Config) -> None:
+def _add_t2w_reference(workflow, t1w_file: str, t2w_file: str, config: Config, tag: str):
+    """Register the T2w to the T1w, resample it onto the output grid, write the transform."""
     wf_settings = config.workflow
-    outputs = []
+    ref_wf = init_t2w_reference_wf(
+        scale=wf_settings.scale,
+        output_resolution=wf_settings.output_resolution,
+        seed=config.seeds.random_seed,
+        name=f"t2w_{tag}_wf",
+    )
+    ref_wf.inputs.inputnode.t1w = t1w_file
+    ref_wf.inputs.inputnode.t2w = t2w_file
+    ds_xfm_wf = init_ds_xfm_wf(
+        output_dir=config.execution.output_dir, source_file=t1w_file, name=f"ds_xfm_{tag}_wf"
+    )
+    workflow.connect(ref_wf, "outputnode.transform_file", ds_xfm_wf, "inputnode.xfm")
+    return ref_wf
+
+
+def _add_super_resolution(
+    workflow, report, t1w_files: list[str], config: Config, plan: MethodPlan
+) -> None:
+    wf_settings = config.workflow
+    outputs = []  # (source T1w, ds workflow, reference workflow of a guided output or None)
     for t1w_file in t1w_files:
         tag = _file_tag(t1w_file)
-        for method in wf_settings.methods:
+        methods = plan.methods.get(t1w_file, [])
+        t2w_file = plan.t2w.get(t1w_file)
+        ref_wf = None
+        if t2w_file and any(m in GUIDED_METHODS for m in methods):
+            ref_wf = _add_t2w_reference(workflow, t1w_file, t2w_file, config, tag)
+        for method in methods:
+            guided = method in GUIDED_METHODS
+            fallback = plan.fallbacks.get(t1w_file) if guided else None
             anat_wf = init_anat_sr_wf(
                 t1w_file=t1w_file,
                 method=method,
@@ -76,13 +118,23 @@ def _add_super_resolution(workflow, report, t1w_files: list[str], config: Config
                 amp=wf_settings.amp,
                 seed=config.seeds.random_seed,
                 omp_nthreads=config.nipype.omp_nthreads,
+                guided=guided and ref_wf is not None,
+                fallback_method=fallback.method if fallback else None,
+                fallback_note=fallback.note if fallback else None,
                 name=f"anat_{tag}_{_name_tag(method)}_wf",
             )
             anat_wf.inputs.inputnode.t1w = t1w_file
+            metadata = {}
+            if guided and t2w_file:
+                metadata["T2wReference"] = reference_uri(t2w_file, config.execution.bids_dir)
+            choice = plan.method_choice(t1w_file, method)
+            if choice:
+                metadata["MethodChoice"] = choice
             ds_wf = init_ds_sr_wf(
                 bids_dir=config.execution.bids_dir,
                 output_dir=config.execution.output_dir,
-                desc=method,
+                desc=desc_label(method),
+                metadata=metadata,
                 name=f"ds_{tag}_{_name_tag(method)}_wf",
             )
             ds_wf.inputs.inputnode.source_file = t1w_file
@@ -92,42 +144,69 @@ def _add_super_resolution(workflow, report, t1w_files: list[str], config: Config
                     ("outputnode.report_json", "inputnode.report_json"),
                 ]),
             ])  # fmt: skip
-            outputs.append((t1w_file, ds_wf))
+            if guided and ref_wf is not None:
+                workflow.connect([
+                    (ref_wf, anat_wf, [
+                        ("outputnode.t2w_on_sr_grid", "inputnode.reference"),
+                        ("outputnode.usable", "inputnode.reference_usable"),
+                        ("outputnode.summary", "inputnode.reference_summary"),
+                    ]),
+                ])  # fmt: skip
+            outputs.append((t1w_file, ds_wf, ref_wf if guided else None))
     merge_files = pe.Node(niu.Merge(len(outputs)), name="merge_outputs")
     merge_meta = pe.Node(niu.Merge(len(outputs)), name="merge_sidecars")
-    for number, (_, ds_wf) in enumerate(outputs, start=1):
+    merge_t2w = pe.Node(niu.Merge(len(outputs)), name="merge_registered_t2w")
+    for number, (_, ds_wf, ref_wf) in enumerate(outputs, start=1):
         workflow.connect([
             (ds_wf, merge_files, [("outputnode.out_file", f"in{number}")]),
             (ds_wf, merge_meta, [("outputnode.out_meta", f"in{number}")]),
         ])  # fmt: skip
-    report.inputs.source_files = [t1w_file for t1w_file, _ in outputs]
+        if ref_wf is None:
+            setattr(merge_t2w.inputs, f"in{number}", "")  # no registration overlay
+        else:
+            workflow.connect(ref_wf, "outputnode.registered_t2w", merge_t2w, f"in{number}")
+    report.inputs.source_files = [t1w_file for t1w_file, _, _ in outputs]
     workflow.connect([
         (merge_files, report, [("out", "output_files")]),
         (merge_meta, report, [("out", "sidecars")]),
+        (merge_t2w, report, [("out", "registered_t2w")]),
     ])  # fmt: skip
 
 
 def _add_evaluation(
-    workflow, report, t1w_files: list[str], config: Config, brain_masks: dict[str, str]
+    workflow,
+    report,
+    t1w_files: list[str],
+    config: Config,
+    brain_masks: dict[str, str],
+    plan: MethodPlan,
 ) -> None:
     wf_settings = config.workflow
-    learned = [m for m in wf_settings.methods if m not in INTERPOLATION_METHODS]
+    learned = [m for m in plan.all_methods if m not in INTERPOLATION_METHODS]
     weights = {learned[0]: str(wf_settings.weights)} if wf_settings.weights and learned else None
     merge_reports = pe.Node(niu.Merge(len(t1w_files)), name="merge_evaluations")
     for number, t1w_file in enumerate(t1w_files, start=1):
         tag = _file_tag(t1w_file)
+        # the baselines are always scored: a T1w whose methods were all skipped gets them
+        methods = plan.methods.get(t1w_file) or ["bspline"]
+        t2w_file = plan.t2w.get(t1w_file)
+        guided = bool(t2w_file) and any(m in GUIDED_METHODS for m in methods)
         eval_wf = init_evaluation_wf(
             t1w_file=t1w_file,
-            methods=wf_settings.methods,
+            methods=methods,
             scale=wf_settings.scale,
             degradation=wf_settings.degradation,
             weights=weights,
             device=wf_settings.device,
-            report_methods=wf_settings.methods,
+            report_methods=methods,
             omp_nthreads=config.nipype.omp_nthreads,
+            guided=guided,
+            seed=config.seeds.random_seed,
             name=f"eval_{tag}_wf",
         )
         eval_wf.inputs.inputnode.t1w = t1w_file
+        if guided:
+            eval_wf.inputs.inputnode.t2w = t2w_file
         eval_wf.inputs.inputnode.source = bids_uri(t1w_file, config.execution.bids_dir)
         if t1w_file in brain_masks:
             eval_wf.inputs.inputnode.mask_file = brain_masks[t1w_file]
@@ -147,10 +226,13 @@ def init_bids_sr_wf(
     config: Config,
     t1w_by_subject: dict[str, list[str]],
     brain_masks: dict[str, str] | None = None,
+    plan: MethodPlan | None = None,
 ) -> pe.Workflow:
     """The whole participant-level run: one single-subject workflow per participant.
 
-    ``brain_masks`` (evaluation mode) maps a T1w path to its brain-mask derivative."""
+    ``brain_masks`` (evaluation mode) maps a T1w path to its brain-mask derivative; ``plan``
+    the methods and T2w of each T1w (:func:`bids_sr.planning.plan_methods`; default: every
+    method of the configuration on every T1w, unguided)."""
     workflow = pe.Workflow(name="bids_sr_wf")
     workflow.base_dir = str(Path(config.execution.work_dir))
     workflow.config["execution"].update(
@@ -171,7 +253,11 @@ def init_bids_sr_wf(
         workflow.add_nodes(
             [
                 init_single_subject_wf(
-                    subject_id=subject_id, t1w_files=files, config=config, brain_masks=brain_masks
+                    subject_id=subject_id,
+                    t1w_files=files,
+                    config=config,
+                    brain_masks=brain_masks,
+                    plan=plan,
                 )
             ]
         )

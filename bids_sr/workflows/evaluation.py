@@ -9,6 +9,7 @@ from nipype.pipeline import engine as pe
 
 from bids_sr.evaluation import evaluation_methods
 from bids_sr.interfaces.evaluation import EvaluateSuperResolution
+from bids_sr.interfaces.registration import RegisterT2wToT1w
 
 
 def estimate_mem_gb(t1w_file: str, n_methods: int) -> float:
@@ -28,6 +29,8 @@ def init_evaluation_wf(
     device: str = "auto",
     report_methods: list[str] | None = None,
     omp_nthreads: int = 1,
+    guided: bool = False,
+    seed: int = 0,
     name: str = "evaluation_wf",
 ) -> pe.Workflow:
     """Degrade one T1w by ``scale`` (``degradation`` preset), super-resolve it back with each
@@ -35,15 +38,18 @@ def init_evaluation_wf(
 
     Inputs (``inputnode``): ``t1w`` — the T1w, treated as the HR truth; ``source`` — text of
     the table's source column (a BIDS URI); ``mask_file`` — optional brain mask (a BIDS
-    ``desc-brain_mask`` derivative; when absent, bids_sr.masks.brain_mask is used).
+    ``desc-brain_mask`` derivative; when absent, bids_sr.masks.brain_mask is used); with
+    ``guided``, ``t2w`` — the T2w of a guided method: it is rigidly registered to the T1w
+    (the truth) and resampled onto the T1w's own grid, and a registration that fails its
+    quality check leaves the guided method out of the table (see EvaluateSuperResolution).
     Outputs (``outputnode``): ``metrics_tsv``, ``metrics_json`` — the table and its sidecar;
     ``report_json`` — the images and rows the subject report shows.
 
     ``t1w_file`` is used only to size the node's memory request for schedulers.
     """
     workflow = pe.Workflow(name=name)
-    inputnode = pe.Node(niu.IdentityInterface(fields=["t1w", "source", "mask_file"]),
-                        name="inputnode")  # fmt: skip
+    fields = ["t1w", "source", "mask_file", *(["t2w"] if guided else [])]
+    inputnode = pe.Node(niu.IdentityInterface(fields=fields), name="inputnode")
     outputnode = pe.Node(
         niu.IdentityInterface(fields=["metrics_tsv", "metrics_json", "report_json"]),
         name="outputnode",
@@ -60,6 +66,15 @@ def init_evaluation_wf(
         mem_gb=estimate_mem_gb(t1w_file, len(evaluation_methods(methods))),
         n_procs=omp_nthreads,
     )
+    if guided:
+        register = pe.Node(RegisterT2wToT1w(seed=seed, num_threads=1), name="register_t2w",
+                           mem_gb=2.0)  # fmt: skip
+        workflow.connect([
+            (inputnode, register, [("t1w", "t1w_file"), ("t2w", "t2w_file")]),
+            (register, evaluate, [("registered_t2w", "reference_file"),
+                                  ("usable", "reference_usable"),
+                                  ("summary", "reference_summary")]),
+        ])  # fmt: skip
     workflow.connect([
         (inputnode, evaluate, [("t1w", "in_file"), ("source", "source"),
                                ("mask_file", "mask_file")]),

@@ -12,10 +12,18 @@ from bids_sr.interfaces.bids import CopyToDerivatives, DerivativesDataSink
 
 
 def init_ds_sr_wf(
-    *, bids_dir: Path, output_dir: Path, desc: str, name: str = "ds_sr_wf"
+    *,
+    bids_dir: Path,
+    output_dir: Path,
+    desc: str,
+    metadata: dict | None = None,
+    name: str = "ds_sr_wf",
 ) -> pe.Workflow:
     """Write a super-resolved T1w and its sidecar into the derivatives dataset.
 
+    ``desc`` is the desc- label (:func:`bids_sr.bids.desc_label` of the method);
+    ``metadata``: more sidecar fields known when the graph is built (``T2wReference``,
+    ``MethodChoice``).
     Inputs (``inputnode``): ``source_file`` (the raw T1w), ``sr_file``, ``report_json``.
     Outputs (``outputnode``): ``out_file``, ``out_meta`` — the derivative and its sidecar.
     """
@@ -24,11 +32,10 @@ def init_ds_sr_wf(
         niu.IdentityInterface(fields=["source_file", "sr_file", "report_json"]), name="inputnode"
     )
     outputnode = pe.Node(niu.IdentityInterface(fields=["out_file", "out_meta"]), name="outputnode")
-    ds_sr = pe.Node(
-        DerivativesDataSink(base_directory=str(output_dir), bids_dir=str(bids_dir), desc=desc),
-        name="ds_sr",
-        run_without_submitting=True,
-    )
+    sink = DerivativesDataSink(base_directory=str(output_dir), bids_dir=str(bids_dir), desc=desc)
+    if metadata:
+        sink.inputs.extra_metadata = dict(metadata)
+    ds_sr = pe.Node(sink, name="ds_sr", run_without_submitting=True)
     workflow.connect([
         (inputnode, ds_sr, [
             ("source_file", "source_file"),
@@ -36,6 +43,33 @@ def init_ds_sr_wf(
             ("report_json", "report_json"),
         ]),
         (ds_sr, outputnode, [("out_file", "out_file"), ("out_meta", "out_meta")]),
+    ])  # fmt: skip
+    return workflow
+
+
+def init_ds_xfm_wf(*, output_dir: Path, source_file: str, name: str = "ds_xfm_wf") -> pe.Workflow:
+    """Write the rigid T2w → T1w registration of a guided method into the derivatives.
+
+    The name keeps the T1w's entities and adds fMRIPrep's transform entities:
+    ``sub-01[_ses-1][_acq-mp]_from-T2w_to-T1w_mode-image_xfm.txt`` (ITK text, the transform
+    ``antsApplyTransforms -i T2w -r T1w`` expects); ``.bidsignore`` lists ``*_xfm.txt``.
+    Inputs (``inputnode``): ``xfm``. Outputs (``outputnode``): ``out_file``.
+    """
+    workflow = pe.Workflow(name=name)
+    inputnode = pe.Node(niu.IdentityInterface(fields=["xfm"]), name="inputnode")
+    outputnode = pe.Node(niu.IdentityInterface(fields=["out_file"]), name="outputnode")
+    relative = derivative_path(
+        source_file, desc=None, res=None, suffix="xfm", extension=".txt",
+        extra={"from": "T2w", "to": "T1w", "mode": "image"},
+    )  # fmt: skip
+    ds_xfm = pe.Node(
+        CopyToDerivatives(base_directory=str(output_dir), out_path=relative.as_posix()),
+        name="ds_xfm",
+        run_without_submitting=True,
+    )
+    workflow.connect([
+        (inputnode, ds_xfm, [("xfm", "in_file")]),
+        (ds_xfm, outputnode, [("out_file", "out_file")]),
     ])  # fmt: skip
     return workflow
 
