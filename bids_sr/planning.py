@@ -15,6 +15,7 @@ sentence that says why goes into the log and the sidecar (``MethodChoice``).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,8 +23,9 @@ from pathlib import Path
 
 from bids_sr.bids import EXIT_DATA, EXIT_USAGE, BIDSError
 from bids_sr.config import Config
+from bids_sr.fileio import card_path
 from bids_sr.superresolve import GUIDED_METHODS, INTERPOLATION_METHODS, METHODS, default_weights
-from bids_sr.weights_lookup import format_factors
+from bids_sr.weights_lookup import default_weights_path, format_factors
 
 LOGGER = logging.getLogger("bids_sr")
 
@@ -128,6 +130,20 @@ def weights_method(weights: Path) -> str:
         ) from exc
 
 
+def falls_short(method: str, factors: Sequence[float]) -> bool:
+    """True when the shipped weights' model card says they missed their acceptance figure.
+
+    ``auto`` then prefers the next method rather than a model that validated worse; the
+    user can still ask for it by name.
+    """
+    card = card_path(default_weights_path(method, factors))
+    try:
+        acceptance = json.loads(card.read_text())["validation"]["acceptance"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return acceptance.get("met") is False
+
+
 def choose_auto(
     factors: Sequence[float], t2w_file: str | None, *, t2w_mode: str = "auto"
 ) -> tuple[str, str]:
@@ -135,20 +151,27 @@ def choose_auto(
     scale = f"×{format_factors(factors)}"
     guided = GUIDED_METHODS[0]
     guided_missing = missing_weights(guided, factors)
-    if t2w_file and not guided_missing:
+    guided_short = not guided_missing and falls_short(guided, factors)
+    mono_ready = missing_weights(MONO_METHOD, factors) is None
+    if t2w_file and not guided_missing and not (guided_short and mono_ready):
         fallback = fallback_for(factors)
         return guided, (
             f"auto chose {guided} (T2w-guided) because a T2w ({Path(t2w_file).name}) was "
             f"found and {guided} has shipped weights at {scale}; if the T2w registers badly "
             f"it falls back to {fallback.method}"
         )
-    if t2w_file:
+    if t2w_file and guided_missing is None:
+        why = (
+            f"the shipped {guided} weights at {scale} fall short of their validation target "
+            f"(see their model card); ask for --method {guided} to use them anyway"
+        )
+    elif t2w_file:
         why = f"{guided} has no shipped weights at {scale}"
     elif t2w_mode == "none":
         why = "--t2w-reference none"
     else:
         why = "no T2w of this participant was found"
-    if missing_weights(MONO_METHOD, factors) is None:
+    if mono_ready:
         return MONO_METHOD, f"auto chose {MONO_METHOD} (the mono model) because {why}"
     return BASELINE_METHOD, (
         f"auto chose {BASELINE_METHOD} (cubic B-spline interpolation) because {why} and "

@@ -328,3 +328,22 @@ def test_evaluation_graph_registers_the_t2w_of_guided_t1w_only(tmp_path, no_ship
     assert len(evaluations) == 3
     sub02 = [n for name, n in evaluations.items() if "single_subject_02" in name]
     assert all(n.inputs.methods == ["bspline"] for n in sub02)  # guided skipped: no T2w
+
+
+def test_auto_skips_guided_weights_that_fall_short(tmp_path, monkeypatch):
+    """A guided model whose card says it missed its target is not auto's choice."""
+    import json
+
+    import bids_sr.weights_lookup as weights_lookup
+    from bids_sr.planning import choose_auto
+
+    monkeypatch.setattr(weights_lookup, "WEIGHTS_DIR", tmp_path)
+    for method, met in (("srrecnn-t2w", False), ("srrecnn", True)):
+        (tmp_path / f"{method}_x2x2x2.safetensors").write_bytes(b"")
+        card = {"validation": {"acceptance": {"met": met}}}
+        (tmp_path / f"{method}_x2x2x2.card.json").write_text(json.dumps(card))
+    method, why = choose_auto((2.0, 2.0, 2.0), "sub-01_T2w.nii.gz")
+    assert method == "srrecnn" and "fall short" in why
+    card = {"validation": {"acceptance": {"met": True}}}
+    (tmp_path / "srrecnn-t2w_x2x2x2.card.json").write_text(json.dumps(card))
+    assert choose_auto((2.0, 2.0, 2.0), "sub-01_T2w.nii.gz")[0] == "srrecnn-t2w"
