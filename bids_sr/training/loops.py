@@ -35,6 +35,7 @@ class LoopSettings:
     lr: float = 1e-3
     lr_milestones: tuple[float, ...] = (0.6, 0.85)
     lr_gamma: float = 0.3
+    warmup: float = 0.05
     val_every: int = 50
     checkpoint_every: int = 100
     log_every: int = 10
@@ -45,9 +46,12 @@ class LoopSettings:
     label_smoothing: float = 0.1
 
     def lr_at(self, step: int, base: float | None = None) -> float:
-        """Step decay: ``base · gamma^(milestones passed)``."""
+        """Linear warm-up over the first ``warmup`` fraction of the steps (Adam's first
+        steps are the largest), then step decay: ``base · gamma^(milestones passed)``."""
         passed = sum(step >= int(m * self.iterations) for m in self.lr_milestones)
-        return (self.lr if base is None else base) * self.lr_gamma**passed
+        ramp = max(1, int(self.warmup * self.iterations))
+        scale = min(1.0, (step + 1) / ramp)
+        return (self.lr if base is None else base) * self.lr_gamma**passed * scale
 
 
 def gradient_difference_loss(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:

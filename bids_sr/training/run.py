@@ -114,15 +114,17 @@ def train_filters(args: argparse.Namespace, factors, selection, command: str) ->
     return _evaluate_and_finish(args, factors, selection, path, {}, device)
 
 
-def _zero_last_conv(model) -> None:
-    """Zero the last convolution of a residual network so training starts from its
-    interpolated input (the cubic B-spline result) rather than from random noise."""
+def _near_identity_start(model, std: float = 1e-3) -> None:
+    """Give a residual network's last convolution tiny weights (N(0, std), zero bias) so
+    training starts from its interpolated input (the cubic B-spline result) while every
+    layer still receives a gradient from the first step (an exactly zero last layer blocks
+    the gradient to the layers below it at first, and a 2-channel net was seen to stall)."""
     import torch
     from torch import nn
 
     last = [m for m in model.modules() if isinstance(m, nn.Conv3d)][-1]
     with torch.no_grad():
-        last.weight.zero_()
+        last.weight.normal_(0.0, std)
         last.bias.zero_()
 
 
@@ -186,8 +188,9 @@ def train_network(args: argparse.Namespace, factors, selection, command: str) ->
             raise UsageError(f"--config does not build {method}: {exc}") from None
         init = "random (the registry's initialisation)"
         if spec.input_grid == "hr":
-            _zero_last_conv(model)
-            init += "; last convolution zeroed so training starts from the cubic B-spline input"
+            _near_identity_start(model)
+            init += ("; last convolution drawn from N(0, 1e-3) so training starts from the "
+                     "cubic B-spline input")
     model.to(device)
     if method == "srgan":
         disc = build_discriminator({"in_channels": 1}).to(device)
