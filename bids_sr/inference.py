@@ -32,10 +32,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from bids_sr import weights_lookup
 from bids_sr.image import as_factors, hr_shape
 from bids_sr.interpolation import upsample
 from bids_sr.models.registry import (
-    WEIGHTS_DIR,
     MethodSpec,
     format_factors,
     get_spec,
@@ -252,9 +252,10 @@ def resolve_weights(spec: MethodSpec, factors: Sequence[float]) -> Path:
     path = spec.default_weights(factors)
     if path.exists():
         return path
-    if not spec.learned_upsampling and WEIGHTS_DIR.is_dir():
+    weights_dir = weights_lookup.WEIGHTS_DIR  # read at call time: one setting for all methods
+    if not spec.learned_upsampling and weights_dir.is_dir():
         best: tuple[float, Path] | None = None
-        for candidate in sorted(WEIGHTS_DIR.glob(f"{spec.name}_x*.safetensors")):
+        for candidate in sorted(weights_dir.glob(f"{spec.name}_x*.safetensors")):
             try:
                 trained = read_metadata(candidate)
             except ValueError:

@@ -32,10 +32,9 @@ TINY = {"layers": 2, "features": 4}
 
 def _weights_dirs(monkeypatch, folder: Path) -> None:
     """Point every shipped-weights lookup at ``folder``."""
-    from bids_sr import inference, weights_lookup
+    from bids_sr import weights_lookup
 
     monkeypatch.setattr(weights_lookup, "WEIGHTS_DIR", folder)
-    monkeypatch.setattr(inference, "WEIGHTS_DIR", folder)
 
 
 @pytest.fixture
