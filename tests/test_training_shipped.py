@@ -40,7 +40,9 @@ def test_shipped_card_and_weights(card_file: Path):
     per_method = card["validation"]["per_method"]
     assert {"nearest", "linear", "bspline", card["method"]} <= set(per_method)
     assert per_method[card["method"]]["psnr_brain"]["n"] == len(card["validation_subjects"])
-    assert isinstance(card["validation"]["acceptance"]["met"], bool)
+    met = card["validation"]["acceptance"]["met"]
+    x2_gaussian = card["factors"] == [2, 2, 2] and card["degradation"] == "gaussian"
+    assert isinstance(met, bool) if x2_gaussian else met is None
     if card["device"] == "cpu":
         assert any("CPU" in note for note in card["notes"])
     assert card_file.with_name(card["file"].replace(".safetensors", ".md")).is_file()
