@@ -96,6 +96,19 @@ def factors_for_resolution(
     return (float(factors[0]), float(factors[1]), float(factors[2]))
 
 
+def requested_factors(
+    lr_affine: np.ndarray,
+    scale: float | Sequence[float] | None = None,
+    resolution_mm: float | None = None,
+) -> Factors:
+    """The factors asked for: from ``resolution_mm`` when given, else from ``scale``."""
+    if resolution_mm:
+        return factors_for_resolution(lr_affine, resolution_mm)
+    if scale is None:
+        raise ValueError("either a scale or an output resolution is needed")
+    return as_factors(scale)
+
+
 @dataclass
 class Volume:
     """A 3D image in memory: float32 data, its affine, and the header it came with."""

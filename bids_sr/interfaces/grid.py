@@ -21,10 +21,9 @@ from nipype.interfaces.base import (
 )
 
 from bids_sr.image import (
-    as_factors,
     effective_factors,
-    factors_for_resolution,
     hr_shape,
+    requested_factors,
     upsampled_affine,
 )
 
@@ -47,10 +46,12 @@ class UpsampledGrid(SimpleInterface):
 
     def _run_interface(self, runtime):
         img = nib.load(self.inputs.in_file)
-        if isdefined(self.inputs.output_resolution):
-            factors = factors_for_resolution(img.affine, self.inputs.output_resolution)
-        else:
-            factors = as_factors(self.inputs.scale)
+        scale, resolution = self.inputs.scale, self.inputs.output_resolution
+        factors = requested_factors(
+            img.affine,
+            scale if isdefined(scale) else None,
+            resolution if isdefined(resolution) else None,
+        )
         factors = effective_factors(img.shape[:3], factors)
         affine = upsampled_affine(img.affine, factors)
         grid = nib.Nifti1Image(np.zeros(hr_shape(img.shape[:3], factors), np.uint8), affine)

@@ -39,11 +39,10 @@ from nipype.interfaces.base import (
 )
 
 from bids_sr.image import (
-    as_factors,
     effective_factors,
-    factors_for_resolution,
     hr_shape,
     load_volume,
+    requested_factors,
     robust_normalisation,
     save_volume,
     upsampled_affine,
@@ -110,11 +109,9 @@ class SuperResolve(SimpleInterface):
     output_spec = SuperResolveOutputSpec
 
     def _factors(self, affine: np.ndarray) -> tuple[float, float, float]:
-        if isdefined(self.inputs.output_resolution):
-            return factors_for_resolution(affine, self.inputs.output_resolution)
-        if not isdefined(self.inputs.scale):
-            raise ValueError("SuperResolve needs either scale or output_resolution")
-        return as_factors(self.inputs.scale)
+        return requested_factors(
+            affine, _optional(self.inputs.scale), _optional(self.inputs.output_resolution)
+        )
 
     def _reference(self, normalise_shape: tuple[int, int, int]) -> np.ndarray | None:
         if not isdefined(self.inputs.reference_file):

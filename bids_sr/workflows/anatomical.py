@@ -10,7 +10,7 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 from nipype.utils.gpu_count import gpu_count
 
-from bids_sr.image import as_factors, factors_for_resolution, hr_shape
+from bids_sr.image import hr_shape, requested_factors
 from bids_sr.interfaces.superresolve import SuperResolve
 from bids_sr.superresolve import INTERPOLATION_METHODS
 
@@ -18,10 +18,7 @@ from bids_sr.superresolve import INTERPOLATION_METHODS
 def estimate_mem_gb(t1w_file: str, scale: list[float], output_resolution: float | None) -> float:
     """Memory a SuperResolve node needs, from the output size (about 12 float32 copies)."""
     img = nib.load(t1w_file)
-    if output_resolution:
-        factors = factors_for_resolution(img.affine, output_resolution)
-    else:
-        factors = as_factors(scale)
+    factors = requested_factors(img.affine, scale, output_resolution)
     voxels = float(np.prod(hr_shape(img.shape[:3], factors)))
     return round(max(0.5, 12 * 4 * voxels / 1024**3 + 0.3), 2)
 
