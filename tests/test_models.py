@@ -195,3 +195,62 @@ def test_integer_factors_error_is_clear():
     assert registry.integer_factors("espcn", (1.0, 1.0, 4.0)) == (1, 1, 4)
     with pytest.raises(ValueError, match="espcn .* integer per-axis factors"):
         registry.integer_factors("espcn", (1.5, 1.5, 1.5))
+
+
+@pytest.mark.parametrize("size", [2, 3, 4, 7])
+def test_transposed_conv_on_tiny_inputs_is_exact_with_sound_gradients(size):
+    """Zero-pad-and-crop gives the plain transposed convolution's output and gradients
+    (the reference runs without oneDNN, whose weight gradient is corrupt on tiny inputs)."""
+    from bids_sr.models.padding import transposed_conv3d
+
+    torch.manual_seed(0)
+    deconv = nn.ConvTranspose3d(6, 1, 9, stride=(2, 2, 1), padding=(3, 3, 4))
+    x = torch.rand(2, 6, size, size + 1, 5, requires_grad=True)
+    with torch.backends.mkldnn.flags(enabled=False):
+        ref = deconv(x)
+        ref.square().mean().backward()
+    ref_w, ref_x = deconv.weight.grad.clone(), x.grad.clone()
+    deconv.zero_grad()
+    x.grad = None
+    out = transposed_conv3d(deconv, x)
+    out.square().mean().backward()
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(deconv.weight.grad, ref_w, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(x.grad, ref_x, rtol=1e-4, atol=1e-7)
+
+
+def test_replicate_padding_reaches_every_convolution_and_the_transposed_one():
+    """A constant LR image through FSRCNN with replicate padding gives an output that is
+    periodic with the stride right up to the faces (no dark border from zero padding);
+    with the published zero padding the faces differ."""
+    from bids_sr.models.padding import set_padding_mode
+
+    x = torch.full((1, 1, 6, 6, 6), 0.7)
+    with torch.no_grad():
+        rep = fsrcnn.build({"padding_mode": "replicate"}).eval()(x)
+        torch.manual_seed(0)
+        zero = fsrcnn.build({"padding_mode": "zeros"}).eval()
+        zero.deconv.weight.normal_(std=0.05)
+        zero = zero(x)
+    for out, periodic in ((rep, True), (zero, False)):
+        diff = (out[:, :, :-2] - out[:, :, 2:]).abs().max().item()
+        assert (diff < 1e-6) == periodic
+    model = srgan.build({"factors": [2, 2, 2], "padding_mode": "replicate"})
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv3d)]
+    assert convs and all(m.padding_mode == "replicate" for m in convs)
+    with pytest.raises(ValueError, match="padding_mode"):
+        set_padding_mode(model, "mirror")
+
+
+def test_replicate_transposed_conv_equals_deconv_of_the_extended_input():
+    from bids_sr.models.padding import transposed_conv3d
+
+    torch.manual_seed(1)
+    deconv = nn.ConvTranspose3d(3, 1, 9, stride=2, padding=3)
+    x = torch.rand(1, 3, 7, 8, 9)
+    wide = nn.functional.pad(x, [6] * 6, mode="replicate")
+    with torch.no_grad():
+        ref = deconv(wide)[:, :, 12:-12, 12:-12, 12:-12]
+        ours = transposed_conv3d(deconv, x, "replicate")
+    torch.testing.assert_close(ours, ref)

@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from bids_sr.models.padding import set_padding_mode, transposed_conv3d
+
 DEFAULT_CONFIG: dict[str, Any] = {
     "factors": [2, 2, 2],
     "d": 56,
@@ -29,6 +31,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "deconv_kernel": 9,
     "in_channels": 1,
     "input_scale": 1.0,
+    "padding_mode": "zeros",
 }
 
 
@@ -43,8 +46,14 @@ class FSRCNN3D(nn.Module):
     """3D FSRCNN with per-axis integer upsampling factors.
 
     ``input_scale`` multiplies the input (and divides the output): imported weights trained
-    on 0–255 intensities keep working on our ~[0, 1] normalised volumes.
+    on 0–255 intensities keep working on our ~[0, 1] normalised volumes. ``lr_scale``: the
+    training loop gives the transposed convolution a tenth of the learning rate, as Dong et
+    al. (2016) do — its 9³×56 taps all move one output voxel, so at the full rate Adam makes
+    the output jump and training diverges. ``padding_mode``: see
+    :mod:`bids_sr.models.padding` ('zeros' as published; training uses 'replicate').
     """
+
+    lr_scale = {"deconv": 0.1}
 
     def __init__(
         self,
@@ -55,6 +64,7 @@ class FSRCNN3D(nn.Module):
         deconv_kernel: int = 9,
         in_channels: int = 1,
         input_scale: float = 1.0,
+        padding_mode: str = "zeros",
     ) -> None:
         super().__init__()
         self.factors = tuple(int(f) for f in factors)
@@ -74,6 +84,8 @@ class FSRCNN3D(nn.Module):
         self.deconv = nn.ConvTranspose3d(
             d, 1, deconv_kernel, stride=self.factors, padding=tuple(p[0] for p in pads)
         )
+        set_padding_mode(self.body, padding_mode)
+        self.padding_mode = padding_mode
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -90,7 +102,8 @@ class FSRCNN3D(nn.Module):
         return receptive_radius({"m": self.m, "deconv_kernel": self.deconv_kernel})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.deconv(self.body(x * self.input_scale) if self.input_scale != 1 else self.body(x))
+        features = self.body(x * self.input_scale) if self.input_scale != 1 else self.body(x)
+        y = transposed_conv3d(self.deconv, features, self.padding_mode)
         dz, dy, dx = self._drop
         y = y[:, :, : y.shape[2] - dz, : y.shape[3] - dy, : y.shape[4] - dx]
         return y / self.input_scale if self.input_scale != 1 else y
@@ -113,4 +126,5 @@ def build(config: dict[str, Any]) -> FSRCNN3D:
         deconv_kernel=cfg["deconv_kernel"],
         in_channels=cfg["in_channels"],
         input_scale=cfg["input_scale"],
+        padding_mode=cfg["padding_mode"],
     )

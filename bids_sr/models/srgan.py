@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from bids_sr.models.espcn import pixel_shuffle_3d
+from bids_sr.models.padding import set_padding_mode, transposed_conv3d
 
 UPSAMPLING_MODES = ("subpixel", "deconv", "nn")
 
@@ -40,6 +41,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "up_channels": 64,
     "in_channels": 1,
     "input_scale": 1.0,
+    "padding_mode": "zeros",
 }
 
 
@@ -102,6 +104,7 @@ class _DeconvStage(nn.Module):
         self.stride = stride
         self.deconv = nn.ConvTranspose3d(c_in, c_out, kernel, stride=stride, padding=stride)
         self.act = _lrelu()
+        self.padding_mode = "zeros"
 
     def nn_enlarged_init(self, std: float = 0.02) -> None:
         """Draw a 3³ kernel and repeat each tap stride times per axis (checkerboard-free)."""
@@ -112,7 +115,7 @@ class _DeconvStage(nn.Module):
             self.deconv.weight.copy_(base)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.deconv(x))
+        return self.act(transposed_conv3d(self.deconv, x, self.padding_mode))
 
 
 class _ResizeConvStage(nn.Module):
@@ -128,7 +131,8 @@ class _ResizeConvStage(nn.Module):
 
 
 class SRGANGenerator3D(nn.Module):
-    """The 3D SRGAN generator with per-axis integer factors and three upsampling modes."""
+    """The 3D SRGAN generator with per-axis integer factors and three upsampling modes;
+    ``padding_mode`` of every convolution: see :mod:`bids_sr.models.padding`."""
 
     def __init__(
         self,
@@ -139,6 +143,7 @@ class SRGANGenerator3D(nn.Module):
         up_channels: int = 64,
         in_channels: int = 1,
         input_scale: float = 1.0,
+        padding_mode: str = "zeros",
     ) -> None:
         super().__init__()
         if upsampling not in UPSAMPLING_MODES:
@@ -167,6 +172,10 @@ class SRGANGenerator3D(nn.Module):
             channels = out
         self.upsample = nn.Sequential(*stages)
         self.final = nn.Conv3d(channels, 1, 3, padding=1)
+        set_padding_mode(self, padding_mode)
+        for stage in self.upsample:
+            if isinstance(stage, _DeconvStage):
+                stage.padding_mode = padding_mode
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -238,6 +247,7 @@ def build(config: dict[str, Any]) -> SRGANGenerator3D:
         up_channels=cfg["up_channels"],
         in_channels=cfg["in_channels"],
         input_scale=cfg["input_scale"],
+        padding_mode=cfg["padding_mode"],
     )
 
 
