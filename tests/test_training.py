@@ -54,6 +54,11 @@ def test_supervised_loss_decreases_and_outputs(espcn_run):
     assert card["training_subjects"] == ["02"] and card["validation_subjects"] == ["01"]
     assert card["iterations"] == 30 and card["device"] == "cpu"
     assert card["degradation"] == "gaussian"
+    # images are named relative to the dataset (cards travel), pinned by their sha256
+    files = card["data"]["training_files"]
+    assert [f["t1w"] for f in files] == [f"sub-02/ses-{s}/anat/sub-02_ses-{s}_T1w.nii.gz"
+                                         for s in (1, 2)]
+    assert all(len(f["t1w_sha256"]) == 64 for f in files)
     assert card["command"].startswith("bids_sr-train espcn ")
     assert any("CPU" in note for note in card["notes"])
     per_method = card["validation"]["per_method"]
@@ -147,6 +152,7 @@ def test_gradfilter_command_on_demo(tmp_path):
          "no T2w"),
         (["gradfilter", "--patch-size", "6"], 64, "odd edge"),
         (["srrecnn", "--iterations", "0"], 64, "must be positive"),
+        (["espcn", "--patch-size", "8", "--loss-margin", "4"], 64, "--loss-margin must lie"),
         (["srrecnn", "--init", "/nonexistent.safetensors"], 64, "not found"),
     ],
 )
@@ -185,3 +191,23 @@ def test_init_fine_tunes_from_weights(espcn_run, tmp_path):
     assert card["initialisation"].startswith("fine-tuned from")
     log = history(out)
     assert log[0]["loss"] < history(espcn_run)[0]["loss"]
+
+
+def test_loss_margin_ignores_the_patch_border():
+    """With --loss-margin k, output voxels within k of a patch face do not enter the loss."""
+    import torch
+
+    from bids_sr.training.loops import LoopSettings, SupervisedTask
+
+    targets = torch.rand(2, 1, 10, 10, 10)
+    inputs = targets.clone()
+    inputs[:, :, :2] += 5.0  # wrong only in the first two slices
+    inputs[:, :, :, -1] -= 3.0  # and the last row
+    model = torch.nn.Conv3d(1, 1, 1, bias=False)
+    torch.nn.init.ones_(model.weight)
+    losses = {}
+    for margin in (0, 2):
+        task = SupervisedTask(model, LoopSettings(iterations=1, lr=1e-12, loss_margin=margin))
+        losses[margin] = task.step(inputs, targets, 0)["loss"]
+    assert losses[0] > 1.0
+    assert losses[2] == pytest.approx(0.0, abs=1e-10)

@@ -63,14 +63,19 @@ def validation_scores(
     *,
     device: str = "auto",
     tsv_path: Path | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Evaluate ``weights`` on each subject (``{"label", "t1w", "t2w"?}``) and summarise.
 
     Rows go to ``tsv_path`` (BIDS-style metrics TSV) when given. Guided methods use each
-    subject's T2w (which must be on the T1w grid) as the reference.
+    subject's T2w (which must be on the T1w grid) as the reference. ``progress`` shows a
+    bar over the subjects (whole-volume inference takes minutes on a CPU).
     """
+    from tqdm.auto import tqdm
+
     rows: list[dict[str, Any]] = []
-    for subject in subjects:
+    for subject in tqdm(subjects, desc=f"validating {method} (whole volumes)", unit="subject",
+                        disable=not progress):
         vol = load_volume(subject["t1w"])
         reference = None
         if method == "srrecnn-t2w":

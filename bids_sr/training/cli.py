@@ -38,9 +38,11 @@ from bids_sr.image import ImageError, as_factors
 METHODS = ("fsrcnn", "espcn", "srgan", "srrecnn", "srrecnn-t2w", "gradfilter")
 # per-method defaults sized for a CPU run; the published architectures are kept
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "fsrcnn": {"iterations": 1000, "batch_size": 8, "patch_size": 24, "lr": 1e-3},
+    "fsrcnn": {"iterations": 1000, "batch_size": 8, "patch_size": 24, "lr": 1e-3,
+               "config": {"padding_mode": "replicate"}},
     "espcn": {"iterations": 1000, "batch_size": 8, "patch_size": 24, "lr": 1e-3},
-    "srgan": {"iterations": 400, "batch_size": 4, "patch_size": 16, "lr": 1e-4},
+    "srgan": {"iterations": 400, "batch_size": 4, "patch_size": 16, "lr": 1e-4,
+              "config": {"padding_mode": "replicate"}},
     "srrecnn": {"iterations": 1000, "batch_size": 8, "patch_size": 16, "lr": 1e-3},
     "srrecnn-t2w": {"iterations": 1000, "batch_size": 8, "patch_size": 16, "lr": 1e-3},
     "gradfilter": {"patch_size": 7},
@@ -78,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="HR patch edge in voxels (networks; a multiple of the factors) or "
                         "the filter edge (gradfilter, odd)")
     parser.add_argument("--lr", type=float, help="Adam learning rate (generator for srgan)")
+    parser.add_argument("--loss-margin", type=int, default=0, metavar="N",
+                        help="output voxels left out of the loss at each patch face: they see "
+                             "zero padding, which tiled inference never does (default 0)")
     parser.add_argument("--config", type=json.loads, default={}, metavar="JSON",
                         help='network config overrides, e.g. \'{"features": 32}\'')
     parser.add_argument("--subject-weight", nargs="+", default=[], metavar="LABEL=W",
@@ -146,6 +151,9 @@ def check_arguments(args: argparse.Namespace) -> tuple[float, float, float]:
         bad = [f for f in ints if patch % f]
         if bad:
             raise UsageError(f"--patch-size {patch} must be a multiple of every factor {ints}")
+        if not 0 <= args.loss_margin < patch / 2:
+            raise UsageError(f"--loss-margin must lie in [0, {(patch - 1) // 2}] for "
+                             f"--patch-size {patch}, got {args.loss_margin}")
     if args.init is not None and not args.init.is_file():
         raise UsageError(f"{args.init}: --init weights file not found")
     if args.resume and args.init is not None:

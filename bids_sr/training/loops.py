@@ -28,7 +28,10 @@ from bids_sr.training.data import Batch, PatchSampler
 @dataclass
 class LoopSettings:
     """Optimisation settings (``pretrain_iterations`` and the ``adv``/``gdl`` weights are
-    for the adversarial loop; ``lr_milestones`` are fractions of ``iterations``)."""
+    for the adversarial loop; ``lr_milestones`` are fractions of ``iterations``;
+    ``loss_margin`` output voxels at each patch face are left out of every loss and of the
+    validation PSNR: they see the convolutions' zero padding, which inference never shows
+    a network because its tiles overlap by the receptive radius)."""
 
     iterations: int
     batch_size: int = 8
@@ -44,6 +47,7 @@ class LoopSettings:
     adv_weight: float = 1e-3
     gdl_weight: float = 0.1
     label_smoothing: float = 0.1
+    loss_margin: int = 0
 
     def lr_at(self, step: int, base: float | None = None) -> float:
         """Linear warm-up over the first ``warmup`` fraction of the steps (Adam's first
@@ -68,33 +72,57 @@ def lsgan_loss(score: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     return 0.5 * ((score - label) ** 2).mean()
 
 
+def interior(volume: torch.Tensor, margin: int) -> torch.Tensor:
+    """``volume`` (N, C, z, y, x) without ``margin`` voxels at each face."""
+    if margin <= 0:
+        return volume
+    return volume[:, :, margin:-margin, margin:-margin, margin:-margin]
+
+
 def psnr_batch(pred: torch.Tensor, target: torch.Tensor) -> float:
     """PSNR (dB) of a batch with data range 1 (targets are robust-normalised)."""
     mse = float(((pred - target) ** 2).mean())
     return float("inf") if mse == 0 else 10.0 * math.log10(1.0 / mse)
 
 
+def parameter_groups(model: nn.Module) -> list[dict[str, Any]]:
+    """Adam parameter groups honouring the model's ``lr_scale`` attribute (parameter-name
+    prefix → learning-rate multiplier, e.g. FSRCNN's deconvolution at 0.1× as published);
+    every group carries its ``lr_scale`` so checkpoints restore it."""
+    scales: dict[str, float] = dict(getattr(model, "lr_scale", {}) or {})
+    groups: dict[float, list[nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        scale = next((v for k, v in scales.items() if name.startswith(k + ".")), 1.0)
+        groups.setdefault(float(scale), []).append(param)
+    return [{"params": params, "lr_scale": scale} for scale, params in groups.items()]
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+
+
 class SupervisedTask:
-    """L2 loss, Adam, step learning-rate decay."""
+    """L2 loss, Adam, step learning-rate decay (per-layer multipliers: ``parameter_groups``)."""
 
     kind = "supervised"
 
     def __init__(self, model: nn.Module, settings: LoopSettings):
         self.model = model
         self.settings = settings
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+        self.optimizer = torch.optim.Adam(parameter_groups(model), lr=settings.lr)
         self.modules = {"model": model}
         self.optimizers = {"adam": self.optimizer}
 
     def step(self, inputs: torch.Tensor, targets: torch.Tensor, step: int) -> dict[str, float]:
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.settings.lr_at(step)
+        _set_lr(self.optimizer, self.settings.lr_at(step))
         self.model.train()
-        loss = ((self.model(inputs) - targets) ** 2).mean()
+        m = self.settings.loss_margin
+        loss = ((interior(self.model(inputs), m) - interior(targets, m)) ** 2).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return {"loss": loss.item(), "lr": self.optimizer.param_groups[0]["lr"]}
+        return {"loss": loss.item(), "lr": self.settings.lr_at(step)}
 
 
 class AdversarialTask:
@@ -109,7 +137,8 @@ class AdversarialTask:
         self.model = generator
         self.disc = discriminator
         self.settings = settings
-        self.g_opt = torch.optim.Adam(generator.parameters(), lr=settings.lr, betas=(0.9, 0.999))
+        self.g_opt = torch.optim.Adam(parameter_groups(generator), lr=settings.lr,
+                                      betas=(0.9, 0.999))
         self.d_opt = torch.optim.Adam(discriminator.parameters(), lr=settings.d_lr,
                                       betas=(0.5, 0.999))
         self.modules = {"model": generator, "disc": discriminator}
@@ -122,19 +151,18 @@ class AdversarialTask:
 
     def step(self, inputs: torch.Tensor, targets: torch.Tensor, step: int) -> dict[str, float]:
         st = self.settings
-        for group in self.g_opt.param_groups:
-            group["lr"] = st.lr_at(step)
-        for group in self.d_opt.param_groups:
-            group["lr"] = st.lr_at(step, st.d_lr)
+        _set_lr(self.g_opt, st.lr_at(step))
+        _set_lr(self.d_opt, st.lr_at(step, st.d_lr))
         self.model.train()
+        targets = interior(targets, st.loss_margin)
         if step < st.pretrain_iterations:
-            loss = ((self.model(inputs) - targets) ** 2).mean()
+            loss = ((interior(self.model(inputs), st.loss_margin) - targets) ** 2).mean()
             self.g_opt.zero_grad(set_to_none=True)
             loss.backward()
             self.g_opt.step()
             return {"loss": loss.item(), "content": loss.item(), "lr": st.lr_at(step)}
         n = inputs.shape[0]
-        fake = self.model(inputs)
+        fake = interior(self.model(inputs), st.loss_margin)
         # discriminator update
         self.disc.train()
         d_loss = lsgan_loss(self.disc(targets), self._labels(n, True, targets)) + lsgan_loss(
@@ -162,8 +190,9 @@ class AdversarialTask:
 
 
 def evaluate_batch(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor],
-                   chunk: int = 4) -> float:
-    """PSNR of ``model`` on fixed validation patches (eval mode, no gradients)."""
+                   chunk: int = 4, margin: int = 0) -> float:
+    """PSNR of ``model`` on fixed validation patches (eval mode, no gradients), leaving
+    ``margin`` voxels at each face out."""
     inputs, targets = batch
     model.eval()
     preds = []
@@ -171,7 +200,7 @@ def evaluate_batch(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor],
         for s in range(0, inputs.shape[0], chunk):
             preds.append(model(inputs[s:s + chunk]))
     model.train()
-    return psnr_batch(torch.cat(preds), targets)
+    return psnr_batch(interior(torch.cat(preds), margin), interior(targets, margin))
 
 
 def _to_device(batch: Batch, device: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -227,7 +256,7 @@ def run_loop(
             record["elapsed_s"] = elapsed0 + time.perf_counter() - t0
             last = step + 1 == settings.iterations
             if val is not None and ((step + 1) % settings.val_every == 0 or last):
-                last_val = evaluate_batch(task.model, val)
+                last_val = evaluate_batch(task.model, val, margin=settings.loss_margin)
                 record["val_psnr"] = last_val
             history.append(record)
             log.write(json.dumps(record) + "\n")

@@ -4,6 +4,7 @@ build the model, prepare patches, run the loop, write weights, card, log and los
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 from dataclasses import asdict
@@ -31,12 +32,23 @@ def _software() -> dict[str, str]:
             "python": platform.python_version()}
 
 
-def _files(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _files(entries: list[dict[str, Any]], bids_dir: Path) -> list[dict[str, Any]]:
+    """Each image as a path relative to the dataset (cards travel between machines) with
+    its sha256 (which pins the exact data)."""
+
+    def rel(path: Any) -> str:
+        # abspath, not resolve: a dataset of symlinks must not turn into their targets
+        path = Path(os.path.abspath(path))
+        try:
+            return path.relative_to(os.path.abspath(bids_dir)).as_posix()
+        except ValueError:
+            return str(path)
+
     out = []
     for e in entries:
-        item = {"subject": e["label"], "t1w": str(e["t1w"]), "t1w_sha256": sha256sum(e["t1w"])}
+        item = {"subject": e["label"], "t1w": rel(e["t1w"]), "t1w_sha256": sha256sum(e["t1w"])}
         if e.get("t2w"):
-            item.update(t2w=str(e["t2w"]), t2w_sha256=sha256sum(e["t2w"]))
+            item.update(t2w=rel(e["t2w"]), t2w_sha256=sha256sum(e["t2w"]))
         if e.get("weight", 1.0) != 1.0:
             item["weight"] = e["weight"]
         out.append(item)
@@ -52,6 +64,7 @@ def _evaluate_and_finish(args, factors, selection, weights: Path, card_extra: di
         summary = validation_scores(
             args.method, weights, selection["val_images"], factors, args.degradation,
             device=device, tsv_path=args.output_dir / f"{weights.name[:-12]}_validation.tsv",
+            progress=not args.quiet,
         )
         summary["evaluation_s"] = time.perf_counter() - t0
         extra["validation"] = summary
@@ -75,8 +88,8 @@ def _common_card(args, factors, selection, command: str, device: str) -> dict[st
         "validation_subjects": selection["validation"],
         "data": {
             **dataset_info(args.bids_dir, selection["training"] + selection["validation"]),
-            "training_files": _files(selection["train_images"]),
-            "validation_files": _files(selection["val_images"]),
+            "training_files": _files(selection["train_images"], args.bids_dir),
+            "validation_files": _files(selection["val_images"], args.bids_dir),
         },
         "weights_license": "Apache-2.0 (bids_sr); the training data's own terms are in data",
         "seed": args.seed,
@@ -164,6 +177,7 @@ def train_network(args: argparse.Namespace, factors, selection, command: str) ->
         lr=args.lr or d["lr"],
         val_every=args.val_every,
         checkpoint_every=args.checkpoint_every,
+        loss_margin=args.loss_margin,
         pretrain_iterations=(
             (args.pretrain_iterations if args.pretrain_iterations is not None
              else int(0.4 * iterations)) if method == "srgan" else 0
@@ -179,7 +193,8 @@ def train_network(args: argparse.Namespace, factors, selection, command: str) ->
             raise UsageError("--config cannot change the architecture of --init weights")
         init = f"fine-tuned from {args.init} (sha256 {info['sha256']})"
     else:
-        config = {**spec.default_config, **args.config}
+        # the model's published defaults, then the training recipe's (models/padding.py)
+        config = {**spec.default_config, **d.get("config", {}), **args.config}
         if spec.learned_upsampling:
             config["factors"] = list(ints)
         try:
