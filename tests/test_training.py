@@ -153,6 +153,7 @@ def test_gradfilter_command_on_demo(tmp_path):
         (["gradfilter", "--patch-size", "6"], 64, "odd edge"),
         (["srrecnn", "--iterations", "0"], 64, "must be positive"),
         (["espcn", "--patch-size", "8", "--loss-margin", "4"], 64, "--loss-margin must lie"),
+        (["espcn", "--background-fraction", "1"], 64, "--background-fraction must lie"),
         (["srrecnn", "--init", "/nonexistent.safetensors"], 64, "not found"),
     ],
 )

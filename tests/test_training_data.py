@@ -60,6 +60,23 @@ def test_patches_are_centred_in_the_head(t1w):
     assert np.mean(np.array(centres) > background + 0.1) > 0.9
 
 
+def test_background_fraction_adds_patches_of_pure_background(t1w):
+    """Head-only sampling never yields an empty patch; with --background-fraction 0.5 a
+    good share of the patches lie wholly outside the head."""
+    vol = prepare_volume("t", t1w, (2, 2, 2), "gaussian")
+    counts = {}
+    for fraction in (0.0, 0.5):
+        sampler = PatchSampler([vol], 8, input_grid="lr", degradation="gaussian",
+                               augment=False, background_fraction=fraction)
+        rng = np.random.default_rng(3)
+        targets = [sampler.sample(rng)[1] for _ in range(200)]
+        counts[fraction] = sum(float(np.abs(t).max()) < 0.05 for t in targets)
+    assert counts[0.0] == 0
+    assert counts[0.5] >= 5
+    with pytest.raises(ValueError, match="background_fraction"):
+        PatchSampler([vol], 8, input_grid="lr", degradation="gaussian", background_fraction=1.0)
+
+
 def test_decimate_gets_no_flips_and_anisotropic_no_permutations(t1w):
     vol = prepare_volume("t", t1w, (2, 2, 2), "decimate")
     assert not PatchSampler([vol], 8, input_grid="lr", degradation="decimate").flips

@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--loss-margin", type=int, default=0, metavar="N",
                         help="output voxels left out of the loss at each patch face: they see "
                              "zero padding, which tiled inference never does (default 0)")
+    parser.add_argument("--background-fraction", type=float, default=0.0, metavar="F",
+                        help="share of training patches placed anywhere in the volume rather "
+                             "than on the head, so the network learns to keep empty background "
+                             "at zero (default 0: head only)")
     parser.add_argument("--config", type=json.loads, default={}, metavar="JSON",
                         help='network config overrides, e.g. \'{"features": 32}\'')
     parser.add_argument("--subject-weight", nargs="+", default=[], metavar="LABEL=W",
@@ -138,6 +142,9 @@ def check_arguments(args: argparse.Namespace) -> tuple[float, float, float]:
         raise UsageError(f"--lr must be positive, got {args.lr}")
     if args.val_every < 1 or args.checkpoint_every < 1:
         raise UsageError("--val-every and --checkpoint-every must be positive")
+    if not 0.0 <= args.background_fraction < 1.0:
+        raise UsageError(f"--background-fraction must lie in [0, 1), got "
+                         f"{args.background_fraction}")
     if not isinstance(args.config, dict):
         raise UsageError("--config must be a JSON object")
     if args.method == "gradfilter":

@@ -115,7 +115,10 @@ class PatchSampler:
     'lr' → inputs are LR patches; 'hr' → inputs are ILR patches on the HR grid.
     ``reference_fn(hr_patch, rng, volume) -> ref``: synthesises a reference when a volume has none
     (or, with probability ``synth_probability``, even when it has one); None for
-    single-channel networks.
+    single-channel networks. ``background_fraction``: the share of patches whose origin is
+    drawn uniformly over the whole volume instead of around a head voxel — the only patches
+    in which a network sees a receptive field of pure background and learns to leave it at
+    zero (0, the default, keeps sampling to the head and the random stream unchanged).
     """
 
     def __init__(
@@ -130,6 +133,7 @@ class PatchSampler:
         reference_fn: Callable[[np.ndarray, np.random.Generator, TrainingVolume], np.ndarray]
         | None = None,
         synth_probability: float = 0.5,
+        background_fraction: float = 0.0,
     ) -> None:
         if not volumes:
             raise ValueError("no training volumes")
@@ -156,10 +160,16 @@ class PatchSampler:
         self.jitter = float(jitter) if augment else 0.0
         self.reference_fn = reference_fn
         self.synth_probability = float(synth_probability)
+        if not 0.0 <= background_fraction < 1.0:
+            raise ValueError(f"background_fraction must lie in [0, 1), got {background_fraction}")
+        self.background_fraction = float(background_fraction)
         weights = np.array([v.weight for v in self.volumes], dtype=float)
         self.p = weights / weights.sum()
 
     def _origin(self, vol: TrainingVolume, rng: np.random.Generator) -> tuple[int, ...]:
+        if self.background_fraction and rng.random() < self.background_fraction:
+            shape = zip(self.lr_size, vol.lr.shape)
+            return tuple(int(rng.integers(0, n - p + 1)) for p, n in shape)
         centre = vol.centres[rng.integers(len(vol.centres))]
         origin = []
         for c, p, n in zip(centre, self.lr_size, vol.lr.shape):
