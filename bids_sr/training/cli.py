@@ -38,10 +38,10 @@ from bids_sr.image import ImageError, as_factors
 METHODS = ("fsrcnn", "espcn", "srgan", "srrecnn", "srrecnn-t2w", "gradfilter")
 # per-method defaults sized for a CPU run; the published architectures are kept
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "fsrcnn": {"iterations": 1000, "batch_size": 8, "patch_size": 24, "lr": 1e-3,
+    "fsrcnn": {"iterations": 4000, "batch_size": 4, "patch_size": 32, "lr": 1e-3,
                "config": {"padding_mode": "replicate"}},
     "espcn": {"iterations": 1000, "batch_size": 8, "patch_size": 24, "lr": 1e-3},
-    "srgan": {"iterations": 400, "batch_size": 4, "patch_size": 16, "lr": 1e-4,
+    "srgan": {"iterations": 6000, "batch_size": 4, "patch_size": 16, "lr": 2e-4,
               "config": {"padding_mode": "replicate"}},
     "srrecnn": {"iterations": 1000, "batch_size": 8, "patch_size": 16, "lr": 1e-3},
     "srrecnn-t2w": {"iterations": 1000, "batch_size": 8, "patch_size": 16, "lr": 1e-3},
@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="start from these weights (fine-tuning; same method)")
     parser.add_argument("--iterations", type=int, help="optimisation steps (networks)")
     parser.add_argument("--pretrain-iterations", type=int,
-                        help="srgan: content-only generator steps first (default 40%%)")
+                        help="srgan: content-only generator steps first (default 75%%)")
     parser.add_argument("--batch-size", type=int, help="patches per step")
     parser.add_argument("--patch-size", type=int,
                         help="HR patch edge in voxels (networks; a multiple of the factors) or "

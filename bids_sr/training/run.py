@@ -180,7 +180,7 @@ def train_network(args: argparse.Namespace, factors, selection, command: str) ->
         loss_margin=args.loss_margin,
         pretrain_iterations=(
             (args.pretrain_iterations if args.pretrain_iterations is not None
-             else int(0.4 * iterations)) if method == "srgan" else 0
+             else int(0.75 * iterations)) if method == "srgan" else 0
         ),
     )
     patch = args.patch_size or d["patch_size"]
