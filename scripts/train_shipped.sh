@@ -4,8 +4,8 @@
 # scripts/shared_data_bids.py (training: colin27, brainchop, openms07, mni152 at half weight;
 # validation: chris, openms19). CPU budget settings (this session had no GPU); on a GPU
 # machine pass DEVICE=cuda and raise the iterations (ITER_SCALE=10, say). The shipped fsrcnn and
-# srgan files were trained with THREADS=1 (two runs shared the two cores) and --val-every 100
-# --checkpoint-every 250; each card holds its exact command.
+# srgan files were trained with THREADS=1 (two runs shared the two cores), and they and espcn
+# with --val-every 100 --checkpoint-every 250; each card holds its exact command.
 #
 # Usage: scripts/train_shipped.sh [STEM ...]   (default: all; e.g. fsrcnn_x2x2x2)
 set -euo pipefail
@@ -27,7 +27,7 @@ it() { echo $(( $1 * ITER_SCALE )); }
 declare -A CMD
 CMD[gradfilter_x2x2x2]="gradfilter --scale 2 --degradation gaussian --patch-size 7 --sample-stride 3 --validation-label chris openms19"
 CMD[fsrcnn_x2x2x2]="fsrcnn --scale 2 --degradation gaussian --iterations $(it 4000) --patch-size 32 --batch-size 4 --lr 1e-3 --loss-margin 6 --background-fraction 0.1 --validation-label chris openms19"
-CMD[espcn_x2x2x2]="espcn --scale 2 --degradation gaussian --iterations $(it 1000) --patch-size 24 --batch-size 8 --validation-label chris openms19"
+CMD[espcn_x2x2x2]="espcn --scale 2 --degradation gaussian --iterations $(it 2000) --patch-size 24 --batch-size 8 --loss-margin 4 --background-fraction 0.1 --validation-label chris openms19"
 CMD[srrecnn_x2x2x2]="srrecnn --scale 2 --degradation gaussian --iterations $(it 700) --patch-size 16 --batch-size 8 --config {\"features\":32} --validation-label chris openms19"
 CMD[srrecnn-t2w_x2x2x2]="srrecnn-t2w --scale 2 --degradation gaussian --iterations $(it 700) --patch-size 16 --batch-size 8 --config {\"features\":32} --validation-label openms19"
 CMD[srgan_x2x2x2]="srgan --scale 2 --degradation gaussian --iterations $(it 6000) --pretrain-iterations $(it 4500) --lr 2e-4 --patch-size 16 --batch-size 4 --loss-margin 2 --background-fraction 0.1 --validation-label chris openms19"

@@ -236,9 +236,10 @@ def test_replicate_padding_reaches_every_convolution_and_the_transposed_one():
     for out, periodic in ((rep, True), (zero, False)):
         diff = (out[:, :, :-2] - out[:, :, 2:]).abs().max().item()
         assert (diff < 1e-6) == periodic
-    model = srgan.build({"factors": [2, 2, 2], "padding_mode": "replicate"})
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv3d)]
-    assert convs and all(m.padding_mode == "replicate" for m in convs)
+    for module in (srgan, espcn):
+        model = module.build({"factors": [2, 2, 2], "padding_mode": "replicate"})
+        convs = [m for m in model.modules() if isinstance(m, nn.Conv3d)]
+        assert convs and all(m.padding_mode == "replicate" for m in convs)
     with pytest.raises(ValueError, match="padding_mode"):
         set_padding_mode(model, "mirror")
 

@@ -13,11 +13,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from bids_sr.models.padding import set_padding_mode
+
 DEFAULT_CONFIG: dict[str, Any] = {
     "factors": [4, 4, 4],
     "features": [50, 100],
     "in_channels": 1,
     "input_scale": 1.0,
+    "padding_mode": "zeros",
 }
 
 
@@ -32,7 +35,8 @@ def pixel_shuffle_3d(x: torch.Tensor, factors: Sequence[int]) -> torch.Tensor:
 
 
 class ESPCN3D(nn.Module):
-    """3D efficient sub-pixel CNN with per-axis integer factors."""
+    """3D efficient sub-pixel CNN with per-axis integer factors; ``padding_mode``: see
+    :mod:`bids_sr.models.padding`."""
 
     def __init__(
         self,
@@ -40,6 +44,7 @@ class ESPCN3D(nn.Module):
         features: Sequence[int] = (50, 100),
         in_channels: int = 1,
         input_scale: float = 1.0,
+        padding_mode: str = "zeros",
     ) -> None:
         super().__init__()
         self.factors = tuple(int(f) for f in factors)
@@ -55,6 +60,7 @@ class ESPCN3D(nn.Module):
             nn.ReLU(inplace=True),
             nn.Conv3d(f2, r3, 3, padding=1),
         )
+        set_padding_mode(self.body, padding_mode)
         for module in self.body:
             if isinstance(module, nn.Conv3d):
                 nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
@@ -83,4 +89,5 @@ def build(config: dict[str, Any]) -> ESPCN3D:
         features=cfg["features"],
         in_channels=cfg["in_channels"],
         input_scale=cfg["input_scale"],
+        padding_mode=cfg["padding_mode"],
     )

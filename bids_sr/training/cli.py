@@ -40,7 +40,8 @@ METHODS = ("fsrcnn", "espcn", "srgan", "srrecnn", "srrecnn-t2w", "gradfilter")
 DEFAULTS: dict[str, dict[str, Any]] = {
     "fsrcnn": {"iterations": 4000, "batch_size": 4, "patch_size": 32, "lr": 1e-3,
                "config": {"padding_mode": "replicate"}},
-    "espcn": {"iterations": 1000, "batch_size": 8, "patch_size": 24, "lr": 1e-3},
+    "espcn": {"iterations": 2000, "batch_size": 8, "patch_size": 24, "lr": 1e-3,
+              "config": {"padding_mode": "replicate"}},
     "srgan": {"iterations": 6000, "batch_size": 4, "patch_size": 16, "lr": 2e-4,
               "config": {"padding_mode": "replicate"}},
     "srrecnn": {"iterations": 1000, "batch_size": 8, "patch_size": 16, "lr": 1e-3},
