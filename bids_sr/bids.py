@@ -312,10 +312,15 @@ def derivative_path(
     return folder / "anat" / name
 
 
+def dataset_relative(path: str | os.PathLike, bids_dir: str | os.PathLike) -> str:
+    """``sub-01/anat/sub-01_T1w.nii.gz`` for a file inside ``bids_dir`` (ValueError outside).
+    abspath, not resolve: a dataset of symlinks must not turn into their targets."""
+    return Path(os.path.abspath(path)).relative_to(os.path.abspath(bids_dir)).as_posix()
+
+
 def bids_uri(path: str | os.PathLike, bids_dir: str | os.PathLike, dataset: str = "raw") -> str:
     """``bids:raw:sub-01/anat/sub-01_T1w.nii.gz`` for a file inside ``bids_dir``."""
-    relative = Path(os.path.abspath(path)).relative_to(os.path.abspath(bids_dir))
-    return f"bids:{dataset}:{relative.as_posix()}"
+    return f"bids:{dataset}:{dataset_relative(path, bids_dir)}"
 
 
 def reference_uri(path: str | os.PathLike, bids_dir: str | os.PathLike) -> str:

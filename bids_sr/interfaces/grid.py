@@ -16,7 +16,6 @@ from nipype.interfaces.base import (
     File,
     SimpleInterface,
     TraitedSpec,
-    isdefined,
     traits,
 )
 
@@ -26,6 +25,7 @@ from bids_sr.image import (
     requested_factors,
     upsampled_affine,
 )
+from bids_sr.interfaces.superresolve import optional_input
 
 
 class UpsampledGridInputSpec(BaseInterfaceInputSpec):
@@ -46,11 +46,10 @@ class UpsampledGrid(SimpleInterface):
 
     def _run_interface(self, runtime):
         img = nib.load(self.inputs.in_file)
-        scale, resolution = self.inputs.scale, self.inputs.output_resolution
         factors = requested_factors(
             img.affine,
-            scale if isdefined(scale) else None,
-            resolution if isdefined(resolution) else None,
+            optional_input(self.inputs.scale),
+            optional_input(self.inputs.output_resolution),
         )
         factors = effective_factors(img.shape[:3], factors)
         affine = upsampled_affine(img.affine, factors)

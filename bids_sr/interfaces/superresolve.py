@@ -94,7 +94,8 @@ class SuperResolveOutputSpec(TraitedSpec):
     report_json = File(exists=True, desc="JSON report: method, factors, device, runtime, ...")
 
 
-def _optional(value):
+def optional_input(value):
+    """A Nipype input's value, or None when it is Undefined."""
     return value if isdefined(value) else None
 
 
@@ -110,7 +111,7 @@ class SuperResolve(SimpleInterface):
 
     def _factors(self, affine: np.ndarray) -> tuple[float, float, float]:
         return requested_factors(
-            affine, _optional(self.inputs.scale), _optional(self.inputs.output_resolution)
+            affine, optional_input(self.inputs.scale), optional_input(self.inputs.output_resolution)
         )
 
     def _reference(self, normalise_shape: tuple[int, int, int]) -> np.ndarray | None:
@@ -132,7 +133,7 @@ class SuperResolve(SimpleInterface):
             return "no T2w reference was found for this T1w"
         if self.inputs.reference_usable:
             return None
-        summary = _optional(self.inputs.reference_summary) or {}
+        summary = optional_input(self.inputs.reference_summary) or {}
         nmi = summary.get("RegistrationQualityNMI")
         threshold = summary.get("RegistrationQualityThreshold")
         if nmi is not None and threshold is not None and nmi < threshold:
@@ -146,7 +147,7 @@ class SuperResolve(SimpleInterface):
         requested = self._factors(volume.affine)
         factors = effective_factors(volume.data.shape, requested)
         norm = robust_normalisation(volume.data)
-        method, weights = self.inputs.method, _optional(self.inputs.weights)
+        method, weights = self.inputs.method, optional_input(self.inputs.weights)
         provenance = {}
         if isdefined(self.inputs.reference_summary):
             provenance["registration"] = dict(self.inputs.reference_summary)
@@ -157,7 +158,7 @@ class SuperResolve(SimpleInterface):
             if not isdefined(self.inputs.fallback_method):
                 raise ValueError(f"{self.inputs.in_file}: {method} needs a T2w: {reason}")
             fallback = self.inputs.fallback_method
-            note = _optional(self.inputs.fallback_note) or fallback
+            note = optional_input(self.inputs.fallback_note) or fallback
             LOGGER.warning("%s: %s; running %s instead of %s", self.inputs.in_file, reason,
                            fallback, method)  # fmt: skip
             provenance.update(requested_method=method, fallback_from=method,
@@ -170,8 +171,8 @@ class SuperResolve(SimpleInterface):
             weights=weights,
             reference=reference,
             device=self.inputs.device,
-            tile_size=_optional(self.inputs.tile_size),
-            tile_overlap=_optional(self.inputs.tile_overlap),
+            tile_size=optional_input(self.inputs.tile_size),
+            tile_overlap=optional_input(self.inputs.tile_overlap),
             seed=self.inputs.seed,
             progress=self.inputs.progress,
             amp=None if self.inputs.amp == "none" else self.inputs.amp,

@@ -49,11 +49,7 @@ def transposed_conv3d(deconv: nn.ConvTranspose3d, x: torch.Tensor,
     if not any(pads):
         return deconv(x)
     flat = [p for pad in reversed(pads) for p in (pad, pad)]
-    if padding_mode == "zeros":
-        padded = F.pad(x, flat)
-    else:
-        padded = F.pad(x, flat, mode=padding_mode)
-    y = deconv(padded)
+    y = deconv(F.pad(x, flat, mode="constant" if padding_mode == "zeros" else padding_mode))
     crops = [p * s for p, s in zip(pads, stride)]
     return y[:, :, crops[0]: y.shape[2] - crops[0], crops[1]: y.shape[3] - crops[1],
              crops[2]: y.shape[4] - crops[2]]

@@ -4,7 +4,6 @@ build the model, prepare patches, run the loop, write weights, card, log and los
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import time
 from dataclasses import asdict
@@ -36,11 +35,11 @@ def _files(entries: list[dict[str, Any]], bids_dir: Path) -> list[dict[str, Any]
     """Each image as a path relative to the dataset (cards travel between machines) with
     its sha256 (which pins the exact data)."""
 
+    from bids_sr.bids import dataset_relative
+
     def rel(path: Any) -> str:
-        # abspath, not resolve: a dataset of symlinks must not turn into their targets
-        path = Path(os.path.abspath(path))
         try:
-            return path.relative_to(os.path.abspath(bids_dir)).as_posix()
+            return dataset_relative(path, bids_dir)
         except ValueError:
             return str(path)
 
