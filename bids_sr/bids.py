@@ -7,6 +7,7 @@ Errors are :class:`BIDSError` carrying the exit code of the BIDS Apps execution 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -20,6 +21,8 @@ from bids_sr.__about__ import __url__, __version__
 from bids_sr.fileio import write_json_atomic
 
 # BIDS Apps execution-spec exit codes
+LOGGER = logging.getLogger("bids_sr")
+
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_VALIDATION = 16
@@ -197,16 +200,20 @@ def query_images(
 
 
 def collect_t1w(layout, subjects: Iterable[str], sessions=None, extra_filters=None) -> dict:
-    """T1w paths per subject; a subject without any T1w is an error (exit 66)."""
-    found = {}
+    """T1w paths per subject. A subject without any T1w (a FLAIR-only session of a clinical
+    dataset) is skipped with a warning; when no selected subject has one: exit 66."""
+    found, missing = {}, []
+    where = f" in session(s) {', '.join(sessions)}" if sessions else ""
     for subject in subjects:
         files = query_images(layout, subject, "T1w", sessions, extra_filters)
-        if not files:
-            where = f" in session(s) {', '.join(sessions)}" if sessions else ""
-            raise BIDSError(
-                f"{layout.root}/sub-{subject}: participant has no T1w image{where}", EXIT_MISSING
-            )
-        found[subject] = files
+        if files:
+            found[subject] = files
+        else:
+            missing.append(f"{layout.root}/sub-{subject}")
+    if not found:
+        raise BIDSError(f"{', '.join(missing)}: participant has no T1w image{where}", EXIT_MISSING)
+    for folder in missing:
+        LOGGER.warning("%s: participant has no T1w image%s; skipped", folder, where)
     return found
 
 

@@ -124,7 +124,9 @@ def describe_action(action: argparse.Action) -> dict[str, Any]:
     }
     if action.option_strings:
         entry["command-line-flag"] = _flag(action)
-    if isinstance(action, argparse._StoreTrueAction | argparse._CountAction):
+    if isinstance(
+        action, argparse._StoreTrueAction | argparse._StoreFalseAction | argparse._CountAction
+    ):
         entry["type"] = "Flag"
         if isinstance(action, argparse._CountAction):
             entry["description"] += " (the flag given once; repeat it on the command line)"

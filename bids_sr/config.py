@@ -51,7 +51,10 @@ class Workflow:
     :func:`bids_sr.bids.select_t2w`); ``evaluate``: treat each T1w as the HR truth,
     degrade it with ``degradation``, score the methods (see :mod:`bids_sr.evaluation`)
     instead of writing super-resolved images; ``derivatives``: datasets searched for a
-    brain-mask derivative in evaluation mode."""
+    brain-mask derivative in evaluation mode; ``slice_*``: the acquisition model of 2D
+    inputs (see :mod:`bids_sr.acquisition`; ``slice_gap`` only for the simulated slices of
+    evaluation mode); ``data_consistency``: correct results so they project back onto the
+    input."""
 
     methods: list[str] = field(default_factory=lambda: ["auto"])
     t2w_reference: str = "auto"
@@ -65,6 +68,10 @@ class Workflow:
     tile_size: int | None = None
     tile_overlap: float | None = None
     amp: str = "none"
+    slice_thickness: float | None = None
+    slice_gap: float | None = None
+    slice_profile: str = "rect"
+    data_consistency: bool = True
 
 
 @dataclass

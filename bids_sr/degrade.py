@@ -20,9 +20,12 @@ Presets
     would reconstruct (sinc interpolation, Gibbs ringing included), phase-shifted so the LR
     samples land on our LR voxel centres.
 ``slice``
-    Thick-slice acquisition: a rectangular slice profile s HR voxels wide (the mean of each
-    block of s slices, no gap) on every axis whose factor is above 1 — the clinical case of
-    factors such as 1×1×4.
+    A 2D scan, from :mod:`bids_sr.acquisition`: along the axis with the largest factor, the
+    slice profile (``rect`` by default, or ``gaussian``), as thick as the slice spacing unless
+    an :class:`~bids_sr.acquisition.Acquisition` with another thickness (a gap, an overlap)
+    is given; the isotropic blur on other upsampled axes. Non-integer factors (5.5 mm
+    slices → 1 mm) need no special case. With the default thickness and integer factors the
+    slice axis is the mean of each block of s slices — the clinical case of 1×1×4.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
+from bids_sr.acquisition import Acquisition, project, simulated_acquisition
 from bids_sr.image import hr_shape
 
 PRESETS = ("gaussian", "decimate", "kspace", "slice")
@@ -85,10 +89,18 @@ def _kspace_truncate(hr: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     return lr * (np.prod(shape) / np.prod(hr.shape))
 
 
-def degrade(hr: np.ndarray, factors: Sequence[float], preset: str = "gaussian") -> np.ndarray:
+def degrade(
+    hr: np.ndarray,
+    factors: Sequence[float],
+    preset: str = "gaussian",
+    *,
+    acquisition: Acquisition | None = None,
+) -> np.ndarray:
     """Simulate the LR image of ``hr`` for per-axis ``factors`` with a named preset.
 
     ``hr`` must already have a shape the factors divide (use :func:`crop_to_factor`).
+    ``acquisition`` (``slice`` only) sets the slice thickness or gap and profile (see
+    :func:`bids_sr.acquisition.simulated_acquisition`; default: rect, thickness = spacing).
     Returns float32.
     """
     hr = np.asarray(hr, dtype=np.float32)
@@ -104,10 +116,11 @@ def degrade(hr: np.ndarray, factors: Sequence[float], preset: str = "gaussian") 
     elif preset == "kspace":
         lr = _kspace_truncate(hr, shape)
     elif preset == "slice":
-        steps = _integer_factors(factors, preset)
-        lr = hr.reshape(shape[0], steps[0], shape[1], steps[1], shape[2], steps[2]).mean(
-            axis=(1, 3, 5)
-        )
+        if acquisition is None:
+            acquisition = simulated_acquisition((1.0, 1.0, 1.0), factors)
+        lr = project(hr, acquisition, shape)
     else:
         raise ValueError(f"unknown degradation preset {preset!r}; choose from {PRESETS}")
+    if acquisition is not None and preset != "slice":
+        raise ValueError(f"slice parameters apply to the 'slice' degradation, not {preset!r}")
     return np.ascontiguousarray(lr, dtype=np.float32)

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from bids_sr.acquisition import Acquisition, simulated_acquisition
 from bids_sr.degrade import crop_to_factor, degrade, lr_shape_for
 from bids_sr.fileio import write_text_atomic
 from bids_sr.image import as_factors, robust_normalisation, upsampled_affine, voxel_sizes
@@ -76,6 +77,9 @@ def evaluate_image(
     source: str | None = None,
     arrays: dict[str, Any] | None = None,
     on_error: str = "raise",
+    acquisition: Acquisition | None = None,
+    data_consistency: bool = True,
+    auto_choice: str | None = None,
 ) -> list[dict[str, Any]]:
     """Score each method (plus the baselines) on the simulated LR version of ``hr``.
 
@@ -89,6 +93,14 @@ def evaluate_image(
     cropped grid), ``lr_affine`` and ``sr`` (method → HR result). With ``on_error="record"``
     a method that fails gets a row with empty metrics and an ``error`` message instead of
     stopping the evaluation (the benchmark uses this while some methods are unavailable).
+
+    ``acquisition`` sets the simulated 2D scan of the ``slice`` degradation (its spacing is
+    the LR voxel size in mm; see :func:`bids_sr.acquisition.simulated_acquisition`). Every
+    method then runs as a normal run would: with ``data_consistency`` its result is
+    corrected through the same acquisition model (an isotropic voxel model for the other
+    presets), and the row's ``data_consistency_psnr`` says how well it matched the input.
+    ``auto_choice``: the method ``auto`` picks for this simulated input; a row ``auto``
+    repeats its scores with ``auto_choice`` naming it.
     """
     if on_error not in ("raise", "record"):
         raise ValueError(f"on_error must be 'raise' or 'record', got {on_error!r}")
@@ -117,9 +129,19 @@ def evaluate_image(
         if reference.shape != hr.shape:
             raise ValueError(f"reference shape {reference.shape} differs from {hr.shape}")
         guide = crop_to_factor(robust_normalisation(reference).apply(reference), factors)
-    lr = degrade(truth, factors, degradation)
+    hr_spacing = voxel_sizes(crop_affine)
+    lr_spacing = tuple(h * f for h, f in zip(hr_spacing, factors, strict=True))
+    if degradation != "slice":
+        if acquisition is not None:
+            raise ValueError("an acquisition (slice parameters) needs the 'slice' degradation")
+        model = Acquisition(spacing=lr_spacing)
+    else:
+        model = acquisition or simulated_acquisition(hr_spacing, factors)
+    lr = degrade(truth, factors, degradation, acquisition=model if degradation == "slice" else None)
     weights = dict(weights or {})
     scale = format_scale(factors)
+    if auto_choice is not None:
+        methods = [*methods, auto_choice]
 
     rows: list[dict[str, Any]] = []
     results: dict[str, np.ndarray] = {}
@@ -132,7 +154,8 @@ def evaluate_image(
         }
         try:
             sr, report = super_resolve(
-                lr, factors, method, weights=weights.get(method), reference=guide, device=device
+                lr, factors, method, weights=weights.get(method), reference=guide, device=device,
+                acquisition=model, data_consistency=data_consistency,
             )
         except Exception as exc:
             if on_error == "raise":
@@ -143,7 +166,10 @@ def evaluate_image(
             continue
         row.update(compute_metrics(sr, truth, mask=mask, data_range=DATA_RANGE))
         row.update(runtime_s=float(report["runtime_s"]), device=str(report.get("device", "")))
+        row["data_consistency_psnr"] = report.get("data_consistency_psnr")
         rows.append(row)
+        if method == auto_choice:
+            rows.append({**row, "method": "auto", "auto_choice": auto_choice})
         if arrays is not None:
             results[method] = sr
     if arrays is not None:
@@ -234,6 +260,19 @@ def evaluation_columns() -> dict[str, dict[str, str]]:
             "Description": "Where the method ran (cpu, cuda:0, ...).",
             "Units": "n/a",
         },
+        "data_consistency_psnr": {
+            "LongName": "Data consistency PSNR",
+            "Description": "PSNR of the result projected through the acquisition model "
+            "(bids_sr.acquisition) against the simulated input, inside the head, after the "
+            "data-consistency correction when it ran.",
+            "Units": "dB",
+        },
+        "auto_choice": {
+            "LongName": "Method auto chose",
+            "Description": "On the row whose method is auto: the method that --method auto "
+            "picks for this simulated input (its scores are that method's).",
+            "Units": "n/a",
+        },
     }
 
 
@@ -306,7 +345,7 @@ def read_metrics_tsv(path: str | os.PathLike) -> list[dict[str, Any]]:
     header = lines[0].split("\t")
     if "method" not in header:
         raise ValueError(f"{path}: metrics table has no 'method' column")
-    text_columns = {"source", "method", "degradation", "scale", "device"}
+    text_columns = {"source", "method", "degradation", "scale", "device", "auto_choice"}
     rows = []
     for number, line in enumerate(lines[1:], start=2):
         if not line.strip():

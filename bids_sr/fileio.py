@@ -72,3 +72,21 @@ def card_path(path: str | os.PathLike) -> Path:
     """The model card beside a weights file: ``<stem>.safetensors`` → ``<stem>.card.json``."""
     path = Path(path)
     return path.with_name(path.name.removesuffix(".safetensors") + ".card.json")
+
+
+def sidecar_path(image_file: str | os.PathLike) -> Path:
+    """The JSON sidecar beside a NIfTI image (``x.nii.gz`` / ``x.nii`` → ``x.json``)."""
+    name = str(image_file)
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            return Path(name[: -len(suffix)] + ".json")
+    return Path(name).with_suffix(".json")
+
+
+def read_sidecar(image_file: str | os.PathLike) -> dict[str, Any]:
+    """The JSON sidecar beside ``image_file`` as a dict ({} when absent or not a JSON object)."""
+    try:
+        data = json.loads(sidecar_path(image_file).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

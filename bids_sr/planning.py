@@ -8,24 +8,29 @@ weights on disk, never on results computed during the run: what a guided method 
 its T2w registers badly is decided inside its node (see
 :class:`bids_sr.interfaces.superresolve.SuperResolve`), so the graph has one shape.
 
-``auto`` picks, per T1w: the guided model ``srrecnn-t2w`` when a T2w was found and the
-model has weights; else the mono model ``srrecnn`` when it has weights; else ``bspline``. The
-sentence that says why goes into the log and the sidecar (``MethodChoice``).
+``auto`` decides from evidence only (:mod:`bids_sr.evidence`): per T1w, from its acquisition
+family (isotropic or a 2D scan, :func:`t1w_acquisition`) and factors, the shipped weights
+whose model card validates the largest gain over bspline there on every held-out image; a
+guided model only when its card also shows a gain over its mono twin and the T2w is finer
+than the T1w along the axes being super-resolved (:func:`reference_problem`); else
+``bspline``. The sentence that says which evidence decided goes into the log and the sidecar
+(``MethodChoice``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from bids_sr.acquisition import Acquisition
 from bids_sr.bids import EXIT_DATA, EXIT_USAGE, BIDSError
 from bids_sr.config import Config
-from bids_sr.fileio import card_path
 from bids_sr.superresolve import GUIDED_METHODS, INTERPOLATION_METHODS, METHODS, default_weights
-from bids_sr.weights_lookup import default_weights_path, format_factors
+from bids_sr.weights_lookup import format_factors
 
 LOGGER = logging.getLogger("bids_sr")
 
@@ -33,6 +38,8 @@ LOGGER = logging.getLogger("bids_sr")
 MONO_METHOD = "srrecnn"
 #: What runs when no learned model can: cubic B-spline interpolation.
 BASELINE_METHOD = "bspline"
+#: A reference helps only where its voxels are at most this fraction of the T1w spacing.
+REFERENCE_FINER = 0.75
 
 
 @dataclass(frozen=True)
@@ -50,7 +57,9 @@ class MethodPlan:
     ``methods``: the methods to run on it, in order (no ``all``/``auto`` left);
     ``t2w``: the T2w that guides it (only T1ws that have one and may use it);
     ``choices``: the ``MethodChoice`` sentence of the method ``auto`` picked for it;
-    ``auto_methods``: that method; ``fallbacks``: what its guided methods fall back to.
+    ``auto_methods``: that method; ``fallbacks``: what its guided methods fall back to;
+    ``weights``: the shipped weights file ``auto`` validated, per T1w and method;
+    ``warnings``: per T1w and method, why an explicitly named method runs unvalidated.
     """
 
     methods: dict[str, list[str]] = field(default_factory=dict)
@@ -58,6 +67,12 @@ class MethodPlan:
     choices: dict[str, str] = field(default_factory=dict)
     auto_methods: dict[str, str] = field(default_factory=dict)
     fallbacks: dict[str, Fallback] = field(default_factory=dict)
+    weights: dict[str, dict[str, Path]] = field(default_factory=dict)
+    warnings: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def weights_for(self, t1w_file: str, method: str) -> Path | None:
+        """The shipped weights ``auto`` chose for ``method`` on the T1w (None: default)."""
+        return self.weights.get(t1w_file, {}).get(method)
 
     @property
     def all_methods(self) -> list[str]:
@@ -130,53 +145,123 @@ def weights_method(weights: Path) -> str:
         ) from exc
 
 
-def falls_short(method: str, factors: Sequence[float]) -> bool:
-    """True when the shipped weights' model card says they missed their acceptance figure.
+@dataclass(frozen=True)
+class AutoChoice:
+    """What ``auto`` runs on one T1w: the method, its shipped weights (None for bspline),
+    the ``MethodChoice`` sentence, and what a guided choice falls back to."""
 
-    ``auto`` then prefers the next method rather than a model that validated worse; the
-    user can still ask for it by name.
-    """
-    card = card_path(default_weights_path(method, factors))
-    try:
-        acceptance = json.loads(card.read_text())["validation"]["acceptance"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return acceptance.get("met") is False
+    method: str
+    weights: Path | None
+    sentence: str
+    fallback: Fallback | None = None
 
 
 def choose_auto(
-    factors: Sequence[float], t2w_file: str | None, *, t2w_mode: str = "auto"
-) -> tuple[str, str]:
-    """The method ``auto`` runs on one T1w and the sentence that says why."""
+    factors: Sequence[float],
+    family: str,
+    t2w_file: str | None,
+    *,
+    t2w_mode: str = "auto",
+    reference_problem: str | None = None,
+) -> AutoChoice:
+    """The method ``auto`` runs on one input, from the model cards' evidence only.
+
+    ``family`` is the input's acquisition family (``isotropic`` or ``slice``) and
+    ``factors`` its scale factors; a learned method qualifies only when its card validates
+    a gain over bspline there on every held-out image (a guided one also over its mono
+    twin, and only with a usable T2w: ``t2w_file`` given and ``reference_problem`` None).
+    The best validated gain wins; without any, bspline.
+    """
+    from bids_sr import weights_lookup
+    from bids_sr.evidence import shipped_evidence
+
     scale = f"×{format_factors(factors)}"
-    guided = GUIDED_METHODS[0]
-    guided_missing = missing_weights(guided, factors)
-    guided_short = not guided_missing and falls_short(guided, factors)
-    mono_ready = missing_weights(MONO_METHOD, factors) is None
-    if t2w_file and not guided_missing and not (guided_short and mono_ready):
-        fallback = fallback_for(factors)
-        return guided, (
-            f"auto chose {guided} (T2w-guided) because a T2w ({Path(t2w_file).name}) was "
-            f"found and {guided} has shipped weights at {scale}; if the T2w registers badly "
-            f"it falls back to {fallback.method}"
-        )
-    if t2w_file and guided_missing is None:
-        why = (
-            f"the shipped {guided} weights at {scale} fall short of their validation target "
-            f"(see their model card); ask for --method {guided} to use them anyway"
-        )
-    elif t2w_file:
-        why = f"{guided} has no shipped weights at {scale}"
-    elif t2w_mode == "none":
-        why = "--t2w-reference none"
+    guided_ok = bool(t2w_file) and reference_problem is None
+    found = shipped_evidence(weights_lookup.WEIGHTS_DIR, family, factors, guided_ok=guided_ok)
+    if t2w_file and reference_problem:
+        t2w_note = f"; the T2w {Path(t2w_file).name} is not used: {reference_problem}"
+    elif not t2w_file:
+        t2w_note = "; --t2w-reference none" if t2w_mode == "none" else ""
     else:
-        why = "no T2w of this participant was found"
-    if mono_ready:
-        return MONO_METHOD, f"auto chose {MONO_METHOD} (the mono model) because {why}"
-    return BASELINE_METHOD, (
-        f"auto chose {BASELINE_METHOD} (cubic B-spline interpolation) because {why} and "
-        f"{MONO_METHOD} has no shipped weights at {scale} either"
-    )
+        t2w_note = ""
+    if not found:
+        return AutoChoice(BASELINE_METHOD, None, (
+            f"auto chose {BASELINE_METHOD} (cubic B-spline interpolation) because no shipped "
+            f"model card validates a gain over {BASELINE_METHOD} for {family} inputs at "
+            f"{scale}{t2w_note}"
+        ))  # fmt: skip
+    best = found[0]
+    fallback = None
+    if best.method in GUIDED_METHODS:
+        mono = next((e for e in found if e.method not in GUIDED_METHODS), None)
+        fallback = (
+            Fallback(mono.method, f"{mono.method}, the best validated model without the T2w")
+            if mono
+            else Fallback(BASELINE_METHOD, f"{BASELINE_METHOD}, as no mono model is validated "
+                                           f"for {family} inputs at {scale}")
+        )  # fmt: skip
+    kind = " (T2w-guided)" if best.method in GUIDED_METHODS else ""
+    sentence = f"auto chose {best.method}{kind} because {best.sentence()}{t2w_note}"
+    return AutoChoice(best.method, best.weights, sentence, fallback)
+
+
+def t1w_acquisition(config: Config, t1w_file: str) -> Acquisition:
+    """The acquisition model of a T1w as a run sees it (exit 64 for impossible options).
+
+    Evaluation mode simulates its input: a 2D scan for ``--degradation slice``, else an
+    isotropic one, whatever the truth's own header says.
+    """
+    import nibabel as nib
+
+    from bids_sr.acquisition import AcquisitionError, describe_acquisition
+    from bids_sr.fileio import read_sidecar
+    from bids_sr.image import voxel_sizes
+
+    wf_settings = config.workflow
+    if wf_settings.evaluate:
+        factors = t1w_factors(config, t1w_file)
+        spacing = tuple(float(f) for f in factors)
+        if wf_settings.degradation != "slice":
+            return Acquisition(spacing=spacing)
+        return Acquisition(spacing=spacing, slice_axis=int(max(range(3), key=factors.__getitem__)),
+                           thickness=max(spacing), profile=wf_settings.slice_profile)  # fmt: skip
+    try:
+        return describe_acquisition(
+            voxel_sizes(nib.load(t1w_file).affine),
+            slice_thickness=wf_settings.slice_thickness,
+            sidecar_thickness=read_sidecar(t1w_file).get("SliceThickness"),
+            profile=wf_settings.slice_profile,
+        )
+    except AcquisitionError as exc:
+        raise BIDSError(f"{t1w_file}: {exc}", EXIT_USAGE) from exc
+
+
+def reference_problem(
+    t1w_file: str, t2w_file: str, factors: Sequence[float], *, evaluate: bool = False
+) -> str | None:
+    """Why a T2w cannot help super-resolve a T1w (None: it is finer along every SR axis).
+
+    Along each T1w axis that is upsampled, the T2w's voxel extent (the projection of its
+    voxel onto that direction, from both headers; the rigid registration changes it
+    little) must be at most :data:`REFERENCE_FINER` times the T1w's spacing. In
+    evaluation mode the reference sits on the HR truth's grid: finer by construction.
+    """
+    if evaluate:
+        return None
+    import nibabel as nib
+
+    t1w_axes = nib.load(t1w_file).affine[:3, :3]
+    t2w_axes = nib.load(t2w_file).affine[:3, :3]
+    for axis, factor in enumerate(factors):
+        if factor <= 1.0:
+            continue
+        spacing = float(np.linalg.norm(t1w_axes[:, axis]))
+        direction = t1w_axes[:, axis] / spacing
+        extent = float(np.abs(direction @ t2w_axes).sum())
+        if extent > REFERENCE_FINER * spacing:
+            return (f"it is not finer than the T1w along array axis {axis} ({extent:.2f} mm "
+                    f"against {spacing:.2f} mm)")  # fmt: skip
+    return None
 
 
 def _expand(
@@ -200,16 +285,53 @@ def _expand(
                 method = given_method
                 sentence = f"auto chose {method}, the method of --weights {config.workflow.weights}"
             else:
-                method, sentence = choose_auto(
-                    factors, t2w_file, t2w_mode=config.workflow.t2w_reference
-                )
+                problem = None
+                if t2w_file:
+                    problem = reference_problem(
+                        t1w_file, t2w_file, factors, evaluate=config.workflow.evaluate
+                    )
+                choice = choose_auto(
+                    factors, t1w_acquisition(config, t1w_file).family, t2w_file,
+                    t2w_mode=config.workflow.t2w_reference, reference_problem=problem,
+                )  # fmt: skip
+                method, sentence = choice.method, choice.sentence
+                if choice.weights is not None:
+                    plan.weights.setdefault(t1w_file, {})[method] = choice.weights
+                if choice.fallback is not None:
+                    plan.fallbacks[t1w_file] = choice.fallback
             plan.auto_methods[t1w_file] = method
             plan.choices[t1w_file] = sentence
-            LOGGER.warning("%s: %s", Path(t1w_file).name, sentence)
+            LOGGER.info("%s: %s", Path(t1w_file).name, sentence)
             methods.append(method)
         else:
             methods.append(token)
     return list(dict.fromkeys(methods))
+
+
+def _warn_unvalidated(config: Config, t1w_file: str, methods: Sequence[str],
+                      factors: Sequence[float], plan: MethodPlan) -> None:  # fmt: skip
+    """A learned method named explicitly outside what its card validates runs, with a
+    warning in the log and the sidecar (``MethodWarning``)."""
+    from bids_sr import weights_lookup
+    from bids_sr.evidence import shipped_evidence
+
+    if config.workflow.weights is not None or config.workflow.evaluate:
+        return
+    family = t1w_acquisition(config, t1w_file).family
+    validated = {
+        e.method for e in shipped_evidence(weights_lookup.WEIGHTS_DIR, family, factors,
+                                           guided_ok=True)
+    }  # fmt: skip
+    for method in methods:
+        if method in INTERPOLATION_METHODS or method in validated:
+            continue
+        if plan.auto_methods.get(t1w_file) == method:
+            continue
+        text = (f"no shipped model card of {method} validates a gain over bspline for "
+                f"{family} inputs at ×{format_factors(factors)}; it runs because you asked "
+                f"for it")  # fmt: skip
+        LOGGER.warning("%s: %s", Path(t1w_file).name, text)
+        plan.warnings.setdefault(t1w_file, {})[method] = text
 
 
 def plan_methods(
@@ -236,10 +358,12 @@ def plan_methods(
     for files in t1w_by_subject.values():
         for t1w_file in files:
             factors = t1w_factors(config, t1w_file)
+            t1w_acquisition(config, t1w_file)  # impossible slice options stop here (exit 64)
             t2w_file = t2w_files.get(t1w_file)
             methods = _expand(config, t1w_file, factors, t2w_file, plan, given_method)
+            _warn_unvalidated(config, t1w_file, methods, factors, plan)
             if any(m in GUIDED_METHODS for m in methods):
-                plan.fallbacks[t1w_file] = fallback_for(factors)
+                plan.fallbacks.setdefault(t1w_file, fallback_for(factors))
                 if t2w_file:
                     plan.t2w[t1w_file] = t2w_file
             plan.methods[t1w_file] = methods

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from bids_sr.image import as_factors, hr_shape
+from bids_sr.acquisition import Acquisition, consistency_psnr, enforce_consistency
+from bids_sr.image import as_factors, foreground_mask, hr_shape
 from bids_sr.interpolation import INTERPOLATION_ORDERS, interpolate
 
 NETWORK_METHODS = ("fsrcnn", "espcn", "srgan", "srrecnn", "srrecnn-t2w")
@@ -62,13 +63,20 @@ def super_resolve(
     seed: int = 0,
     progress: bool = False,
     amp: str | None = None,
+    acquisition: Acquisition | None = None,
+    data_consistency: bool = True,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Super-resolve a normalised LR volume; return the HR volume and a run report.
 
     ``lr`` is float32 scaled to about [0, 1] (see :class:`bids_sr.image.Normalisation`);
     ``reference`` is an HR image already on the output grid (T2w, for guided methods);
     ``amp`` (bf16/fp16) asks networks for mixed precision on CUDA.
-    The report holds at least ``method``, ``device`` and ``runtime_s``.
+    ``acquisition`` is how ``lr`` was acquired (default: an isotropic 3D scan); with
+    ``data_consistency`` the result is corrected so that it projects back onto ``lr``
+    (:func:`bids_sr.acquisition.enforce_consistency`).
+    The report holds at least ``method``, ``device``, ``runtime_s`` and
+    ``data_consistency_psnr`` (PSNR of the projected result against ``lr`` in the head,
+    dB; ``data_consistency_psnr_before`` too when the correction ran).
     """
     check_method(method)
     factors = as_factors(scale)
@@ -101,5 +109,29 @@ def super_resolve(
     expected = hr_shape(lr.shape, factors)
     if hr.shape != expected:
         raise RuntimeError(f"{method} produced shape {hr.shape}, expected {expected}")
+    hr, checked = _consistency(hr, lr, acquisition, data_consistency)
+    report.update(checked)
     report = {"method": method, "runtime_s": time.perf_counter() - start, **report}
     return hr.astype(np.float32, copy=False), report
+
+
+def _consistency(
+    hr: np.ndarray, lr: np.ndarray, acquisition: Acquisition | None, enforce: bool
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Score (and, when ``enforce``, correct) ``hr`` against the acquired ``lr``."""
+    acquisition = acquisition or Acquisition(spacing=(1.0, 1.0, 1.0))
+    head = foreground_mask(lr)
+    before = consistency_psnr(hr, lr, acquisition, mask=head)
+    out: dict[str, Any] = {"data_consistency": bool(enforce), **acquisition.describe()}
+    if enforce:
+        hr = enforce_consistency(hr, lr, acquisition)
+        out["data_consistency_psnr_before"] = _db(before)
+        out["data_consistency_psnr"] = _db(consistency_psnr(hr, lr, acquisition, mask=head))
+    else:
+        out["data_consistency_psnr"] = _db(before)
+    return hr, out
+
+
+def _db(value: float) -> float:
+    """A PSNR rounded for a sidecar (JSON has no infinity: an exact match reports 999)."""
+    return round(min(float(value), 999.0), 2)

@@ -83,3 +83,20 @@ def test_not_a_dataset(tmp_path):
     with pytest.raises(BIDSError) as info:
         check_dataset(tmp_path)
     assert info.value.code == EXIT_VALIDATION and "dataset_description.json" in str(info.value)
+
+
+def test_participant_without_t1w_is_skipped_when_others_have_one(tmp_path, caplog):
+    """A FLAIR-only participant of a clinical dataset: said in the log, the others go on."""
+    import shutil
+
+    (tmp_path / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.9.0"}')
+    (tmp_path / "sub-05" / "anat").mkdir(parents=True)
+    (tmp_path / "sub-05" / "anat" / "sub-05_FLAIR.nii.gz").write_bytes(b"")
+    (tmp_path / "sub-06" / "anat").mkdir(parents=True)
+    demo = Path(__file__).resolve().parents[1] / "bids_sr" / "data" / "demo"
+    demo_t1w = demo / "sub-01" / "anat" / "sub-01_T1w.nii.gz"
+    shutil.copy(demo_t1w, tmp_path / "sub-06" / "anat" / "sub-06_T1w.nii.gz")
+    layout = load_layout(tmp_path, ["05", "06"], validate=False)
+    found = collect_t1w(layout, ["05", "06"])
+    assert list(found) == ["06"]
+    assert "sub-05: participant has no T1w image; skipped" in caplog.text

@@ -45,6 +45,21 @@ def no_shipped_weights(tmp_path, monkeypatch):
     return folder
 
 
+def write_evidence_card(folder: Path, method: str, family: str, factors: list[float],
+                        gains: dict[str, float], over_mono: dict[str, float] | None = None,
+                        ) -> Path:  # fmt: skip
+    """A weights file (empty: planning never loads it) and a card with one evidence record."""
+    stem = f"{method}_x{'x'.join(f'{f:g}' for f in factors)}"
+    (folder / f"{stem}.safetensors").write_bytes(b"")
+    record = {"family": family, "degradation": "slice" if family == "slice" else "gaussian",
+              "factors": factors, "data_consistency": True, "gain_over_bspline": gains}
+    if over_mono is not None:
+        record["gain_over_mono"] = over_mono
+    card = {"method": method, "needs_t2w": method == "srrecnn-t2w", "evidence": [record]}
+    (folder / f"{stem}.card.json").write_text(json.dumps(card))
+    return folder / f"{stem}.safetensors"
+
+
 def _tiny_weights(path: Path, method: str = "srrecnn-t2w") -> Path:
     import torch
 
@@ -73,20 +88,21 @@ def test_desc_label_is_bids_alphanumeric():
     assert re.fullmatch(r"[0-9a-zA-Z]+", desc_label("srrecnn-t2w"))
 
 
-def test_auto_picks_guided_mono_or_bspline_per_t1w(tmp_path, no_shipped_weights):
+def test_auto_picks_validated_mono_or_bspline_per_t1w(tmp_path, no_shipped_weights):
     plan = plan_methods(_config(tmp_path, methods=["auto"]), T1W, T2W)
     assert {t1w: m for t1w, m in plan.methods.items()} == {t: ["bspline"] for t in [SUB01, *SUB02]}
-    assert "srrecnn-t2w has no shipped weights" in plan.choices[SUB01]
-    assert "no T2w of this participant was found" in plan.choices[SUB02[0]]
+    assert "no shipped model card validates a gain over bspline" in plan.choices[SUB01]
+    # the demo T2w is as coarse as the T1w: never a guide, and the sentence says why
+    assert "is not used: it is not finer than the T1w" in plan.choices[SUB01]
     assert plan.t2w == {}  # no guided method runs: nothing to register
-    # weights for both models: the guided one where a T2w exists, the mono one elsewhere
-    for method in ("srrecnn", "srrecnn-t2w"):
-        (no_shipped_weights / f"{method}_x2x2x2.safetensors").write_bytes(b"")
+    # validated weights for both models: the demo's 2 mm T2w still cannot guide
+    write_evidence_card(no_shipped_weights, "srrecnn", "isotropic", [2, 2, 2], {"a": 1.0})
+    write_evidence_card(no_shipped_weights, "srrecnn-t2w", "isotropic", [2, 2, 2], {"a": 2.0},
+                        over_mono={"a": 1.0})  # fmt: skip
     plan = plan_methods(_config(tmp_path, methods=["auto"]), T1W, T2W)
-    assert plan.methods[SUB01] == ["srrecnn-t2w"] and plan.t2w == T2W
-    assert plan.methods[SUB02[1]] == ["srrecnn"]
-    assert plan.method_choice(SUB01, "srrecnn-t2w").startswith("auto chose srrecnn-t2w")
-    assert plan.fallbacks[SUB01].method == "srrecnn"
+    assert plan.methods[SUB01] == ["srrecnn"] and plan.methods[SUB02[1]] == ["srrecnn"]
+    assert plan.weights_for(SUB01, "srrecnn") == no_shipped_weights / "srrecnn_x2x2x2.safetensors"
+    assert "validates it on isotropic inputs at ×2x2x2: at least +1.00 dB" in plan.choices[SUB01]
     # --t2w-reference none: no guide anywhere, and the sentence says so
     plan = plan_methods(_config(tmp_path, methods=["auto"], t2w_reference="none"), T1W, {})
     assert plan.methods[SUB01] == ["srrecnn"]
@@ -272,9 +288,11 @@ def test_auto_without_weights_is_bspline_and_says_why(tmp_path, run_cli, no_ship
     meta = _sidecar(out, SUB01, "bspline")
     assert meta["Method"] == "bspline"
     assert meta["MethodChoice"] == (
-        "auto chose bspline (cubic B-spline interpolation) because --t2w-reference none and "
-        "srrecnn has no shipped weights at ×1.5x1.5x1.5 either"
+        "auto chose bspline (cubic B-spline interpolation) because no shipped model card "
+        "validates a gain over bspline for isotropic inputs at ×1.5x1.5x1.5; "
+        "--t2w-reference none"
     )
+    assert meta["DataConsistencyPSNR"] >= 40 and meta["AcquisitionModel"] == "isotropic"
     assert "T2wReference" not in meta and not list(out.glob("**/*_xfm.txt"))
 
 
@@ -327,22 +345,3 @@ def test_evaluation_graph_registers_the_t2w_of_guided_t1w_only(tmp_path, no_ship
     assert len(evaluations) == 3
     sub02 = [n for name, n in evaluations.items() if "single_subject_02" in name]
     assert all(n.inputs.methods == ["bspline"] for n in sub02)  # guided skipped: no T2w
-
-
-def test_auto_skips_guided_weights_that_fall_short(tmp_path, monkeypatch):
-    """A guided model whose card says it missed its target is not auto's choice."""
-    import json
-
-    import bids_sr.weights_lookup as weights_lookup
-    from bids_sr.planning import choose_auto
-
-    monkeypatch.setattr(weights_lookup, "WEIGHTS_DIR", tmp_path)
-    for method, met in (("srrecnn-t2w", False), ("srrecnn", True)):
-        (tmp_path / f"{method}_x2x2x2.safetensors").write_bytes(b"")
-        card = {"validation": {"acceptance": {"met": met}}}
-        (tmp_path / f"{method}_x2x2x2.card.json").write_text(json.dumps(card))
-    method, why = choose_auto((2.0, 2.0, 2.0), "sub-01_T2w.nii.gz")
-    assert method == "srrecnn" and "fall short" in why
-    card = {"validation": {"acceptance": {"met": True}}}
-    (tmp_path / "srrecnn-t2w_x2x2x2.card.json").write_text(json.dumps(card))
-    assert choose_auto((2.0, 2.0, 2.0), "sub-01_T2w.nii.gz")[0] == "srrecnn-t2w"

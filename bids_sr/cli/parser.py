@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from bids_sr.__about__ import __version__
+from bids_sr.acquisition import PROFILES
 from bids_sr.bids import EXIT_USAGE
 from bids_sr.config import Config, Execution, Nipype, Seeds, Workflow
 from bids_sr.degrade import PRESETS
@@ -183,6 +184,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--tile-overlap", type=float, metavar="FRACTION", help="overlap between inference tiles"
     )
 
+    acquisition = parser.add_argument_group(
+        "Acquisition model",
+        "how the input was acquired: a 2D scan (its coarse axis is the slice axis) or an "
+        "isotropic 3D scan; used by data consistency and the thick-slice methods",
+    )
+    acquisition.add_argument(
+        "--slice-thickness",
+        type=float,
+        metavar="MM",
+        help="slice thickness of 2D inputs (default: the sidecar's SliceThickness, else the "
+        "slice spacing); gap = spacing - thickness, negative for overlapping slices",
+    )
+    acquisition.add_argument(
+        "--slice-profile",
+        choices=PROFILES,
+        default="rect",
+        help="slice profile of 2D inputs (gaussian: FWHM = thickness)",
+    )
+    acquisition.add_argument(
+        "--no-data-consistency",
+        dest="data_consistency",
+        action="store_false",
+        help="do not correct the result so that, projected through the acquisition model, it "
+        "returns the input (DataConsistencyPSNR is still measured and reported)",
+    )
+
     evaluation = parser.add_argument_group("Evaluation")
     evaluation.add_argument(
         "--evaluate",
@@ -197,6 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="gaussian",
         help="how the low-resolution image is simulated in evaluation mode (the training "
         "presets of bids_sr.degrade)",
+    )
+    evaluation.add_argument(
+        "--slice-gap",
+        type=float,
+        metavar="MM",
+        help="evaluation with --degradation slice: gap between the simulated slices "
+        "(instead of --slice-thickness; negative = overlap)",
     )
     evaluation.add_argument(
         "--derivatives",
@@ -288,6 +322,20 @@ def _inside(path: Path, folder: Path) -> bool:
         return False
 
 
+def _check_slice_options(parser: argparse.ArgumentParser, opts: argparse.Namespace) -> None:
+    """Slice options that describe no scan stop here (the image-dependent checks, such as a
+    thickness above 3 slice spacings, run per T1w before the run)."""
+    if opts.slice_thickness is not None and not (opts.slice_thickness > 0):
+        parser.error(f"--slice-thickness must be positive, got {opts.slice_thickness:g}")
+    if opts.slice_gap is not None:
+        if not opts.evaluate or opts.degradation != "slice":
+            parser.error("--slice-gap is used only with --evaluate --degradation slice")
+        if opts.slice_thickness is not None:
+            parser.error("give --slice-thickness or --slice-gap, not both")
+    if opts.evaluate and opts.slice_thickness is not None and opts.degradation != "slice":
+        parser.error("--slice-thickness in evaluation mode needs --degradation slice")
+
+
 def parse_args(argv: list[str] | None = None) -> Config:
     """Parse and check the command line; return the run configuration."""
     parser = build_parser()
@@ -308,6 +356,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         parser.error("--evaluate degrades by --scale factors; --output-resolution cannot be used")
     if opts.derivatives and not opts.evaluate:
         parser.error("--derivatives is used only with --evaluate")
+    _check_slice_options(parser, opts)
     methods = [opts.method] if isinstance(opts.method, str) else list(dict.fromkeys(opts.method))
     if opts.t2w_reference not in ("auto", "none") and "{" not in opts.t2w_reference:
         if not Path(opts.t2w_reference).is_file():
@@ -355,6 +404,10 @@ def parse_args(argv: list[str] | None = None) -> Config:
             tile_size=opts.tile_size,
             tile_overlap=opts.tile_overlap,
             amp=opts.amp,
+            slice_thickness=opts.slice_thickness,
+            slice_gap=opts.slice_gap,
+            slice_profile=opts.slice_profile,
+            data_consistency=opts.data_consistency,
         ),
         nipype=Nipype(
             plugin=plugin,

@@ -25,13 +25,20 @@ from nipype.interfaces.base import (
 
 from bids_sr.__about__ import __version__
 from bids_sr.bids import bids_uri, derivative_path, resolution_field
-from bids_sr.fileio import atomic_path, write_json_atomic
+from bids_sr.fileio import atomic_path, read_sidecar, write_json_atomic
 
 # Acquisition metadata that remains true of a super-resolved image of the same acquisition
 CARRIED_METADATA = (
     "Manufacturer", "ManufacturersModelName", "MagneticFieldStrength", "ReceiveCoilName",
     "PulseSequenceType", "ScanningSequence", "SequenceVariant", "MRAcquisitionType",
     "EchoTime", "InversionTime", "RepetitionTime", "FlipAngle",
+)  # fmt: skip
+
+
+# The acquisition model's fields (bids_sr.acquisition.Acquisition.describe)
+ACQUISITION_FIELDS = (
+    "AcquisitionModel", "InputSliceAxis", "InputSliceSpacing", "InputSliceThickness",
+    "InputSliceGap", "InputSliceProfile",
 )  # fmt: skip
 
 
@@ -52,13 +59,7 @@ class DerivativesDataSinkOutputSpec(TraitedSpec):
 
 
 def _source_metadata(source_file: str) -> dict:
-    sidecar = Path(str(source_file).replace(".nii.gz", ".json").replace(".nii", ".json"))
-    if not sidecar.exists():
-        return {}
-    try:
-        data = json.loads(sidecar.read_text())
-    except ValueError:
-        return {}
+    data = read_sidecar(source_file)
     return {key: data[key] for key in CARRIED_METADATA if key in data}
 
 
@@ -94,6 +95,10 @@ def build_sidecar(source_file: str, bids_dir: str, desc: str, res: str, report: 
         "InputShape": report.get("input_shape"),
         "OutputShape": report.get("output_shape"),
         "IntensityNormalisation": report.get("intensity_normalisation"),
+        "DataConsistency": report.get("data_consistency"),
+        "DataConsistencyPSNR": report.get("data_consistency_psnr"),
+        "DataConsistencyPSNRBefore": report.get("data_consistency_psnr_before"),
+        **{key: report[key] for key in ACQUISITION_FIELDS if key in report},
         "Device": report.get("device"),
         "RunTime": report.get("runtime_s"),
         "SoftwareVersion": f"bids_sr {__version__}",

@@ -37,9 +37,11 @@ from nipype.interfaces.base import (
 )
 
 from bids_sr.__about__ import __version__
+from bids_sr.acquisition import PROFILES, simulated_acquisition
 from bids_sr.degrade import PRESETS
 from bids_sr.evaluation import evaluate_image, sidecar_path, write_metrics_tsv
 from bids_sr.image import load_volume, save_volume
+from bids_sr.interfaces.superresolve import optional_input
 from bids_sr.masks import mask_on_grid
 from bids_sr.superresolve import GUIDED_METHODS, METHODS
 
@@ -74,6 +76,16 @@ class EvaluateSuperResolutionInputSpec(BaseInterfaceInputSpec):
     )  # fmt: skip
     reference_summary = traits.Dict(desc="registration figures, copied into the sidecar")
     source = traits.Str(desc="text of the TSV's source column (default: in_file's name)")
+    slice_thickness = traits.Float(desc="slice thickness (mm) of the simulated 2D scan")
+    slice_gap = traits.Float(desc="gap (mm) between the simulated slices (instead of thickness)")
+    slice_profile = traits.Enum(*PROFILES, usedefault=True, desc="simulated slice profile")
+    data_consistency = traits.Bool(
+        True, usedefault=True, desc="run every method with data consistency, as a run does"
+    )
+    auto_choice = traits.Enum(
+        *METHODS, desc="the method --method auto picks for this simulated input: a row "
+        "'auto' repeats its scores"
+    )
     report_methods = traits.List(
         traits.Str, desc="methods whose results are kept as images (default: every method)"
     )
@@ -129,6 +141,15 @@ class EvaluateSuperResolution(SimpleInterface):
         if not isdefined(source):
             source = Path(self.inputs.in_file).name
         arrays: dict = {}
+        factors = list(self.inputs.scale) * (3 if len(self.inputs.scale) == 1 else 1)
+        acquisition = None
+        if self.inputs.degradation == "slice":
+            acquisition = simulated_acquisition(
+                volume.zooms, factors,
+                thickness=optional_input(self.inputs.slice_thickness),
+                gap=optional_input(self.inputs.slice_gap),
+                profile=self.inputs.slice_profile,
+            )  # fmt: skip
         rows = evaluate_image(
             volume.data,
             volume.affine,
@@ -141,6 +162,9 @@ class EvaluateSuperResolution(SimpleInterface):
             device=self.inputs.device,
             source=source,
             arrays=arrays,
+            acquisition=acquisition,
+            data_consistency=self.inputs.data_consistency,
+            auto_choice=optional_input(self.inputs.auto_choice),
         )
         rows = [{key: _plain(value) for key, value in row.items()} for row in rows]
 
@@ -150,6 +174,8 @@ class EvaluateSuperResolution(SimpleInterface):
         meta.update(
             Sources=[source],
             Degradation=self.inputs.degradation,
+            DataConsistency=bool(self.inputs.data_consistency),
+            **(acquisition.describe() if acquisition else {"AcquisitionModel": "isotropic"}),
             ScaleFactor=list(self.inputs.scale),
             Mask=mask_source,
             SoftwareVersion=f"bids_sr {__version__}",

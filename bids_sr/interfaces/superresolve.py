@@ -38,6 +38,8 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from bids_sr.acquisition import PROFILES, Acquisition, describe_acquisition
+from bids_sr.fileio import read_sidecar
 from bids_sr.image import (
     effective_factors,
     hr_shape,
@@ -80,6 +82,15 @@ class SuperResolveInputSpec(BaseInterfaceInputSpec):
     amp = traits.Enum("none", "bf16", "fp16", usedefault=True, desc="mixed precision on CUDA")
     progress = traits.Bool(False, usedefault=True, desc="show a progress bar")
     out_name = traits.Str("sr.nii.gz", usedefault=True, desc="output file name")
+    slice_thickness = traits.Float(
+        desc="slice thickness (mm) of a 2D input (default: the sidecar's SliceThickness, "
+        "else the slice spacing)"
+    )
+    slice_profile = traits.Enum(*PROFILES, usedefault=True, desc="slice profile of a 2D input")
+    data_consistency = traits.Bool(
+        True, usedefault=True,
+        desc="correct the result so that it projects back onto the input (acquisition model)",
+    )
     use_gpu = traits.Bool(
         False,
         usedefault=True,
@@ -112,6 +123,15 @@ class SuperResolve(SimpleInterface):
     def _factors(self, affine: np.ndarray) -> tuple[float, float, float]:
         return requested_factors(
             affine, optional_input(self.inputs.scale), optional_input(self.inputs.output_resolution)
+        )
+
+    def _acquisition(self, affine: np.ndarray) -> Acquisition:
+        """The acquisition model of the input: header voxel sizes, sidecar, user's options."""
+        return describe_acquisition(
+            voxel_sizes(affine),
+            slice_thickness=optional_input(self.inputs.slice_thickness),
+            sidecar_thickness=read_sidecar(self.inputs.in_file).get("SliceThickness"),
+            profile=self.inputs.slice_profile,
         )
 
     def _reference(self, normalise_shape: tuple[int, int, int]) -> np.ndarray | None:
@@ -176,6 +196,8 @@ class SuperResolve(SimpleInterface):
             seed=self.inputs.seed,
             progress=self.inputs.progress,
             amp=None if self.inputs.amp == "none" else self.inputs.amp,
+            acquisition=self._acquisition(volume.affine),
+            data_consistency=self.inputs.data_consistency,
         )
         out_affine = upsampled_affine(volume.affine, factors)
         out_file = save_volume(

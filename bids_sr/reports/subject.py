@@ -35,6 +35,10 @@ PROVENANCE_FIRST = (
     "FallbackFrom",
     "FallbackReason",
     "MethodChoice",
+    "MethodWarning",
+    "DataConsistencyPSNR",
+    "DataConsistencyPSNRBefore",
+    "AcquisitionModel",
     "T2wReference",
     "RegistrationQualityNMI",
     "RegistrationUsable",
@@ -98,6 +102,24 @@ def provenance(sidecar: Mapping[str, Any]) -> dict[str, Any]:
     return ordered
 
 
+def consistency_sentence(sidecar: Mapping[str, Any]) -> str:
+    """How well the output agrees with what was acquired, in words a reader can check."""
+    model = sidecar.get("AcquisitionModel", "isotropic")
+    if model == "slice":
+        how = (f"averaged over each acquired slice ({sidecar.get('InputSliceThickness')} mm "
+               f"{sidecar.get('InputSliceProfile', 'rect')} profile, gap "
+               f"{sidecar.get('InputSliceGap')} mm)")  # fmt: skip
+    else:
+        how = "averaged over each input voxel"
+    text = (f"Data consistency: the output, {how}, reproduces the input at "
+            f"{sidecar['DataConsistencyPSNR']} dB PSNR inside the head")  # fmt: skip
+    if sidecar.get("DataConsistencyPSNRBefore") is not None:
+        text += f" ({sidecar['DataConsistencyPSNRBefore']} dB before the correction)"
+    elif sidecar.get("DataConsistency") is False:
+        text += " (no correction: --no-data-consistency)"
+    return text + "."
+
+
 def entry_section(entry: Mapping[str, Any]) -> str:
     """The HTML of one output: figure, optional overlay and metrics, provenance."""
     title = str(entry.get("title") or Path(entry["output_path"]).name)
@@ -124,6 +146,8 @@ def entry_section(entry: Mapping[str, Any]) -> str:
             f'of {html.escape(str(sidecar["FallbackFrom"]))}</strong>: '
             f'{html.escape(str(sidecar.get("FallbackReason", "")))}.</p>'
         )
+    if sidecar.get("DataConsistencyPSNR") is not None:
+        parts.append(f'<p class="note">{html.escape(consistency_sentence(sidecar))}</p>')
     parts.append(html.image(png_data_uri(comparison_png(layers, grid)), f"{title}: slices"))
     if entry.get("t2w_registered_path"):
         overlay = registration_overlay_png(entry["input_path"], entry["t2w_registered_path"])

@@ -15,7 +15,7 @@ from bids_sr.reports.figures import Layer, comparison_png, display_grid, png_dat
 
 COLUMNS = (
     "participant_id", "session_id", "file", "method", "scale_factor", "input_voxel_size_mm",
-    "output_voxel_size_mm", "output_shape", "device", "runtime_s",
+    "output_voxel_size_mm", "output_shape", "data_consistency_psnr", "device", "runtime_s",
 )  # fmt: skip
 
 
@@ -36,6 +36,7 @@ def collect_outputs(output_dir: Path) -> list[dict]:
                 "input_voxel_size_mm": _fmt(meta.get("InputVoxelSize")),
                 "output_voxel_size_mm": _fmt(meta.get("OutputVoxelSize")),
                 "output_shape": _fmt(meta.get("OutputShape")),
+                "data_consistency_psnr": _fmt(meta.get("DataConsistencyPSNR")),
                 "device": meta.get("Device", "n/a"),
                 "runtime_s": f"{meta['RunTime']:.2f}" if "RunTime" in meta else "n/a",
                 "_image": image,

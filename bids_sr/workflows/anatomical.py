@@ -51,6 +51,9 @@ def init_anat_sr_wf(
     guided: bool = False,
     fallback_method: str | None = None,
     fallback_note: str | None = None,
+    slice_thickness: float | None = None,
+    slice_profile: str = "rect",
+    data_consistency: bool = True,
     name: str = "anat_sr_wf",
 ) -> pe.Workflow:
     """Super-resolve one T1w image with ``method``.
@@ -64,6 +67,8 @@ def init_anat_sr_wf(
     (intensities on the input's scale); ``report_json`` — what was done (method, factors,
     voxel sizes, device, runtime) for the sidecar.
 
+    ``slice_thickness``/``slice_profile`` describe a 2D input (see bids_sr.acquisition);
+    ``data_consistency`` corrects the result so that it projects back onto the input.
     ``t1w_file`` is used only to size the node's memory request for schedulers.
     """
     workflow = pe.Workflow(name=name)
@@ -77,13 +82,13 @@ def init_anat_sr_wf(
     )
 
     settings = {"method": method, "device": device, "seed": seed, "progress": progress}
-    settings["amp"] = amp
+    settings.update(amp=amp, slice_profile=slice_profile, data_consistency=data_consistency)
     if output_resolution:
         settings["output_resolution"] = output_resolution
     else:
         settings["scale"] = list(scale)
     optional = {"weights": str(weights) if weights else None, "tile_size": tile_size}
-    optional["tile_overlap"] = tile_overlap
+    optional.update(tile_overlap=tile_overlap, slice_thickness=slice_thickness)
     optional.update(fallback_method=fallback_method, fallback_note=fallback_note)
     settings.update({key: value for key, value in optional.items() if value is not None})
     # GPU nodes take one of MultiProc's n_gpu_procs slots per CPU thread they declare

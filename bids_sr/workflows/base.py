@@ -111,7 +111,7 @@ def _add_super_resolution(
                 method=method,
                 scale=wf_settings.scale,
                 output_resolution=wf_settings.output_resolution,
-                weights=wf_settings.weights if method not in INTERPOLATION_METHODS else None,
+                weights=_weights(wf_settings.weights, plan, t1w_file, method),
                 device=wf_settings.device,
                 tile_size=wf_settings.tile_size,
                 tile_overlap=wf_settings.tile_overlap,
@@ -121,6 +121,9 @@ def _add_super_resolution(
                 guided=guided and ref_wf is not None,
                 fallback_method=fallback.method if fallback else None,
                 fallback_note=fallback.note if fallback else None,
+                slice_thickness=wf_settings.slice_thickness,
+                slice_profile=wf_settings.slice_profile,
+                data_consistency=wf_settings.data_consistency,
                 name=f"anat_{tag}_{_name_tag(method)}_wf",
             )
             anat_wf.inputs.inputnode.t1w = t1w_file
@@ -130,6 +133,9 @@ def _add_super_resolution(
             choice = plan.method_choice(t1w_file, method)
             if choice:
                 metadata["MethodChoice"] = choice
+            warning = plan.warnings.get(t1w_file, {}).get(method)
+            if warning:
+                metadata["MethodWarning"] = warning
             ds_wf = init_ds_sr_wf(
                 bids_dir=config.execution.bids_dir,
                 output_dir=config.execution.output_dir,
@@ -173,6 +179,14 @@ def _add_super_resolution(
     ])  # fmt: skip
 
 
+def _weights(given: Path | None, plan: MethodPlan, t1w_file: str, method: str) -> Path | None:
+    """The weights a learned method runs with: --weights, else those ``auto`` validated,
+    else None (the shipped default for the factors)."""
+    if method in INTERPOLATION_METHODS:
+        return None
+    return given or plan.weights_for(t1w_file, method)
+
+
 def _add_evaluation(
     workflow,
     report,
@@ -183,7 +197,7 @@ def _add_evaluation(
 ) -> None:
     wf_settings = config.workflow
     learned = [m for m in plan.all_methods if m not in INTERPOLATION_METHODS]
-    weights = {learned[0]: str(wf_settings.weights)} if wf_settings.weights and learned else None
+    given = {learned[0]: str(wf_settings.weights)} if wf_settings.weights and learned else {}
     merge_reports = pe.Node(niu.Merge(len(t1w_files)), name="merge_evaluations")
     for number, t1w_file in enumerate(t1w_files, start=1):
         tag = _file_tag(t1w_file)
@@ -191,14 +205,21 @@ def _add_evaluation(
         methods = plan.methods.get(t1w_file) or ["bspline"]
         t2w_file = plan.t2w.get(t1w_file)
         guided = bool(t2w_file) and any(m in GUIDED_METHODS for m in methods)
+        weights = {**{m: str(p) for m, p in plan.weights.get(t1w_file, {}).items()}, **given}
+        auto_choice = plan.auto_methods.get(t1w_file)
         eval_wf = init_evaluation_wf(
             t1w_file=t1w_file,
             methods=methods,
             scale=wf_settings.scale,
             degradation=wf_settings.degradation,
-            weights=weights,
+            weights=weights or None,
             device=wf_settings.device,
             report_methods=methods,
+            acquisition_settings={
+                "slice_thickness": wf_settings.slice_thickness, "slice_gap": wf_settings.slice_gap,
+                "slice_profile": wf_settings.slice_profile, "auto_choice": auto_choice,
+                "data_consistency": wf_settings.data_consistency,
+            },  # fmt: skip
             omp_nthreads=config.nipype.omp_nthreads,
             guided=guided,
             seed=config.seeds.random_seed,

@@ -31,6 +31,7 @@ def init_evaluation_wf(
     omp_nthreads: int = 1,
     guided: bool = False,
     seed: int = 0,
+    acquisition_settings: dict | None = None,
     name: str = "evaluation_wf",
 ) -> pe.Workflow:
     """Degrade one T1w by ``scale`` (``degradation`` preset), super-resolve it back with each
@@ -45,6 +46,8 @@ def init_evaluation_wf(
     Outputs (``outputnode``): ``metrics_tsv``, ``metrics_json`` — the table and its sidecar;
     ``report_json`` — the images and rows the subject report shows.
 
+    ``acquisition_settings``: more inputs of EvaluateSuperResolution (``slice_thickness``,
+    ``slice_gap``, ``slice_profile``, ``data_consistency``, ``auto_choice``).
     ``t1w_file`` is used only to size the node's memory request for schedulers.
     """
     workflow = pe.Workflow(name=name)
@@ -60,6 +63,7 @@ def init_evaluation_wf(
         settings["weights"] = {key: str(value) for key, value in weights.items()}
     if report_methods is not None:
         settings["report_methods"] = list(report_methods)
+    settings.update({k: v for k, v in (acquisition_settings or {}).items() if v is not None})
     evaluate = pe.Node(
         EvaluateSuperResolution(**settings),
         name="evaluate",

@@ -1,0 +1,146 @@
+"""What the model cards prove: validated gains per acquisition family and factor.
+
+``auto`` decides from these records only. A card's ``evidence`` list holds one record per
+validation run of ``scripts/validate_shipped.py`` (images never used in training, the run's
+own pipeline: degrade, super-resolve, data consistency, score):
+
+.. code-block:: json
+
+    {"family": "slice", "degradation": "slice", "factors": [1, 1, 3],
+     "thickness_ratio": 1.0, "profile": "rect", "data_consistency": true,
+     "gain_over_bspline": {"chris": 0.41, "openms19": 0.63},
+     "gain_over_mono": {"openms19": 1.2},
+     "command": "python scripts/validate_shipped.py ..."}
+
+A method is *validated* for an input when a record of the input's family brackets the
+input's factor (or lies within :data:`FACTOR_TOLERANCE` of it) and every image of every
+such record gained over B-spline (and, for a guided model, over its mono twin). The gain
+``auto`` ranks by is the smallest per-image gain of the records used: the promise it can keep.
+
+Part of the numerical core (reads JSON only).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+#: A record validates factors within this distance of its own.
+FACTOR_TOLERANCE = 0.25
+#: Axes other than the SR axis of a 2D scan must be at most this factor.
+INPLANE_TOLERANCE = 1.05
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Why a weights file may be used for an input: the records that validate it."""
+
+    weights: Path
+    method: str
+    family: str
+    factor: float
+    gain: float  # the smallest per-image gain over bspline of the records used (dB)
+    gain_over_mono: float | None
+    records: tuple[dict, ...]
+
+    def sentence(self) -> str:
+        """How the log and the sidecar's MethodChoice state the evidence."""
+        scales = ", ".join(
+            "×" + "x".join(f"{f:g}" for f in record["factors"]) for record in self.records
+        )
+        images = sorted({name for r in self.records for name in r["gain_over_bspline"]})
+        text = (
+            f"its model card ({self.weights.name}) validates it on {self.family} inputs at "
+            f"{scales}: at least {self.gain:+.2f} dB brain PSNR over bspline on each held-out "
+            f"image ({', '.join(images)})"
+        )
+        if self.gain_over_mono is not None:
+            text += f" and {self.gain_over_mono:+.2f} dB over the mono model"
+        return text
+
+
+def sr_factor(family: str, factors: Sequence[float]) -> float | None:
+    """The one factor that a family's evidence is indexed by, or None when none applies.
+
+    ``slice``: the factor along the slice axis (the largest), with the other axes left at
+    about 1; ``isotropic``: the common factor of three about equal factors.
+    """
+    values = sorted(float(f) for f in factors)
+    if family == "slice":
+        return values[2] if values[1] <= INPLANE_TOLERANCE and values[2] > 1 else None
+    if values[2] <= 1 or values[2] > values[0] * 1.1:
+        return None
+    return values[2]
+
+
+def _positive(record: dict, guided: bool) -> bool:
+    gains = list(record["gain_over_bspline"].values())
+    if guided:
+        over_mono = record.get("gain_over_mono") or {}
+        gains += list(over_mono.values()) if over_mono else [float("-inf")]
+    return bool(gains) and min(gains) > 0
+
+
+def validated(
+    weights: Path, method: str, card: dict, family: str, factors: Sequence[float], *,
+    guided: bool = False,
+) -> Evidence | None:
+    """The evidence that ``weights`` (its ``card`` dict) help an input of ``family`` at
+    ``factors``, or None when the card does not show it."""
+    factor = sr_factor(family, factors)
+    if factor is None:
+        return None
+    records = [
+        r for r in card.get("evidence", [])
+        if isinstance(r, dict) and r.get("gain_over_bspline") and r.get("family") == family
+        and r.get("data_consistency", True) and sr_factor(family, r["factors"]) is not None
+    ]  # fmt: skip
+    near = [r for r in records if abs(sr_factor(family, r["factors"]) - factor) <= FACTOR_TOLERANCE]
+    below = [r for r in records if sr_factor(family, r["factors"]) <= factor]
+    above = [r for r in records if sr_factor(family, r["factors"]) >= factor]
+    used: list[dict] = []
+    if near:
+        used = [min(near, key=lambda r: abs(sr_factor(family, r["factors"]) - factor))]
+    elif below and above:
+        used = [
+            max(below, key=lambda r: sr_factor(family, r["factors"])),
+            min(above, key=lambda r: sr_factor(family, r["factors"])),
+        ]
+    if not used or not all(_positive(r, guided) for r in used):
+        return None
+    gain = min(min(r["gain_over_bspline"].values()) for r in used)
+    over_mono = None
+    if guided:
+        over_mono = min(min(r["gain_over_mono"].values()) for r in used)
+    return Evidence(
+        weights=Path(weights), method=method, family=family, factor=factor, gain=gain,
+        gain_over_mono=over_mono, records=tuple(used),
+    )  # fmt: skip
+
+
+def shipped_evidence(
+    weights_dir: Path, family: str, factors: Sequence[float], *, guided_ok: bool
+) -> list[Evidence]:
+    """Every shipped weights file whose card validates it for the input, best gain first.
+
+    Guided models are considered only when ``guided_ok`` (a usable reference exists).
+    """
+    found = []
+    for card_file in sorted(Path(weights_dir).glob("*.card.json")):
+        try:
+            card = json.loads(card_file.read_text())
+        except (OSError, ValueError):
+            continue
+        guided = bool(card.get("needs_t2w"))
+        if guided and not guided_ok:
+            continue
+        weights = card_file.with_name(card_file.name.replace(".card.json", ".safetensors"))
+        if not weights.exists():
+            continue
+        evidence = validated(weights, card.get("method", ""), card, family, factors,
+                             guided=guided)  # fmt: skip
+        if evidence is not None:
+            found.append(evidence)
+    return sorted(found, key=lambda e: (-e.gain, e.weights.name))

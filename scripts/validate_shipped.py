@@ -1,0 +1,138 @@
+#!/usr/bin/env python
+"""Validate shipped weights on held-out scans and record the evidence in their model cards.
+
+``auto`` chooses a learned method only from these records (see :mod:`bids_sr.evidence`).
+For each weights file and each requested setting this runs the evaluation protocol of a
+normal run (:func:`bids_sr.evaluation.evaluate_image`: degrade with the acquisition model,
+super-resolve, data consistency, brain PSNR) on the validation scans, which no shipped
+model was trained on, and stores per image the gain over cubic B-spline — and, for a
+guided model, over its mono twin (the shipped ``srrecnn`` weights for the same factors).
+
+Usage (from the repository root, with ../shared/data present):
+
+    python scripts/validate_shipped.py bids_sr/data/weights/srrecnn_x1x1x4.safetensors \\
+        --degradation slice --scale 1 1 3 --write
+    python scripts/validate_shipped.py W.safetensors --degradation gaussian --scale 2 --write
+
+``--write`` replaces the card's record of the same family, degradation, factors and slice
+parameters; without it the records are only printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bids_sr.acquisition import simulated_acquisition  # noqa: E402
+from bids_sr.evaluation import evaluate_image  # noqa: E402
+from bids_sr.fileio import card_path, write_json_atomic  # noqa: E402
+from bids_sr.image import load_volume  # noqa: E402
+from bids_sr.training.card import render_markdown  # noqa: E402
+
+#: Held-out scans (never in any shipped model's training split): T1w and T2w of one space.
+VALIDATION = {
+    "chris": ("real_t1/chris_T1w.nii.gz", None),
+    "openms19": ("real_multicontrast/openms_patient19_T1.nii.gz",
+                 "real_multicontrast/openms_patient19_T2.nii.gz"),
+}  # fmt: skip
+MONO_TWIN = "srrecnn"
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("weights", nargs="+", type=Path)
+    parser.add_argument("--degradation", choices=["gaussian", "slice"], required=True)
+    parser.add_argument("--scale", nargs="+", type=float, required=True)
+    parser.add_argument("--thickness-ratio", type=float, default=1.0,
+                        help="slice thickness / slice spacing of the simulated 2D scan")
+    parser.add_argument("--profile", choices=["rect", "gaussian"], default="rect")
+    parser.add_argument("--images", nargs="+", default=list(VALIDATION), choices=list(VALIDATION))
+    parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--write", action="store_true", help="store the records in the cards")
+    return parser.parse_args(argv)
+
+
+def _record_key(record: dict) -> tuple:
+    return (record["family"], record["degradation"], tuple(record["factors"]),
+            record.get("thickness_ratio"), record.get("profile"))  # fmt: skip
+
+
+def validate(weights: Path, args: argparse.Namespace, command: str) -> dict:
+    """One evidence record for ``weights`` (see bids_sr.evidence)."""
+    card = json.loads(card_path(weights).read_text())
+    method, guided = card["method"], bool(card.get("needs_t2w"))
+    factors = tuple(args.scale * 3 if len(args.scale) == 1 else args.scale)
+    record = {
+        "family": "slice" if args.degradation == "slice" else "isotropic",
+        "degradation": args.degradation, "factors": [float(f) for f in factors],
+        "data_consistency": True, "gain_over_bspline": {}, "psnr_brain": {},
+        "psnr_brain_bspline": {},
+    }  # fmt: skip
+    if args.degradation == "slice":
+        record.update(thickness_ratio=args.thickness_ratio, profile=args.profile)
+    if guided:
+        record["gain_over_mono"] = {}
+    for name in args.images:
+        t1w_rel, t2w_rel = VALIDATION[name]
+        if guided and t2w_rel is None:
+            continue
+        volume = load_volume(args.shared / t1w_rel)
+        reference = load_volume(args.shared / t2w_rel).data if guided else None
+        acquisition = None
+        if args.degradation == "slice":
+            hr_spacing = volume.zooms
+            axis = int(np.argmax(factors))
+            thickness = args.thickness_ratio * hr_spacing[axis] * factors[axis]
+            acquisition = simulated_acquisition(
+                hr_spacing, factors, thickness=thickness, profile=args.profile
+            )
+        methods = [method] + ([MONO_TWIN] if guided else [])
+        rows = evaluate_image(
+            volume.data, volume.affine, factors=factors, degradation=args.degradation,
+            methods=methods, weights={method: str(weights)}, reference=reference,
+            device=args.device, source=name, acquisition=acquisition,
+        )  # fmt: skip
+        psnr = {row["method"]: row["psnr_brain"] for row in rows}
+        record["psnr_brain"][name] = round(psnr[method], 3)
+        record["psnr_brain_bspline"][name] = round(psnr["bspline"], 3)
+        record["gain_over_bspline"][name] = round(psnr[method] - psnr["bspline"], 3)
+        if guided:
+            record["gain_over_mono"][name] = round(psnr[method] - psnr[MONO_TWIN], 3)
+        print(f"{weights.name} {name} ×{'x'.join(f'{f:g}' for f in factors)} "
+              f"{args.degradation}: {method} {psnr[method]:.2f} dB, bspline "
+              f"{psnr['bspline']:.2f} dB", flush=True)  # fmt: skip
+    record["command"] = command
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _args(argv)
+    command = "python scripts/validate_shipped.py " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
+    for weights in args.weights:
+        record = validate(weights, args, command)
+        print(json.dumps(record, indent=1))
+        if args.write:
+            card_file = card_path(weights)
+            card = json.loads(card_file.read_text())
+            kept = [r for r in card.get("evidence", []) if _record_key(r) != _record_key(record)]
+            card["evidence"] = sorted([*kept, record], key=_record_key)
+            write_json_atomic(card, card_file)
+            card_file.with_name(card_file.name.replace(".card.json", ".md")).write_text(
+                render_markdown(card)
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

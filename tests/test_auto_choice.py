@@ -1,0 +1,132 @@
+"""``auto`` decides from the model cards' evidence (bids_sr.evidence), per input."""
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from bids_sr.config import Config, Execution, Workflow
+from bids_sr.image import factors_for_resolution
+from bids_sr.planning import choose_auto, plan_methods, reference_problem, t1w_acquisition
+
+
+def _card(folder: Path, stem: str, method: str, records: list[dict]) -> None:
+    (folder / f"{stem}.safetensors").write_bytes(b"")  # planning never loads weights
+    card = {"method": method, "needs_t2w": method.endswith("-t2w"), "evidence": records}
+    (folder / f"{stem}.card.json").write_text(json.dumps(card))
+
+
+def _record(family, factors, gains, over_mono=None):
+    record = {"family": family, "factors": factors, "data_consistency": True,
+              "gain_over_bspline": gains}  # fmt: skip
+    if over_mono is not None:
+        record["gain_over_mono"] = over_mono
+    return record
+
+
+@pytest.fixture
+def weights_dir(tmp_path, monkeypatch):
+    from bids_sr import weights_lookup
+
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    monkeypatch.setattr(weights_lookup, "WEIGHTS_DIR", folder)
+    _card(folder, "srrecnn_x2x2x2", "srrecnn", [_record("isotropic", [2, 2, 2], {"a": 3.0})])
+    _card(folder, "srrecnn_x1x1x4", "srrecnn", [
+        _record("slice", [1, 1, 3], {"a": 0.4, "b": 0.6}),
+        _record("slice", [1, 1, 5], {"a": 0.3, "b": 0.2}),
+    ])  # fmt: skip
+    _card(folder, "gradfilter_x1x1x4", "gradfilter", [
+        _record("slice", [1, 1, 4], {"a": 0.9, "b": -0.1}),  # one image lost: not validated
+    ])  # fmt: skip
+    _card(folder, "srrecnn-t2w_x1x1x3", "srrecnn-t2w", [
+        _record("slice", [1, 1, 3], {"a": 2.0, "b": 1.9}, over_mono={"a": 1.6, "b": 1.3}),
+    ])  # fmt: skip
+    _card(folder, "srrecnn-t2w_x2x2x2", "srrecnn-t2w", [
+        _record("isotropic", [2, 2, 2], {"a": 3.1}, over_mono={"a": -0.1}),  # not over mono
+    ])  # fmt: skip
+    return folder
+
+
+def _image(path: Path, zooms, shape=(20, 20, 12)) -> str:
+    affine = np.diag([*zooms, 1.0])
+    data = np.ones(shape, np.float32)
+    nib.save(nib.Nifti1Image(data, affine), path)
+    return str(path)
+
+
+def _choose(t1w: str, t2w: str | None, resolution: float | None = None, scale=(2, 2, 2)):
+    affine = nib.load(t1w).affine
+    factors = factors_for_resolution(affine, resolution) if resolution else scale
+    config = Config(execution=Execution(bids_dir=Path("."), output_dir=Path("out")))
+    family = t1w_acquisition(config, t1w).family
+    problem = reference_problem(t1w, t2w, factors) if t2w else None
+    return choose_auto(factors, family, t2w, reference_problem=problem)
+
+
+def test_auto_choices_for_a_table_of_inputs(tmp_path, weights_dir):
+    iso = _image(tmp_path / "iso_T1w.nii.gz", (2, 2, 2))
+    thick = _image(tmp_path / "thick_T1w.nii.gz", (1, 1, 3))
+    t2w_3d = _image(tmp_path / "3d_T2w.nii.gz", (1, 1, 1), shape=(20, 20, 36))
+    t2w_thick = _image(tmp_path / "thick_T2w.nii.gz", (0.6, 0.6, 3.3))
+    table = [
+        # (T1w, T2w, output resolution, scale) → method, weights stem
+        ((iso, None, None, (2, 2, 2)), ("srrecnn", "srrecnn_x2x2x2")),
+        # a 3D T2w at 2 mm is not finer; the guided ×2 card shows no gain over mono anyway
+        ((iso, t2w_3d, None, (2, 2, 2)), ("srrecnn", "srrecnn_x2x2x2")),
+        ((iso, None, None, (3, 3, 3)), ("bspline", None)),  # no evidence at ×3
+        ((thick, None, 1.0, None), ("srrecnn", "srrecnn_x1x1x4")),
+        ((thick, t2w_3d, 1.0, None), ("srrecnn-t2w", "srrecnn-t2w_x1x1x3")),
+        ((thick, t2w_thick, 1.0, None), ("srrecnn", "srrecnn_x1x1x4")),
+        ((thick, None, 0.5, None), ("bspline", None)),  # in-plane upsampling: no evidence
+    ]
+    for (t1w, t2w, resolution, scale), (method, stem) in table:
+        choice = _choose(t1w, t2w, resolution, scale)
+        label = f"{Path(t1w).name} + {t2w and Path(t2w).name} at {resolution or scale}"
+        assert choice.method == method, (label, choice.sentence)
+        expected = weights_dir / f"{stem}.safetensors" if stem else None
+        assert choice.weights == expected, label
+    # the sentences say which evidence decided
+    assert "at ×1x1x3: at least +0.40 dB" in _choose(thick, None, 1.0).sentence
+    four = _image(tmp_path / "four_T1w.nii.gz", (1, 1, 4))  # bracketed by ×3 and ×5: the min
+    assert "at ×1x1x3, ×1x1x5: at least +0.20 dB" in _choose(four, None, 1.0).sentence
+    guided = _choose(thick, t2w_3d, 1.0)
+    assert "+1.30 dB over the mono model" in guided.sentence
+    assert guided.fallback.method == "srrecnn"
+    skipped = _choose(thick, t2w_thick, 1.0).sentence
+    assert "thick_T2w.nii.gz is not used: it is not finer than the T1w along array axis 2" in (
+        skipped
+    )
+    assert "no shipped model card validates" in _choose(iso, None, None, (3, 3, 3)).sentence
+
+
+def test_factor_outside_the_validated_range_is_bspline(tmp_path, weights_dir):
+    coarse = _image(tmp_path / "coarse_T1w.nii.gz", (1, 1, 6.5))
+    assert _choose(coarse, None, 1.0).method == "bspline"  # ×6.5 beyond ×5 + tolerance
+
+
+def test_explicit_method_outside_its_range_warns(tmp_path, weights_dir, caplog):
+    thick = _image(tmp_path / "sub-01_T1w.nii.gz", (1, 1, 3))
+    config = Config(
+        execution=Execution(bids_dir=tmp_path, output_dir=tmp_path / "out"),
+        workflow=Workflow(methods=["gradfilter", "auto"], scale=[1.0, 1.0, 4.0]),
+    )
+    plan = plan_methods(config, {"01": [thick]})
+    assert plan.methods[thick] == ["gradfilter", "srrecnn"]
+    assert "no shipped model card of gradfilter validates" in plan.warnings[thick]["gradfilter"]
+    assert "srrecnn" not in plan.warnings.get(thick, {})
+    assert "gradfilter" in caplog.text
+
+
+def test_evaluation_mode_decides_for_the_simulated_input(tmp_path, weights_dir):
+    iso_truth = _image(tmp_path / "sub-01_T1w.nii.gz", (1, 1, 1), shape=(24, 24, 24))
+    config = Config(
+        execution=Execution(bids_dir=tmp_path, output_dir=tmp_path / "out"),
+        workflow=Workflow(methods=["auto", "bspline"], scale=[1.0, 1.0, 3.0], evaluate=True,
+                          degradation="slice"),
+    )  # fmt: skip
+    plan = plan_methods(config, {"01": [iso_truth]})
+    assert plan.auto_methods[iso_truth] == "srrecnn"
+    assert plan.weights_for(iso_truth, "srrecnn") == weights_dir / "srrecnn_x1x1x4.safetensors"
