@@ -23,10 +23,10 @@ def t1w():
     return load_volume(T1W).data
 
 
-@pytest.mark.parametrize("factors", [(2, 2, 2), (1, 1, 4)])
+@pytest.mark.parametrize("factors", [(4, 1, 1), (1, 1, 4)])
 def test_lr_patch_is_block_mean_of_hr_patch(t1w, factors):
-    """With the slice preset LR = block mean of HR, so aligned patches satisfy it exactly,
-    flips and permutations included (jitter off)."""
+    """With the slice preset (rect profile, thickness = spacing) LR = block mean of HR along
+    the slice axis, so aligned patches satisfy it exactly, flips included (jitter off)."""
     vol = prepare_volume("t", t1w, factors, "slice")
     sampler = PatchSampler([vol], 8, input_grid="lr", degradation="slice", jitter=0.0)
     assert sampler.flips and sampler.permute == (len(set(factors)) == 1)

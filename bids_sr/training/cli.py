@@ -130,7 +130,7 @@ def check_arguments(args: argparse.Namespace) -> tuple[float, float, float]:
             f"{args.method} is trained on aligned LR/HR blocks and needs integer per-axis "
             f"factors, got {tuple(factors)}"
         )
-    if args.degradation in ("decimate", "slice") and not integer:
+    if args.degradation == "decimate" and not integer:
         raise UsageError(f"the {args.degradation} degradation needs integer factors")
     if max(factors) == 1:
         raise UsageError("--scale 1 leaves nothing to super-resolve")
