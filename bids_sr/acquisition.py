@@ -55,6 +55,8 @@ import numpy as np
 from scipy import ndimage
 from scipy.special import ndtr
 
+from bids_sr.metrics import psnr
+
 PROFILES = ("rect", "gaussian")
 FAMILIES = ("isotropic", "slice")
 #: A scan is 2D when its coarsest axis is at least this many times its finest.
@@ -336,13 +338,7 @@ def consistency_psnr(
     """PSNR (dB) of ``A·sr`` against the acquired ``lr`` inside ``mask`` (LR grid; default:
     every voxel), with ``data_range`` the input's robust range (1 for normalised inputs)."""
     projected = project(sr, acquisition, lr.shape)
-    diff = projected.astype(np.float64) - np.asarray(lr, dtype=np.float64)
-    if mask is not None:
-        diff = diff[np.asarray(mask, dtype=bool)]
-    mse = float(np.mean(diff**2)) if diff.size else 0.0
-    if mse <= 0:
-        return float("inf")
-    return 10.0 * math.log10(data_range**2 / mse)
+    return psnr(projected, lr, data_range=data_range, mask=mask)
 
 
 def enforce_consistency(
