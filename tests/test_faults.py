@@ -197,8 +197,12 @@ def test_describe_failure_of_each_plugin_shape():
     multiproc = RuntimeError("Traceback (most recent call last):\n  File ...\n"
                              "OSError: [Errno 28] No space left on device: '/o/x.nii.gz'\n")
     assert describe_failure(multiproc)[1] == 74
-    assert describe_failure(OSError(27, "File too large", "/o/x"))[:2] == ("/o/x: File too large",
-                                                                           74)  # fmt: skip
+    # MultiProc's nodes run without submitting fail with the traceback as a list of lines
+    as_list = RuntimeError(["Traceback (most recent call last):\n", "  File ...\n",
+                            "bids_sr.models.weights.WeightsError: /w: bad\n"])  # fmt: skip
+    assert describe_failure(as_list)[:2] == ("/w: bad", 65)
+    message, code, _ = describe_failure(OSError(27, "File too large", "/o/x"))
+    assert message.startswith("/o/x: File too large; check the free space") and code == 74
     assert describe_failure(PermissionError(13, "Permission denied", "/o"))[1] == 73
     assert describe_failure(RuntimeError("Traceback...\nKeyError: 'k'\n"))[1] == 1
 
@@ -221,17 +225,32 @@ def test_nan_weights_stop_before_running(tmp_path, run_cli):
     _refused(result, 65, "NaN or Inf", out)
 
 
+_NAN_NETWORK_SCRIPT = """
+import sys
+from bids_sr.interfaces.superresolve import SuperResolve
+node = SuperResolve(in_file=sys.argv[1], method="espcn", weights=sys.argv[2], device="cpu",
+                    scale=[2.0])
+try:
+    node.run(cwd=sys.argv[3])
+except Exception as exc:
+    print(str(exc).strip().splitlines()[-1])
+    sys.exit(5)
+"""
+
+
 def test_network_with_nan_weights_never_writes_its_output(tmp_path):
     """The interface of every method writes through save_volume: NaN weights that slipped
-    past the checks still give an error, not an all-NaN image."""
-    from bids_sr.interfaces.superresolve import SuperResolve
-
+    past the checks still give an error, not an all-NaN image. (In a child process: torch
+    compute here would leave OpenMP threads in pytest, which later forked workers inherit.)"""
     weights = _espcn_weights(tmp_path / "nan.safetensors", fill=float("nan"))
-    node = SuperResolve(in_file=str(DEMO / "sub-01/anat/sub-01_T1w.nii.gz"), method="espcn",
-                        weights=str(weights), device="cpu", scale=[2.0])  # fmt: skip
     (tmp_path / "node").mkdir()
-    with pytest.raises(Exception, match="NaN or Inf voxel"):
-        node.run(cwd=str(tmp_path / "node"))
+    proc = subprocess.run(
+        [sys.executable, "-c", _NAN_NETWORK_SCRIPT, str(DEMO / "sub-01/anat/sub-01_T1w.nii.gz"),
+         str(weights), str(tmp_path / "node")],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+    )  # fmt: skip
+    assert proc.returncode == 5, proc.stderr[-2000:]
+    assert "NaN or Inf voxel" in proc.stdout
     assert not list((tmp_path / "node").glob("*.nii*"))
 
 
@@ -569,6 +588,91 @@ def test_workers_exit_with_their_parent(how):
         proc.wait()
 
 
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(") ", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _wait_for_workers(proc: subprocess.Popen, n: int = 2) -> list[int]:
+    """The pids of the ``n`` MultiProc workers (forked: same command line) of ``proc``."""
+    deadline = time.monotonic() + 120
+    workers: list[int] = []
+    while len(workers) < n and proc.poll() is None and time.monotonic() < deadline:
+        workers = []
+        for pid in _children(proc.pid):
+            try:
+                if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[1:3] == [
+                    b"-m", b"bids_sr"]:  # fmt: skip
+                    workers.append(pid)
+            except OSError:
+                continue
+        time.sleep(0.02)
+    assert len(workers) == n, "no MultiProc workers seen"
+    return workers
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_run_leaves_no_workers_and_resumes(tmp_path, how):
+    """kill -9 or SIGTERM of a running bids_sr: its MultiProc workers exit too, SIGTERM ends
+    with one line, and the same command then completes (the work-dir lock was released)."""
+    out, work = tmp_path / "out", tmp_path / "work"
+    argv = [sys.executable, "-m", "bids_sr", str(DEMO), str(out), "participant",
+            "--participant-label", "02", "--method", "bspline", "-w", str(work), "--nprocs", "2",
+            "--skip-bids-validation"]  # fmt: skip
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        workers = _wait_for_workers(proc)
+        proc.send_signal(how)
+        _, err = proc.communicate(timeout=60)
+        assert _wait_gone(workers), "worker processes outlived the main process"
+        if how == signal.SIGTERM:
+            assert proc.returncode == 1
+            errors = [line for line in err.splitlines() if "error" in line.lower()]
+            assert errors == [
+                "bids_sr: error: stopped by SIGTERM; rerun with the same -w to resume"], err
+    finally:
+        proc.kill()
+        proc.wait()
+    rerun = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert len(list(out.glob("sub-02/ses-*/anat/*_desc-bspline_T1w.nii.gz"))) == 2
+
+
+_DYING_NODE_SCRIPT = """
+import sys
+from nipype.interfaces.utility import Function
+from nipype.pipeline import engine as pe
+from bids_sr.cli.plugin import MultiProcPlugin
+
+die = "def die():\\n    import os, signal\\n    os.kill(os.getpid(), signal.SIGKILL)\\n"
+wf = pe.Workflow(name="wf", base_dir=sys.argv[1])
+wf.add_nodes([pe.Node(Function(function=die, input_names=[], output_names=[]), name="dies")])
+try:
+    wf.run(plugin=MultiProcPlugin(plugin_args={"n_procs": 1}))
+except Exception as exc:
+    print(str(exc)[-400:])
+    sys.exit(5)
+"""
+
+
+def test_a_dead_worker_fails_the_run_instead_of_hanging(tmp_path):
+    """The only running node's worker dies (out-of-memory killer, crash): Nipype's MultiProc
+    used to wait for its result forever; now the run fails at once, naming the node."""
+    proc = subprocess.run([sys.executable, "-c", _DYING_NODE_SCRIPT, str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)  # fmt: skip
+    assert proc.returncode == 5, proc.stderr[-2000:]
+    assert "WorkerDied: the worker process running wf.dies died" in proc.stdout, proc.stdout
+
+
 def test_stale_temporary_files_are_removed_by_the_next_run(nearest_run, run_cli):
     argv, out, _, _ = nearest_run
     stale = out / "sub-01" / "anat" / ".sub-01_res-hi_desc-nearest_T1w.nii.gz.k2j4h5l6.tmp.nii.gz"
@@ -586,24 +690,26 @@ def test_stale_temporary_files_are_removed_by_the_next_run(nearest_run, run_cli)
 _FSIZE_SCRIPT = """
 import resource, signal, sys
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() then fails with EFBIG
-resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))
 from bids_sr.cli.run import main
 sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_file_size_limit_is_an_io_error(tmp_path):
-    out = tmp_path / "out"
-    proc = subprocess.run(
-        [sys.executable, "-c", _FSIZE_SCRIPT, str(DEMO), str(out), "participant",
-         "--participant-label", "01", "--method", "nearest", "-w", str(tmp_path / "w"),
-         "--skip-bids-validation", "--nprocs", "1", "--plugin", "Linear"],
-        capture_output=True, text=True, timeout=300, cwd=REPO,
-    )  # fmt: skip
+def test_file_size_limit_on_the_output_is_an_io_error(nearest_run, tmp_path):
+    """The work directory holds every result (small files only are written there now); the
+    output image (3 MB) exceeds RLIMIT_FSIZE: exit 74 and one clear line."""
+    argv, out, _, _ = nearest_run
+    full = tmp_path / "full"
+    argv = [str(full) if a == str(out) else a for a in argv]
+    proc = subprocess.run([sys.executable, "-c", _FSIZE_SCRIPT, *argv], capture_output=True,
+                          text=True, timeout=300, cwd=REPO)  # fmt: skip
     assert proc.returncode == 74, proc.stderr[-3000:]
     error = [line for line in proc.stderr.splitlines() if line.startswith("bids_sr: error:")]
-    assert len(error) == 1 and "File too large" in error[0], proc.stderr[-3000:]
-    assert "raised. Re-raising" not in proc.stderr
+    assert len(error) == 1, proc.stderr[-3000:]
+    assert "File too large" in error[0] and "free space and file-size limits" in error[0]
+    assert "node ds_sr" in error[0] and "Traceback" not in error[0]
+    assert not list(full.glob("sub-*/anat/*.nii.gz")) and not list(full.rglob(".*.tmp*"))
 
 
 def test_unwritable_work_dir_is_refused_in_one_line(tmp_path, run_cli):

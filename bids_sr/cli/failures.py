@@ -48,13 +48,27 @@ def _texts(exc: BaseException) -> list[str]:
     texts, seen = [], set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        texts.append(str(exc))
+        first = exc.args[0] if exc.args else None
+        if isinstance(first, list | tuple):  # MultiProc: the traceback as a list of lines
+            texts.append("".join(str(part) for part in first))
+        else:
+            texts.append(str(exc))
         exc = exc.__cause__ or exc.__context__
     return texts
 
 
+IO_HINT = "check the free space and file-size limits of the output and work directories"
+
+
 def describe_failure(exc: BaseException) -> tuple[str, int, str | None]:
     """``(one-line message, exit code, failing node or None)`` for a workflow failure."""
+    message, code, node = _describe(exc)
+    if code == EXIT_IO:
+        message = f"{message}; {IO_HINT}"
+    return message, code, node
+
+
+def _describe(exc: BaseException) -> tuple[str, int, str | None]:
     if isinstance(exc, OSError) and exc.errno is not None:
         where = f"{exc.filename}: " if exc.filename else ""
         return f"{where}{exc.strerror}", exit_code_for("OSError", "", exc.errno), None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import signal
 import sys
@@ -52,9 +53,16 @@ def _worker_initializer(cwd: str, parent: int) -> None:
     multiproc.process_initializer(cwd)
 
 
+class WorkerDied(RuntimeError):
+    """A worker process ended without returning its node's result (killed, out of memory,
+    crashed)."""
+
+
 class MultiProcPlugin(multiproc.MultiProcPlugin):
-    """Nipype's MultiProc whose workers exit with the main process (same name, so MapNodes
-    and logs see ``MultiProc``)."""
+    """Nipype's MultiProc whose workers exit with the main process, and whose run fails
+    (instead of waiting forever) when a worker dies: Nipype's own callback raises on a
+    broken pool's future, the exception is swallowed by ``concurrent.futures`` and the task
+    never reports back. Same class name, so MapNodes and logs see ``MultiProc``."""
 
     def __init__(self, plugin_args: dict[str, Any] | None = None):
         super().__init__(plugin_args=plugin_args)
@@ -67,6 +75,27 @@ class MultiProcPlugin(multiproc.MultiProcPlugin):
             initargs=(self._cwd, os.getpid()),
             mp_context=context,
         )
+
+
+    def _submit_job(self, node, updatehash=False):
+        self._taskid += 1
+        taskid = self._taskid
+        if getattr(node.interface, "terminal_output", "") == "stream":
+            node.interface.terminal_output = "allatonce"  # as Nipype: no streaming outputs
+        future = self.pool.submit(multiproc.run_node, node, updatehash, taskid)
+        future.add_done_callback(functools.partial(self._task_done, taskid, node.fullname))
+        self._task_obj[taskid] = future
+        return taskid
+
+    def _task_done(self, taskid: int, name: str, future) -> None:
+        try:
+            result = future.result()
+        except BaseException as exc:  # the pool broke: the worker is gone
+            text = f"{WorkerDied.__module__}.WorkerDied: the worker process running {name} " \
+                   f"died ({type(exc).__name__}: {exc})\n"  # fmt: skip
+            result = {"result": None, "taskid": taskid,
+                      "traceback": ["Traceback (most recent call last):\n", text]}  # fmt: skip
+        self._taskresult[taskid] = result
 
 
 def stop_workers(runner: Any) -> None:

@@ -137,6 +137,37 @@ def _check_card(path: Path) -> tuple[dict[str, Any] | None, str]:
     return card, digest
 
 
+# safetensors dtype → how numpy reads it (bf16: the high half of a float32)
+_FLOAT_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2"}
+
+
+def _non_finite_tensors(path: Path) -> list[str]:
+    """Names of the floating-point tensors holding NaN or Inf, read with numpy from the
+    safetensors layout (8-byte header length, JSON header, data). Not with torch: a torch
+    operation here would start its OpenMP threads in the main process, and a worker forked
+    after that can hang in its first parallel region."""
+    import struct
+
+    import numpy as np
+
+    with open(path, "rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(length))
+        start = 8 + length
+        bad = []
+        for name, entry in header.items():
+            if name == "__metadata__" or entry.get("dtype") not in _FLOAT_DTYPES:
+                continue
+            begin, end = entry["data_offsets"]
+            handle.seek(start + begin)
+            values = np.frombuffer(handle.read(end - begin), dtype=_FLOAT_DTYPES[entry["dtype"]])
+            if entry["dtype"] == "BF16":
+                values = (values.astype(np.uint32) << 16).view(np.float32)
+            if not np.all(np.isfinite(values)):
+                bad.append(name)
+    return bad
+
+
 def _stored_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     """Each tensor's shape, from the safetensors header alone (no tensor is read)."""
     try:
@@ -217,9 +248,7 @@ def check_weights(
             f"{path}: tensors do not fit {meta['method']} {meta['config']}: {' | '.join(parts)}"
         )
     if check_values:
-        with safe_open(str(path), framework="pt") as handle:
-            bad = [k for k in handle.keys() if handle.get_tensor(k).is_floating_point()
-                   and not bool(torch.isfinite(handle.get_tensor(k)).all())]  # fmt: skip
+        bad = _non_finite_tensors(path)
         if bad:
             raise WeightsError(f"{path}: tensors hold NaN or Inf values ({', '.join(bad[:4])})")
     return {
