@@ -6,6 +6,7 @@ Errors are :class:`BIDSError` carrying the exit code of the BIDS Apps execution 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -33,12 +34,22 @@ EXIT_MISSING = 66
 EXIT_CANT_CREATE = 73
 EXIT_IO = 74
 
+LOGGER = logging.getLogger("bids_sr")
+
 # BIDS entity order for file names (the schema's order, restricted to anatomical files)
 ENTITY_ORDER = (
     "sub", "ses", "task", "acq", "ce", "rec", "dir", "run", "mod", "echo", "flip", "inv",
     "mt", "part", "space", "res", "den", "label", "desc",
 )  # fmt: skip
 IMAGE_QUERY = {"datatype": "anat", "part": ["mag", None], "extension": [".nii", ".nii.gz"]}
+# BIDS short entity names (as in file names) → the names pybids queries with
+ENTITY_QUERY_NAMES = {
+    "sub": "subject", "ses": "session", "acq": "acquisition", "ce": "ceagent",
+    "rec": "reconstruction", "dir": "direction", "mod": "modality", "trc": "tracer",
+    "stain": "staining", "res": "resolution", "den": "density", "inv": "inv",
+}  # fmt: skip
+# the only fields a --t2w-reference pattern may hold
+T2W_PATTERN_FIELDS = ("{subject}", "{session}")
 
 
 class BIDSError(Exception):
@@ -140,6 +151,40 @@ def select_participants(bids_dir: Path, labels: Sequence[str] | None) -> list[st
     return wanted
 
 
+INDEX_IGNORED = ("code", "stimuli", "sourcedata", "models", "derivatives")
+FINGERPRINT_NAME = "bids_sr_fingerprint.json"
+
+
+def index_fingerprint(bids_dir: Path, participants: Sequence[str], validate: bool) -> dict:
+    """What a pybids index of ``bids_dir`` depends on: the selected participants, the
+    validation setting, and every indexed file's path, size and modification time (the
+    top-level files and the selected participants' folders). A stored index whose
+    fingerprint differs is stale: files were added, removed or changed since."""
+    from bids import __version__ as pybids_version
+
+    bids_dir = Path(bids_dir)
+    digest = hashlib.sha256()
+    roots = [bids_dir / f"sub-{label}" for label in sorted(participants)]
+    entries = [p for p in bids_dir.iterdir() if p.is_file() and not p.name.startswith(".")]
+    for root in roots:
+        for folder, dirs, files in os.walk(root):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            entries.extend(Path(folder) / f for f in files if not f.startswith("."))
+    for path in sorted(entries):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(bids_dir).as_posix()}\0{stat.st_size}\0"
+                      f"{stat.st_mtime_ns}\n".encode())  # fmt: skip
+    return {"participants": sorted(participants), "validate": validate,
+            "pybids": pybids_version, "files": digest.hexdigest()}  # fmt: skip
+
+
+def _stored_fingerprint(database_dir: Path) -> dict | None:
+    try:
+        return json.loads((database_dir / FINGERPRINT_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def load_layout(
     bids_dir: Path,
     participants: Sequence[str],
@@ -150,7 +195,10 @@ def load_layout(
     """A BIDSLayout that indexes only the selected participants, reusing a database folder.
 
     ``validate`` asks pybids to ignore files that are not BIDS; the full dataset validation
-    is :func:`validate_dataset`, run by the CLI unless --skip-bids-validation.
+    is :func:`validate_dataset`, run by the CLI unless --skip-bids-validation. A database
+    in ``database_dir`` is reused only while its fingerprint (:func:`index_fingerprint`,
+    stored beside it) matches the dataset and the selection; a stale one is rebuilt, and so
+    is a corrupt one (with a warning).
     """
     from bids.layout import BIDSLayout, BIDSLayoutIndexer
 
@@ -158,13 +206,42 @@ def load_layout(
     others = re.compile(
         r"^(?!/sub-(" + "|".join(re.escape(p) for p in participants) + r")(/|$))/sub-[^/]+"
     )
-    ignore = ["code", "stimuli", "sourcedata", "models", "derivatives", re.compile(r"^\."), others]
-    indexer = BIDSLayoutIndexer(validate=validate, ignore=ignore, index_metadata=False)
-    kwargs: dict[str, Any] = {"indexer": indexer}
-    if database_dir is not None:
+    ignore = [*INDEX_IGNORED, re.compile(r"^\."), others]
+
+    def build(**kwargs):
+        indexer = BIDSLayoutIndexer(validate=validate, ignore=ignore, index_metadata=False)
+        return BIDSLayout(str(bids_dir), validate=validate, indexer=indexer, **kwargs)
+
+    if database_dir is None:
+        return build()
+    try:
         database_dir.mkdir(parents=True, exist_ok=True)
-        kwargs["database_path"] = str(database_dir)
-    return BIDSLayout(str(bids_dir), validate=validate, **kwargs)
+    except OSError as exc:
+        raise BIDSError(f"{database_dir}: cannot create the database folder ({exc.strerror})",
+                        EXIT_CANT_CREATE) from exc  # fmt: skip
+    fingerprint = index_fingerprint(bids_dir, participants, validate)
+    stale = _stored_fingerprint(database_dir) != fingerprint
+    if stale and any(database_dir.iterdir()):
+        LOGGER.info("%s: the pybids index is stale (the dataset or the selection changed); "
+                    "re-indexing", database_dir)  # fmt: skip
+    try:
+        layout = build(database_path=str(database_dir), reset_database=stale)
+    except Exception as exc:  # a corrupt database: sqlalchemy/sqlite errors of many kinds
+        LOGGER.warning("%s: unreadable pybids database (%s); re-indexing", database_dir,
+                       str(exc).splitlines()[0][:200])  # fmt: skip
+        for child in database_dir.iterdir():
+            if child.is_file() and child.name != FINGERPRINT_NAME:
+                child.unlink()
+        layout = build(database_path=str(database_dir), reset_database=True)
+    if stale:
+        write_json_atomic(fingerprint, database_dir / FINGERPRINT_NAME)
+    return layout
+
+
+def query_filters(filters: dict[str, Any]) -> dict[str, Any]:
+    """pybids query filters from a ``--bids-filter-file`` entry: BIDS short entity names, as
+    users write them (``{"acq": "mprage"}``), become pybids' names (``acquisition``)."""
+    return {ENTITY_QUERY_NAMES.get(key, key): value for key, value in filters.items()}
 
 
 def check_sessions(
@@ -193,10 +270,14 @@ def query_images(
     extra_filters: dict[str, Any] | None = None,
 ) -> list[str]:
     """Paths of a participant's anatomical images of one suffix (T1w, T2w), sorted."""
-    query = {**IMAGE_QUERY, **(extra_filters or {}), "subject": subject, "suffix": suffix}
+    query = {**IMAGE_QUERY, **query_filters(extra_filters or {}), "subject": subject,
+             "suffix": suffix}  # fmt: skip
     if sessions:
         query["session"] = list(sessions)
-    return sorted(layout.get(return_type="file", **query))
+    try:
+        return sorted(layout.get(return_type="file", **query))
+    except ValueError as exc:  # pybids: "'foo' is not a recognized entity"
+        raise BIDSError(f"--bids-filter-file: {exc}".split(" If you")[0], EXIT_USAGE) from exc
 
 
 def collect_t1w(layout, subjects: Iterable[str], sessions=None, extra_filters=None) -> dict:
@@ -427,6 +508,25 @@ def _session_distance(a: str | None, b: str | None) -> float:
         return 1.0 + sum(x != y for x, y in zip(a, b)) + abs(len(a) - len(b))
 
 
+def check_t2w_pattern(pattern: str) -> None:
+    """ValueError unless every brace of a ``--t2w-reference`` pattern belongs to one of the two
+    documented fields, ``{subject}`` and ``{session}`` (``{sub}``, ``{subject.__class__}``
+    or an unbalanced brace are mistakes, and nothing else is ever substituted)."""
+    rest = pattern
+    for placeholder in T2W_PATTERN_FIELDS:
+        rest = rest.replace(placeholder, "")
+    if "{" in rest or "}" in rest:
+        raise ValueError(
+            f"--t2w-reference {pattern}: a pattern may hold only {{subject}} and {{session}}"
+        )
+
+
+def fill_t2w_pattern(pattern: str, subject: str, session: str | None) -> str:
+    """Substitute the two documented fields of a checked pattern (never ``str.format``)."""
+    check_t2w_pattern(pattern)
+    return pattern.replace("{subject}", subject).replace("{session}", session or "")
+
+
 def select_t2w(layout, t1w_file: str, mode: str = "auto") -> str | None:
     """The T2w to guide one T1w: same session first, else the closest session, else none.
 
@@ -439,7 +539,7 @@ def select_t2w(layout, t1w_file: str, mode: str = "auto") -> str | None:
     entities, _, _ = parse_entities(t1w_file)
     subject, session = entities["sub"], entities.get("ses")
     if mode != "auto":
-        path = Path(mode.format(subject=subject, session=session or ""))
+        path = Path(fill_t2w_pattern(mode, subject, session))
         if not path.exists():
             raise BIDSError(f"{path}: T2w reference given by --t2w-reference does not exist",
                             EXIT_MISSING)

@@ -54,6 +54,7 @@ _TYPE_RULES: dict[str, dict[str, Any]] = {
     "_positive_int": {"type": "Number", "integer": True, "minimum": 1},
     "_positive_float": {"type": "Number", "minimum": 0, "exclusive-minimum": True},
     "_factor": {"type": "Number", "minimum": 1},
+    "_overlap": {"type": "Number", "minimum": 0, "maximum": 0.9},
     "_existing_file": {"type": "File"},
     "_existing_dir": {"type": "File"},  # Boutiques File covers folders
     "Path": {"type": "String"},  # folders the app creates (work dir, database dir)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +25,8 @@ def _current_umask() -> int:
 
 
 _FILE_MODE = 0o666 & ~_current_umask()
+# names of atomic_path's temporary files: ".<name>.<8 random characters>.tmp[.<ext>]"
+TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp(\.[A-Za-z0-9.]+)?$")
 
 
 @contextmanager
@@ -45,6 +48,20 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete, under ``folder``, the temporary files of writes that were killed before their
+    rename (their names follow :func:`atomic_path`'s pattern); return what was removed.
+    Call it only while no other process writes there."""
+    removed = []
+    for root, _, files in os.walk(folder):
+        for name in files:
+            if TEMP_NAME.match(name) or name.startswith(".bids_sr_write_test"):
+                path = Path(root) / name
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
 
 
 def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
@@ -83,10 +100,23 @@ def sidecar_path(image_file: str | os.PathLike) -> Path:
     return Path(name).with_suffix(".json")
 
 
-def read_sidecar(image_file: str | os.PathLike) -> dict[str, Any]:
-    """The JSON sidecar beside ``image_file`` as a dict ({} when absent or not a JSON object)."""
+def read_sidecar(image_file: str | os.PathLike, *, strict: bool = False) -> dict[str, Any]:
+    """The JSON sidecar beside ``image_file`` as a dict ({} when there is none).
+
+    A sidecar that is not a JSON object gives {} too, or with ``strict`` a ValueError naming
+    the file (the CLI refuses such sidecars before running; nodes then read them leniently).
+    """
+    path = sidecar_path(image_file)
     try:
-        data = json.loads(sidecar_path(image_file).read_text())
-    except (OSError, ValueError):
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
         return {}
-    return data if isinstance(data, dict) else {}
+    except (OSError, ValueError) as exc:
+        if strict:
+            raise ValueError(f"{path}: sidecar is not valid JSON ({exc})") from exc
+        return {}
+    if not isinstance(data, dict):
+        if strict:
+            raise ValueError(f"{path}: sidecar must hold a JSON object")
+        return {}
+    return data

@@ -122,16 +122,69 @@ class Volume:
         return voxel_sizes(self.affine)
 
 
+def available_memory() -> int | None:
+    """Bytes of memory a new allocation can get now (Linux ``MemAvailable``, else the free
+    physical pages), or None when the system does not say."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def check_geometry(path: str | os.PathLike, affine: np.ndarray) -> None:
+    """ImageError unless the voxel-to-world affine is finite and invertible: a zero, singular
+    or NaN affine gives no voxel size, so no output grid (and no valid derivative)."""
+    affine = np.asarray(affine, dtype=float)
+    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
+        raise ImageError(f"{path}: the header's affine holds NaN or Inf values")
+    sizes = np.asarray(voxel_sizes(affine))
+    if np.any(sizes <= 1e-6) or abs(np.linalg.det(affine[:3, :3])) <= 1e-9 * np.prod(sizes):
+        raise ImageError(
+            f"{path}: the header's affine is zero or singular (voxel sizes "
+            f"{', '.join(f'{v:g}' for v in sizes)} mm): fix the qform/sform"
+        )
+
+
+def check_memory(path: str | os.PathLike, header, available: int | None = None) -> None:
+    """ImageError when loading the image (its stored data plus the float32 copy) would need
+    more memory than is available: the header's shape × dtype says so before any read."""
+    shape = tuple(int(n) for n in header.get_data_shape())
+    voxels = int(np.prod(shape, dtype=np.float64)) if shape else 0
+    needed = voxels * (np.dtype(header.get_data_dtype()).itemsize + 4)
+    available = available_memory() if available is None else available
+    if available is not None and needed > available:
+        raise ImageError(
+            f"{path}: the header declares shape {shape} ({header.get_data_dtype()}), which "
+            f"needs {needed / 2**30:.1f} GiB of memory to load; {available / 2**30:.1f} GiB "
+            "is available"
+        )
+
+
 def load_volume(path: str | os.PathLike) -> Volume:
     """Load a 3D NIfTI as float32, checking it is something we can super-resolve.
 
-    Raises :class:`ImageError` naming the file for: unreadable/corrupt files, non-3D data
-    (a 4D file with a single volume is accepted and squeezed), all-zero images and NaN/Inf.
+    Raises :class:`ImageError` naming the file for: unreadable/corrupt files, a header that
+    declares more data than memory can hold (checked before reading), non-3D data (a 4D
+    file with a single volume is accepted and squeezed), a zero, singular or non-finite
+    affine, all-zero images and NaN/Inf.
     """
     path = Path(path)
     try:
         img = nib.load(str(path))
+    except Exception as exc:  # nibabel raises many types for corrupt files
+        raise ImageError(f"{path}: cannot read NIfTI image ({type(exc).__name__}: {exc})") from exc
+    check_memory(path, img.header)
+    try:
         data = np.asarray(img.dataobj, dtype=np.float32)
+    except MemoryError as exc:
+        raise ImageError(f"{path}: not enough memory to load the image {img.shape}") from exc
     except Exception as exc:  # nibabel raises many types for corrupt files
         raise ImageError(f"{path}: cannot read NIfTI image ({type(exc).__name__}: {exc})") from exc
     if data.ndim == 4 and data.shape[3] == 1:
@@ -144,6 +197,7 @@ def load_volume(path: str | os.PathLike) -> Volume:
         raise ImageError(f"{path}: image holds NaN or Inf values")
     if not np.any(data):
         raise ImageError(f"{path}: image is all zeros")
+    check_geometry(path, img.affine)
     header = img.header.copy()
     return Volume(data=data, affine=np.asarray(img.affine, dtype=float), header=header)
 
@@ -169,9 +223,17 @@ def save_volume(
     """Write float32 NIfTI atomically (temporary name in the same folder, then rename).
 
     The qform and sform codes of ``reference_header`` are kept so the output is in the same
-    space as the input (scanner or aligned), with the new affine.
+    space as the input (scanner or aligned), with the new affine. Data holding NaN or Inf
+    (e.g. from weights full of NaN) is refused with :class:`ImageError`: no method's output
+    is written unless every voxel is finite.
     """
     path = Path(path)
+    finite = np.isfinite(data)
+    if not np.all(finite):
+        raise ImageError(
+            f"{path}: the result holds {int(finite.size - finite.sum())} NaN or Inf voxel(s) "
+            f"of {finite.size}; not written (are the weights or the input corrupt?)"
+        )
     header = _output_header(reference_header, affine)
     img = nib.Nifti1Image(np.asarray(data, dtype=np.float32), affine, header=header)
     suffix = ".nii.gz" if str(path).endswith(".nii.gz") else ".nii"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bids_sr.__about__ import __version__
 from bids_sr.acquisition import PROFILES
-from bids_sr.bids import EXIT_USAGE
+from bids_sr.bids import EXIT_USAGE, check_t2w_pattern
 from bids_sr.config import Config, Execution, Nipype, Seeds, Workflow
 from bids_sr.degrade import PRESETS
 from bids_sr.superresolve import METHODS
@@ -55,6 +55,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} must be >= 1")
+    return value
+
+
+def _overlap(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 0.9:
+        raise argparse.ArgumentTypeError(f"{text} must lie in [0, 0.9]")
     return value
 
 
@@ -181,7 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sr.add_argument("--tile-size", type=_positive_int, metavar="N", help="inference tile size")
     sr.add_argument(
-        "--tile-overlap", type=float, metavar="FRACTION", help="overlap between inference tiles"
+        "--tile-overlap",
+        type=_overlap,
+        metavar="FRACTION",
+        help="overlap between inference tiles, a fraction in [0, 0.9]",
     )
 
     acquisition = parser.add_argument_group(
@@ -348,6 +361,10 @@ def parse_args(argv: list[str] | None = None) -> Config:
         parser.error(f"output_dir {output_dir} must not be the bids_dir")
     if _inside(work_dir, bids_dir):
         parser.error(f"work directory {work_dir} must not be inside bids_dir {bids_dir}")
+    if _inside(output_dir, bids_dir) and not _inside(output_dir, bids_dir / "derivatives"):
+        # pybids would index its outputs as inputs of the next run
+        parser.error(f"output_dir {output_dir} is inside bids_dir {bids_dir}: use a folder "
+                     "under its derivatives/ or outside the dataset")  # fmt: skip
     if opts.scale and len(opts.scale) not in (1, 3):
         parser.error(f"--scale takes one factor or three, got {len(opts.scale)}")
     if opts.scale and opts.output_resolution:
@@ -358,7 +375,12 @@ def parse_args(argv: list[str] | None = None) -> Config:
         parser.error("--derivatives is used only with --evaluate")
     _check_slice_options(parser, opts)
     methods = [opts.method] if isinstance(opts.method, str) else list(dict.fromkeys(opts.method))
-    if opts.t2w_reference not in ("auto", "none") and "{" not in opts.t2w_reference:
+    if "{" in opts.t2w_reference or "}" in opts.t2w_reference:
+        try:
+            check_t2w_pattern(opts.t2w_reference)
+        except ValueError as exc:
+            parser.error(str(exc))
+    elif opts.t2w_reference not in ("auto", "none"):
         if not Path(opts.t2w_reference).is_file():
             parser.error(f"--t2w-reference {opts.t2w_reference}: file does not exist "
                          "(give auto, none, or a pattern with {subject}/{session})")

@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from bids_sr.bids import (
     EXIT_DATA,
     EXIT_FAILURE,
     EXIT_OK,
+    LOGGER,
     BIDSError,
     check_dataset,
     check_sessions,
@@ -32,19 +35,35 @@ from bids_sr.bids import (
     validate_dataset,
     write_dataset_description,
 )
+from bids_sr.cli.failures import crash_files, describe_failure, exit_code_for
+from bids_sr.cli.locks import LOCK_NAME, OutputDirLock, WorkDirLock
 from bids_sr.cli.parser import parse_args
+from bids_sr.cli.preflight import (
+    check_output_dir,
+    check_output_memory,
+    check_output_names,
+    check_sidecars,
+    check_weights_files,
+)
 from bids_sr.config import Config
+from bids_sr.fileio import remove_stale_temporaries
 from bids_sr.planning import MethodPlan, plan_methods, resolve_methods
 from bids_sr.superresolve import GUIDED_METHODS
 
 __all__ = ["main", "resolve_methods", "run_group", "run_participant"]
 
-LOGGER = logging.getLogger("bids_sr")
+
+class Stopped(BaseException):
+    """The run was told to stop (SIGTERM); a BaseException, so that no ``except Exception``
+    on the way (Nipype's included) swallows it."""
 
 
 def _setup_logging(verbose: int) -> None:
-    level = logging.WARNING - 10 * min(verbose + 1, 2)
-    logging.basicConfig(level=level, format="%(asctime)s [bids_sr] %(levelname)s: %(message)s")
+    """Progress (INFO) of bids_sr is shown by default, DEBUG with -v; other libraries show
+    their warnings only (their INFO with -v)."""
+    logging.basicConfig(level=logging.INFO if verbose >= 1 else logging.WARNING,
+                        format="%(asctime)s [bids_sr] %(levelname)s: %(message)s")  # fmt: skip
+    LOGGER.setLevel(logging.DEBUG if verbose >= 1 else logging.INFO)
     nipype_level = "INFO" if verbose >= 1 else "WARNING"
     from nipype import config as nipype_config
     from nipype import logging as nipype_logging
@@ -54,19 +73,16 @@ def _setup_logging(verbose: int) -> None:
     nipype_logging.update_logging(nipype_config)
 
 
-def _check_writable(output_dir: Path) -> bool:
-    """Make sure ``output_dir`` can be created and written; return True if we created it."""
-    created = not output_dir.exists()
+def _check_writable(output_dir: Path) -> None:
+    """Make sure ``output_dir`` can be written (73, or 74 when the disk is full)."""
     try:
-        output_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=output_dir, prefix=".bids_sr_write_test"):
             pass
     except OSError as exc:
         raise BIDSError(
             f"{output_dir}: cannot write to the output directory ({exc.strerror})",
-            EXIT_CANT_CREATE,
+            exit_code_for("OSError", "", exc.errno) if exc.errno else EXIT_CANT_CREATE,
         ) from exc
-    return created
 
 
 def _check_images(t1w_by_subject: dict[str, list[str]], others=()) -> None:
@@ -139,43 +155,106 @@ def _report_fallbacks(config: Config, plan: MethodPlan) -> None:
 
 
 def run_participant(config: Config) -> int:
-    """Check inputs, build the Nipype workflow and run it with the configured plugin."""
+    """Check inputs, build the Nipype workflow and run it with the configured plugin.
+
+    Every check comes first (inputs, sidecars, output names, weights, plugin, output
+    folder); then the work directory is locked (one run each), the output folder is
+    shared-locked and stale temporary files of killed writes are removed, and the workflow
+    runs. The plugin's worker processes end with the run, however it ends.
+    """
+    from bids_sr.cli.plugin import make_plugin, stop_workers
+
+    check_output_dir(config.execution.output_dir)
     layout, t1w_by_subject = _collect_inputs(config)
     t2w_files = _find_t2w(layout, config, t1w_by_subject)
     _check_images(t1w_by_subject, t2w_files.values())
+    t1w_files = [f for files in t1w_by_subject.values() for f in files]
+    check_sidecars([*t1w_files, *t2w_files.values()])
+    check_output_memory(config, t1w_files)
     plan = plan_methods(config, t1w_by_subject, t2w_files)
+    check_output_names(config, plan)
+    check_weights_files(config, plan)
     brain_masks = _brain_masks(config, t1w_by_subject)
-    n_files = sum(len(v) for v in t1w_by_subject.values())
-    LOGGER.warning(
-        "%s %d T1w image(s) of %d participant(s) with %s",
-        "evaluating (T1w as the truth) on" if config.workflow.evaluate else "super-resolving",
-        n_files,
-        len(t1w_by_subject),
-        ", ".join(plan.all_methods),
-    )
-    for t1w_file, t2w_file in plan.t2w.items():
-        LOGGER.warning("%s: guided by %s", Path(t1w_file).name, t2w_file)
-    created = _check_writable(config.execution.output_dir)
+    runner = make_plugin(config)
     try:
-        write_dataset_description(config.execution.bids_dir, config.execution.output_dir)
-        config.execution.log_dir.mkdir(parents=True, exist_ok=True)
-        config.save(config.execution.log_dir / f"bids_sr_{config.execution.run_uuid}.toml")
-        from bids_sr.workflows.base import init_bids_sr_wf
+        with WorkDirLock(config.execution.work_dir):
+            n_files = sum(len(v) for v in t1w_by_subject.values())
+            LOGGER.info(
+                "%s %d T1w image(s) of %d participant(s) with %s",
+                "evaluating (T1w as the truth) on" if config.workflow.evaluate
+                else "super-resolving",
+                n_files,
+                len(t1w_by_subject),
+                ", ".join(plan.all_methods),
+            )  # fmt: skip
+            for t1w_file, t2w_file in plan.t2w.items():
+                LOGGER.info("%s: guided by %s", Path(t1w_file).name, t2w_file)
+            elapsed = _run_workflow(config, plan, t1w_by_subject, brain_masks, runner)
+    finally:
+        stop_workers(runner)
+    if not config.workflow.evaluate:
+        _report_fallbacks(config, plan)
+    LOGGER.info("done in %.1f s; derivatives in %s", elapsed, config.execution.output_dir)
+    return EXIT_OK
 
+
+def _new_files(output_dir: Path, write) -> set[Path]:
+    """Call ``write()``; return the files under ``output_dir`` it created."""
+    before = {p for p in output_dir.rglob("*") if p.is_file()}
+    write()
+    return {p for p in output_dir.rglob("*") if p.is_file()} - before
+
+
+def _run_workflow(config: Config, plan, t1w_by_subject, brain_masks, runner) -> float:
+    """Write the dataset description and configuration, then run the workflow; on failure,
+    remove the output folder only if this run created it and it holds nothing else."""
+    from bids_sr.workflows.base import init_bids_sr_wf
+    from bids_sr.workflows.cache import forget_vanished_results
+
+    output_dir = config.execution.output_dir
+    created = not output_dir.exists()
+    lock = OutputDirLock(output_dir)
+    lock.acquire()
+    ours = {output_dir / LOCK_NAME} if created else set()
+    started = time.time()
+    try:
+        _check_writable(output_dir)
+        if lock.try_exclusive():  # no other run writes here: their temporaries are stale
+            for path in remove_stale_temporaries(output_dir):
+                LOGGER.info("removed %s, left by an interrupted write", path)
+            lock.shared()
+
+        def prepare():
+            write_dataset_description(config.execution.bids_dir, output_dir)
+            config.execution.log_dir.mkdir(parents=True, exist_ok=True)
+            config.save(config.execution.log_dir / f"bids_sr_{config.execution.run_uuid}.toml")
+
+        ours |= _new_files(output_dir, prepare)
         workflow = init_bids_sr_wf(
             config=config, t1w_by_subject=t1w_by_subject, brain_masks=brain_masks, plan=plan
         )
+        forget_vanished_results(Path(config.execution.work_dir) / workflow.name)
         start = time.perf_counter()
-        workflow.run(**config.plugin_settings())
+        workflow.run(plugin=runner)
+        return time.perf_counter() - start
     except BaseException:
-        if created and not any(config.execution.output_dir.glob("sub-*")):
-            shutil.rmtree(config.execution.output_dir, ignore_errors=True)
+        if created and not crash_files(config.execution.log_dir, started):
+            _remove_if_only_ours(output_dir, ours, lock)
         raise
-    elapsed = time.perf_counter() - start
-    if not config.workflow.evaluate:
-        _report_fallbacks(config, plan)
-    LOGGER.warning("done in %.1f s; derivatives in %s", elapsed, config.execution.output_dir)
-    return EXIT_OK
+    finally:
+        lock.release()
+
+
+def _remove_if_only_ours(output_dir: Path, ours: set[Path], lock: OutputDirLock) -> None:
+    """Delete ``output_dir`` when no other run uses it and it holds only files this run
+    wrote (the description, README, .bidsignore, its configuration): nothing else is lost."""
+    if not lock.try_exclusive():
+        return
+    present = {p for p in output_dir.rglob("*") if p.is_file()}
+    if present <= ours:
+        shutil.rmtree(output_dir, ignore_errors=True)
+    else:
+        lock.shared()
 
 
 def _brain_masks(config: Config, t1w_by_subject: dict[str, list[str]]) -> dict[str, str]:
@@ -206,7 +285,7 @@ def run_group(config: Config) -> int:
             EXIT_DATA,
         )
     tsv, html = write_group_summary(output_dir)
-    LOGGER.warning("group summary: %s and %s", tsv, html)
+    LOGGER.info("group summary: %s and %s", tsv, html)
     tables = sorted(output_dir.glob("sub-*/**/*_desc-evaluation_metrics.tsv"))
     if tables:
         from bids_sr.reports import group
@@ -220,8 +299,12 @@ def run_group(config: Config) -> int:
         html = group.build_group_report(
             rows, output_dir / "group_desc-evaluation_metrics.html", summary=summary
         )
-        LOGGER.warning("evaluation of %d image(s): %s and %s", len(tables), tsv, html)
+        LOGGER.info("evaluation of %d image(s): %s and %s", len(tables), tsv, html)
     return EXIT_OK
+
+
+def _stop(signum, frame) -> None:
+    raise Stopped(signal.Signals(signum).name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,6 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     # threads per process follow --omp-nthreads (containers default these variables to 1)
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[variable] = str(config.nipype.omp_nthreads)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _stop) if in_main_thread else None
+    started = time.time()
     try:
         if config.execution.analysis_level == "group":
             code = run_group(config)
@@ -239,12 +325,25 @@ def main(argv: list[str] | None = None) -> int:
     except BIDSError as exc:
         sys.stderr.write(f"bids_sr: error: {exc}\n")
         code = exc.code
-    except RuntimeError as exc:  # nipype raises RuntimeError when nodes crash
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        sys.stderr.write(
-            f"bids_sr: error: {first} (crash files in {config.execution.log_dir})\n"
-        )
+    except (Stopped, KeyboardInterrupt) as exc:
+        why = f"{exc}" if isinstance(exc, Stopped) else "SIGINT"
+        sys.stderr.write(f"bids_sr: error: stopped by {why}; rerun with the same -w to "
+                         "resume\n")  # fmt: skip
         code = EXIT_FAILURE
+    except Exception as exc:  # a node failed (Nipype re-raises it), or an OS error here
+        LOGGER.debug("the failure in full", exc_info=exc)
+        message, code, node = describe_failure(exc)
+        crashes = crash_files(config.execution.log_dir, started)
+        where = []
+        if node:
+            where.append(f"node {node}")
+        if crashes:
+            where.append(f"crash file {crashes[-1]}")
+        detail = f" ({'; '.join(where)})" if where else ""
+        sys.stderr.write(f"bids_sr: error: {message}{detail}\n")
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     if argv is None:
         sys.exit(code)
     return code

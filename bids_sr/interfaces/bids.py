@@ -9,6 +9,7 @@ source that stays valid after super-resolution, and our provenance from the meth
 
 from __future__ import annotations
 
+import filecmp
 import json
 import shutil
 from pathlib import Path
@@ -25,7 +26,7 @@ from nipype.interfaces.base import (
 
 from bids_sr.__about__ import __version__
 from bids_sr.bids import bids_uri, derivative_path, resolution_field
-from bids_sr.fileio import atomic_path, read_sidecar, write_json_atomic
+from bids_sr.fileio import atomic_path, read_sidecar, write_text_atomic
 
 # Acquisition metadata that remains true of a super-resolved image of the same acquisition
 CARRIED_METADATA = (
@@ -59,7 +60,9 @@ class DerivativesDataSinkOutputSpec(TraitedSpec):
 
 
 def _source_metadata(source_file: str) -> dict:
-    data = read_sidecar(source_file)
+    """Metadata of the source's sidecar that stays true; a sidecar that is not a JSON object
+    is an error (the CLI refuses it before running), never silently dropped."""
+    data = read_sidecar(source_file, strict=True)
     return {key: data[key] for key in CARRIED_METADATA if key in data}
 
 
@@ -130,7 +133,10 @@ class DerivativesDataSink(SimpleInterface):
         )
         if isdefined(self.inputs.extra_metadata):
             sidecar.update(self.inputs.extra_metadata)
-        meta = write_json_atomic(sidecar, out_file.with_name(out_file.name.split(".")[0] + ".json"))
+        meta = out_file.with_name(out_file.name.split(".")[0] + ".json")
+        text = json.dumps(sidecar, indent=2, default=str) + "\n"
+        if not (meta.is_file() and meta.read_text() == text):
+            write_text_atomic(text, meta)
         self._results["out_file"] = str(out_file)
         self._results["out_meta"] = str(meta)
         return runtime
@@ -149,6 +155,11 @@ class CopyToDerivativesOutputSpec(TraitedSpec):
 
 
 def _copy_atomic(source: str, target: Path) -> Path:
+    """Copy ``source`` to ``target`` atomically, unless ``target`` already holds the same
+    bytes (sinks always run: an unchanged output keeps its time stamp, so the nodes after it
+    stay cached, while a deleted or truncated one is written again)."""
+    if target.is_file() and filecmp.cmp(source, target, shallow=False):
+        return target
     with atomic_path(target, suffix=".tmp" + "".join(target.suffixes)) as tmp:
         shutil.copyfile(source, tmp)
     return target

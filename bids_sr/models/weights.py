@@ -137,19 +137,70 @@ def _check_card(path: Path) -> tuple[dict[str, Any] | None, str]:
     return card, digest
 
 
-def load_model(
+# safetensors dtype → how numpy reads it (bf16: the high half of a float32)
+_FLOAT_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2"}
+
+
+def _non_finite_tensors(path: Path) -> list[str]:
+    """Names of the floating-point tensors holding NaN or Inf, read with numpy from the
+    safetensors layout (8-byte header length, JSON header, data). Not with torch: a torch
+    operation here would start its OpenMP threads in the main process, and a worker forked
+    after that can hang in its first parallel region."""
+    import struct
+
+    import numpy as np
+
+    with open(path, "rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(length))
+        start = 8 + length
+        bad = []
+        for name, entry in header.items():
+            if name == "__metadata__" or entry.get("dtype") not in _FLOAT_DTYPES:
+                continue
+            begin, end = entry["data_offsets"]
+            handle.seek(start + begin)
+            values = np.frombuffer(handle.read(end - begin), dtype=_FLOAT_DTYPES[entry["dtype"]])
+            if entry["dtype"] == "BF16":
+                values = (values.astype(np.uint32) << 16).view(np.float32)
+            if not np.all(np.isfinite(values)):
+                bad.append(name)
+    return bad
+
+
+def _stored_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Each tensor's shape, from the safetensors header alone (no tensor is read)."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise WeightsError(f"{path}: cannot read tensors ({type(exc).__name__}: {exc})") from exc
+
+
+def _architecture_shapes(spec, config: dict[str, Any], path: Path) -> dict[str, tuple[int, ...]]:
+    """The parameter shapes ``config`` asks for, from a network built on the meta device:
+    no memory is allocated, so metadata asking for a huge model costs nothing to check."""
+    try:
+        with torch.device("meta"):
+            model = spec.build(config)
+    except (TypeError, ValueError, KeyError, RuntimeError) as exc:
+        raise WeightsError(f"{path}: config cannot build {spec.name} ({exc})") from exc
+    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
+
+
+def check_weights(
     path: str | os.PathLike,
     *,
     method: str | None = None,
     factors: Sequence[float] | None = None,
-    device: str | torch.device = "cpu",
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild and load the network stored in ``path``; return (model in eval mode, info).
-
-    ``method``: the registry name the caller expects (a file for another method is an error).
-    ``factors``: the factors the caller needs; for learned-upsampling networks they must equal
-    the trained factors. ``info`` holds method, config, factors, path, sha256 and the card.
-    Raises :class:`WeightsError` naming the file for any malformed, truncated or mismatched file.
+    check_values: bool = False,
+) -> dict[str, Any]:
+    """Everything :func:`load_model` checks, without building the network: metadata, method,
+    factors, the card's checksum and config, and every tensor's name and shape against the
+    architecture the metadata describes (built on the meta device); ``check_values`` also
+    reads the tensors and refuses NaN/Inf. Run before a workflow starts, so a tampered or
+    oversized file stops the run before anything is written. Returns ``info`` as
+    :func:`load_model` does. Raises :class:`WeightsError` naming the file.
     """
     from bids_sr.models.registry import format_factors, get_spec
 
@@ -170,22 +221,20 @@ def load_model(
                 "learned layer, so the factors must match)"
             )
     card, digest = _check_card(path)
-    try:
-        model = spec.build(meta["config"])
-    except (TypeError, ValueError, KeyError) as exc:
-        raise WeightsError(f"{path}: config cannot build {meta['method']} ({exc})") from exc
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            state = {key: handle.get_tensor(key) for key in handle.keys()}
-    except Exception as exc:
-        raise WeightsError(f"{path}: cannot read tensors ({type(exc).__name__}: {exc})") from exc
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
+    config = {**spec.default_config, **meta["config"]}
+    if card and isinstance(card.get("config"), dict):
+        carded = {**spec.default_config, **card["config"]}
+        if carded != config:
+            changed = sorted(k for k in set(carded) | set(config) if carded.get(k) != config.get(k))
+            raise WeightsError(
+                f"{path}: metadata config differs from its model card in {', '.join(changed[:4])}"
+            )
+    stored = _stored_shapes(path)
+    expected = _architecture_shapes(spec, meta["config"], path)
+    missing = sorted(set(expected) - set(stored))
+    unexpected = sorted(set(stored) - set(expected))
     wrong = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
+        f"{k} {stored[k]} vs {v}" for k, v in expected.items() if k in stored and stored[k] != v
     ]
     if missing or unexpected or wrong:
         parts = []
@@ -198,9 +247,11 @@ def load_model(
         raise WeightsError(
             f"{path}: tensors do not fit {meta['method']} {meta['config']}: {' | '.join(parts)}"
         )
-    model.load_state_dict(state, strict=True)
-    model.eval().to(device)
-    info = {
+    if check_values:
+        bad = _non_finite_tensors(path)
+        if bad:
+            raise WeightsError(f"{path}: tensors hold NaN or Inf values ({', '.join(bad[:4])})")
+    return {
         "method": meta["method"],
         "config": meta["config"],
         "factors": meta["factors"],
@@ -208,4 +259,38 @@ def load_model(
         "sha256": digest,
         "card": card,
     }
+
+
+def load_model(
+    path: str | os.PathLike,
+    *,
+    method: str | None = None,
+    factors: Sequence[float] | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild and load the network stored in ``path``; return (model in eval mode, info).
+
+    ``method``: the registry name the caller expects (a file for another method is an error).
+    ``factors``: the factors the caller needs; for learned-upsampling networks they must equal
+    the trained factors. ``info`` holds method, config, factors, path, sha256 and the card.
+    Raises :class:`WeightsError` naming the file for any malformed, truncated or mismatched
+    file; every check (:func:`check_weights`) comes before the network is built, so a file
+    whose metadata asks for an enormous model is refused without allocating it.
+    """
+    from bids_sr.models.registry import get_spec
+
+    path = Path(path)
+    info = check_weights(path, method=method, factors=factors)
+    spec = get_spec(info["method"])
+    try:
+        model = spec.build(info["config"])
+    except (TypeError, ValueError, KeyError) as exc:
+        raise WeightsError(f"{path}: config cannot build {info['method']} ({exc})") from exc
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            state = {key: handle.get_tensor(key) for key in handle.keys()}
+    except Exception as exc:
+        raise WeightsError(f"{path}: cannot read tensors ({type(exc).__name__}: {exc})") from exc
+    model.load_state_dict(state, strict=True)
+    model.eval().to(device)
     return model, info

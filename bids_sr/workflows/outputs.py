@@ -10,6 +10,11 @@ from nipype.pipeline import engine as pe
 from bids_sr.bids import derivative_path, strip_prefix
 from bids_sr.interfaces.bids import CopyToDerivatives, DerivativesDataSink
 
+# Sinks always run (``overwrite=True``): their cached result is no proof that the file they
+# wrote is still in the output folder (deleted, truncated, the folder removed), and copying
+# a finished file again is cheap.
+SINK = {"run_without_submitting": True, "overwrite": True}
+
 
 def init_ds_sr_wf(
     *,
@@ -35,7 +40,7 @@ def init_ds_sr_wf(
     sink = DerivativesDataSink(base_directory=str(output_dir), bids_dir=str(bids_dir), desc=desc)
     if metadata:
         sink.inputs.extra_metadata = dict(metadata)
-    ds_sr = pe.Node(sink, name="ds_sr", run_without_submitting=True)
+    ds_sr = pe.Node(sink, name="ds_sr", **SINK)
     workflow.connect([
         (inputnode, ds_sr, [
             ("source_file", "source_file"),
@@ -65,7 +70,7 @@ def init_ds_xfm_wf(*, output_dir: Path, source_file: str, name: str = "ds_xfm_wf
     ds_xfm = pe.Node(
         CopyToDerivatives(base_directory=str(output_dir), out_path=relative.as_posix()),
         name="ds_xfm",
-        run_without_submitting=True,
+        **SINK,
     )
     workflow.connect([
         (inputnode, ds_xfm, [("xfm", "in_file")]),
@@ -95,7 +100,7 @@ def init_ds_evaluation_wf(
     ds_metrics = pe.Node(
         CopyToDerivatives(base_directory=str(output_dir), out_path=relative.as_posix()),
         name="ds_metrics",
-        run_without_submitting=True,
+        **SINK,
     )
     workflow.connect([
         (inputnode, ds_metrics, [("metrics_tsv", "in_file"), ("metrics_json", "in_sidecar")]),
@@ -119,7 +124,7 @@ def init_ds_report_wf(
             base_directory=str(output_dir), out_path=f"sub-{strip_prefix(subject_id, 'sub-')}.html"
         ),
         name="ds_report",
-        run_without_submitting=True,
+        **SINK,
     )
     workflow.connect([
         (inputnode, ds_report, [("report", "in_file")]),

@@ -1,0 +1,95 @@
+"""Turn a failure inside the workflow into one line and a BIDS Apps exit code.
+
+Nipype re-raises a node's failure as a RuntimeError whose text is a traceback (MultiProc), a
+NodeExecutionError whose message embeds the interface's traceback (Linear), or ``N raised.
+Re-raising first.`` with the first failure as its cause. The user needs the node's own error:
+the last ``SomeError: message`` line of that text, and an exit code chosen from its type.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+from pathlib import Path
+
+from bids_sr.bids import EXIT_CANT_CREATE, EXIT_DATA, EXIT_FAILURE, EXIT_IO
+
+# errors of the storage itself: I/O error (74)
+IO_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO}
+# the output cannot be created where asked: 73
+CREATE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST}
+# exceptions raised by our checks of the data a node received (65)
+DATA_ERRORS = {"ImageError", "WeightsError"}
+
+_ERROR_LINE = re.compile(
+    r"^\s*(?P<type>[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning)): ?(?P<text>.*)$"
+)
+_NODE = re.compile(r"Exception raised while executing Node (?P<node>[\w-]+(?:\.[\w-]+)*)")
+_ERRNO = re.compile(r"\[Errno (?P<errno>\d+)\]")
+
+
+def exit_code_for(error_type: str, message: str, number: int | None = None) -> int:
+    """The exit code of an error given by its type name, message and (for OSError) errno."""
+    name = error_type.rsplit(".", 1)[-1]
+    if number is None:
+        match = _ERRNO.search(message)
+        number = int(match.group("errno")) if match else None
+    if number in IO_ERRNOS:
+        return EXIT_IO
+    if number in CREATE_ERRNOS:
+        return EXIT_CANT_CREATE
+    if name in DATA_ERRORS:
+        return EXIT_DATA
+    return EXIT_FAILURE
+
+
+def _texts(exc: BaseException) -> list[str]:
+    """The messages of ``exc`` and of its causes, the innermost last."""
+    texts, seen = [], set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        first = exc.args[0] if exc.args else None
+        if isinstance(first, list | tuple):  # MultiProc: the traceback as a list of lines
+            texts.append("".join(str(part) for part in first))
+        else:
+            texts.append(str(exc))
+        exc = exc.__cause__ or exc.__context__
+    return texts
+
+
+IO_HINT = "check the free space and file-size limits of the output and work directories"
+
+
+def describe_failure(exc: BaseException) -> tuple[str, int, str | None]:
+    """``(one-line message, exit code, failing node or None)`` for a workflow failure."""
+    message, code, node = _describe(exc)
+    if code == EXIT_IO:
+        message = f"{message}; {IO_HINT}"
+    return message, code, node
+
+
+def _describe(exc: BaseException) -> tuple[str, int, str | None]:
+    if isinstance(exc, OSError) and exc.errno is not None:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror}", exit_code_for("OSError", "", exc.errno), None
+    texts = [t for t in _texts(exc) if "raised. Re-raising first" not in t]
+    for text in texts:
+        lines = text.splitlines()
+        node = _NODE.search(text)
+        found = [m for m in map(_ERROR_LINE.match, lines) if m]
+        found = [m for m in found if not m.group("type").endswith("NodeExecutionError")]
+        if found:
+            last = found[-1]
+            message = last.group("text").strip() or last.group("type")
+            code = exit_code_for(last.group("type"), message)
+            return message, code, node.group("node") if node else None
+    first = next((t.strip().splitlines()[0] for t in texts if t.strip()), type(exc).__name__)
+    return first, EXIT_FAILURE, None
+
+
+def crash_files(log_dir: Path | None, since: float) -> list[Path]:
+    """Nipype crash files written into ``log_dir`` at or after ``since`` (a time.time())."""
+    if log_dir is None or not Path(log_dir).is_dir():
+        return []
+    found = [p for p in Path(log_dir).glob("crash-*") if p.stat().st_mtime >= since - 1]
+    return sorted(found, key=lambda p: p.stat().st_mtime)

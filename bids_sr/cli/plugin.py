@@ -1,0 +1,138 @@
+"""The Nipype execution plugin of a run: checked before anything runs, and whose worker
+processes never outlive the run.
+
+:func:`make_plugin` builds the plugin object from ``--plugin``/``--plugin-config`` while
+the inputs are checked, so an unknown plugin or bad ``plugin_args`` is a usage error (64),
+not a traceback. For MultiProc, :class:`MultiProcPlugin` gives each worker process a
+parent-death signal (Linux ``prctl(PR_SET_PDEATHSIG)``; elsewhere a watchdog thread that
+polls the parent's pid), so ``kill -9`` of the main process takes its workers with it, and
+:func:`stop_workers` ends them when the main process is told to stop (SIGTERM, Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import os
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+from nipype.pipeline.plugins import multiproc
+
+from bids_sr.bids import EXIT_USAGE, BIDSError
+from bids_sr.config import Config
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
+def bind_to_parent(parent: int) -> None:
+    """Make the calling (worker) process die when ``parent`` does."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    else:
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+
+def _worker_initializer(cwd: str, parent: int) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the main process's handler
+    bind_to_parent(parent)
+    multiproc.process_initializer(cwd)
+
+
+class WorkerDied(RuntimeError):
+    """A worker process ended without returning its node's result (killed, out of memory,
+    crashed)."""
+
+
+class MultiProcPlugin(multiproc.MultiProcPlugin):
+    """Nipype's MultiProc whose workers exit with the main process, and whose run fails
+    (instead of waiting forever) when a worker dies: Nipype's own callback raises on a
+    broken pool's future, the exception is swallowed by ``concurrent.futures`` and the task
+    never reports back. Same class name, so MapNodes and logs see ``MultiProc``."""
+
+    def __init__(self, plugin_args: dict[str, Any] | None = None):
+        super().__init__(plugin_args=plugin_args)
+        # replace the pool before any worker starts (processes start at the first submit)
+        self.pool.shutdown(wait=False)
+        context = multiproc.mp.get_context(self.plugin_args.get("mp_context"))
+        self.pool = ProcessPoolExecutor(
+            max_workers=self.processors,
+            initializer=_worker_initializer,
+            initargs=(self._cwd, os.getpid()),
+            mp_context=context,
+        )
+
+
+    def _submit_job(self, node, updatehash=False):
+        self._taskid += 1
+        taskid = self._taskid
+        if getattr(node.interface, "terminal_output", "") == "stream":
+            node.interface.terminal_output = "allatonce"  # as Nipype: no streaming outputs
+        future = self.pool.submit(multiproc.run_node, node, updatehash, taskid)
+        future.add_done_callback(functools.partial(self._task_done, taskid, node.fullname))
+        self._task_obj[taskid] = future
+        return taskid
+
+    def _task_done(self, taskid: int, name: str, future) -> None:
+        try:
+            result = future.result()
+        except BaseException as exc:  # the pool broke: the worker is gone
+            text = f"{WorkerDied.__module__}.WorkerDied: the worker process running {name} " \
+                   f"died ({type(exc).__name__}: {exc})\n"  # fmt: skip
+            result = {"result": None, "taskid": taskid,
+                      "traceback": ["Traceback (most recent call last):\n", text]}  # fmt: skip
+        self._taskresult[taskid] = result
+
+
+def stop_workers(runner: Any) -> None:
+    """Kill the worker processes of a MultiProc ``runner`` (no-op for other plugins)."""
+    pool = getattr(runner, "pool", None)
+    if not isinstance(pool, ProcessPoolExecutor):
+        return
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        if process.is_alive():
+            process.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+def make_plugin(config: Config) -> Any:
+    """The plugin object for ``Workflow.run``; BIDSError (64) for an unknown plugin or
+    ``plugin_args`` it refuses."""
+    from nipype.pipeline import plugins
+
+    settings = config.plugin_settings()
+    name, args = settings["plugin"], settings["plugin_args"]
+    if not isinstance(name, str) or not name.isidentifier():
+        raise BIDSError(f"--plugin {name!r}: not a Nipype plugin name", EXIT_USAGE)
+    if name in ("MultiProc", "LegacyMultiProc"):
+        for key in ("n_procs", "n_gpu_procs", "memory_gb"):
+            value = args.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                      or value <= 0):  # fmt: skip
+                raise BIDSError(f"plugin_args: {key} must be a positive number, got {value!r}",
+                                EXIT_USAGE)  # fmt: skip
+    cls = MultiProcPlugin if name == "MultiProc" else getattr(plugins, f"{name}Plugin", None)
+    if cls is None:
+        known = sorted(n[: -len("Plugin")] for n in dir(plugins) if n.endswith("Plugin") and n[0]
+                       .isupper() and n != "Plugin")  # fmt: skip
+        raise BIDSError(f"--plugin {name}: unknown Nipype plugin (choose from "
+                        f"{', '.join(known)})", EXIT_USAGE)  # fmt: skip
+    try:
+        return cls(plugin_args=args)
+    except Exception as exc:  # plugins raise anything for arguments they cannot use
+        raise BIDSError(f"plugin_args for {name} {args}: {type(exc).__name__}: {exc}",
+                        EXIT_USAGE) from exc  # fmt: skip
