@@ -19,8 +19,9 @@ from bids_sr.interpolation import INTERPOLATION_ORDERS, interpolate
 
 NETWORK_METHODS = ("fsrcnn", "espcn", "srgan", "srrecnn", "srrecnn-t2w")
 FILTER_METHODS = ("gradfilter",)
-#: Learn per scan from the scan itself (2D scans only): no shipped weights.
-SELF_SUPERVISED_METHODS = ("selfsr",)
+#: Learn per scan from the scan itself (2D scans only): no shipped weights. ``selfsr`` trains
+#: a small CNN (minutes), ``selfsr-filters`` closed-form filters (seconds, less gain).
+SELF_SUPERVISED_METHODS = ("selfsr", "selfsr-filters")
 GUIDED_METHODS = ("srrecnn-t2w",)  # need a registered HR T2w (``reference``)
 INTERPOLATION_METHODS = tuple(INTERPOLATION_ORDERS)
 #: Methods that run without a weights file.
@@ -112,8 +113,9 @@ def super_resolve(
         from bids_sr.selfsr import super_resolve_selfsr
 
         hr, report = super_resolve_selfsr(
-            lr, factors, acquisition, seed=seed, model_dir=model_dir, progress=progress,
-            uncertainty=uncertainty,
+            lr, factors, acquisition, seed=seed, device=device, model_dir=model_dir,
+            progress=progress, uncertainty=uncertainty,
+            learner="filters" if method == "selfsr-filters" else "cnn",
         )
     else:
         from bids_sr.gradfilter import apply_gradient_filters

@@ -22,7 +22,7 @@ from bids_sr.selfsr.features import BucketSpec
 from bids_sr.selfsr.filters import PlaneFilters
 
 #: Bump when the learner changes what it learns: old cached models are then not reused.
-FORMAT = "bids_sr.selfsr/1"
+FORMAT = "bids_sr.selfsr/2"
 
 
 def model_key(lr: np.ndarray, settings: dict) -> str:
@@ -35,30 +35,24 @@ def model_key(lr: np.ndarray, settings: dict) -> str:
     return digest.hexdigest()
 
 
-def save_model(filters: PlaneFilters, path: str | os.PathLike, metadata: dict) -> Path:
-    """Write ``filters`` to ``path`` atomically; ``metadata`` (JSON-able) goes in the header."""
+def save_model(tensors: dict[str, np.ndarray], path: str | os.PathLike, metadata: dict) -> Path:
+    """Write ``tensors`` to ``path`` atomically; ``metadata`` (JSON-able, including the
+    ``learner``) goes in the header."""
     from safetensors.numpy import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {
-        "filters": np.ascontiguousarray(filters.filters, dtype=np.float32),
-        "phase_filters": np.ascontiguousarray(filters.phase_filters, dtype=np.float32),
-        "strength_cuts": np.asarray(filters.spec.strength_cuts, dtype=np.float32),
-        "coherence_cuts": np.asarray(filters.spec.coherence_cuts, dtype=np.float32),
-        "counts": np.asarray(filters.counts, dtype=np.int64),
-        "layout": np.asarray([filters.spec.phases, filters.spec.angles, *filters.patch],
-                             dtype=np.int64),  # fmt: skip
-    }
     # one metadata entry: safetensors writes several in no fixed order (the checksum would vary)
     header = {"bids_sr.selfsr": json.dumps({"format": FORMAT, **metadata}, sort_keys=True)}
+    contiguous = {name: np.ascontiguousarray(value) for name, value in tensors.items()}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=header)
+        save_file(contiguous, str(tmp), metadata=header)
     return path
 
 
-def load_model(path: str | os.PathLike) -> PlaneFilters:
-    """Read a model written by :func:`save_model`; ValueError naming the file if it is not one."""
+def load_model(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
+    """Read a model written by :func:`save_model`: its tensors and metadata; ValueError naming
+    the file if it is not one."""
     from safetensors import safe_open
 
     try:
@@ -71,14 +65,36 @@ def load_model(path: str | os.PathLike) -> PlaneFilters:
         raise ValueError(f"{path}: {exc}") from exc
     except Exception as exc:  # safetensors raises its own error types for corrupt files
         raise ValueError(f"{path}: unreadable selfsr model ({exc})") from exc
-    phases, angles, k0, k1 = (int(v) for v in tensors["layout"])
-    spec = BucketSpec(phases=phases, angles=angles, strength_cuts=tensors["strength_cuts"],
-                      coherence_cuts=tensors["coherence_cuts"])  # fmt: skip
-    if tensors["filters"].shape != (spec.n_buckets, k0 * k1):
-        raise ValueError(f"{path}: filters of shape {tensors['filters'].shape} do not match "
+    return tensors, header
+
+
+def filters_to_tensors(filters: PlaneFilters) -> dict[str, np.ndarray]:
+    """The arrays of a closed-form filter set."""
+    return {
+        "filters": np.asarray(filters.filters, dtype=np.float32),
+        "phase_filters": np.asarray(filters.phase_filters, dtype=np.float32),
+        "strength_cuts": np.asarray(filters.spec.strength_cuts, dtype=np.float32),
+        "coherence_cuts": np.asarray(filters.spec.coherence_cuts, dtype=np.float32),
+        "counts": np.asarray(filters.counts, dtype=np.int64),
+        "layout": np.asarray([filters.spec.phases, filters.spec.angles, *filters.patch],
+                             dtype=np.int64),  # fmt: skip
+    }
+
+
+def filters_from_tensors(tensors: dict[str, np.ndarray], path: str | os.PathLike) -> PlaneFilters:
+    """A closed-form filter set from :func:`filters_to_tensors` arrays (``path``: for errors)."""
+    try:
+        phases, angles, k0, k1 = (int(v) for v in tensors["layout"])
+        spec = BucketSpec(phases=phases, angles=angles, strength_cuts=tensors["strength_cuts"],
+                          coherence_cuts=tensors["coherence_cuts"])  # fmt: skip
+        filters = PlaneFilters(filters=tensors["filters"], phase_filters=tensors["phase_filters"],
+                               spec=spec, patch=(k0, k1), counts=tensors["counts"])  # fmt: skip
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"{path}: not a selfsr filter set ({exc})") from exc
+    if filters.filters.shape != (spec.n_buckets, k0 * k1):
+        raise ValueError(f"{path}: filters of shape {filters.filters.shape} do not match "
                          f"{spec.n_buckets} buckets of {k0}×{k1} taps")  # fmt: skip
-    return PlaneFilters(filters=tensors["filters"], phase_filters=tensors["phase_filters"],
-                        spec=spec, patch=(k0, k1), counts=tensors["counts"])  # fmt: skip
+    return filters
 
 
 def checksum(path: str | os.PathLike) -> str:
