@@ -40,8 +40,13 @@ from bids_sr.selfsr.store import (
     model_key,
     save_model,
 )
+from bids_sr.weights_lookup import WEIGHTS_DIR
 
 LEARNERS = ("cnn", "filters")
+#: The CNN's shipped starting point, pretrained on the slice family (scripts/pretrain_selfsr.py).
+PRIOR = WEIGHTS_DIR / "selfsr_prior.safetensors"
+#: Peak learning rate when fine-tuning the prior (from scratch: TrainSettings.lr).
+FINE_TUNE_LR = 3e-4
 
 
 class SelfSRError(ValueError):
@@ -112,17 +117,24 @@ class _Model:
 
 def _learn(learner: str, training: np.ndarray, acquisition: Acquisition, factor: float,
            seed: int, device: str, progress: bool, iterations: int | None,
-           ) -> tuple[dict, dict]:  # fmt: skip
+           prior: Path | None) -> tuple[dict, dict]:  # fmt: skip
     """Train the per-scan model: its tensors and a summary for the metadata."""
     if learner == "filters":
         filters = learn_plane_filters(training, acquisition, factor, seed=seed, progress=progress)
         return filters_to_tensors(filters), {"buckets": int(filters.spec.n_buckets),
                                              "patch": list(filters.patch)}  # fmt: skip
+    import torch
+
     from bids_sr.selfsr.network import TrainSettings, state_to_numpy, train_plane_net
 
+    init = None
     settings = TrainSettings(iterations=iterations)
+    if prior is not None:  # fine-tune the slice-family weights, gently
+        tensors, _ = load_model(prior)
+        init = {name: torch.from_numpy(np.asarray(value)) for name, value in tensors.items()}
+        settings = TrainSettings(iterations=iterations, lr=FINE_TUNE_LR)
     net, summary = train_plane_net(training, acquisition, factor, seed=seed, settings=settings,
-                                   device=device, progress=progress)  # fmt: skip
+                                   init=init, device=device, progress=progress)  # fmt: skip
     return state_to_numpy(net), {"iterations": summary["iterations"], "batch": settings.batch,
                                  "patch": settings.patch,
                                  "final_loss": round(summary["final_loss"], 6)}  # fmt: skip
@@ -160,8 +172,10 @@ def super_resolve_selfsr(
     run_device = "cpu" if learner == "filters" else _torch_device(device)
     base = upsample(lr, factors, order=3)
     factor = base.shape[axis] / lr.shape[axis]
+    prior = PRIOR if learner == "cnn" and PRIOR.exists() else None
     settings = {"factors": [round(float(f), 6) for f in factors], "seed": int(seed),
                 "learner": learner, "iterations": iterations,
+                "prior": checksum(prior) if prior else None,
                 "acquisition": acquisition.describe()}  # fmt: skip
     key = model_key(lr, settings)
     with tempfile.TemporaryDirectory(prefix="selfsr-") as scratch:
@@ -178,7 +192,7 @@ def super_resolve_selfsr(
             inplane_factors = [1.0 if a == axis else float(factors[a]) for a in range(3)]
             training = upsample(lr, inplane_factors, order=3)
             tensors, summary = _learn(learner, training, acquisition, factor, seed, run_device,
-                                      progress, iterations)  # fmt: skip
+                                      progress, iterations, prior)  # fmt: skip
             del training
             save_model(tensors, path, {"key": key, **settings, **summary})
             # the time goes beside the model, not in it: the model's checksum stays a
@@ -204,6 +218,7 @@ def super_resolve_selfsr(
         "weights_sha256": sha,
         "model_reused": bool(reused),
         "learner": learner,
+        "prior": PRIOR.name if prior else None,
         "learn_s": learn_s,
         "apply_s": round(apply_s, 2),
         "orientation_disagreement": round(float(spread[region].mean()) if region.any() else 0.0,

@@ -132,36 +132,20 @@ def _batch(pairs: list[_Pairs], settings: TrainSettings, rng: np.random.Generato
     return inputs, target
 
 
-def train_plane_net(
-    volume: np.ndarray, acquisition: Acquisition, factor: float, *, seed: int = 0,
-    settings: TrainSettings = TrainSettings(), init: dict | None = None,
-    device: str = "cpu", progress: bool = False,
-) -> tuple[PlaneNet, dict]:  # fmt: skip
-    """Train a :class:`PlaneNet` on the in-plane pairs of ``volume`` (the acquired slices on
-    the output grid in-plane); ``init``: a state dict to start from (pretrained weights).
-    Returns the network (on CPU, eval mode) and a summary (final loss, seconds)."""
+def fit(net: PlaneNet, pairs: list[_Pairs], settings: TrainSettings, steps: int,
+        rng: np.random.Generator, *, device: str = "cpu", progress: bool = False,
+        desc: str = "selfsr: training") -> dict:  # fmt: skip
+    """``steps`` Adam steps (one-cycle schedule, L1 loss) of ``net`` on random patches of
+    ``pairs``; returns the final loss (mean of the last tenth of the steps)."""
     from tqdm.auto import tqdm
 
-    start = time.perf_counter()
-    rng = np.random.default_rng(seed)
-    torch.manual_seed(seed)
-    net = PlaneNet()
-    if init is not None:
-        net.load_state_dict(init)
-    net = net.to(device).train()
-    inplane = [a for a in range(3) if a != int(acquisition.slice_axis)]
-    # small scans: patches no larger than their planes (the step then costs less too)
-    patch = int(min(settings.patch, *(volume.shape[a] for a in inplane)))
-    settings = replace(settings, patch=max(8, patch))
-    pairs = _pairs(volume, acquisition, factor, settings.patch)
-    steps = iterations_for(sum(p.degraded.size for p in pairs), settings)
+    net.to(device).train()
     optimiser = torch.optim.Adam(net.parameters(), lr=settings.lr)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimiser, max_lr=settings.lr, total_steps=steps, pct_start=max(0.05, 2.0 / steps)
     )
     losses = []
-    for _ in tqdm(range(steps), desc="selfsr: training on the scan's own slices",
-                  unit="step", disable=not progress):  # fmt: skip
+    for _ in tqdm(range(steps), desc=desc, unit="step", disable=not progress):
         inputs, target = _batch(pairs, settings, rng)
         loss = nn.functional.l1_loss(net(inputs.to(device)), target.to(device))
         optimiser.zero_grad(set_to_none=True)
@@ -169,10 +153,33 @@ def train_plane_net(
         optimiser.step()
         schedule.step()
         losses.append(float(loss.detach()))
-    net = net.cpu().eval()
-    tail = losses[-max(1, len(losses) // 10):]
-    return net, {"final_loss": float(np.mean(tail)), "iterations": steps,
-                 "train_s": time.perf_counter() - start}  # fmt: skip
+    net.cpu().eval()
+    return {"final_loss": float(np.mean(losses[-max(1, len(losses) // 10):]))}
+
+
+def train_plane_net(
+    volume: np.ndarray, acquisition: Acquisition, factor: float, *, seed: int = 0,
+    settings: TrainSettings = TrainSettings(), init: dict | None = None,
+    device: str = "cpu", progress: bool = False,
+) -> tuple[PlaneNet, dict]:  # fmt: skip
+    """Train a :class:`PlaneNet` on the in-plane pairs of ``volume`` (the acquired slices on
+    the output grid in-plane); ``init``: a state dict to start from (pretrained weights).
+    Returns the network (on CPU, eval mode) and a summary (final loss, steps, seconds)."""
+    start = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    net = PlaneNet()
+    if init is not None:
+        net.load_state_dict(init)
+    inplane = [a for a in range(3) if a != int(acquisition.slice_axis)]
+    # small scans: patches no larger than their planes (the step then costs less too)
+    patch = int(min(settings.patch, *(volume.shape[a] for a in inplane)))
+    settings = replace(settings, patch=max(8, patch))
+    pairs = _pairs(volume, acquisition, factor, settings.patch)
+    steps = iterations_for(sum(p.degraded.size for p in pairs), settings)
+    summary = fit(net, pairs, settings, steps, rng, device=device, progress=progress,
+                  desc="selfsr: training on the scan's own slices")  # fmt: skip
+    return net, {**summary, "iterations": steps, "train_s": time.perf_counter() - start}
 
 
 def apply_plane_net(
