@@ -18,8 +18,11 @@ $(BIN)/bids_sr: pyproject.toml
 
 install: $(BIN)/bids_sr
 
+# The main job: the default method (auto) on one demo participant; DEMO_ARGS adds options,
+# e.g. make demo DEMO_ARGS="--method auto bspline" to see the baseline beside it.
+DEMO_ARGS ?=
 demo: install
-	$(BIN)/bids_sr bids_sr/data/demo $(DEMO_OUT) participant --method bspline --scale 2 -w $(DEMO_OUT)/../demo_work
+	$(BIN)/bids_sr bids_sr/data/demo $(DEMO_OUT) participant --participant-label 01 -w $(DEMO_OUT)/../demo_work $(DEMO_ARGS)
 	$(BIN)/bids_sr bids_sr/data/demo $(DEMO_OUT) group
 	@echo "Derivatives in $(DEMO_OUT); group report: $(DEMO_OUT)/group_summary.html"
 

@@ -65,7 +65,8 @@ class MethodPlan:
     ``choices``: the ``MethodChoice`` sentence of the method ``auto`` picked for it;
     ``auto_methods``: that method; ``fallbacks``: what its guided methods fall back to;
     ``weights``: the shipped weights file ``auto`` validated, per T1w and method;
-    ``warnings``: per T1w and method, why an explicitly named method runs unvalidated.
+    ``warnings``: per T1w and method, why an explicitly named method runs unvalidated;
+    ``reference_problems``: per T1w, why its T2w does not guide (not finer than the T1w).
     """
 
     methods: dict[str, list[str]] = field(default_factory=dict)
@@ -75,6 +76,7 @@ class MethodPlan:
     fallbacks: dict[str, Fallback] = field(default_factory=dict)
     weights: dict[str, dict[str, Path]] = field(default_factory=dict)
     warnings: dict[str, dict[str, str]] = field(default_factory=dict)
+    reference_problems: dict[str, str] = field(default_factory=dict)
 
     def weights_for(self, t1w_file: str, method: str) -> Path | None:
         """The shipped weights ``auto`` chose for ``method`` on the T1w (None: default)."""
@@ -382,7 +384,7 @@ def plan_methods(
             if any(m in GUIDED_METHODS for m in methods):
                 plan.fallbacks.setdefault(t1w_file, fallback_for(factors))
                 if t2w_file:
-                    plan.t2w[t1w_file] = t2w_file
+                    _plan_reference(config, plan, t1w_file, t2w_file, factors)
             plan.methods[t1w_file] = methods
     if wf_settings.weights is not None:
         learned = [m for m in plan.all_methods if m not in INTERPOLATION_METHODS]
@@ -396,6 +398,19 @@ def plan_methods(
     if not plan.all_methods:
         raise BIDSError("no method left to evaluate (none has weights)", EXIT_DATA)
     return plan
+
+
+def _plan_reference(config: Config, plan: MethodPlan, t1w_file: str, t2w_file: str,
+                    factors: Sequence[float]) -> None:  # fmt: skip
+    """Guide the T1w's guided method with the T2w only when it is finer along the SR axes;
+    otherwise the method falls back in its node and ``FallbackReason`` says why."""
+    problem = reference_problem(t1w_file, t2w_file, factors, evaluate=config.workflow.evaluate)
+    if problem is None:
+        plan.t2w[t1w_file] = t2w_file
+        return
+    text = f"the T2w {Path(t2w_file).name} is not used: {problem}"
+    plan.reference_problems[t1w_file] = text
+    LOGGER.warning("%s: %s", Path(t1w_file).name, text)
 
 
 def _check_weights_and_guides(config: Config, plan: MethodPlan) -> None:

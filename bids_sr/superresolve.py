@@ -80,7 +80,8 @@ def super_resolve(
     ``amp`` (bf16/fp16) asks networks for mixed precision on CUDA.
     ``acquisition`` is how ``lr`` was acquired (default: an isotropic 3D scan); with
     ``data_consistency`` the result is corrected so that it projects back onto ``lr``
-    (:func:`bids_sr.acquisition.enforce_consistency`).
+    (:func:`bids_sr.acquisition.enforce_consistency`), except for ``nearest``, whose point
+    is to keep the input's values.
     ``model_dir``: where a self-supervised method keeps its per-scan model (a rerun reuses
     it); pass a dict as ``uncertainty`` to receive its uncertainty map (``"map"``).
     The report holds at least ``method``, ``device``, ``runtime_s`` and
@@ -126,7 +127,8 @@ def super_resolve(
     expected = hr_shape(lr.shape, factors)
     if hr.shape != expected:
         raise RuntimeError(f"{method} produced shape {hr.shape}, expected {expected}")
-    hr, checked = _consistency(hr, lr, acquisition, data_consistency)
+    # nearest keeps the input's values exactly (users ask for it on label maps): measured only
+    hr, checked = _consistency(hr, lr, acquisition, data_consistency and method != "nearest")
     report.update(checked)
     report = {"method": method, "runtime_s": time.perf_counter() - start, **report}
     return hr.astype(np.float32, copy=False), report

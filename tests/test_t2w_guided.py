@@ -37,6 +37,20 @@ def _weights_dirs(monkeypatch, folder: Path) -> None:
     monkeypatch.setattr(weights_lookup, "WEIGHTS_DIR", folder)
 
 
+def _demo_t2w_guides(monkeypatch) -> None:
+    """Let the demo's T2w guide: it is as coarse as the T1w (2 mm), which planning rejects
+    (a reference must be finer along the SR axes); the tests that exercise registration and
+    guided inference accept an equal resolution instead."""
+    from bids_sr import planning
+
+    monkeypatch.setattr(planning, "REFERENCE_FINER", 1.01)
+
+
+@pytest.fixture
+def demo_t2w_guides(monkeypatch):
+    _demo_t2w_guides(monkeypatch)
+
+
 @pytest.fixture
 def no_shipped_weights(tmp_path, monkeypatch):
     folder = tmp_path / "no_weights"
@@ -109,7 +123,7 @@ def test_auto_picks_validated_mono_or_bspline_per_t1w(tmp_path, no_shipped_weigh
     assert "--t2w-reference none" in plan.choices[SUB01]
 
 
-def test_all_guided_fallback_and_weights_rules(tmp_path, no_shipped_weights):
+def test_all_guided_fallback_and_weights_rules(tmp_path, no_shipped_weights, demo_t2w_guides):
     (no_shipped_weights / "srrecnn-t2w_x2x2x2.safetensors").write_bytes(b"")
     plan = plan_methods(_config(tmp_path, methods=["all"]), T1W, T2W)
     assert plan.methods[SUB01] == ["nearest", "linear", "bspline", "srrecnn-t2w"]
@@ -231,6 +245,7 @@ def guided_run(tmp_path_factory):
             "-w", str(root / "work"), "--plugin", "Linear", "--skip-bids-validation"]  # fmt: skip
     with pytest.MonkeyPatch.context() as patch:
         _weights_dirs(patch, root / "no_weights")
+        _demo_t2w_guides(patch)
         assert main(argv) == 0
     return out, weights
 
@@ -307,7 +322,7 @@ def test_t2w_reference_option_is_checked(tmp_path, run_cli):
 
 
 def test_failed_registration_falls_back_end_to_end(tmp_path, run_cli, monkeypatch,
-                                                   no_shipped_weights):  # fmt: skip
+                                                   no_shipped_weights, demo_t2w_guides):
     """A registration below the quality threshold (forced: no NMI reaches 1.99) keeps the
     T2w out: bspline runs (srrecnn has no weights), and the sidecar and report say why."""
     from bids_sr import registration
@@ -345,3 +360,18 @@ def test_evaluation_graph_registers_the_t2w_of_guided_t1w_only(tmp_path, no_ship
     assert len(evaluations) == 3
     sub02 = [n for name, n in evaluations.items() if "single_subject_02" in name]
     assert all(n.inputs.methods == ["bspline"] for n in sub02)  # guided skipped: no T2w
+
+
+def test_a_t2w_no_finer_than_the_t1w_does_not_guide(tmp_path, run_cli, no_shipped_weights):
+    """The demo's T2w (2 mm, like its T1w) brings nothing along the SR axes: no registration,
+    the guided method falls back and FallbackReason says why."""
+    weights = _tiny_weights(tmp_path / "g.safetensors")
+    out = tmp_path / "out"
+    code, err = run_cli(DEMO, out, "participant", "--participant-label", "01", "--method",
+                        "srrecnn-t2w", "--weights", weights, "--scale", "1.5", "--device", "cpu",
+                        "-w", tmp_path / "w", "--skip-bids-validation", "--plugin", "Linear")
+    assert code == 0, err
+    meta = _sidecar(out, SUB01, "srrecnn-t2w")
+    assert meta["Method"] == "bspline" and meta["FallbackFrom"] == "srrecnn-t2w"
+    assert "sub-01_T2w.nii.gz is not used: it is not finer than the T1w" in meta["FallbackReason"]
+    assert "T2wReference" not in meta and not list(out.glob("**/*_xfm.txt"))

@@ -23,10 +23,10 @@ def t1w():
     return load_volume(T1W).data
 
 
-@pytest.mark.parametrize("factors", [(2, 2, 2), (1, 1, 4)])
+@pytest.mark.parametrize("factors", [(4, 1, 1), (1, 1, 4)])
 def test_lr_patch_is_block_mean_of_hr_patch(t1w, factors):
-    """With the slice preset LR = block mean of HR, so aligned patches satisfy it exactly,
-    flips and permutations included (jitter off)."""
+    """With the slice preset (rect profile, thickness = spacing) LR = block mean of HR along
+    the slice axis, so aligned patches satisfy it exactly, flips included (jitter off)."""
     vol = prepare_volume("t", t1w, factors, "slice")
     sampler = PatchSampler([vol], 8, input_grid="lr", degradation="slice", jitter=0.0)
     assert sampler.flips and sampler.permute == (len(set(factors)) == 1)
@@ -174,3 +174,37 @@ def test_checkpoint_round_trip_restores_everything(tmp_path):
     (tmp_path / "checkpoint.safetensors").write_bytes(b"corrupt")
     with pytest.raises(CheckpointError, match="sha256"):
         load_checkpoint(tmp_path, modules={"model": model2}, optimizers={"adam": opt2}, rng=rng2)
+
+
+def test_uninformative_references_are_noise_or_constant(t1w):
+    """With uninformative_fraction, some guided patches get a reference that carries nothing
+    (uniform noise or a constant) while the T1w input and the target stay as they were."""
+    t2w = load_volume(T1W.with_name("sub-01_T2w.nii.gz")).data
+    vol = prepare_volume("t", t1w, (2, 2, 2), "gaussian", hr_grid_input=True, reference=t2w)
+    vol.extra["centres"] = tissue_centres(vol.hr)
+    fn = lambda target, rng, v: randomise_contrast(target, rng, v.extra["centres"])  # noqa: E731
+    sampler = PatchSampler([vol], 8, input_grid="hr", degradation="gaussian", augment=False,
+                           reference_fn=fn, synth_probability=0.0, uninformative_fraction=0.5)
+    rng = np.random.default_rng(0)
+    kinds = []
+    for _ in range(40):
+        (ilr, ref), _ = sampler.sample(rng)
+        real = np.array_equal(ref, vol.reference[tuple(
+            slice(i, i + 8) for i in _origin_of(ilr, vol.ilr))])  # fmt: skip
+        constant = np.ptp(ref) == 0
+        kinds.append("real" if real else "constant" if constant else "noise")
+        if kinds[-1] == "noise":
+            assert 0 <= ref.min() and ref.max() <= 1 and ref.std() > 0.2
+    assert {"real", "constant", "noise"} <= set(kinds)
+    with pytest.raises(ValueError, match="uninformative_fraction"):
+        PatchSampler([vol], 8, input_grid="hr", degradation="gaussian", reference_fn=fn,
+                     uninformative_fraction=1.0)
+
+
+def _origin_of(patch: np.ndarray, volume: np.ndarray) -> tuple[int, ...]:
+    """Where an unaugmented patch was cut from (exhaustive search on a small volume)."""
+    for idx in np.argwhere(np.isclose(volume, patch[0, 0, 0])):
+        sl = tuple(slice(i, i + p) for i, p in zip(idx, patch.shape))
+        if volume[sl].shape == patch.shape and np.array_equal(volume[sl], patch):
+            return tuple(int(i) for i in idx)
+    raise AssertionError("patch not found")

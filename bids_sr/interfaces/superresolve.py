@@ -70,6 +70,9 @@ class SuperResolveInputSpec(BaseInterfaceInputSpec):
         True, usedefault=True, desc="whether the reference passed the registration quality check"
     )
     reference_summary = traits.Dict(desc="registration figures of the reference, for the report")
+    reference_problem = traits.Str(
+        desc="why no reference is given although one was found (e.g. not finer than the input)"
+    )
     fallback_method = traits.Enum(
         *METHODS, desc="what a guided method runs instead when the reference is missing or "
         "unusable (unset: that is an error)"
@@ -160,7 +163,9 @@ class SuperResolve(SimpleInterface):
         if self.inputs.method not in GUIDED_METHODS:
             return None
         if not isdefined(self.inputs.reference_file):
-            return "no T2w reference was found for this T1w"
+            return optional_input(self.inputs.reference_problem) or (
+                "no T2w reference was found for this T1w"
+            )
         if self.inputs.reference_usable:
             return None
         summary = optional_input(self.inputs.reference_summary) or {}

@@ -110,7 +110,7 @@ def consistency_sentence(sidecar: Mapping[str, Any]) -> str:
                f"{sidecar.get('InputSliceProfile', 'rect')} profile, gap "
                f"{sidecar.get('InputSliceGap')} mm)")  # fmt: skip
     else:
-        how = "averaged over each input voxel"
+        how = "blurred like a 3D acquisition (Gaussian, FWHM 1.18 voxels) at each input voxel"
     text = (f"Data consistency: the output, {how}, reproduces the input at "
             f"{sidecar['DataConsistencyPSNR']} dB PSNR inside the head")  # fmt: skip
     if sidecar.get("DataConsistencyPSNRBefore") is not None:

@@ -176,7 +176,48 @@ def render_markdown(card: dict[str, Any]) -> str:
             f"SSIM brain {_pm(d['ssim_brain'], 4)}. "
             f"Acceptance ({acc.get('criterion', '')}): {_verdict(acc.get('met'))}.",
         ]
+    if card.get("evidence"):
+        out += ["", "## Evidence `auto` reads (scripts/validate_shipped.py)", "",
+                evidence_table(card["evidence"])]  # fmt: skip
     return "\n".join(out) + "\n"
+
+
+def evidence_table(records: list[dict[str, Any]], weights: str | None = None) -> str:
+    """Markdown table of evidence records: per image, PSNR and gain over bspline (and over
+    the mono model for a guided one), with data consistency as in a run. ``weights`` adds
+    a first column naming the file (for tables of several cards)."""
+    first, rule = ("| weights ", "|---") if weights is not None else ("", "")
+    lines = [
+        f"{first}| family | degradation | factors | slice thickness / spacing | image | "
+        "PSNR brain (dB) | bspline (dB) | gain (dB) | gain over mono (dB) |",
+        f"{rule}|---|---|---|---|---|---|---|---|---|",
+    ]
+    for record in records:
+        factors = "x".join(f"{float(f):g}" for f in record["factors"])
+        for image, gain in record["gain_over_bspline"].items():
+            over_mono = (record.get("gain_over_mono") or {}).get(image)
+            lines.append(
+                (f"| {weights} " if weights is not None else "")
+                + f"| {record['family']} | {record.get('degradation')} | {factors} | "
+                f"{record.get('thickness_ratio', 'n/a')} | {image} | "
+                f"{record.get('psnr_brain', {}).get(image, 'n/a')} | "
+                f"{record.get('psnr_brain_bspline', {}).get(image, 'n/a')} | {gain:+.2f} | "
+                f"{'n/a' if over_mono is None else f'{over_mono:+.2f}'} |"
+            )
+    return "\n".join(lines)
+
+
+def shipped_evidence_table(weights_dir: Path) -> str:
+    """One markdown table of every card's evidence records (what ``auto`` decides from)."""
+    tables = []
+    for card_file in sorted(Path(weights_dir).glob("*.card.json")):
+        card = json.loads(card_file.read_text())
+        if card.get("evidence"):
+            name = card_file.name.removesuffix(".card.json")
+            tables.append(evidence_table(card["evidence"], weights=name).splitlines())
+    if not tables:
+        return ""
+    return "\n".join(tables[0][:2] + [row for table in tables for row in table[2:]])
 
 
 def shipped_scores_table(weights_dir: Path) -> str:

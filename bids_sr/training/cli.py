@@ -88,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="share of training patches placed anywhere in the volume rather "
                              "than on the head, so the network learns to keep empty background "
                              "at zero (default 0: head only)")
+    parser.add_argument("--uninformative-reference-fraction", type=float, default=0.0,
+                        metavar="F",
+                        help="guided models: share of patches whose reference is pure noise or "
+                             "a constant (target unchanged), so the network learns to ignore "
+                             "a reference that carries nothing (default 0)")
     parser.add_argument("--config", type=json.loads, default={}, metavar="JSON",
                         help='network config overrides, e.g. \'{"features": 32}\'')
     parser.add_argument("--subject-weight", nargs="+", default=[], metavar="LABEL=W",
@@ -130,7 +135,7 @@ def check_arguments(args: argparse.Namespace) -> tuple[float, float, float]:
             f"{args.method} is trained on aligned LR/HR blocks and needs integer per-axis "
             f"factors, got {tuple(factors)}"
         )
-    if args.degradation in ("decimate", "slice") and not integer:
+    if args.degradation == "decimate" and not integer:
         raise UsageError(f"the {args.degradation} degradation needs integer factors")
     if max(factors) == 1:
         raise UsageError("--scale 1 leaves nothing to super-resolve")
@@ -143,9 +148,10 @@ def check_arguments(args: argparse.Namespace) -> tuple[float, float, float]:
         raise UsageError(f"--lr must be positive, got {args.lr}")
     if args.val_every < 1 or args.checkpoint_every < 1:
         raise UsageError("--val-every and --checkpoint-every must be positive")
-    if not 0.0 <= args.background_fraction < 1.0:
-        raise UsageError(f"--background-fraction must lie in [0, 1), got "
-                         f"{args.background_fraction}")
+    for name in ("background_fraction", "uninformative_reference_fraction"):
+        if not 0.0 <= getattr(args, name) < 1.0:
+            raise UsageError(f"--{name.replace('_', '-')} must lie in [0, 1), got "
+                             f"{getattr(args, name)}")
     if not isinstance(args.config, dict):
         raise UsageError("--config must be a JSON object")
     if args.method == "gradfilter":

@@ -107,6 +107,13 @@ class Batch:
     targets: np.ndarray
 
 
+def uninformative_reference(shape: Sequence[int], rng: np.random.Generator) -> np.ndarray:
+    """A reference that carries no structure: uniform noise or a constant, in [0, 1]."""
+    if rng.random() < 0.5:
+        return rng.random(tuple(shape), dtype=np.float32)
+    return np.full(tuple(shape), rng.random(), dtype=np.float32)
+
+
 class PatchSampler:
     """Draw aligned, augmented LR/HR patch batches from prepared volumes with a numpy
     Generator (all randomness comes from ``rng``, so a run is reproducible and resumable).
@@ -119,6 +126,9 @@ class PatchSampler:
     drawn uniformly over the whole volume instead of around a head voxel — the only patches
     in which a network sees a receptive field of pure background and learns to leave it at
     zero (0, the default, keeps sampling to the head and the random stream unchanged).
+    ``uninformative_fraction``: the share of guided patches whose reference is replaced by
+    pure noise or a constant (half each), target unchanged — so the network learns to fall
+    back on the T1w alone where the reference carries nothing (0: the stream is unchanged).
     """
 
     def __init__(
@@ -134,6 +144,7 @@ class PatchSampler:
         | None = None,
         synth_probability: float = 0.5,
         background_fraction: float = 0.0,
+        uninformative_fraction: float = 0.0,
     ) -> None:
         if not volumes:
             raise ValueError("no training volumes")
@@ -163,6 +174,11 @@ class PatchSampler:
         if not 0.0 <= background_fraction < 1.0:
             raise ValueError(f"background_fraction must lie in [0, 1), got {background_fraction}")
         self.background_fraction = float(background_fraction)
+        if not 0.0 <= uninformative_fraction < 1.0:
+            raise ValueError(
+                f"uninformative_fraction must lie in [0, 1), got {uninformative_fraction}"
+            )
+        self.uninformative_fraction = float(uninformative_fraction)
         weights = np.array([v.weight for v in self.volumes], dtype=float)
         self.p = weights / weights.sum()
 
@@ -189,6 +205,8 @@ class PatchSampler:
         if self.reference_fn is not None:
             use_real = vol.reference is not None and rng.random() >= self.synth_probability
             ref = vol.reference[hr_sl] if use_real else self.reference_fn(target, rng, vol)
+            if self.uninformative_fraction and rng.random() < self.uninformative_fraction:
+                ref = uninformative_reference(target.shape, rng)
             channels.append(np.asarray(ref, dtype=np.float32))
         if self.flips:
             for axis in range(3):

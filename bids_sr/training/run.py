@@ -237,7 +237,8 @@ def train_network(args: argparse.Namespace, factors, selection, command: str) ->
     try:
         sampler = PatchSampler(prepare(selection["train_images"]), patch, **common,
                                synth_probability=0.5,
-                               background_fraction=args.background_fraction)
+                               background_fraction=args.background_fraction,
+                               uninformative_fraction=args.uninformative_reference_fraction)
         val_batch = None
         if selection["val_images"]:
             val_sampler = PatchSampler(prepare(selection["val_images"]), patch, **common,

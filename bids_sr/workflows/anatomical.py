@@ -53,6 +53,7 @@ def init_anat_sr_wf(
     fallback_note: str | None = None,
     slice_thickness: float | None = None,
     slice_profile: str = "rect",
+    reference_problem: str | None = None,
     data_consistency: bool = True,
     model_dir: Path | None = None,
     name: str = "anat_sr_wf",
@@ -63,7 +64,8 @@ def init_anat_sr_wf(
     (the registered T2w on the output grid), ``reference_usable`` and ``reference_summary``
     (from :func:`bids_sr.workflows.reference.init_t2w_reference_wf`). A guided method whose
     reference is missing (``guided`` False) or unusable runs ``fallback_method`` instead
-    (``fallback_note``: why that one), inside its node, and the report says so.
+    (``fallback_note``: why that one), inside its node, and the report says so
+    (``reference_problem``: why a T2w that was found does not guide).
     Outputs (``outputnode``): ``sr_file`` — the super-resolved image on the upsampled grid
     (intensities on the input's scale); ``report_json`` — what was done (method, factors,
     voxel sizes, device, runtime) for the sidecar.
@@ -96,7 +98,8 @@ def init_anat_sr_wf(
         settings["scale"] = list(scale)
     optional = {"weights": str(weights) if weights else None, "tile_size": tile_size}
     optional.update(tile_overlap=tile_overlap, slice_thickness=slice_thickness)
-    optional.update(fallback_method=fallback_method, fallback_note=fallback_note)
+    optional.update(fallback_method=fallback_method, fallback_note=fallback_note,
+                    reference_problem=reference_problem)  # fmt: skip
     optional.update(model_dir=str(model_dir) if model_dir and self_supervised else None)
     settings.update({key: value for key, value in optional.items() if value is not None})
     # GPU nodes take one of MultiProc's n_gpu_procs slots per CPU thread they declare

@@ -124,6 +124,7 @@ def _add_super_resolution(
                 fallback_note=fallback.note if fallback else None,
                 slice_thickness=wf_settings.slice_thickness,
                 slice_profile=wf_settings.slice_profile,
+                reference_problem=plan.reference_problems.get(t1w_file) if guided else None,
                 data_consistency=wf_settings.data_consistency,
                 model_dir=Path(config.execution.work_dir).absolute() / "selfsr_models",
                 name=f"anat_{tag}_{_name_tag(method)}_wf",
