@@ -80,6 +80,7 @@ def evaluate_image(
     acquisition: Acquisition | None = None,
     data_consistency: bool = True,
     auto_choice: str | None = None,
+    model_dir: str | None = None,
 ) -> list[dict[str, Any]]:
     """Score each method (plus the baselines) on the simulated LR version of ``hr``.
 
@@ -100,7 +101,8 @@ def evaluate_image(
     corrected through the same acquisition model (an isotropic voxel model for the other
     presets), and the row's ``data_consistency_psnr`` says how well it matched the input.
     ``auto_choice``: the method ``auto`` picks for this simulated input; a row ``auto``
-    repeats its scores with ``auto_choice`` naming it.
+    repeats its scores with ``auto_choice`` naming it. ``model_dir``: where a
+    self-supervised method keeps its per-scan models (a second evaluation reuses them).
     """
     if on_error not in ("raise", "record"):
         raise ValueError(f"on_error must be 'raise' or 'record', got {on_error!r}")
@@ -155,7 +157,7 @@ def evaluate_image(
         try:
             sr, report = super_resolve(
                 lr, factors, method, weights=weights.get(method), reference=guide, device=device,
-                acquisition=model, data_consistency=data_consistency,
+                acquisition=model, data_consistency=data_consistency, model_dir=model_dir,
             )
         except Exception as exc:
             if on_error == "raise":
@@ -167,6 +169,9 @@ def evaluate_image(
         row.update(compute_metrics(sr, truth, mask=mask, data_range=DATA_RANGE))
         row.update(runtime_s=float(report["runtime_s"]), device=str(report.get("device", "")))
         row["data_consistency_psnr"] = report.get("data_consistency_psnr")
+        for key in ("learn_s", "model_reused"):  # a per-scan method's learning (not in the TSV)
+            if key in report:
+                row[key] = report[key]
         rows.append(row)
         if method == auto_choice:
             rows.append({**row, "method": "auto", "auto_choice": auto_choice})

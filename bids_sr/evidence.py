@@ -17,6 +17,10 @@ input's factor (or lies within :data:`FACTOR_TOLERANCE` of it) and every image o
 such record gained over B-spline (and, for a guided model, over its mono twin). The gain
 ``auto`` ranks by is the smallest per-image gain of the records used: the promise it can keep.
 
+A method that learns per scan and ships no weights (``selfsr``) has a card too, with
+``"weights": null``: its records are found the same way, and its :class:`Evidence` names the
+card itself in place of a weights file.
+
 Part of the numerical core (reads JSON only).
 """
 
@@ -35,7 +39,10 @@ INPLANE_TOLERANCE = 1.05
 
 @dataclass(frozen=True)
 class Evidence:
-    """Why a weights file may be used for an input: the records that validate it."""
+    """Why a weights file may be used for an input: the records that validate it.
+
+    ``weights`` is the card file itself for a method that ships no weights (see
+    :attr:`shipped_weights`)."""
 
     weights: Path
     method: str
@@ -45,14 +52,20 @@ class Evidence:
     gain_over_mono: float | None
     records: tuple[dict, ...]
 
+    @property
+    def shipped_weights(self) -> Path | None:
+        """The weights file to run with, or None for a method that ships none."""
+        return None if self.weights.name.endswith(".card.json") else self.weights
+
     def sentence(self) -> str:
         """How the log and the sidecar's MethodChoice state the evidence."""
         scales = ", ".join(
             "×" + "x".join(f"{f:g}" for f in record["factors"]) for record in self.records
         )
         images = sorted({name for r in self.records for name in r["gain_over_bspline"]})
+        card = self.weights.name.replace(".safetensors", ".card.json")
         text = (
-            f"its model card ({self.weights.name}) validates it on {self.family} inputs at "
+            f"its model card ({card}) validates it on {self.family} inputs at "
             f"{scales}: at least {self.gain:+.2f} dB brain PSNR over bspline on each held-out "
             f"image ({', '.join(images)})"
         )
@@ -136,9 +149,12 @@ def shipped_evidence(
         guided = bool(card.get("needs_t2w"))
         if guided and not guided_ok:
             continue
-        weights = card_file.with_name(card_file.name.replace(".card.json", ".safetensors"))
-        if not weights.exists():
-            continue
+        if "weights" in card and card["weights"] is None:
+            weights = card_file  # a per-scan method: the card is all it ships
+        else:
+            weights = card_file.with_name(card_file.name.replace(".card.json", ".safetensors"))
+            if not weights.exists():
+                continue
         evidence = validated(weights, card.get("method", ""), card, family, factors,
                              guided=guided)  # fmt: skip
         if evidence is not None:

@@ -29,7 +29,13 @@ import numpy as np
 from bids_sr.acquisition import Acquisition
 from bids_sr.bids import EXIT_DATA, EXIT_USAGE, BIDSError
 from bids_sr.config import Config
-from bids_sr.superresolve import GUIDED_METHODS, INTERPOLATION_METHODS, METHODS, default_weights
+from bids_sr.superresolve import (
+    GUIDED_METHODS,
+    INTERPOLATION_METHODS,
+    METHODS,
+    SELF_SUPERVISED_METHODS,
+    default_weights,
+)
 from bids_sr.weights_lookup import format_factors
 
 LOGGER = logging.getLogger("bids_sr")
@@ -111,8 +117,17 @@ def t1w_factors(config: Config, t1w_file: str) -> tuple[float, float, float]:
     return as_factors(config.workflow.scale)
 
 
-def missing_weights(method: str, factors: Sequence[float]) -> str | None:
-    """Why ``method`` has no shipped weights for ``factors`` (None: it has, or needs none)."""
+def missing_weights(method: str, factors: Sequence[float], family: str | None = None) -> str | None:
+    """Why ``method`` has no shipped weights for ``factors`` (None: it has, or needs none).
+
+    A self-supervised method needs none, but only runs on 2D scans: for an input of
+    ``family`` ``isotropic`` the reason is that.
+    """
+    if method in SELF_SUPERVISED_METHODS:
+        if family == "isotropic":
+            return (f"{method} super-resolves 2D (thick-slice) scans only; this input has no "
+                    f"coarse slice axis")  # fmt: skip
+        return None
     if method in INTERPOLATION_METHODS:
         return None
     try:
@@ -204,7 +219,7 @@ def choose_auto(
         )  # fmt: skip
     kind = " (T2w-guided)" if best.method in GUIDED_METHODS else ""
     sentence = f"auto chose {best.method}{kind} because {best.sentence()}{t2w_note}"
-    return AutoChoice(best.method, best.weights, sentence, fallback)
+    return AutoChoice(best.method, best.shipped_weights, sentence, fallback)
 
 
 def t1w_acquisition(config: Config, t1w_file: str) -> Acquisition:
@@ -276,11 +291,13 @@ def _expand(
 ) -> list[str]:
     """The concrete methods of one T1w: ``all`` and ``auto`` replaced, duplicates dropped."""
     methods: list[str] = []
+    family = t1w_acquisition(config, t1w_file).family
     for token in config.workflow.methods:
         if token == "all":
             methods += [
                 m for m in METHODS
-                if missing_weights(m, factors) is None and (m not in GUIDED_METHODS or t2w_file)
+                if missing_weights(m, factors, family) is None
+                and (m not in GUIDED_METHODS or t2w_file)
             ]  # fmt: skip
         elif token == "auto":
             if given_method:
@@ -293,7 +310,7 @@ def _expand(
                         t1w_file, t2w_file, factors, evaluate=config.workflow.evaluate
                     )
                 choice = choose_auto(
-                    factors, t1w_acquisition(config, t1w_file).family, t2w_file,
+                    factors, family, t2w_file,
                     t2w_mode=config.workflow.t2w_reference, reference_problem=problem,
                 )  # fmt: skip
                 method, sentence = choice.method, choice.sentence
@@ -401,9 +418,12 @@ def _check_weights_and_guides(config: Config, plan: MethodPlan) -> None:
     wf_settings = config.workflow
     for t1w_file, methods in plan.methods.items():
         factors = t1w_factors(config, t1w_file)
+        family = t1w_acquisition(config, t1w_file).family
         kept = []
         for method in methods:
-            problem = None if wf_settings.weights else missing_weights(method, factors)
+            problem = None if wf_settings.weights else missing_weights(method, factors, family)
+            if problem is not None and method in SELF_SUPERVISED_METHODS:
+                problem = f"{Path(t1w_file).name}: {problem}"
             if problem is None and method in GUIDED_METHODS and t1w_file not in plan.t2w:
                 if wf_settings.evaluate:
                     problem = f"no T2w for {Path(t1w_file).name}"

@@ -19,9 +19,14 @@ from bids_sr.interpolation import INTERPOLATION_ORDERS, interpolate
 
 NETWORK_METHODS = ("fsrcnn", "espcn", "srgan", "srrecnn", "srrecnn-t2w")
 FILTER_METHODS = ("gradfilter",)
+#: Learn per scan from the scan itself (2D scans only): no shipped weights. ``selfsr`` trains
+#: a small CNN (minutes), ``selfsr-filters`` closed-form filters (seconds, less gain).
+SELF_SUPERVISED_METHODS = ("selfsr", "selfsr-filters")
 GUIDED_METHODS = ("srrecnn-t2w",)  # need a registered HR T2w (``reference``)
 INTERPOLATION_METHODS = tuple(INTERPOLATION_ORDERS)
-METHODS = INTERPOLATION_METHODS + NETWORK_METHODS + FILTER_METHODS
+#: Methods that run without a weights file.
+WEIGHTLESS_METHODS = INTERPOLATION_METHODS + SELF_SUPERVISED_METHODS
+METHODS = INTERPOLATION_METHODS + NETWORK_METHODS + FILTER_METHODS + SELF_SUPERVISED_METHODS
 
 
 def check_method(method: str) -> str:
@@ -65,6 +70,8 @@ def super_resolve(
     amp: str | None = None,
     acquisition: Acquisition | None = None,
     data_consistency: bool = True,
+    model_dir: str | None = None,
+    uncertainty: dict[str, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Super-resolve a normalised LR volume; return the HR volume and a run report.
 
@@ -75,6 +82,8 @@ def super_resolve(
     ``data_consistency`` the result is corrected so that it projects back onto ``lr``
     (:func:`bids_sr.acquisition.enforce_consistency`), except for ``nearest``, whose point
     is to keep the input's values.
+    ``model_dir``: where a self-supervised method keeps its per-scan model (a rerun reuses
+    it); pass a dict as ``uncertainty`` to receive its uncertainty map (``"map"``).
     The report holds at least ``method``, ``device``, ``runtime_s`` and
     ``data_consistency_psnr`` (PSNR of the projected result against ``lr`` in the head,
     dB; ``data_consistency_psnr_before`` too when the correction ran).
@@ -100,6 +109,14 @@ def super_resolve(
             seed=seed,
             progress=progress,
             amp=amp,
+        )
+    elif method in SELF_SUPERVISED_METHODS:
+        from bids_sr.selfsr import super_resolve_selfsr
+
+        hr, report = super_resolve_selfsr(
+            lr, factors, acquisition, seed=seed, device=device, model_dir=model_dir,
+            progress=progress, uncertainty=uncertainty,
+            learner="filters" if method == "selfsr-filters" else "cnn",
         )
     else:
         from bids_sr.gradfilter import apply_gradient_filters

@@ -14,6 +14,12 @@ Usage (from the repository root, with ../shared/data present):
         --degradation slice --scale 1 1 3 --write
     python scripts/validate_shipped.py W.safetensors --degradation gaussian --scale 2 --write
 
+A method that learns per scan and ships no weights (``selfsr``) is named instead of a
+weights file; its card is ``bids_sr/data/weights/<method>.card.json`` (``"weights": null``),
+created on the first ``--write``:
+
+    python scripts/validate_shipped.py selfsr --degradation slice --scale 1 1 3 --write
+
 ``--write`` replaces the card's record of the same family, degradation, factors and slice
 parameters; without it the records are only printed.
 """
@@ -35,7 +41,9 @@ from bids_sr.acquisition import simulated_acquisition  # noqa: E402
 from bids_sr.evaluation import evaluate_image  # noqa: E402
 from bids_sr.fileio import card_path, write_json_atomic  # noqa: E402
 from bids_sr.image import load_volume  # noqa: E402
+from bids_sr.superresolve import SELF_SUPERVISED_METHODS  # noqa: E402
 from bids_sr.training.card import render_markdown  # noqa: E402
+from bids_sr.weights_lookup import WEIGHTS_DIR  # noqa: E402
 
 #: Held-out scans (never in any shipped model's training split): T1w and T2w of one space.
 VALIDATION = {
@@ -53,7 +61,9 @@ MONO_TWIN = "srrecnn"
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("weights", nargs="+", type=Path)
+    parser.add_argument("weights", nargs="+", type=Path,
+                        help="weights files, or the name of a method that ships no weights "
+                        f"({', '.join(SELF_SUPERVISED_METHODS)})")  # fmt: skip
     parser.add_argument("--degradation", choices=["gaussian", "slice"], required=True)
     parser.add_argument("--scale", nargs="+", type=float, required=True)
     parser.add_argument("--thickness-ratio", type=float, default=1.0,
@@ -64,6 +74,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--write", action="store_true", help="store the records in the cards")
+    parser.add_argument("--model-dir", help="where a per-scan method keeps its models (a rerun "
+                        "with the same inputs reuses them)")  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -72,9 +84,33 @@ def _record_key(record: dict) -> tuple:
             record.get("thickness_ratio"), record.get("profile"))  # fmt: skip
 
 
+def weightless_card(method: str) -> dict:
+    """The card of a method that ships no weights, before any evidence."""
+    return {
+        "method": method, "weights": None, "needs_t2w": False, "family": "slice",
+        "description": "self-supervised thick-slice super-resolution: learns per scan from "
+        "the scan's own in-plane data (no shipped weights; see bids_sr.selfsr)",
+        "validation_subjects": sorted(VALIDATION),
+        "data": {"license": "no training data ships: each scan trains its own model; "
+                 "validation images: see ../shared/data/README.md"},
+        "evidence": [],
+    }  # fmt: skip
+
+
+def target_card(target: Path) -> tuple[Path, dict, Path | None]:
+    """The card file, the card and the weights file (None for a weightless method)."""
+    if str(target) in SELF_SUPERVISED_METHODS:
+        card_file = WEIGHTS_DIR / f"{target}.card.json"
+        card = json.loads(card_file.read_text()) if card_file.exists() else weightless_card(
+            str(target))
+        return card_file, card, None
+    card_file = card_path(target)
+    return card_file, json.loads(card_file.read_text()), target
+
+
 def validate(weights: Path, args: argparse.Namespace, command: str) -> dict:
-    """One evidence record for ``weights`` (see bids_sr.evidence)."""
-    card = json.loads(card_path(weights).read_text())
+    """One evidence record for ``weights`` (a file or a weightless method's name)."""
+    _, card, weights_file = target_card(weights)
     method, guided = card["method"], bool(card.get("needs_t2w"))
     factors = tuple(args.scale * 3 if len(args.scale) == 1 else args.scale)
     record = {
@@ -104,8 +140,9 @@ def validate(weights: Path, args: argparse.Namespace, command: str) -> dict:
         methods = [method] + ([MONO_TWIN] if guided else [])
         rows = evaluate_image(
             volume.data, volume.affine, factors=factors, degradation=args.degradation,
-            methods=methods, weights={method: str(weights)}, reference=reference,
-            device=args.device, source=name, acquisition=acquisition,
+            methods=methods, weights={method: str(weights_file)} if weights_file else None,
+            reference=reference, device=args.device, source=name, acquisition=acquisition,
+            model_dir=args.model_dir,
         )  # fmt: skip
         psnr = {row["method"]: row["psnr_brain"] for row in rows}
         record["psnr_brain"][name] = round(psnr[method], 3)
@@ -129,8 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         record = validate(weights, args, command)
         print(json.dumps(record, indent=1))
         if args.write:
-            card_file = card_path(weights)
-            card = json.loads(card_file.read_text())
+            card_file, card, _ = target_card(weights)
             kept = [r for r in card.get("evidence", []) if _record_key(r) != _record_key(record)]
             card["evidence"] = sorted([*kept, record], key=_record_key)
             write_json_atomic(card, card_file)

@@ -130,3 +130,38 @@ def test_evaluation_mode_decides_for_the_simulated_input(tmp_path, weights_dir):
     plan = plan_methods(config, {"01": [iso_truth]})
     assert plan.auto_methods[iso_truth] == "srrecnn"
     assert plan.weights_for(iso_truth, "srrecnn") == weights_dir / "srrecnn_x1x1x4.safetensors"
+
+
+def test_a_per_scan_method_is_chosen_from_a_card_without_weights(tmp_path, weights_dir):
+    card = {"method": "selfsr", "weights": None, "needs_t2w": False, "evidence": [
+        _record("slice", [1, 1, 3], {"a": 2.1, "b": 1.7}),
+        _record("slice", [1, 1, 5], {"a": 1.6, "b": -0.2}),  # one image lost at ×5
+    ]}  # fmt: skip
+    (weights_dir / "selfsr.card.json").write_text(json.dumps(card))
+    thick = _image(tmp_path / "thick_T1w.nii.gz", (1, 1, 3))
+    choice = _choose(thick, None, 1.0)
+    assert choice.method == "selfsr" and choice.weights is None
+    assert "its model card (selfsr.card.json)" in choice.sentence
+    assert "at least +1.70 dB" in choice.sentence
+    # not where an image lost, and never for isotropic inputs
+    five = _image(tmp_path / "five_T1w.nii.gz", (1, 1, 5))
+    assert _choose(five, None, 1.0).method == "srrecnn"
+    iso = _image(tmp_path / "iso_T1w.nii.gz", (2, 2, 2))
+    assert _choose(iso, None).method == "srrecnn"
+    # a card that names a weights file which is absent still validates nothing
+    (weights_dir / "selfsr.card.json").write_text(json.dumps({**card, "weights": "x"}))
+    assert _choose(thick, None, 1.0).method == "srrecnn"
+
+
+def test_all_skips_selfsr_on_isotropic_inputs_and_explicit_selfsr_stops(tmp_path, weights_dir):
+    from bids_sr.bids import BIDSError
+
+    iso = _image(tmp_path / "iso_T1w.nii.gz", (2, 2, 2))
+    thick = _image(tmp_path / "thick_T1w.nii.gz", (1, 1, 3))
+    config = Config(execution=Execution(bids_dir=Path("."), output_dir=Path("out")),
+                    workflow=Workflow(methods=["all"], output_resolution=1.0))  # fmt: skip
+    plan = plan_methods(config, {"01": [iso, thick]})
+    assert "selfsr" not in plan.methods[iso] and "selfsr" in plan.methods[thick]
+    config.workflow.methods = ["selfsr"]
+    with pytest.raises(BIDSError, match="iso_T1w.nii.gz: selfsr super-resolves 2D"):
+        plan_methods(config, {"01": [iso]})

@@ -39,7 +39,8 @@ def test_thick_slice_default_run_is_consistent_with_the_input(thick_dataset, tmp
     code, err = run_cli(thick_dataset, out, "participant", "--output-resolution", "2",
                         "--skip-bids-validation", "-w", tmp_path / "w", "--plugin", "Linear")
     assert code == 0, err
-    sidecars = list(out.glob("sub-01/anat/*_T1w.json"))
+    # the image (and, when auto chose selfsr, its uncertainty map beside it)
+    sidecars = [p for p in out.glob("sub-01/anat/*_T1w.json") if "Uncertainty" not in p.name]
     assert len(sidecars) == 1
     meta = json.loads(sidecars[0].read_text())
     assert meta["AcquisitionModel"] == "slice" and meta["InputSliceAxis"] == 2
@@ -95,3 +96,34 @@ def test_slice_thickness_on_an_isotropic_image_is_a_usage_error(tmp_path, run_cl
                         "--skip-bids-validation", "--slice-thickness", "3")  # fmt: skip
     assert code == 64 and "sub-01_T1w.nii.gz" in err and "no coarse slice axis" in err
     assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_selfsr_end_to_end_writes_its_uncertainty_map_and_reuses_its_model(
+    thick_dataset, tmp_path, run_cli
+):
+    work = tmp_path / "w"
+    args = [thick_dataset, tmp_path / "out", "participant", "--output-resolution", "2",
+            "--method", "selfsr", "--skip-bids-validation", "-w", work, "--plugin", "Linear",
+            "--random-seed", "3"]  # fmt: skip
+    code, err = run_cli(*args)
+    assert code == 0, err
+    anat = tmp_path / "out" / "sub-01" / "anat"
+    sr_file = anat / "sub-01_res-hi_desc-selfsr_T1w.nii.gz"
+    map_file = anat / "sub-01_res-hi_desc-selfsrUncertainty_T1w.nii.gz"
+    meta = json.loads(sr_file.with_name("sub-01_res-hi_desc-selfsr_T1w.json").read_text())
+    assert meta["Method"] == "selfsr" and meta["DataConsistencyPSNR"] >= 40
+    assert len(meta["WeightsSha256"]) == 64 and meta["ModelReused"] is False
+    model = Path(meta["Weights"])
+    assert model.is_file() and model.parent == (work / "selfsr_models").absolute()
+    sr, unc = nib.load(sr_file), nib.load(map_file)
+    assert unc.shape == sr.shape == (84, 102, 84)
+    np.testing.assert_allclose(unc.affine, sr.affine)
+    values = unc.get_fdata()
+    assert values.min() >= 0 and values.max() > 0
+    map_meta = json.loads(map_file.with_name(map_file.name.replace(".nii.gz", ".json")).read_text())
+    assert "half the absolute difference" in map_meta["Description"]
+    # another setting reruns the node: the per-scan model is found in the work directory
+    code, err = run_cli(*args, "--no-data-consistency")
+    assert code == 0, err
+    again = json.loads(sr_file.with_name("sub-01_res-hi_desc-selfsr_T1w.json").read_text())
+    assert again["ModelReused"] is True and again["WeightsSha256"] == meta["WeightsSha256"]

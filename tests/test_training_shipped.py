@@ -12,7 +12,24 @@ from bids_sr.models.weights import sha256sum
 from bids_sr.training.card import shipped_scores_table
 from bids_sr.weights_lookup import WEIGHTS_DIR
 
-CARDS = sorted(WEIGHTS_DIR.glob("*.card.json"))
+ALL_CARDS = sorted(WEIGHTS_DIR.glob("*.card.json"))
+#: Cards of per-scan methods ship no weights ("weights": null): only evidence.
+WEIGHTLESS = [c for c in ALL_CARDS if json.loads(c.read_text()).get("weights", "") is None]
+CARDS = [c for c in ALL_CARDS if c not in WEIGHTLESS]
+
+
+@pytest.mark.parametrize("card_file", WEIGHTLESS, ids=[c.name for c in WEIGHTLESS])
+def test_weightless_card_holds_validate_shipped_evidence(card_file: Path):
+    card = json.loads(card_file.read_text())
+    assert not card_file.with_name(card_file.name.replace(".card.json", ".safetensors")).exists()
+    assert card["evidence"]
+    for record in card["evidence"]:
+        assert record["command"].startswith(f"python scripts/validate_shipped.py {card['method']} ")
+        assert record["data_consistency"] is True and record["family"] == "slice"
+        assert set(record["gain_over_bspline"]) == set(card["validation_subjects"])
+        for name, gain in record["gain_over_bspline"].items():
+            assert gain == pytest.approx(record["psnr_brain"][name]
+                                         - record["psnr_brain_bspline"][name], abs=2e-3)
 
 
 def test_weights_are_small():

@@ -94,6 +94,12 @@ class SuperResolveInputSpec(BaseInterfaceInputSpec):
         True, usedefault=True,
         desc="correct the result so that it projects back onto the input (acquisition model)",
     )
+    model_dir = traits.Str(
+        nohash=True,
+        desc="folder where a self-supervised method (selfsr) saves its per-scan model and "
+        "looks it up on a rerun (default: the node's own folder; not hashed: the model file "
+        "is keyed by its input and settings)",
+    )
     use_gpu = traits.Bool(
         False,
         usedefault=True,
@@ -106,6 +112,10 @@ class SuperResolveInputSpec(BaseInterfaceInputSpec):
 class SuperResolveOutputSpec(TraitedSpec):
     out_file = File(exists=True, desc="super-resolved image on the upsampled grid")
     report_json = File(exists=True, desc="JSON report: method, factors, device, runtime, ...")
+    uncertainty_file = File(
+        desc="a self-supervised method's uncertainty map on the output grid (half the "
+        "absolute difference of its two through-plane orientations, in input intensity units)"
+    )
 
 
 def optional_input(value):
@@ -189,6 +199,8 @@ class SuperResolve(SimpleInterface):
             provenance.update(requested_method=method, fallback_from=method,
                               fallback_reason=f"{reason}; ran {note}")  # fmt: skip
             method, weights, reference = fallback, None, None
+        maps: dict[str, np.ndarray] = {}
+        model_dir = optional_input(self.inputs.model_dir) or str(Path(runtime.cwd) / "models")
         hr, report = super_resolve(
             norm.apply(volume.data),
             factors,
@@ -203,8 +215,16 @@ class SuperResolve(SimpleInterface):
             amp=None if self.inputs.amp == "none" else self.inputs.amp,
             acquisition=self._acquisition(volume.affine),
             data_consistency=self.inputs.data_consistency,
+            model_dir=model_dir,
+            uncertainty=maps,
         )
         out_affine = upsampled_affine(volume.affine, factors)
+        if "map" in maps:  # a difference of intensities: scaled, not shifted, back
+            spread = maps.pop("map") * np.float32(norm.high - norm.low)
+            name = self.inputs.out_name.replace(".nii", "_uncertainty.nii")
+            self._results["uncertainty_file"] = str(
+                save_volume(spread, out_affine, Path(runtime.cwd) / name, volume.header)
+            )
         out_file = save_volume(
             norm.restore(hr),
             out_affine,

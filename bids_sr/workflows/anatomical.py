@@ -12,7 +12,7 @@ from nipype.utils.gpu_count import gpu_count
 
 from bids_sr.image import hr_shape, requested_factors
 from bids_sr.interfaces.superresolve import SuperResolve
-from bids_sr.superresolve import INTERPOLATION_METHODS
+from bids_sr.superresolve import INTERPOLATION_METHODS, SELF_SUPERVISED_METHODS
 
 
 def estimate_mem_gb(t1w_file: str, scale: list[float], output_resolution: float | None) -> float:
@@ -55,6 +55,7 @@ def init_anat_sr_wf(
     slice_profile: str = "rect",
     reference_problem: str | None = None,
     data_consistency: bool = True,
+    model_dir: Path | None = None,
     name: str = "anat_sr_wf",
 ) -> pe.Workflow:
     """Super-resolve one T1w image with ``method``.
@@ -71,6 +72,8 @@ def init_anat_sr_wf(
 
     ``slice_thickness``/``slice_profile`` describe a 2D input (see bids_sr.acquisition);
     ``data_consistency`` corrects the result so that it projects back onto the input.
+    ``model_dir``: where a self-supervised method (selfsr) keeps its per-scan model, so a
+    rerun reuses it; such a method also has the output ``uncertainty_file``.
     ``t1w_file`` is used only to size the node's memory request for schedulers.
     """
     workflow = pe.Workflow(name=name)
@@ -79,8 +82,12 @@ def init_anat_sr_wf(
         niu.IdentityInterface(fields=["t1w", *(reference_fields if guided else [])]),
         name="inputnode",
     )
+    self_supervised = method in SELF_SUPERVISED_METHODS
     outputnode = pe.Node(
-        niu.IdentityInterface(fields=["sr_file", "report_json"]), name="outputnode"
+        niu.IdentityInterface(
+            fields=["sr_file", "report_json", *(["uncertainty_file"] if self_supervised else [])]
+        ),
+        name="outputnode",
     )
 
     settings = {"method": method, "device": device, "seed": seed, "progress": progress}
@@ -93,6 +100,7 @@ def init_anat_sr_wf(
     optional.update(tile_overlap=tile_overlap, slice_thickness=slice_thickness)
     optional.update(fallback_method=fallback_method, fallback_note=fallback_note,
                     reference_problem=reference_problem)  # fmt: skip
+    optional.update(model_dir=str(model_dir) if model_dir and self_supervised else None)
     settings.update({key: value for key, value in optional.items() if value is not None})
     # GPU nodes take one of MultiProc's n_gpu_procs slots per CPU thread they declare
     # (nipype counts min(n_procs, n_gpu_procs)); the GPU does the work, so they declare 1.
@@ -115,4 +123,6 @@ def init_anat_sr_wf(
         (inputnode, super_resolve, [("t1w", "in_file")]),
         (super_resolve, outputnode, [("out_file", "sr_file"), ("report_json", "report_json")]),
     ])  # fmt: skip
+    if self_supervised:
+        workflow.connect(super_resolve, "uncertainty_file", outputnode, "uncertainty_file")
     return workflow

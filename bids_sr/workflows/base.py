@@ -12,13 +12,14 @@ from bids_sr.bids import bids_uri, desc_label, parse_entities, reference_uri
 from bids_sr.config import Config
 from bids_sr.interfaces.reports import SubjectReport
 from bids_sr.planning import MethodPlan
-from bids_sr.superresolve import GUIDED_METHODS, INTERPOLATION_METHODS
+from bids_sr.superresolve import GUIDED_METHODS, INTERPOLATION_METHODS, SELF_SUPERVISED_METHODS
 from bids_sr.workflows.anatomical import init_anat_sr_wf
 from bids_sr.workflows.evaluation import init_evaluation_wf
 from bids_sr.workflows.outputs import (
     init_ds_evaluation_wf,
     init_ds_report_wf,
     init_ds_sr_wf,
+    init_ds_uncertainty_wf,
     init_ds_xfm_wf,
 )
 from bids_sr.workflows.reference import init_t2w_reference_wf
@@ -125,6 +126,7 @@ def _add_super_resolution(
                 slice_profile=wf_settings.slice_profile,
                 reference_problem=plan.reference_problems.get(t1w_file) if guided else None,
                 data_consistency=wf_settings.data_consistency,
+                model_dir=Path(config.execution.work_dir).absolute() / "selfsr_models",
                 name=f"anat_{tag}_{_name_tag(method)}_wf",
             )
             anat_wf.inputs.inputnode.t1w = t1w_file
@@ -151,6 +153,20 @@ def _add_super_resolution(
                     ("outputnode.report_json", "inputnode.report_json"),
                 ]),
             ])  # fmt: skip
+            if method in SELF_SUPERVISED_METHODS:
+                ds_map = init_ds_uncertainty_wf(
+                    bids_dir=config.execution.bids_dir,
+                    output_dir=config.execution.output_dir,
+                    desc=desc_label(method),
+                    name=f"ds_{tag}_{_name_tag(method)}_uncertainty_wf",
+                )
+                ds_map.inputs.inputnode.source_file = t1w_file
+                workflow.connect([
+                    (anat_wf, ds_map, [
+                        ("outputnode.uncertainty_file", "inputnode.in_file"),
+                        ("outputnode.report_json", "inputnode.report_json"),
+                    ]),
+                ])  # fmt: skip
             if guided and ref_wf is not None:
                 workflow.connect([
                     (ref_wf, anat_wf, [

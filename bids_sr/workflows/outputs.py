@@ -52,6 +52,54 @@ def init_ds_sr_wf(
     return workflow
 
 
+#: The desc- suffix of a self-supervised method's uncertainty map (``desc-selfsrUncertainty``).
+UNCERTAINTY_DESC = "Uncertainty"
+
+
+def init_ds_uncertainty_wf(
+    *,
+    bids_dir: Path,
+    output_dir: Path,
+    desc: str,
+    name: str = "ds_uncertainty_wf",
+) -> pe.Workflow:
+    """Write a self-supervised method's uncertainty map as a derivative of its own.
+
+    The name keeps the T1w's entities with ``res-hi`` and ``desc-<desc>Uncertainty``
+    (``sub-01_res-hi_desc-selfsrUncertainty_T1w.nii.gz``), beside the super-resolved image
+    on the same grid; the sidecar says what the map is.
+    Inputs (``inputnode``): ``source_file``, ``in_file`` (the map), ``report_json``.
+    Outputs (``outputnode``): ``out_file``, ``out_meta``.
+    """
+    workflow = pe.Workflow(name=name)
+    inputnode = pe.Node(
+        niu.IdentityInterface(fields=["source_file", "in_file", "report_json"]), name="inputnode"
+    )
+    outputnode = pe.Node(niu.IdentityInterface(fields=["out_file", "out_meta"]), name="outputnode")
+    sink = DerivativesDataSink(
+        base_directory=str(output_dir), bids_dir=str(bids_dir), desc=desc + UNCERTAINTY_DESC
+    )
+    sink.inputs.extra_metadata = {
+        "Description": (
+            f"Uncertainty of the desc-{desc} super-resolved T1w: half the absolute difference "
+            "between its two through-plane estimates (slice axis with each in-plane axis), "
+            "before data consistency, in the T1w's intensity units; 0 where they agree. "
+            "Large values mark structure the scan's own in-plane data did not predict."
+        ),
+        "Units": "arbitrary (T1w intensity)",
+    }
+    ds_map = pe.Node(sink, name="ds_uncertainty", run_without_submitting=True)
+    workflow.connect([
+        (inputnode, ds_map, [
+            ("source_file", "source_file"),
+            ("in_file", "in_file"),
+            ("report_json", "report_json"),
+        ]),
+        (ds_map, outputnode, [("out_file", "out_file"), ("out_meta", "out_meta")]),
+    ])  # fmt: skip
+    return workflow
+
+
 def init_ds_xfm_wf(*, output_dir: Path, source_file: str, name: str = "ds_xfm_wf") -> pe.Workflow:
     """Write the rigid T2w → T1w registration of a guided method into the derivatives.
 

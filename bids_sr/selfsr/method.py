@@ -1,0 +1,227 @@
+"""The ``selfsr`` method: self-supervised thick-slice super-resolution of one 2D scan.
+
+1. ``base``: cubic B-spline upsampling of the scan to the output grid (the baseline).
+2. Learn: the acquired slices' in-plane data, degraded along each in-plane axis in turn with
+   the scan's own acquisition model (:mod:`.pairs`), teach a learner the way back from the
+   upsampled degraded planes to the sharp ones. Learners: ``cnn`` (default; a small 2D
+   residual CNN trained per scan, :mod:`.network`) or ``filters`` (closed-form bucketed
+   linear filters, :mod:`.filters`: seconds instead of minutes, about half the gain; see
+   the README's thick-slice table). The model is saved in ``model_dir`` under a key of the
+   input and the settings (:mod:`.store`); a rerun with the same input reuses it.
+3. Apply: through-plane, in the planes spanned by the slice axis and each in-plane axis;
+   the two results are averaged, and half their absolute difference is the uncertainty map
+   (0 where both orientations agree).
+
+Data consistency (:func:`bids_sr.acquisition.enforce_consistency`) follows in the
+dispatcher, as for every method. Part of the numerical core (never imports nipype/pybids).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bids_sr.acquisition import Acquisition
+from bids_sr.fileio import write_json_atomic
+from bids_sr.interpolation import upsample
+from bids_sr.selfsr.filters import apply_plane_filters, head_region, learn_plane_filters
+from bids_sr.selfsr.store import (
+    checksum,
+    filters_from_tensors,
+    filters_to_tensors,
+    load_model,
+    model_key,
+    save_model,
+)
+from bids_sr.weights_lookup import WEIGHTS_DIR
+
+LEARNERS = ("cnn", "filters")
+#: The CNN's shipped starting point, pretrained on the slice family (scripts/pretrain_selfsr.py).
+PRIOR = WEIGHTS_DIR / "selfsr_prior.safetensors"
+#: Peak learning rate when fine-tuning the prior (from scratch: TrainSettings.lr).
+FINE_TUNE_LR = 3e-4
+
+
+class SelfSRError(ValueError):
+    """An input the self-supervised method cannot process (the message says why)."""
+
+
+def _slice_axis(lr_shape: Sequence[int], factors: Sequence[float],
+                acquisition: Acquisition | None) -> int:  # fmt: skip
+    """The slice axis to super-resolve: the acquisition's, which must be upsampled."""
+    if acquisition is None or acquisition.slice_axis is None:
+        raise SelfSRError(
+            "selfsr super-resolves 2D scans (one coarse slice axis); this input's voxel sizes "
+            "describe an isotropic 3D acquisition"
+        )
+    axis = int(acquisition.slice_axis)
+    if float(factors[axis]) <= 1.0:
+        raise SelfSRError(f"selfsr needs a factor above 1 along the slice axis {axis}, got "
+                          f"{float(factors[axis]):g}")  # fmt: skip
+    if lr_shape[axis] < 2:
+        raise SelfSRError(f"selfsr needs at least 2 slices, got {lr_shape[axis]}")
+    return axis
+
+
+def _torch_device(device: str) -> str:
+    if device == "cpu":
+        return "cpu"
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if device == "cuda":
+        raise SelfSRError("--device cuda was asked for, but torch sees no CUDA device")
+    return "cpu"
+
+
+def _learn_seconds(timing: Path) -> float | None:
+    """How long a saved model took to learn (None when its timing file is missing)."""
+    try:
+        return float(json.loads(timing.read_text())["learn_s"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+class _Model:
+    """A learned per-scan model of either learner, applied in one orientation at a time."""
+
+    def __init__(self, learner: str, tensors: dict[str, np.ndarray], path: Path, device: str):
+        self.learner, self.device = learner, device
+        if learner == "filters":
+            self.filters = filters_from_tensors(tensors, path)
+        else:
+            from bids_sr.selfsr.network import net_from_numpy
+
+            try:
+                self.net = net_from_numpy(tensors)
+            except (KeyError, RuntimeError) as exc:
+                raise ValueError(f"{path}: not a selfsr network ({exc})") from exc
+
+    def apply(self, base, axis, other, n_lr, region, progress) -> np.ndarray:
+        if self.learner == "filters":
+            return apply_plane_filters(base, self.filters, axis, other, n_lr, region=region,
+                                       progress=progress)  # fmt: skip
+        from bids_sr.selfsr.network import apply_plane_net
+
+        return apply_plane_net(self.net, base, axis, other, n_lr, region=region,
+                               device=self.device, progress=progress)  # fmt: skip
+
+
+def _learn(learner: str, training: np.ndarray, acquisition: Acquisition, factor: float,
+           seed: int, device: str, progress: bool, iterations: int | None,
+           prior: Path | None) -> tuple[dict, dict]:  # fmt: skip
+    """Train the per-scan model: its tensors and a summary for the metadata."""
+    if learner == "filters":
+        filters = learn_plane_filters(training, acquisition, factor, seed=seed, progress=progress)
+        return filters_to_tensors(filters), {"buckets": int(filters.spec.n_buckets),
+                                             "patch": list(filters.patch)}  # fmt: skip
+    import torch
+
+    from bids_sr.selfsr.network import TrainSettings, state_to_numpy, train_plane_net
+
+    init = None
+    settings = TrainSettings(iterations=iterations)
+    if prior is not None:  # fine-tune the slice-family weights, gently
+        tensors, _ = load_model(prior)
+        init = {name: torch.from_numpy(np.asarray(value)) for name, value in tensors.items()}
+        settings = TrainSettings(iterations=iterations, lr=FINE_TUNE_LR)
+    net, summary = train_plane_net(training, acquisition, factor, seed=seed, settings=settings,
+                                   init=init, device=device, progress=progress)  # fmt: skip
+    return state_to_numpy(net), {"iterations": summary["iterations"], "batch": settings.batch,
+                                 "patch": settings.patch,
+                                 "final_loss": round(summary["final_loss"], 6)}  # fmt: skip
+
+
+def super_resolve_selfsr(
+    lr: np.ndarray,
+    factors: Sequence[float],
+    acquisition: Acquisition | None,
+    *,
+    seed: int = 0,
+    learner: str = "cnn",
+    iterations: int | None = None,
+    device: str = "auto",
+    model_dir: str | os.PathLike | None = None,
+    progress: bool = False,
+    uncertainty: dict[str, np.ndarray] | None = None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Super-resolve a normalised 2D scan along its slice axis; return HR and a report.
+
+    ``learner``: ``cnn`` or ``filters``; ``iterations``: the CNN's training steps (None: its
+    budget for the scan's size, :func:`bids_sr.selfsr.network.iterations_for`).
+    ``model_dir``: where the per-scan model is saved and looked up (default: a temporary
+    folder, removed afterwards). Pass a dict as ``uncertainty`` to receive the map
+    (``"map"``: float32, ≥ 0, on the output grid). The report holds ``device``,
+    ``weights`` (the model file; None without ``model_dir``), ``weights_sha256``,
+    ``model_reused``, ``learner``, ``learn_s`` (the time the model took to learn, also when
+    it was reused), ``apply_s`` and ``orientation_disagreement`` (mean of the map in the head).
+    """
+    if learner not in LEARNERS:
+        raise SelfSRError(f"unknown selfsr learner {learner!r}; choose from {', '.join(LEARNERS)}")
+    lr = np.asarray(lr, dtype=np.float32)
+    axis = _slice_axis(lr.shape, factors, acquisition)
+    inplane = [a for a in range(3) if a != axis]
+    run_device = "cpu" if learner == "filters" else _torch_device(device)
+    base = upsample(lr, factors, order=3)
+    factor = base.shape[axis] / lr.shape[axis]
+    prior = PRIOR if learner == "cnn" and PRIOR.exists() else None
+    settings = {"factors": [round(float(f), 6) for f in factors], "seed": int(seed),
+                "learner": learner, "iterations": iterations,
+                "prior": checksum(prior) if prior else None,
+                "acquisition": acquisition.describe()}  # fmt: skip
+    key = model_key(lr, settings)
+    with tempfile.TemporaryDirectory(prefix="selfsr-") as scratch:
+        folder = Path(model_dir) if model_dir is not None else Path(scratch)
+        path = folder / f"selfsr-{learner}-{key[:24]}.safetensors"
+        timing = path.with_name(path.name.replace(".safetensors", ".json"))
+        reused = path.exists()
+        if reused:
+            tensors, _ = load_model(path)
+            learn_s = _learn_seconds(timing)
+        else:
+            start = time.perf_counter()
+            # the acquired slices, brought to the output grid in-plane only: the training data
+            inplane_factors = [1.0 if a == axis else float(factors[a]) for a in range(3)]
+            training = upsample(lr, inplane_factors, order=3)
+            tensors, summary = _learn(learner, training, acquisition, factor, seed, run_device,
+                                      progress, iterations, prior)  # fmt: skip
+            del training
+            save_model(tensors, path, {"key": key, **settings, **summary})
+            # the time goes beside the model, not in it: the model's checksum stays a
+            # function of the input and the seed
+            learn_s = round(time.perf_counter() - start, 2)
+            write_json_atomic({"learn_s": learn_s}, timing)
+        model = _Model(learner, tensors, path, run_device)
+        sha = checksum(path)
+        start = time.perf_counter()
+        region = head_region(base)
+        first = model.apply(base, axis, inplane[0], lr.shape[axis], region, progress)
+        second = model.apply(base, axis, inplane[1], lr.shape[axis], region, progress)
+        apply_s = time.perf_counter() - start
+    del base
+    hr = 0.5 * (first + second)
+    spread = 0.5 * np.abs(first - second)
+    del first, second
+    if uncertainty is not None:
+        uncertainty["map"] = spread.astype(np.float32, copy=False)
+    report = {
+        "device": run_device,
+        "weights": str(path) if model_dir is not None else None,
+        "weights_sha256": sha,
+        "model_reused": bool(reused),
+        "learner": learner,
+        "prior": PRIOR.name if prior else None,
+        "learn_s": learn_s,
+        "apply_s": round(apply_s, 2),
+        "orientation_disagreement": round(float(spread[region].mean()) if region.any() else 0.0,
+                                          5),  # fmt: skip
+    }
+    return hr.astype(np.float32, copy=False), report

@@ -1,0 +1,221 @@
+"""A small 2D residual CNN trained per scan on in-plane pairs (SMORE's principle).
+
+Input: two channels, the B-spline-upsampled plane (degraded along its first axis, rows =
+positions across the slices) and the phase of each row relative to the acquired slices
+(:func:`bids_sr.selfsr.pairs.slice_phase`): the network cannot see from a smooth B-spline
+image where the acquired slices lie, the phase tells it. Output: the plane plus a learned
+residual. ``depth`` 3×3 convolutions of ``width`` channels with ReLU between; the last is
+initialised near zero so training starts from the B-spline baseline.
+
+Training (:func:`train_plane_net`) draws random patches centred in the head from the pairs
+of :func:`bids_sr.selfsr.pairs.degrade_axis` (both in-plane axes, flips along the clean
+axis), L1 loss, Adam with a one-cycle schedule; seeded, so a seed gives one result.
+Application (:func:`apply_plane_net`) runs whole planes in batches.
+
+Part of the numerical core (never imports nipype or pybids).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from torch import nn
+
+from bids_sr.acquisition import Acquisition
+from bids_sr.selfsr.filters import head_region
+from bids_sr.selfsr.pairs import degrade_axis, slice_phase
+
+#: Passes over the scan's training planes (both orientations) per training run ...
+EPOCHS = 3.0
+#: ... within these bounds on the number of steps (600 steps: 2–5 min on 2 CPU cores).
+MIN_ITERATIONS, MAX_ITERATIONS = 100, 600
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Per-scan training budget: iterations (None: :func:`iterations_for` the scan), batch
+    of ``patch``² patches, learning rate."""
+
+    iterations: int | None = None
+    batch: int = 8
+    patch: int = 48
+    lr: float = 1e-3
+
+
+def iterations_for(n_voxels: int, settings: TrainSettings) -> int:
+    """Steps for :data:`EPOCHS` passes over ``n_voxels`` training voxels, within bounds."""
+    if settings.iterations is not None:
+        return int(settings.iterations)
+    steps = EPOCHS * n_voxels / (settings.batch * settings.patch**2)
+    return int(np.clip(round(steps), MIN_ITERATIONS, MAX_ITERATIONS))
+
+
+class PlaneNet(nn.Module):
+    """Residual 2D CNN: ``(N, 2, H, W)`` (image, phase) → ``(N, 1, H, W)`` image."""
+
+    def __init__(self, depth: int = 8, width: int = 32):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(2, width, 3, padding=1), nn.ReLU(inplace=True)]
+        for _ in range(depth - 2):
+            layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True)]
+        last = nn.Conv2d(width, 1, 3, padding=1)
+        nn.init.normal_(last.weight, std=1e-3)
+        nn.init.zeros_(last.bias)
+        layers.append(last)
+        self.body = nn.Sequential(*layers)
+        self.depth, self.width = depth, width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :1] + self.body(x)
+
+
+def planes_input(planes: np.ndarray, phase: np.ndarray) -> torch.Tensor:
+    """Stack ``(N, H, W)`` planes with the per-row ``phase`` (length H) as channel 2."""
+    planes = np.asarray(planes, dtype=np.float32)
+    ph = np.broadcast_to(np.asarray(phase, dtype=np.float32)[None, :, None], planes.shape)
+    return torch.from_numpy(np.ascontiguousarray(np.stack([planes, ph], axis=1)))
+
+
+@dataclass
+class _Pairs:
+    degraded: np.ndarray  # (stack, H, W): H across the simulated slices
+    target: np.ndarray
+    centres: np.ndarray  # flat indices of head voxels usable as patch centres
+    phase: np.ndarray  # (H,)
+
+
+def _pairs(volume: np.ndarray, acquisition: Acquisition, factor: float, patch: int) -> list[_Pairs]:
+    """Training pairs along both in-plane axes of ``volume`` (the acquired slices)."""
+    slice_axis = int(acquisition.slice_axis)
+    inplane = [a for a in range(3) if a != slice_axis]
+    out = []
+    for axis, other in ((inplane[0], inplane[1]), (inplane[1], inplane[0])):
+        degraded, target, n_lr = degrade_axis(volume, axis, factor, acquisition)
+        order = (slice_axis, axis, other)
+        d, t = np.transpose(degraded, order), np.transpose(target, order)
+        pad = [(0, 0)] + [(max(0, patch - n), 0) for n in d.shape[1:]]
+        d, t = np.pad(d, pad, mode="edge"), np.pad(t, pad, mode="edge")
+        phase = np.pad(slice_phase(degraded.shape[axis], n_lr), (pad[1][0], 0), mode="edge")
+        region = head_region(t)
+        half = patch // 2
+        region[:, :half], region[:, d.shape[1] - (patch - half) + 1:] = False, False
+        region[:, :, :half], region[:, :, d.shape[2] - (patch - half) + 1:] = False, False
+        centres = np.flatnonzero(region)
+        if centres.size == 0:  # a tiny or empty scan: any position
+            centres = np.arange(d.size)
+        out.append(_Pairs(np.ascontiguousarray(d), np.ascontiguousarray(t), centres, phase))
+    return out
+
+
+def _batch(pairs: list[_Pairs], settings: TrainSettings, rng: np.random.Generator
+           ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    p, half = settings.patch, settings.patch // 2
+    xs, ys, phases = [], [], []
+    for _ in range(settings.batch):
+        pair = pairs[int(rng.integers(len(pairs)))]
+        k, i, j = np.unravel_index(int(rng.choice(pair.centres)), pair.degraded.shape)
+        i0 = int(np.clip(i - half, 0, pair.degraded.shape[1] - p))
+        j0 = int(np.clip(j - half, 0, pair.degraded.shape[2] - p))
+        x = pair.degraded[k, i0:i0 + p, j0:j0 + p]
+        y = pair.target[k, i0:i0 + p, j0:j0 + p]
+        if rng.random() < 0.5:  # flip along the clean axis: the phase stays valid
+            x, y = x[:, ::-1], y[:, ::-1]
+        xs.append(x)
+        ys.append(y)
+        phases.append(pair.phase[i0:i0 + p])
+    inputs = torch.cat([planes_input(x[None], ph) for x, ph in zip(xs, phases, strict=True)])
+    target = torch.from_numpy(np.ascontiguousarray(np.stack(ys)[:, None], dtype=np.float32))
+    return inputs, target
+
+
+def fit(net: PlaneNet, pairs: list[_Pairs], settings: TrainSettings, steps: int,
+        rng: np.random.Generator, *, device: str = "cpu", progress: bool = False,
+        desc: str = "selfsr: training") -> dict:  # fmt: skip
+    """``steps`` Adam steps (one-cycle schedule, L1 loss) of ``net`` on random patches of
+    ``pairs``; returns the final loss (mean of the last tenth of the steps)."""
+    from tqdm.auto import tqdm
+
+    net.to(device).train()
+    optimiser = torch.optim.Adam(net.parameters(), lr=settings.lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, max_lr=settings.lr, total_steps=steps, pct_start=max(0.05, 2.0 / steps)
+    )
+    losses = []
+    for _ in tqdm(range(steps), desc=desc, unit="step", disable=not progress):
+        inputs, target = _batch(pairs, settings, rng)
+        loss = nn.functional.l1_loss(net(inputs.to(device)), target.to(device))
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        losses.append(float(loss.detach()))
+    net.cpu().eval()
+    return {"final_loss": float(np.mean(losses[-max(1, len(losses) // 10):]))}
+
+
+def train_plane_net(
+    volume: np.ndarray, acquisition: Acquisition, factor: float, *, seed: int = 0,
+    settings: TrainSettings = TrainSettings(), init: dict | None = None,
+    device: str = "cpu", progress: bool = False,
+) -> tuple[PlaneNet, dict]:  # fmt: skip
+    """Train a :class:`PlaneNet` on the in-plane pairs of ``volume`` (the acquired slices on
+    the output grid in-plane); ``init``: a state dict to start from (pretrained weights).
+    Returns the network (on CPU, eval mode) and a summary (final loss, steps, seconds)."""
+    start = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    net = PlaneNet()
+    if init is not None:
+        net.load_state_dict(init)
+    inplane = [a for a in range(3) if a != int(acquisition.slice_axis)]
+    # small scans: patches no larger than their planes (the step then costs less too)
+    patch = int(min(settings.patch, *(volume.shape[a] for a in inplane)))
+    settings = replace(settings, patch=max(8, patch))
+    pairs = _pairs(volume, acquisition, factor, settings.patch)
+    steps = iterations_for(sum(p.degraded.size for p in pairs), settings)
+    summary = fit(net, pairs, settings, steps, rng, device=device, progress=progress,
+                  desc="selfsr: training on the scan's own slices")  # fmt: skip
+    return net, {**summary, "iterations": steps, "train_s": time.perf_counter() - start}
+
+
+def apply_plane_net(
+    net: PlaneNet, base: np.ndarray, slice_axis: int, other: int, n_lr: int, *,
+    region: np.ndarray | None = None, device: str = "cpu", batch: int = 8,
+    progress: bool = False,
+) -> np.ndarray:  # fmt: skip
+    """``base`` with the network applied in the (``slice_axis``, ``other``) planes; planes
+    without any voxel of ``region`` (default :func:`head_region`) are left as they are."""
+    from tqdm.auto import tqdm
+
+    region = head_region(base) if region is None else region
+    stack = ({0, 1, 2} - {slice_axis, other}).pop()
+    order = (stack, slice_axis, other)
+    planes = np.transpose(base, order)
+    keep = np.flatnonzero(np.transpose(region, order).any(axis=(1, 2)))
+    phase = slice_phase(base.shape[slice_axis], n_lr)
+    out = np.array(planes, dtype=np.float32, copy=True)
+    net = net.to(device).eval()
+    with torch.inference_mode():
+        for start in tqdm(range(0, keep.size, batch), unit="batch", disable=not progress,
+                          desc=f"selfsr: planes ({slice_axis}, {other})"):  # fmt: skip
+            index = keep[start:start + batch]
+            result = net(planes_input(planes[index], phase).to(device))[:, 0]
+            out[index] = result.float().cpu().numpy()
+    return np.ascontiguousarray(np.transpose(out, np.argsort(order)))
+
+
+def state_to_numpy(net: PlaneNet) -> dict[str, np.ndarray]:
+    """The network's weights as float32 arrays (for safetensors)."""
+    return {k: v.detach().cpu().numpy().astype(np.float32) for k, v in net.state_dict().items()}
+
+
+def net_from_numpy(tensors: dict[str, np.ndarray], names: Sequence[str] | None = None) -> PlaneNet:
+    """A :class:`PlaneNet` with weights from :func:`state_to_numpy` arrays (eval mode)."""
+    net = PlaneNet()
+    keys = names or list(net.state_dict())
+    net.load_state_dict({k: torch.from_numpy(np.asarray(tensors[k])) for k in keys})
+    return net.eval()
