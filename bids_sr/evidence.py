@@ -59,9 +59,9 @@ class Evidence:
 
     def sentence(self) -> str:
         """How the log and the sidecar's MethodChoice state the evidence."""
-        scales = ", ".join(
+        scales = ", ".join(dict.fromkeys(
             "×" + "x".join(f"{f:g}" for f in record["factors"]) for record in self.records
-        )
+        ))  # fmt: skip
         images = sorted({name for r in self.records for name in r["gain_over_bspline"]})
         card = self.weights.name.replace(".safetensors", ".card.json")
         text = (
@@ -114,13 +114,15 @@ def validated(
     below = [r for r in records if sr_factor(family, r["factors"]) <= factor]
     above = [r for r in records if sr_factor(family, r["factors"]) >= factor]
     used: list[dict] = []
+    # every record at the chosen factor(s): records of one factor for several slice
+    # thicknesses or profiles must all show the gain (the smallest one counts)
     if near:
-        used = [min(near, key=lambda r: abs(sr_factor(family, r["factors"]) - factor))]
+        closest = min(abs(sr_factor(family, r["factors"]) - factor) for r in near)
+        used = [r for r in near if abs(sr_factor(family, r["factors"]) - factor) == closest]
     elif below and above:
-        used = [
-            max(below, key=lambda r: sr_factor(family, r["factors"])),
-            min(above, key=lambda r: sr_factor(family, r["factors"])),
-        ]
+        low = max(sr_factor(family, r["factors"]) for r in below)
+        high = min(sr_factor(family, r["factors"]) for r in above)
+        used = [r for r in records if sr_factor(family, r["factors"]) in (low, high)]
     if not used or not all(_positive(r, guided) for r in used):
         return None
     gain = min(min(r["gain_over_bspline"].values()) for r in used)

@@ -153,6 +153,22 @@ def test_a_per_scan_method_is_chosen_from_a_card_without_weights(tmp_path, weigh
     assert _choose(thick, None, 1.0).method == "srrecnn"
 
 
+def test_every_record_at_the_chosen_factor_must_show_the_gain(tmp_path, weights_dir):
+    """Records of one factor for several slice thicknesses all count (the smallest gain):
+    a loss at one thickness is not hidden by a gain at another listed first."""
+    gap = {**_record("slice", [1, 1, 3], {"a": 2.0, "b": 1.8}), "thickness_ratio": 0.8}
+    full = {**_record("slice", [1, 1, 3], {"a": 1.2, "b": 0.9}), "thickness_ratio": 1.0}
+    card = {"method": "selfsr", "weights": None, "needs_t2w": False, "evidence": [gap, full]}
+    (weights_dir / "selfsr.card.json").write_text(json.dumps(card))
+    thick = _image(tmp_path / "thick_T1w.nii.gz", (1, 1, 3))
+    choice = _choose(thick, None, 1.0)
+    assert choice.method == "selfsr" and "at least +0.90 dB" in choice.sentence
+    assert choice.sentence.count("×1x1x3") == 1
+    full["gain_over_bspline"] = {"a": 1.2, "b": -0.1}
+    (weights_dir / "selfsr.card.json").write_text(json.dumps(card))
+    assert _choose(thick, None, 1.0).method == "srrecnn"  # the lost image counts
+
+
 def test_all_skips_selfsr_on_isotropic_inputs_and_explicit_selfsr_stops(tmp_path, weights_dir):
     from bids_sr.bids import BIDSError
 

@@ -111,3 +111,35 @@ def test_selfsr_rejects_isotropic_inputs_and_corrupt_models(tmp_path):
     bad.write_bytes(b"not a model")
     with pytest.raises(ValueError, match="bad.safetensors"):
         load_model(bad)
+
+
+def test_a_collapsed_network_is_detected_and_trained_again(monkeypatch):
+    """A network whose residual died (it returns its B-spline input) scores 1.0 on its own
+    pairs; train_plane_net then trains again at half the rate and reports the attempts."""
+    import torch
+
+    from bids_sr.selfsr import network
+
+    hr = _blobs((24, 24, 24), seed=5)
+    acq = simulated_acquisition((1.0, 1.0, 1.0), (1, 1, 3))
+    training = project(hr, acq, (24, 24, 8))
+    settings = network.TrainSettings(iterations=200, patch=16)
+    pairs = network._pairs(training, acq, 3.0, settings.patch)
+    dead = network.PlaneNet()
+    torch.nn.init.zeros_(dead.body[-1].weight)
+    assert network.self_check(dead, pairs, settings) == pytest.approx(1.0, abs=1e-6)
+
+    rates = []
+    real_fit = network.fit
+
+    def fit_that_collapses_first(net, pairs, settings, steps, rng, **kwargs):
+        rates.append(settings.lr)
+        summary = real_fit(net, pairs, settings, steps, rng, **kwargs)
+        if len(rates) == 1:
+            torch.nn.init.zeros_(net.body[-1].weight)
+        return summary
+
+    monkeypatch.setattr(network, "fit", fit_that_collapses_first)
+    net, summary = network.train_plane_net(training, acq, 3.0, settings=settings)
+    assert rates == [settings.lr, settings.lr / 2]
+    assert summary["attempts"] == 2 and summary["self_check_l1_ratio"] < network.COLLAPSED_RATIO

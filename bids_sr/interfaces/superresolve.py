@@ -53,6 +53,8 @@ from bids_sr.image import (
 from bids_sr.superresolve import GUIDED_METHODS, METHODS, super_resolve
 
 LOGGER = logging.getLogger("nipype.interface")
+# progress a user sees between "super-resolving N T1w image(s)" and "done" (INFO, the app's logger)
+PROGRESS = logging.getLogger("bids_sr")
 
 
 class SuperResolveInputSpec(BaseInterfaceInputSpec):
@@ -200,6 +202,8 @@ class SuperResolve(SimpleInterface):
                               fallback_reason=f"{reason}; ran {note}")  # fmt: skip
             method, weights, reference = fallback, None, None
         maps: dict[str, np.ndarray] = {}
+        source = Path(self.inputs.in_file).name
+        PROGRESS.info("%s: %s started (×%s)", source, method, "x".join(f"{f:g}" for f in factors))
         model_dir = optional_input(self.inputs.model_dir) or str(Path(runtime.cwd) / "models")
         hr, report = super_resolve(
             norm.apply(volume.data),
@@ -245,6 +249,9 @@ class SuperResolve(SimpleInterface):
                 **provenance,
             }
         )
+        PROGRESS.info("%s: %s finished in %.0f s (DataConsistencyPSNR %.1f dB)", source,
+                      report.get("method", method), report.get("runtime_s", float("nan")),
+                      report.get("data_consistency_psnr", float("nan")))  # fmt: skip
         report_path = Path(runtime.cwd) / "report.json"
         report_path.write_text(json.dumps(report, indent=2, default=str))
         self._results["out_file"] = str(out_file)

@@ -19,6 +19,7 @@ dispatcher, as for every method. Part of the numerical core (never imports nipyp
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import time
@@ -43,10 +44,16 @@ from bids_sr.selfsr.store import (
 from bids_sr.weights_lookup import WEIGHTS_DIR
 
 LEARNERS = ("cnn", "filters")
+#: Version of the per-scan training recipe, part of a cached model's key (2: lr 3e-4, up to
+#: 3000 steps and the collapse check of :func:`bids_sr.selfsr.network.train_plane_net`)
+RECIPE = 2
+#: Same as :data:`bids_sr.selfsr.network.COLLAPSED_RATIO` (that module imports torch)
+COLLAPSED_RATIO = 0.995
+LOGGER = logging.getLogger("bids_sr")
 #: The CNN's shipped starting point, pretrained on the slice family (scripts/pretrain_selfsr.py).
 PRIOR = WEIGHTS_DIR / "selfsr_prior.safetensors"
 #: Peak learning rate when fine-tuning the prior (from scratch: TrainSettings.lr).
-FINE_TUNE_LR = 3e-4
+FINE_TUNE_LR = 1e-4
 
 
 class SelfSRError(ValueError):
@@ -137,7 +144,9 @@ def _learn(learner: str, training: np.ndarray, acquisition: Acquisition, factor:
                                    init=init, device=device, progress=progress)  # fmt: skip
     return state_to_numpy(net), {"iterations": summary["iterations"], "batch": settings.batch,
                                  "patch": settings.patch,
-                                 "final_loss": round(summary["final_loss"], 6)}  # fmt: skip
+                                 "final_loss": round(summary["final_loss"], 6),
+                                 "self_check_l1_ratio": round(summary["self_check_l1_ratio"], 4),
+                                 "attempts": summary["attempts"]}  # fmt: skip
 
 
 def super_resolve_selfsr(
@@ -173,8 +182,8 @@ def super_resolve_selfsr(
     base = upsample(lr, factors, order=3)
     factor = base.shape[axis] / lr.shape[axis]
     prior = PRIOR if learner == "cnn" and PRIOR.exists() else None
-    settings = {"factors": [round(float(f), 6) for f in factors], "seed": int(seed),
-                "learner": learner, "iterations": iterations,
+    settings = {"recipe": RECIPE, "factors": [round(float(f), 6) for f in factors],
+                "seed": int(seed), "learner": learner, "iterations": iterations,
                 "prior": checksum(prior) if prior else None,
                 "acquisition": acquisition.describe()}  # fmt: skip
     key = model_key(lr, settings)
@@ -184,8 +193,9 @@ def super_resolve_selfsr(
         timing = path.with_name(path.name.replace(".safetensors", ".json"))
         reused = path.exists()
         if reused:
-            tensors, _ = load_model(path)
+            tensors, header = load_model(path)
             learn_s = _learn_seconds(timing)
+            check = header.get("self_check_l1_ratio")
         else:
             start = time.perf_counter()
             # the acquired slices, brought to the output grid in-plane only: the training data
@@ -194,6 +204,7 @@ def super_resolve_selfsr(
             tensors, summary = _learn(learner, training, acquisition, factor, seed, run_device,
                                       progress, iterations, prior)  # fmt: skip
             del training
+            check = summary.get("self_check_l1_ratio")
             save_model(tensors, path, {"key": key, **settings, **summary})
             # the time goes beside the model, not in it: the model's checksum stays a
             # function of the input and the seed
@@ -212,6 +223,9 @@ def super_resolve_selfsr(
     del first, second
     if uncertainty is not None:
         uncertainty["map"] = spread.astype(np.float32, copy=False)
+    if check is not None and check >= COLLAPSED_RATIO:
+        LOGGER.warning("selfsr learned nothing from the scan's own slices (its error is %.3f "
+                       "of B-spline's on them): the result is B-spline's", check)  # fmt: skip
     report = {
         "device": run_device,
         "weights": str(path) if model_dir is not None else None,
@@ -220,6 +234,8 @@ def super_resolve_selfsr(
         "learner": learner,
         "prior": PRIOR.name if prior else None,
         "learn_s": learn_s,
+        # the model's L1 error on the scan's own pairs over B-spline's (< 1: it learned)
+        "self_check_l1_ratio": check,
         "apply_s": round(apply_s, 2),
         "orientation_disagreement": round(float(spread[region].mean()) if region.any() else 0.0,
                                           5),  # fmt: skip
