@@ -33,16 +33,22 @@ CMD[srrecnn-t2w_x2x2x2]="srrecnn-t2w --scale 2 --degradation gaussian --iteratio
 CMD[srgan_x2x2x2]="srgan --scale 2 --degradation gaussian --iterations $(it 6000) --pretrain-iterations $(it 4500) --lr 2e-4 --patch-size 16 --batch-size 4 --loss-margin 2 --background-fraction 0.1 --validation-label chris openms19"
 CMD[srrecnn_x1x1x4]="srrecnn --scale 1 1 4 --degradation slice --iterations $(it 700) --patch-size 16 --batch-size 8 --config {\"features\":32} --validation-label chris openms19"
 CMD[gradfilter_x1x1x4]="gradfilter --scale 1 1 4 --degradation slice --patch-size 7 --sample-stride 3 --validation-label chris openms19"
+# the thick-slice guided model keeps the MNI152 T1w/T2w pair out of training (its second
+# validation pair) and learns to ignore references of pure noise or a constant
+CMD[srrecnn-t2w_x1x1x4]="srrecnn-t2w --scale 1 1 4 --degradation slice --iterations $(it 6000) --patch-size 16 --batch-size 8 --config {\"features\":32} --loss-margin 2 --uninformative-reference-fraction 0.15 --validation-label openms19 mni152"
+declare -A TRAIN_OF
+TRAIN_OF[srrecnn-t2w_x1x1x4]="--participant-label colin27 brainchop openms07"
 ORDER=(gradfilter_x2x2x2 fsrcnn_x2x2x2 espcn_x2x2x2 srrecnn_x2x2x2 srrecnn-t2w_x2x2x2
-       srgan_x2x2x2 srrecnn_x1x1x4 gradfilter_x1x1x4)
+       srgan_x2x2x2 srrecnn_x1x1x4 gradfilter_x1x1x4 srrecnn-t2w_x1x1x4)
 
 for stem in "${@:-${ORDER[@]}}"; do
   read -r -a args <<<"${CMD[$stem]}"
+  if [[ -n "${TRAIN_OF[$stem]:-}" ]]; then read -r -a train <<<"${TRAIN_OF[$stem]}"; else train=("${TRAIN[@]}"); fi
   method=${args[0]}
   out="$WORK/$stem"
   echo "=== $stem: $(date -Is)"
   # shellcheck disable=SC2068
-  "$PY" -m bids_sr.training.cli "$method" "$BIDS" "$out" ${args[@]:1} "${TRAIN[@]}" \
+  "$PY" -m bids_sr.training.cli "$method" "$BIDS" "$out" ${args[@]:1} "${train[@]}" \
     "${COMMON[@]}" --resume --output-name "$stem"
   cp "$out/$stem.safetensors" "$out/$stem.card.json" "$out/$stem.md" "$WEIGHTS/"
   echo "=== $stem done: $(date -Is)"
