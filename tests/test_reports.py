@@ -91,7 +91,23 @@ def test_subject_report_is_self_contained(report_files, tmp_path):
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', text)
     assert len(images) == 2  # comparison figure + registration overlay
     figure = mpimg.imread(io.BytesIO(base64.b64decode(images[0])), format="png")
-    assert figure.shape[0] > 300 and figure[..., :3].std() > 0.05  # 4 rows, not blank
+    assert figure.shape[0] > 300 and figure[..., :3].std() > 0.05  # 5 rows, not blank
+    # the reference row has a grey window of its own: a T2w 1000× brighter is not saturated
+    bright = _write(1000 * nib.load(report_files["t2w_registered_path"]).get_fdata(),
+                    upsampled_affine(LR_AFFINE, (2, 2, 2)), tmp_path / "bright.nii.gz")  # fmt: skip
+    out = build_subject_report("01", [{**entry, "t2w_registered_path": bright}],
+                               tmp_path / "sub-01c.html")  # fmt: skip
+    shown = re.findall(r'src="data:image/png;base64,([^"]+)"', out.read_text())[0]
+    np.testing.assert_allclose(mpimg.imread(io.BytesIO(base64.b64decode(shown)), format="png"),
+                               figure, atol=0.02)  # fmt: skip
+    without = dict(report_files)
+    del without["t2w_registered_path"]
+    out = build_subject_report("01", [{**entry, **without, "t2w_registered_path": None}],
+                               tmp_path / "sub-01b.html")  # fmt: skip
+    fewer = re.findall(r'src="data:image/png;base64,([^"]+)"', out.read_text())
+    assert len(fewer) == 1
+    smaller = mpimg.imread(io.BytesIO(base64.b64decode(fewer[0])), format="png")
+    assert figure.shape[0] - smaller.shape[0] > 150  # the reference (T2w) row
     assert "30.5" in text and 'src="http' not in text and "<script" not in text
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # atomic, no tmp left
     with pytest.raises(ValueError, match="lacks output_path"):

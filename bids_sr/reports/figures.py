@@ -149,15 +149,18 @@ class Layer:
     label: str
     data: np.ndarray
     affine: np.ndarray
-    kind: str = "anatomy"  # "anatomy" (shared grey window) or "error" (own magma window)
+    # "anatomy" (shared grey window), "contrast" (another contrast: its own grey window) or
+    # "error" (own magma window)
+    kind: str = "anatomy"
 
 
 def comparison_png(layers: Sequence[Layer], grid: DisplayGrid, *, crop: bool = True) -> bytes:
     """Rows = layers, columns = sagittal, coronal, axial (+ the zoomed cortex crop).
 
     Anatomy rows share one grey window (taken from the first anatomy layer's planes, so the
-    input, result and truth are directly comparable); error rows use ``magma`` from 0 to
-    their 99th percentile. The crop box is drawn on the coronal panels.
+    input, result and truth are directly comparable); contrast rows (a T2w reference) get a
+    grey window of their own; error rows use ``magma`` from 0 to their 99th percentile. The
+    crop box is drawn on the coronal panels.
     """
     if not layers:
         raise ValueError("comparison_png needs at least one layer")
@@ -175,6 +178,9 @@ def comparison_png(layers: Sequence[Layer], grid: DisplayGrid, *, crop: bool = T
         if layer.kind == "error":
             values = np.concatenate([np.abs(p).ravel() for p in layer_planes])
             vmin, vmax, cmap = 0.0, float(np.percentile(values, 99) or 1.0), "magma"
+        elif layer.kind == "contrast":
+            own = np.concatenate([p.ravel() for p in layer_planes])
+            (vmin, vmax), cmap = intensity_window(own), "gray"
         else:
             (vmin, vmax), cmap = window, "gray"
         shown = [np.abs(p) if layer.kind == "error" else p for p in layer_planes]

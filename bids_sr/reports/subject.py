@@ -127,6 +127,9 @@ def entry_section(entry: Mapping[str, Any]) -> str:
     lr, lr_affine = _load(entry["input_path"])
     grid, _ = display_grid(sr, sr_affine)
     layers = [Layer("input (nearest)", lr, lr_affine), Layer("super-resolved", sr, sr_affine)]
+    if entry.get("t2w_registered_path"):  # the reference on the output grid, as used
+        t2w, t2w_affine = _load(entry["t2w_registered_path"])
+        layers.append(Layer("reference (T2w)", t2w, t2w_affine, kind="contrast"))
     if entry.get("truth_path"):
         truth, truth_affine = _load(entry["truth_path"])
         truth = _on_grid(truth, truth_affine, sr.shape, sr_affine)

@@ -187,7 +187,8 @@ def _add_super_resolution(
         if ref_wf is None:
             setattr(merge_t2w.inputs, f"in{number}", "")  # no registration overlay
         else:
-            workflow.connect(ref_wf, "outputnode.registered_t2w", merge_t2w, f"in{number}")
+            # the reference on the output grid, as the guided network saw it
+            workflow.connect(ref_wf, "outputnode.t2w_on_sr_grid", merge_t2w, f"in{number}")
     report.inputs.source_files = [t1w_file for t1w_file, _, _ in outputs]
     workflow.connect([
         (merge_files, report, [("out", "output_files")]),
