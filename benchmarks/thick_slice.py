@@ -13,7 +13,22 @@ Prints per image and per setting: brain PSNR/SSIM, mean ± SD over the images, t
 Δ to bspline with a 95 % t-interval, wall time and peak memory, and which method ``auto``
 picks from the model cards for that input (its row repeats that method's scores).
 
+Opt-in external row ``eclare`` (``--methods ... eclare --eclare-command PATH``): ECLARE
+(Remedios et al., self-supervised thick-slice SR; PyPI ``eclare``, GPL-3) is never imported:
+its ``run-eclare`` console script, installed anywhere (e.g. its own virtualenv), runs as an
+external command on the same simulated LR volume, written as NIfTI with its LR affine. It is
+given the simulated slice profile (``--relative-slice-thickness`` = thickness / HR spacing,
+``rect`` profile: no ESPRESO estimate) and a reduced training budget (``--eclare-patches``;
+its default of 10⁶ patches is meant for a GPU; on 2 CPU cores its inference over the whole
+volume, two in-plane angles of a 16-block 256-channel WDSR, takes 15-30 min per image). Its
+output is scored against the same truth and brain mask as every other row, as is (row
+``eclare``) and after our data consistency step (row ``eclare+dc``,
+:func:`bids_sr.acquisition.enforce_consistency`, as every other row has).
+Its time is the command's wall time (+ the consistency step for ``eclare+dc``) and its peak
+RSS that of the largest process of the command (``RUSAGE_CHILDREN``).
+
     python benchmarks/thick_slice.py [--settings 1x1x3 1x1x5 5mm_gap1] [--methods ...]
+        [--eclare-command .../bin/run-eclare --eclare-patches 8192]
 """
 
 from __future__ import annotations
@@ -21,8 +36,12 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import resource
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +72,8 @@ METHODS = {
     "selfsr-filters": ("selfsr-filters", None),
     "selfsr": ("selfsr", None),
 }
+#: opt-in external method (``--methods ... eclare``) → the rows it adds
+EXTERNAL = {"eclare": ("eclare", "eclare+dc")}
 
 
 def _acquisition(zooms, factors, ratio):
@@ -85,6 +106,134 @@ def _child(path: str, factors, ratio, method: str, weights, model_dir, queue) ->
                                           else 0)
     row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     queue.put(row)
+
+
+@dataclass(frozen=True)
+class EclareOptions:
+    """How the external ECLARE command runs: its path, training budget and time limit."""
+
+    command: str
+    patches: int
+    batch_size: int
+    timeout_s: float
+    gpu_id: int = -1
+
+
+def _eclare_grid(path: Path, shape, affine: np.ndarray) -> tuple[np.ndarray, bool]:
+    """ECLARE's output on the truth's grid (``shape``, ``affine``), and whether it needed
+    resampling: ECLARE writes its own affine, equal to ours when both centre the HR slices
+    on the LR slabs the same way; otherwise the project's cubic resampler pulls it over."""
+    import nibabel as nib
+
+    image = nib.load(path)
+    if tuple(image.shape) == tuple(shape) and np.allclose(image.affine, affine, atol=1e-3):
+        return np.asarray(image.get_fdata(), dtype=np.float32), False
+    import SimpleITK as sitk
+
+    from bids_sr.registration import resample_to_grid
+
+    return resample_to_grid(path, sitk.Transform(3, sitk.sitkIdentity), shape, affine,
+                            clip=False), True  # fmt: skip
+
+
+def _run_eclare(lr: np.ndarray, lr_affine: np.ndarray, relative_thickness: float,
+                options: EclareOptions, workdir: Path) -> tuple[Path, float]:
+    """Write ``lr`` as NIfTI, run the ECLARE command on it, return its output and wall time.
+
+    Raises RuntimeError with the command's last output line when it fails or times out."""
+    import nibabel as nib
+
+    source = workdir / "lr.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(lr, dtype=np.float32), lr_affine), source)
+    command = [options.command, "--in-fpath", str(source), "--out-dir", str(workdir / "out"),
+               "--n-patches", str(options.patches), "--batch-size", str(options.batch_size),
+               "--relative-slice-thickness", f"{relative_thickness:g}",
+               "--relative-slice-profile-type", "rect",
+               "--gpu-id", str(options.gpu_id)]  # fmt: skip
+    log = workdir / "eclare.log"
+    start = time.perf_counter()
+    with log.open("w") as stream:
+        try:
+            done = subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT,
+                                  timeout=options.timeout_s, check=False)  # fmt: skip
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"timed out after {options.timeout_s:g} s") from None
+    elapsed = time.perf_counter() - start
+    output = workdir / "out" / "lr_eclare.nii.gz"
+    if done.returncode != 0 or not output.is_file():
+        lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+        raise RuntimeError(f"exit {done.returncode}: {lines[-1] if lines else 'no output'}")
+    return output, elapsed
+
+
+def _eclare_child(path: str, factors, ratio, options: EclareOptions, queue) -> None:
+    """Score ECLARE on one image in this (fresh) process: rows ``eclare`` and ``eclare+dc``
+    (or ``{"error": ...}``) on ``queue``. The simulated input, truth and mask come from
+    :func:`evaluate_image` itself (its baselines run too), so they are the other rows' own."""
+    try:
+        import torch
+
+        from bids_sr.acquisition import enforce_consistency
+        from bids_sr.evaluation import DATA_RANGE, evaluate_image
+        from bids_sr.image import load_volume
+        from bids_sr.metrics import compute_metrics
+
+        torch.set_num_threads(2)
+        volume = load_volume(path)
+        acquisition = _acquisition(volume.zooms, factors, ratio)
+        arrays: dict = {}
+        evaluate_image(volume.data, volume.affine, factors=factors, degradation="slice",
+                       methods=[], device="cpu", acquisition=acquisition,
+                       arrays=arrays)  # fmt: skip
+        truth, lr, mask = arrays["truth"], arrays["input"], arrays["mask"]
+        axis = int(np.argmax(factors))
+        # ECLARE's slice thickness is in units of the in-plane (here: HR) voxel size
+        relative = acquisition.thickness / (acquisition.spacing[axis] / factors[axis])
+        with tempfile.TemporaryDirectory(prefix="eclare-") as tmp:
+            output, elapsed = _run_eclare(lr, arrays["lr_affine"], relative, options, Path(tmp))
+            sr, resampled = _eclare_grid(output, truth.shape, arrays["hr_affine"])
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        start = time.perf_counter()
+        corrected = enforce_consistency(sr, lr, acquisition)
+        dc_s = time.perf_counter() - start
+        rows = {}
+        for label, image, seconds in (("eclare", sr, elapsed), ("eclare+dc", corrected,
+                                                                 elapsed + dc_s)):  # fmt: skip
+            scores = compute_metrics(image, truth, mask=mask, data_range=DATA_RANGE)
+            rows[label] = {"method": label, "method_s": seconds, "peak_rss_mb": peak,
+                           "resampled": resampled, **scores}  # fmt: skip
+        queue.put(rows)
+    except Exception as exc:  # reported by the parent as one line
+        queue.put({"error": f"{type(exc).__name__}: {exc}"})
+
+
+def run_eclare(path: Path, factors, ratio, options: EclareOptions) -> dict[str, dict]:
+    """Rows ``eclare`` and ``eclare+dc`` for one image, from a fresh process; RuntimeError
+    with a one-line message when ECLARE cannot run."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_eclare_child, args=(str(path), factors, ratio, options,
+                                                          queue))  # fmt: skip
+    process.start()
+    rows = queue.get()
+    process.join()
+    if "error" in rows:
+        raise RuntimeError(rows["error"])
+    return rows
+
+
+def _eclare_options(parser: argparse.ArgumentParser, args) -> EclareOptions | None:
+    """The ECLARE options when ``eclare`` is asked for (a parser error when its command is
+    missing), else None."""
+    if "eclare" not in args.methods:
+        return None
+    if not args.eclare_command:
+        parser.error("--methods eclare needs --eclare-command PATH (ECLARE's run-eclare)")
+    command = shutil.which(args.eclare_command)
+    if command is None:
+        parser.error(f"--eclare-command {args.eclare_command}: no such executable")
+    return EclareOptions(command, args.eclare_patches, args.eclare_batch_size,
+                         args.eclare_timeout, args.eclare_gpu_id)  # fmt: skip
 
 
 def run_one(path: Path, factors, ratio, method: str, weights, model_dir=None) -> dict:
@@ -121,13 +270,26 @@ def _delta(values: list[float]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS),
+                        choices=[*METHODS, *EXTERNAL])  # fmt: skip
     parser.add_argument("--images", nargs="+", default=list(VALIDATION), choices=list(VALIDATION))
     parser.add_argument("--data-dir", type=Path, default=SHARED)
     parser.add_argument("--model-dir", help="where selfsr keeps its per-scan models: a rerun "
                         "(or a validate_shipped.py run with the same folder) reuses them, and "
                         "the time column then adds the recorded learning time")  # fmt: skip
+    parser.add_argument("--eclare-command", help="ECLARE's run-eclare console script (for "
+                        "--methods ... eclare); it runs as an external command")  # fmt: skip
+    parser.add_argument("--eclare-patches", type=int, default=8192,
+                        help="ECLARE's training patches (its --n-patches; 8192 train in "
+                        "~2.5 min on 2 CPU cores; at 2048 one of its sub-pixel phases can stay "
+                        "dead, every third output slice at the image minimum)")  # fmt: skip
+    parser.add_argument("--eclare-batch-size", type=int, default=32)
+    parser.add_argument("--eclare-timeout", type=float, default=3600.0,
+                        help="seconds one ECLARE run may take")  # fmt: skip
+    parser.add_argument("--eclare-gpu-id", type=int, default=-1,
+                        help="ECLARE's --gpu-id (default -1: CPU)")  # fmt: skip
     args = parser.parse_args(argv)
+    eclare = _eclare_options(parser, args)
     if not args.data_dir.is_dir():
         print(f"{args.data_dir}: shared data folder absent; nothing to benchmark")
         return 0
@@ -135,27 +297,44 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# thick-slice benchmark on {machine()}")
     print("# slice degradation (bids_sr.acquisition, rect profile), output 1 mm, data "
           "consistency on; brain PSNR (dB) / SSIM against the HR truth")  # fmt: skip
+    if eclare:
+        print(f"# eclare: {eclare.command} (external), --n-patches {eclare.patches}, "
+              f"--batch-size {eclare.batch_size}, --gpu-id {eclare.gpu_id}, given the rect "
+              "slice profile; row eclare without data consistency, eclare+dc with ours; "
+              "its peak RSS is the command's own")  # fmt: skip
     for setting in args.settings:
         factors, ratio = SETTINGS[setting]
         auto = _auto(factors)
         results: dict[str, dict[str, dict]] = {}
         for image in args.images:
+            path = args.data_dir / VALIDATION[image]
             for label in methods:
-                method, weights = METHODS[label]
-                row = run_one(args.data_dir / VALIDATION[image], factors, ratio, method, weights,
-                              args.model_dir)  # fmt: skip
-                results.setdefault(label, {})[image] = row
-                gain = row["psnr_brain"] - results["bspline"][image]["psnr_brain"]
-                print(f"{setting} {image:9s} {label:15s} PSNR {row['psnr_brain']:6.2f}  SSIM "
-                      f"{row['ssim_brain']:.4f}  Δ {gain:+.2f}  {row['method_s']:6.1f} s  "
-                      f"{row['peak_rss_mb']:6.0f} MB", flush=True)  # fmt: skip
-        auto_label = next((lb for lb in methods if METHODS[lb][0] == auto), None)
+                if label in EXTERNAL:
+                    try:
+                        scored = run_eclare(path, factors, ratio, eclare)
+                    except RuntimeError as exc:
+                        print(f"thick_slice.py: error: ECLARE on {image} {setting}: {exc}",
+                              file=sys.stderr)  # fmt: skip
+                        return 1
+                else:
+                    method, weights = METHODS[label]
+                    scored = {label: run_one(path, factors, ratio, method, weights,
+                                             args.model_dir)}  # fmt: skip
+                for name, row in scored.items():
+                    results.setdefault(name, {})[image] = row
+                    gain = row["psnr_brain"] - results["bspline"][image]["psnr_brain"]
+                    note = "  (resampled to the truth grid)" if row.get("resampled") else ""
+                    print(f"{setting} {image:9s} {name:15s} PSNR {row['psnr_brain']:6.2f}  SSIM "
+                          f"{row['ssim_brain']:.4f}  Δ {gain:+.2f}  {row['method_s']:6.1f} s  "
+                          f"{row['peak_rss_mb']:6.0f} MB{note}", flush=True)  # fmt: skip
+        auto_label = next((lb for lb in methods if lb in METHODS and METHODS[lb][0] == auto),
+                          None)  # fmt: skip
         print(f"\n## {setting} (factors {factors}, thickness {ratio:g} × spacing); auto picks "
               f"{auto}\n")  # fmt: skip
         print("| method | " + " | ".join(args.images) + " | mean ± SD PSNR | mean ± SD SSIM | "
               "Δ PSNR to bspline [95 % CI] | time (s) | peak RSS (MB) |")  # fmt: skip
         print("|---" * (len(args.images) + 6) + "|")
-        rows = [(lb, lb) for lb in methods]
+        rows = [(name, name) for lb in methods for name in EXTERNAL.get(lb, (lb,))]
         if auto_label:
             rows.append((f"auto (→ {auto})", auto_label))
         for name, label in rows:
