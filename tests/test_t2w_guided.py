@@ -147,6 +147,18 @@ def test_all_guided_fallback_and_weights_rules(tmp_path, no_shipped_weights, dem
 
 
 # ------------------------------------------------------------- fallback inside the node
+def _guided_run_of_sub01(tmp_path: Path, run_cli) -> tuple[Path, dict]:
+    """``--method srrecnn-t2w`` (tiny weights, ×1.5) on demo participant 01: the output
+    folder and the guided output's sidecar."""
+    weights = _tiny_weights(tmp_path / "g.safetensors")
+    out = tmp_path / "out"
+    code, err = run_cli(DEMO, out, "participant", "--participant-label", "01", "--method",
+                        "srrecnn-t2w", "--weights", weights, "--scale", "1.5", "--device", "cpu",
+                        "-w", tmp_path / "w", "--skip-bids-validation", "--plugin", "Linear")
+    assert code == 0, err
+    return out, _sidecar(out, SUB01, "srrecnn-t2w")
+
+
 def _small_pair(tmp_path: Path) -> tuple[Path, Path]:
     """A 16³ LR 'T1w' (2 mm) and an HR 'T2w' on its ×2 grid (inverted contrast)."""
     from bids_sr.image import upsampled_affine
@@ -328,13 +340,7 @@ def test_failed_registration_falls_back_end_to_end(tmp_path, run_cli, monkeypatc
     from bids_sr import registration
 
     monkeypatch.setattr(registration, "QUALITY_THRESHOLD", 1.99)
-    weights = _tiny_weights(tmp_path / "g.safetensors")
-    out = tmp_path / "out"
-    code, err = run_cli(DEMO, out, "participant", "--participant-label", "01", "--method",
-                        "srrecnn-t2w", "--weights", weights, "--scale", "1.5", "--device", "cpu",
-                        "-w", tmp_path / "w", "--skip-bids-validation", "--plugin", "Linear")
-    assert code == 0, err
-    meta = _sidecar(out, SUB01, "srrecnn-t2w")
+    out, meta = _guided_run_of_sub01(tmp_path, run_cli)
     assert meta["Method"] == "bspline" and meta["FallbackFrom"] == "srrecnn-t2w"
     assert meta["RegistrationUsable"] is False and meta["RegistrationQualityThreshold"] == 1.99
     assert f"{meta['RegistrationQualityNMI']} < 1.99" in meta["FallbackReason"]
@@ -365,13 +371,7 @@ def test_evaluation_graph_registers_the_t2w_of_guided_t1w_only(tmp_path, no_ship
 def test_a_t2w_no_finer_than_the_t1w_does_not_guide(tmp_path, run_cli, no_shipped_weights):
     """The demo's T2w (2 mm, like its T1w) brings nothing along the SR axes: no registration,
     the guided method falls back and FallbackReason says why."""
-    weights = _tiny_weights(tmp_path / "g.safetensors")
-    out = tmp_path / "out"
-    code, err = run_cli(DEMO, out, "participant", "--participant-label", "01", "--method",
-                        "srrecnn-t2w", "--weights", weights, "--scale", "1.5", "--device", "cpu",
-                        "-w", tmp_path / "w", "--skip-bids-validation", "--plugin", "Linear")
-    assert code == 0, err
-    meta = _sidecar(out, SUB01, "srrecnn-t2w")
+    out, meta = _guided_run_of_sub01(tmp_path, run_cli)
     assert meta["Method"] == "bspline" and meta["FallbackFrom"] == "srrecnn-t2w"
     assert "sub-01_T2w.nii.gz is not used: it is not finer than the T1w" in meta["FallbackReason"]
     assert "T2wReference" not in meta and not list(out.glob("**/*_xfm.txt"))

@@ -47,8 +47,6 @@ LEARNERS = ("cnn", "filters")
 #: Version of the per-scan training recipe, part of a cached model's key (2: lr 3e-4, up to
 #: 3000 steps and the collapse check of :func:`bids_sr.selfsr.network.train_plane_net`)
 RECIPE = 2
-#: Same as :data:`bids_sr.selfsr.network.COLLAPSED_RATIO` (that module imports torch)
-COLLAPSED_RATIO = 0.995
 LOGGER = logging.getLogger("bids_sr")
 #: The CNN's shipped starting point, pretrained on the slice family (scripts/pretrain_selfsr.py).
 PRIOR = WEIGHTS_DIR / "selfsr_prior.safetensors"
@@ -146,6 +144,7 @@ def _learn(learner: str, training: np.ndarray, acquisition: Acquisition, factor:
                                  "patch": settings.patch,
                                  "final_loss": round(summary["final_loss"], 6),
                                  "self_check_l1_ratio": round(summary["self_check_l1_ratio"], 4),
+                                 "learned": summary["learned"],
                                  "attempts": summary["attempts"]}  # fmt: skip
 
 
@@ -193,19 +192,17 @@ def super_resolve_selfsr(
         timing = path.with_name(path.name.replace(".safetensors", ".json"))
         reused = path.exists()
         if reused:
-            tensors, header = load_model(path)
+            tensors, record = load_model(path)
             learn_s = _learn_seconds(timing)
-            check = header.get("self_check_l1_ratio")
         else:
             start = time.perf_counter()
             # the acquired slices, brought to the output grid in-plane only: the training data
             inplane_factors = [1.0 if a == axis else float(factors[a]) for a in range(3)]
             training = upsample(lr, inplane_factors, order=3)
-            tensors, summary = _learn(learner, training, acquisition, factor, seed, run_device,
-                                      progress, iterations, prior)  # fmt: skip
+            tensors, record = _learn(learner, training, acquisition, factor, seed, run_device,
+                                     progress, iterations, prior)  # fmt: skip
             del training
-            check = summary.get("self_check_l1_ratio")
-            save_model(tensors, path, {"key": key, **settings, **summary})
+            save_model(tensors, path, {"key": key, **settings, **record})
             # the time goes beside the model, not in it: the model's checksum stays a
             # function of the input and the seed
             learn_s = round(time.perf_counter() - start, 2)
@@ -223,7 +220,9 @@ def super_resolve_selfsr(
     del first, second
     if uncertainty is not None:
         uncertainty["map"] = spread.astype(np.float32, copy=False)
-    if check is not None and check >= COLLAPSED_RATIO:
+    # the CNN's self-check (the filters have none): bids_sr.selfsr.network.COLLAPSED_RATIO
+    check = record.get("self_check_l1_ratio")
+    if not record.get("learned", True):
         LOGGER.warning("selfsr learned nothing from the scan's own slices (its error is %.3f "
                        "of B-spline's on them): the result is B-spline's", check)  # fmt: skip
     report = {

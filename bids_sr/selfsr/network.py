@@ -192,12 +192,13 @@ def train_plane_net(
         net.load_state_dict(initial)
         settings = replace(settings, lr=settings.lr / 2)
     return net, {**summary, "iterations": steps, "train_s": time.perf_counter() - start,
-                 "self_check_l1_ratio": ratio, "attempts": attempt + 1}  # fmt: skip
+                 "self_check_l1_ratio": ratio, "learned": bool(ratio < COLLAPSED_RATIO),
+                 "attempts": attempt + 1}  # fmt: skip
 
 
 #: A trained network whose L1 error on its own training pairs is ≥ this fraction of the
 #: B-spline input's learned nothing (it collapsed to the identity) ...
-COLLAPSED_RATIO = 0.995  # also in bids_sr.selfsr.method
+COLLAPSED_RATIO = 0.995
 #: ... and is trained again, from the same start at half the rate, at most this many times.
 RETRIES = 2
 
