@@ -22,7 +22,7 @@ install: $(BIN)/bids_sr
 # e.g. make demo DEMO_ARGS="--method auto bspline" to see the baseline beside it.
 DEMO_ARGS ?=
 demo: install
-	$(BIN)/bids_sr bids_sr/data/demo $(DEMO_OUT) participant --participant-label 01 -w $(DEMO_OUT)/../demo_work $(DEMO_ARGS)
+	$(BIN)/bids_sr bids_sr/data/demo $(DEMO_OUT) participant --participant-label 01 03 -w $(DEMO_OUT)/../demo_work $(DEMO_ARGS)
 	$(BIN)/bids_sr bids_sr/data/demo $(DEMO_OUT) group
 	@echo "Derivatives in $(DEMO_OUT); group report: $(DEMO_OUT)/group_summary.html"
 

@@ -61,6 +61,8 @@ class Workflow:
     evaluate: bool = False
     degradation: str = "gaussian"
     derivatives: list[Path] = field(default_factory=list)
+    #: per-axis factors; empty (the command line's default): per image, a 2D scan becomes
+    #: isotropic at its finest voxel size and a 3D scan is doubled (image.default_factors)
     scale: list[float] = field(default_factory=lambda: [2.0])
     output_resolution: float | None = None
     weights: Path | None = None

@@ -101,12 +101,27 @@ def requested_factors(
     scale: float | Sequence[float] | None = None,
     resolution_mm: float | None = None,
 ) -> Factors:
-    """The factors asked for: from ``resolution_mm`` when given, else from ``scale``."""
+    """The factors asked for: from ``resolution_mm`` when given, else from ``scale``, else
+    (neither: the command line's default) :func:`default_factors`."""
     if resolution_mm:
         return factors_for_resolution(lr_affine, resolution_mm)
-    if scale is None:
-        raise ValueError("either a scale or an output resolution is needed")
+    if scale is None or (not np.isscalar(scale) and len(scale) == 0):
+        return default_factors(lr_affine)
     return as_factors(scale)
+
+
+def default_factors(lr_affine: np.ndarray) -> Factors:
+    """The factors when the user asks for none: a 2D scan (one axis much coarser than the
+    others, see :func:`bids_sr.acquisition.coarse_axis`) is made isotropic at its finest
+    voxel size — what it lacks is resolution across slices, and a clinical 0.9×0.9×3 mm
+    T1w becomes 0.9 mm isotropic, not 0.45×0.45×1.5 mm — and a 3D scan is doubled along
+    every axis."""
+    from bids_sr.acquisition import coarse_axis
+
+    sizes = voxel_sizes(lr_affine)
+    if coarse_axis(sizes) is None:
+        return (2.0, 2.0, 2.0)
+    return factors_for_resolution(lr_affine, min(sizes))
 
 
 @dataclass

@@ -109,11 +109,11 @@ class MethodPlan:
 
 def t1w_factors(config: Config, t1w_file: str) -> tuple[float, float, float]:
     """The scale factors a T1w is processed with (from --scale or --output-resolution)."""
-    from bids_sr.image import as_factors, factors_for_resolution, load_volume
+    from bids_sr.image import as_factors, load_volume, requested_factors
 
-    if config.workflow.output_resolution:
+    if config.workflow.output_resolution or not config.workflow.scale:
         affine = load_volume(t1w_file).affine
-        return factors_for_resolution(affine, config.workflow.output_resolution)
+        return requested_factors(affine, config.workflow.scale, config.workflow.output_resolution)
     return as_factors(config.workflow.scale)
 
 

@@ -12,6 +12,10 @@ What it makes (all at 2 mm, so the 1 mm original is not bundled):
   image made from a 3-class tissue segmentation (CSF bright, WM dark), labelled synthetic.
 - sub-02: two sessions; each T1w is the 1 mm scan moved by a small rigid transform (a few
   degrees and mm, different per session), degraded the same way, with different noise.
+- sub-03: a clinical-style 2D T1w: axial slices 4 mm apart, 3.6 mm thick (0.4 mm gap, rect
+  profile, bids_sr.acquisition's slice model), 1×1 mm in plane, with Rician noise; its
+  sidecar says SliceThickness and MRAcquisitionType 2D, as a scanner's would. It shows the
+  thick-slice path (``auto`` → the self-supervised ``selfsr``).
 
 Usage: python scripts/make_demo_dataset.py [--source-dir DIR] [--out bids_sr/data/demo]
 """
@@ -29,10 +33,14 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from bids_sr.acquisition import simulated_acquisition
 from bids_sr.degrade import crop_to_factor, degrade
 from bids_sr.image import upsampled_affine
 
 FACTORS = (2, 2, 2)
+#: sub-03's 2D acquisition: axial slices every 4 mm, 3.6 mm thick, 1×1 mm in plane
+THICK_FACTORS = (1, 1, 4)
+THICK_SLICE_MM = 3.6
 INSTALLED = Path("/usr/share/mricron/templates")
 
 COPYRIGHT = """\
@@ -167,10 +175,26 @@ def make_dataset(source: Path, out: Path) -> None:
         },
     )
 
+    thick = crop_to_factor(t1, THICK_FACTORS)
+    thick_start = [lo + (n - c) // 2 for lo, n, c in zip(low, t1.shape, thick.shape, strict=True)]
+    acquisition = simulated_acquisition((1.0, 1.0, 1.0), THICK_FACTORS, thickness=THICK_SLICE_MM)
+    thick_lr = add_noise(np.clip(degrade(thick, THICK_FACTORS, "slice", acquisition=acquisition),
+                                 0, None), 1.5, rng)  # fmt: skip
+    path = out / "sub-03/anat/sub-03_T1w.nii.gz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(to_int16_image(thick_lr, lr_affine(t1_img.affine, thick_start, THICK_FACTORS)),
+             str(path))  # fmt: skip
+    write_json(path.with_name("sub-03_T1w.json"), {
+        "Description": "Colin27 1 mm T1w as a 2D scan: axial slices 4 mm apart, 3.6 mm thick "
+        "(rect profile), 1x1 mm in plane, made by bids_sr's make_demo_dataset.py with the "
+        "acquisition model, with Rician noise.",
+        "MRAcquisitionType": "2D", "SliceThickness": THICK_SLICE_MM, "SpacingBetweenSlices": 4.0,
+    })  # fmt: skip
+
     write_json(
         out / "dataset_description.json",
         {
-            "Name": "bids_sr demo: Colin27 at 2 mm",
+            "Name": "bids_sr demo: Colin27 at 2 mm and as a 2D scan",
             "BIDSVersion": "1.9.0",
             "DatasetType": "raw",
             "License": "Colin27 notice (see README): free use with copyright notice retained",
@@ -183,7 +207,8 @@ def make_dataset(source: Path, out: Path) -> None:
     )
     (out / "participants.tsv").write_text("participant_id\tsex\tnote\n"
                                           "sub-01\tM\tColin27\n"
-                                          "sub-02\tM\tColin27, rigidly moved, two sessions\n")
+                                          "sub-02\tM\tColin27, rigidly moved, two sessions\n"
+                                          "sub-03\tM\tColin27, 2D scan: 4 mm axial slices\n")
     write_json(
         out / "participants.json",
         {
@@ -192,14 +217,17 @@ def make_dataset(source: Path, out: Path) -> None:
         },
     )
     (out / "README").write_text(
-        "bids_sr demo dataset\n====================\n\nTwo participants derived from one "
-        "real scan (Colin27) for trying bids_sr quickly. Every T1w is at 2 mm (the 1 mm "
-        "original blurred and resampled); sub-02 is the same brain rigidly moved, with "
-        "different noise, in two sessions. sub-01's T2w is SYNTHETIC (see its sidecar).\n"
+        "bids_sr demo dataset\n====================\n\nThree participants derived from one "
+        "real scan (Colin27) for trying bids_sr quickly. sub-01's and sub-02's T1w are at 2 mm "
+        "(the 1 mm original blurred and resampled); sub-02 is the same brain rigidly moved, "
+        "with different noise, in two sessions. sub-03's T1w is a clinical-style 2D scan: "
+        "axial slices 4 mm apart and 3.6 mm thick, 1x1 mm in plane. sub-01's T2w is "
+        "SYNTHETIC (see its sidecar).\n"
         "Regenerate with `python scripts/make_demo_dataset.py`.\n\nSource and copyright\n"
         "--------------------\n\n" + COPYRIGHT + "\n"
     )
-    (out / "CHANGES").write_text("1.0.0 2026-11-22\n  - Initial demo dataset.\n")
+    (out / "CHANGES").write_text("1.1.0 2026-12-01\n  - sub-03: a 2D (thick-slice) T1w.\n"
+                                 "1.0.0 2026-11-22\n  - Initial demo dataset.\n")
 
 
 def main() -> None:

@@ -181,3 +181,18 @@ def test_all_skips_selfsr_on_isotropic_inputs_and_explicit_selfsr_stops(tmp_path
     config.workflow.methods = ["selfsr"]
     with pytest.raises(BIDSError, match="iso_T1w.nii.gz: selfsr super-resolves 2D"):
         plan_methods(config, {"01": [iso]})
+
+
+def test_the_demo_2d_scan_takes_the_thick_slice_path(tmp_path):
+    """The bundled demo's sub-03 (axial slices 4 mm apart, 3.6 mm thick) is planned as a 2D
+    scan with the shipped cards: its acquisition comes from the sidecar, and ``auto`` picks
+    the self-supervised thick-slice method — what `make demo` shows."""
+    demo = Path(__file__).resolve().parents[1] / "bids_sr" / "data" / "demo"
+    t1w = str(demo / "sub-03" / "anat" / "sub-03_T1w.nii.gz")
+    config = Config(execution=Execution(bids_dir=demo, output_dir=tmp_path / "out"),
+                    workflow=Workflow(methods=["auto"], output_resolution=1.0))  # fmt: skip
+    acquisition = t1w_acquisition(config, t1w)
+    assert acquisition.family == "slice" and acquisition.slice_axis == 2
+    assert acquisition.thickness == pytest.approx(3.6)
+    plan = plan_methods(config, {"03": [t1w]})
+    assert plan.auto_methods[t1w] == "selfsr"

@@ -56,7 +56,7 @@ def test_bids_uri_and_description(tmp_path):
 
 
 def test_selection_on_demo():
-    assert select_participants(DEMO, None) == ["01", "02"]
+    assert select_participants(DEMO, None) == ["01", "02", "03"]
     assert select_participants(DEMO, ["sub-02", "02"]) == ["02"]
     with pytest.raises(BIDSError) as info:
         select_participants(DEMO, ["07"])

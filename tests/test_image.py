@@ -11,6 +11,7 @@ from bids_sr.image import (
     factors_for_resolution,
     hr_shape,
     load_volume,
+    requested_factors,
     robust_normalisation,
     save_volume,
     upsampled_affine,
@@ -82,6 +83,24 @@ def test_factor_parsing_and_resolution():
     assert factors_for_resolution(affine, 0.5) == (2.0, 2.0, 6.0)
 
 
+def test_default_factors_make_2d_scans_isotropic_and_double_3d_scans():
+    """Without --scale or --output-resolution: a 2D scan (any axis the coarse one, oblique
+    affine too) goes to its finest voxel size on every axis; a 3D scan (even a mildly
+    anisotropic one) is doubled; an explicit scale or resolution still wins."""
+    clinical = np.diag([0.9, 0.9, 3.0, 1.0])
+    assert requested_factors(clinical) == pytest.approx((1.0, 1.0, 3.0 / 0.9))
+    assert requested_factors(clinical, []) == requested_factors(clinical)
+    sagittal = np.diag([4.0, 1.0, 1.2, 1.0])
+    assert requested_factors(sagittal) == pytest.approx((4.0, 1.0, 1.2))
+    rotation = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    oblique = np.eye(4)
+    oblique[:3, :3] = rotation @ np.diag([1.0, 5.0, 1.0])
+    assert requested_factors(oblique) == pytest.approx((1.0, 5.0, 1.0))
+    assert requested_factors(np.diag([1.0, 1.0, 1.3, 1.0])) == (2.0, 2.0, 2.0)
+    assert requested_factors(clinical, [2.0]) == (2.0, 2.0, 2.0)
+    assert requested_factors(clinical, None, 0.45) == pytest.approx((2.0, 2.0, 3.0 / 0.45))
+
+
 def test_normalisation_round_trip():
     rng = np.random.default_rng(1)
     data = np.zeros((20, 20, 20), np.float32)
@@ -131,3 +150,17 @@ def test_corrupt_file(tmp_path):
     path.write_bytes(b"\x1f\x8b\x08not really gzip")
     with pytest.raises(ImageError, match="corrupt.nii.gz"):
         load_volume(path)
+
+
+def test_command_line_default_grid_is_per_image_and_evaluation_keeps_x2(tmp_path):
+    """The parser leaves the grid to :func:`bids_sr.image.default_factors` when neither
+    --scale nor --output-resolution is given; evaluation mode simulates ×2."""
+    from bids_sr.cli.parser import parse_args
+
+    bids_dir = tmp_path / "bids"
+    bids_dir.mkdir()
+    out = str(tmp_path / "out")
+    assert parse_args([str(bids_dir), out, "participant"]).workflow.scale == []
+    assert parse_args([str(bids_dir), out, "participant", "--evaluate"]).workflow.scale == [2.0]
+    given = parse_args([str(bids_dir), out, "participant", "--scale", "1", "1", "4"])
+    assert given.workflow.scale == [1.0, 1.0, 4.0]

@@ -163,7 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         type=_factor,
         metavar="FACTOR",
-        help="one factor, or three per-axis factors such as '1 1 4' (default: 2)",
+        help="one factor, or three per-axis factors such as '1 1 4' (default: a 2D scan, "
+        "one axis much coarser, becomes isotropic at its finest voxel size, e.g. 0.9x0.9x3 mm "
+        "-> 0.9 mm; a 3D scan is doubled along every axis; evaluation mode: 2)",
     )
     sr.add_argument(
         "--output-resolution",
@@ -419,7 +421,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
             evaluate=opts.evaluate,
             degradation=opts.degradation,
             derivatives=list(opts.derivatives or []),
-            scale=list(opts.scale) if opts.scale else ([] if opts.output_resolution else [2.0]),
+            # neither --scale nor --output-resolution: per image, image.default_factors
+            # (evaluation mode simulates ×2 of its HR input)
+            scale=list(opts.scale) if opts.scale else ([2.0] if opts.evaluate else []),
             output_resolution=opts.output_resolution,
             weights=opts.weights,
             device=opts.device,

@@ -94,7 +94,7 @@ def init_anat_sr_wf(
     settings.update(amp=amp, slice_profile=slice_profile, data_consistency=data_consistency)
     if output_resolution:
         settings["output_resolution"] = output_resolution
-    else:
+    elif scale:  # neither: the node applies image.default_factors
         settings["scale"] = list(scale)
     optional = {"weights": str(weights) if weights else None, "tile_size": tile_size}
     optional.update(tile_overlap=tile_overlap, slice_thickness=slice_thickness)

@@ -38,8 +38,9 @@ def init_t2w_reference_wf(
         ),
         name="outputnode",
     )
-    grid_settings = (
-        {"output_resolution": output_resolution} if output_resolution else {"scale": list(scale)}
+    grid_settings = (  # neither: the node applies image.default_factors
+        {"output_resolution": output_resolution} if output_resolution
+        else ({"scale": list(scale)} if scale else {})
     )
     sr_grid = pe.Node(UpsampledGrid(**grid_settings), name="sr_grid")
     register = pe.Node(
