@@ -468,6 +468,9 @@ A T2w-guided method (`desc-srrecnnT2w`) also writes the rigid T2w → T1w regist
 used as `*_from-T2w_to-T1w_mode-image_xfm.txt` (ITK text; `antsApplyTransforms -i T2w -r T1w`
 applies it); the sidecar names the T2w (`T2wReference`), the registration quality and, when
 the T2w was missing or badly registered, the method that ran instead (`FallbackFrom`).
+With `--combine-runs`, the runs of a session (e.g. an axial and a sagittal 2D T1w) are also
+combined into `*_res-hi_desc-<method>Combined_T1w.nii.gz` (entities all runs share; sidecar:
+`Sources` = the runs, `CombinedRuns` = per-run registration and data consistency).
 `sub-<label>.html` is each participant's visual report. In evaluation mode (`--evaluate`)
 each T1w gets `*_desc-evaluation_metrics.tsv` (+ `.json` describing the columns) instead of
 images; the group level aggregates them into `group_desc-evaluation_metrics.*`.

@@ -120,7 +120,7 @@ def test_report_has_a_row_for_the_combination(combined_run):
     _, _, out, _ = combined_run
     page = (out / "sub-01.html").read_text()
     assert "sub-01_res-hi_desc-bsplineCombined_T1w.nii.gz" in page
-    assert "CombinedRuns" in page
+    assert "<h3>Combined runs</h3>" in page and "DC combined (dB)" in page
 
 
 def test_runs_that_do_not_overlap_stop_with_one_line(tmp_path, run_cli):
