@@ -61,8 +61,10 @@ from bids_sr.registration import (
     sitk_image_from_array,
 )
 
-#: Rounds of POCS (each visits every scan once). Measured in benchmarks/combine_runs.py: the
-#: gain over the average levels off after a few rounds.
+#: Rounds of POCS (each visits every scan once). Measured in benchmarks/combine_runs.py
+#: (openms patient19, axial + moved sagittal 4 mm scans, bspline): one round gives 29.42 dB
+#: brain PSNR and 46.8 dB DataConsistencyPSNR on the sagittal run, five 29.51 and 50.4 dB, at
+#: about 2 s a round on one core (registration dominates the combination's time).
 DEFAULT_ITERATIONS = 5
 #: A linear intensity map whose slope falls outside this range means the scans do not share
 #: a contrast (or the registration is wrong): the scan is left out.
@@ -118,6 +120,10 @@ class CombinedResult:
             ),
             "CombinationReference": self.reference,
             "CombinationIterations": self.iterations,
+            "CombinationIntensityMap": (
+                "per run, IntensityMap [slope, offset] maps its intensities, robust-normalised "
+                "as for super-resolution, onto the reference's robust-normalised scale"
+            ),
             "CombinedRuns": self.runs,
             "CombinationRunTime": round(self.runtime_s, 2),
         }
@@ -172,7 +178,7 @@ def _intensity_map(
     """Least-squares ``a, b`` with ``fixed ≈ a · moving + b`` inside ``mask``.
 
     Both images are first blurred to a common, coarser resolution (Gaussian of ``sigma_mm``,
-    the coarsest slice spacing): each is blurred along its own slice axis, and a fit of the
+    half the coarsest slice spacing): each is blurred along its own slice axis, and a fit of the
     raw images would mistake that difference for contrast and flatten the slope (measured on
     the demo T1w, axial vs sagittal 8 mm slices: 0.89 raw, true 0.96).
     """
@@ -247,9 +253,9 @@ def _prepare(
         if problem is None:
             moved = _pull(sr, scan.sr_affine, to_scan, *grid)
             coarsest = max(max(scan.acquisition.spacing), max(ref.acquisition.spacing))
-            slope, offset = _intensity_map(moved, ref_sr, _eroded(overlap, cover, coarsest,
-                                           voxel_sizes(ref.sr_affine)), coarsest / 2.0,
-                                           voxel_sizes(ref.sr_affine))
+            zooms = voxel_sizes(ref.sr_affine)
+            fit_mask = _eroded(overlap, cover, coarsest, zooms)
+            slope, offset = _intensity_map(moved, ref_sr, fit_mask, coarsest / 2.0, zooms)
             record["IntensityMap"] = [round(slope, 5), round(offset, 5)]
             if not SLOPE_RANGE[0] <= slope <= SLOPE_RANGE[1]:
                 problem = (f"its intensities do not match {ref.name} (slope {slope:.3g}): "
