@@ -468,6 +468,9 @@ A T2w-guided method (`desc-srrecnnT2w`) also writes the rigid T2w → T1w regist
 used as `*_from-T2w_to-T1w_mode-image_xfm.txt` (ITK text; `antsApplyTransforms -i T2w -r T1w`
 applies it); the sidecar names the T2w (`T2wReference`), the registration quality and, when
 the T2w was missing or badly registered, the method that ran instead (`FallbackFrom`).
+With `--combine-runs`, the runs of a session (e.g. an axial and a sagittal 2D T1w) are also
+combined into `*_res-hi_desc-<method>Combined_T1w.nii.gz` (entities all runs share; sidecar:
+`Sources` = the runs, `CombinedRuns` = per-run registration and data consistency).
 `sub-<label>.html` is each participant's visual report. In evaluation mode (`--evaluate`)
 each T1w gets `*_desc-evaluation_metrics.tsv` (+ `.json` describing the columns) instead of
 images; the group level aggregates them into `group_desc-evaluation_metrics.*`.
@@ -552,3 +555,43 @@ def select_t2w(layout, t1w_file: str, mode: str = "auto") -> str | None:
         return _session_distance(session, parse_entities(path)[0].get("ses")), path
 
     return min(candidates, key=rank)
+
+
+# entities that tell runs of one contrast apart (--combine-runs combines across them only)
+RUN_ENTITIES = ("acquisition", "run")
+
+
+def group_runs(layout, t1w_by_subject: dict[str, list[str]]) -> list[tuple[str, ...]]:
+    """The T1w images of each participant and session that differ only in ``acq-``/``run-``,
+    as groups of two or more paths (sorted; the first is the reference of the combination).
+
+    Entities come from pybids (``layout.get_file``), so ``ce-``, ``rec-`` or ``part-`` keep
+    images apart (a contrast-enhanced T1w is another contrast). A session whose T1w has no
+    such partner gets a one-line warning: there is nothing to combine there.
+    """
+    groups: dict[tuple, list[str]] = {}
+    for files in t1w_by_subject.values():
+        for path in files:
+            found = layout.get_file(path)
+            entities = found.get_entities() if found is not None else {}
+            key = tuple(sorted((k, str(v)) for k, v in entities.items()
+                               if k not in RUN_ENTITIES and k != "extension"))  # fmt: skip
+            groups.setdefault(key, []).append(path)
+    combined = []
+    for paths in groups.values():
+        if len(paths) >= 2:
+            combined.append(tuple(sorted(paths)))
+        else:
+            LOGGER.warning("%s: --combine-runs: the only T1w of its session (no other acq-/run-"
+                           " of the same contrast); nothing to combine", paths[0])  # fmt: skip
+    return combined
+
+
+def combined_path(files: Sequence[str], desc: str) -> Path:
+    """The derivative path of the combination of ``files`` (runs of one session): the
+    entities they all share (``acq``/``run`` that differ are dropped), ``res-hi`` and
+    ``desc``: ``sub-01/ses-1/anat/sub-01_ses-1_res-hi_desc-bsplineCombined_T1w.nii.gz``."""
+    parsed = [parse_entities(path) for path in files]
+    shared = {k: v for k, v in parsed[0][0].items() if all(p[0].get(k) == v for p in parsed)}
+    stem = "_".join([*(f"{k}-{v}" for k, v in shared.items()), parsed[0][1]])
+    return derivative_path(stem + parsed[0][2], desc=desc)

@@ -54,7 +54,8 @@ class Workflow:
     brain-mask derivative in evaluation mode; ``slice_*``: the acquisition model of 2D
     inputs (see :mod:`bids_sr.acquisition`; ``slice_gap`` only for the simulated slices of
     evaluation mode); ``data_consistency``: correct results so they project back onto the
-    input."""
+    input; ``combine_runs``: also combine the T1w runs of a session into one image
+    (:mod:`bids_sr.combine`)."""
 
     methods: list[str] = field(default_factory=lambda: ["auto"])
     t2w_reference: str = "auto"
@@ -74,6 +75,7 @@ class Workflow:
     slice_gap: float | None = None
     slice_profile: str = "rect"
     data_consistency: bool = True
+    combine_runs: bool = False
 
 
 @dataclass

@@ -66,7 +66,9 @@ class MethodPlan:
     ``auto_methods``: that method; ``fallbacks``: what its guided methods fall back to;
     ``weights``: the shipped weights file ``auto`` validated, per T1w and method;
     ``warnings``: per T1w and method, why an explicitly named method runs unvalidated;
-    ``reference_problems``: per T1w, why its T2w does not guide (not finer than the T1w).
+    ``reference_problems``: per T1w, why its T2w does not guide (not finer than the T1w);
+    ``run_groups``: with ``--combine-runs``, the T1w runs of one session to combine
+    (:func:`bids_sr.bids.group_runs`; the first is the reference).
     """
 
     methods: dict[str, list[str]] = field(default_factory=dict)
@@ -77,6 +79,7 @@ class MethodPlan:
     weights: dict[str, dict[str, Path]] = field(default_factory=dict)
     warnings: dict[str, dict[str, str]] = field(default_factory=dict)
     reference_problems: dict[str, str] = field(default_factory=dict)
+    run_groups: list[tuple[str, ...]] = field(default_factory=list)
 
     def weights_for(self, t1w_file: str, method: str) -> Path | None:
         """The shipped weights ``auto`` chose for ``method`` on the T1w (None: default)."""

@@ -18,8 +18,9 @@ from bids_sr.bids import EXIT_CANT_CREATE, EXIT_DATA, EXIT_FAILURE, EXIT_IO
 IO_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO}
 # the output cannot be created where asked: 73
 CREATE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST}
-# exceptions raised by our checks of the data a node received (65)
-DATA_ERRORS = {"ImageError", "WeightsError"}
+# exceptions raised by our checks of the data a node received (65); CombineError: runs of
+# --combine-runs that cannot be registered or matched
+DATA_ERRORS = {"ImageError", "WeightsError", "CombineError"}
 
 _ERROR_LINE = re.compile(
     r"^\s*(?P<type>[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning)): ?(?P<text>.*)$"

@@ -199,6 +199,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="overlap between inference tiles, a fraction in [0, 0.9]",
     )
 
+    sr.add_argument(
+        "--combine-runs",
+        action="store_true",
+        help="also combine the T1w images of each participant and session that differ only "
+        "in acq- or run- (e.g. an axial and a sagittal 2D scan): after each is "
+        "super-resolved, they are registered rigidly to the first one's output and "
+        "reconstructed jointly, so that the result agrees with what every scan acquired; "
+        "written as desc-<method>Combined, without acq-/run-, with the per-run data "
+        "consistency in its sidecar",
+    )
+
     acquisition = parser.add_argument_group(
         "Acquisition model",
         "how the input was acquired: a 2D scan (its coarse axis is the slice axis) or an "
@@ -373,6 +384,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
         parser.error("give either --scale or --output-resolution, not both")
     if opts.evaluate and opts.output_resolution:
         parser.error("--evaluate degrades by --scale factors; --output-resolution cannot be used")
+    if opts.combine_runs and opts.evaluate:
+        parser.error("--combine-runs combines super-resolved images; it cannot be used with "
+                     "--evaluate")
     if opts.derivatives and not opts.evaluate:
         parser.error("--derivatives is used only with --evaluate")
     _check_slice_options(parser, opts)
@@ -434,6 +448,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
             slice_gap=opts.slice_gap,
             slice_profile=opts.slice_profile,
             data_consistency=opts.data_consistency,
+            combine_runs=opts.combine_runs,
         ),
         nipype=Nipype(
             plugin=plugin,

@@ -28,6 +28,7 @@ from bids_sr.bids import (
     check_sessions,
     collect_t1w,
     find_brain_mask,
+    group_runs,
     load_derivative_layouts,
     load_layout,
     select_participants,
@@ -172,6 +173,8 @@ def run_participant(config: Config) -> int:
     check_sidecars([*t1w_files, *t2w_files.values()])
     check_output_memory(config, t1w_files)
     plan = plan_methods(config, t1w_by_subject, t2w_files)
+    if config.workflow.combine_runs:
+        plan.run_groups = group_runs(layout, t1w_by_subject)
     check_output_names(config, plan)
     check_weights_files(config, plan)
     brain_masks = _brain_masks(config, t1w_by_subject)

@@ -52,6 +52,9 @@ class DerivativesDataSinkInputSpec(BaseInterfaceInputSpec):
     desc = traits.Str(mandatory=True, desc="the desc- entity (the method's label)")
     res = traits.Str("hi", usedefault=True, desc="the res- entity")
     extra_metadata = traits.Dict(desc="more sidecar fields")
+    out_path = traits.Str(
+        desc="path relative to base_directory (default: source_file's entities + res + desc)"
+    )
 
 
 class DerivativesDataSinkOutputSpec(TraitedSpec):
@@ -72,7 +75,8 @@ def build_sidecar(source_file: str, bids_dir: str, desc: str, res: str, report: 
     ``Method`` is the method that ran; ``RequestedMethod`` the one asked for, and
     ``FallbackFrom``/``FallbackReason`` are set when a guided method could not use its T2w
     (the file name keeps the requested method's desc-); the registration figures
-    (``Registration*``) come from the T2w reference of a guided method."""
+    (``Registration*``) come from the T2w reference of a guided method; a combination of
+    runs (``--combine-runs``) adds its ``Combination*`` fields."""
     source = bids_uri(source_file, bids_dir)
     method = report.get("method", desc)
     voxel = report.get("output_voxel_size_mm", [])
@@ -91,6 +95,7 @@ def build_sidecar(source_file: str, bids_dir: str, desc: str, res: str, report: 
         "FallbackFrom": fallback_from,
         "FallbackReason": report.get("fallback_reason"),
         **report.get("registration", {}),
+        **report.get("combination", {}),
         "ScaleFactor": report.get("factors"),
         "RequestedScaleFactor": report.get("requested_factors"),
         "InputVoxelSize": report.get("input_voxel_size_mm"),
@@ -121,9 +126,12 @@ class DerivativesDataSink(SimpleInterface):
 
     def _run_interface(self, runtime):
         base = Path(self.inputs.base_directory)
-        out_file = base / derivative_path(
-            self.inputs.source_file, desc=self.inputs.desc, res=self.inputs.res
-        )
+        if isdefined(self.inputs.out_path):
+            out_file = base / self.inputs.out_path
+        else:
+            out_file = base / derivative_path(
+                self.inputs.source_file, desc=self.inputs.desc, res=self.inputs.res
+            )
         _copy_atomic(self.inputs.in_file, out_file)
 
         report = {}

@@ -120,6 +120,32 @@ def consistency_sentence(sidecar: Mapping[str, Any]) -> str:
     return text + "."
 
 
+COMBINED_HEADER = ("run", "slice axis", "thickness (mm)", "registration (° / mm)", "NMI",
+                   "DC average (dB)", "DC combined (dB)", "left out")  # fmt: skip
+
+
+def combined_runs_section(sidecar: Mapping[str, Any]) -> str:
+    """The runs a ``--combine-runs`` output was reconstructed from, one row each: how each
+    was registered to the reference and how well the simple average and the combination
+    reproduce what it acquired (DataConsistencyPSNR)."""
+    rows = []
+    for run in sidecar.get("CombinedRuns") or []:
+        moved = "reference" if run.get("Reference") else (
+            f"{run.get('RegistrationRotationDegrees')} / {run.get('RegistrationTranslationMM')}")
+        rows.append([run.get("Run"), run.get("InputSliceAxis"), run.get("InputSliceThickness"),
+                     moved, run.get("RegistrationQualityNMI"),
+                     run.get("DataConsistencyPSNRAverage"), run.get("DataConsistencyPSNR"),
+                     run.get("Excluded", "")])  # fmt: skip
+    return "\n".join([
+        "<h3>Combined runs</h3>",
+        f'<p class="note">{html.escape(str(sidecar.get("CombinationMethod", "")))}; '
+        f"{sidecar.get('CombinationIterations')} rounds, on the grid of "
+        f"{html.escape(str(sidecar.get('CombinationReference')))}'s output. DC: how well "
+        "the image reproduces each acquired run.</p>",
+        html.table(COMBINED_HEADER, rows),
+    ])  # fmt: skip
+
+
 def entry_section(entry: Mapping[str, Any]) -> str:
     """The HTML of one output: figure, optional overlay and metrics, provenance."""
     title = str(entry.get("title") or Path(entry["output_path"]).name)
@@ -152,6 +178,8 @@ def entry_section(entry: Mapping[str, Any]) -> str:
     if sidecar.get("DataConsistencyPSNR") is not None:
         parts.append(f'<p class="note">{html.escape(consistency_sentence(sidecar))}</p>')
     parts.append(html.image(png_data_uri(comparison_png(layers, grid)), f"{title}: slices"))
+    if sidecar.get("CombinedRuns"):
+        parts.append(combined_runs_section(sidecar))
     if entry.get("t2w_registered_path"):
         overlay = registration_overlay_png(entry["input_path"], entry["t2w_registered_path"])
         parts.append("<h3>T2w registration</h3>")

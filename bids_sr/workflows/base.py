@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -13,9 +14,11 @@ from bids_sr.config import Config
 from bids_sr.interfaces.reports import SubjectReport
 from bids_sr.planning import MethodPlan
 from bids_sr.superresolve import GUIDED_METHODS, INTERPOLATION_METHODS, SELF_SUPERVISED_METHODS
-from bids_sr.workflows.anatomical import init_anat_sr_wf
+from bids_sr.workflows.anatomical import estimate_mem_gb, init_anat_sr_wf
+from bids_sr.workflows.combine import init_combine_runs_wf
 from bids_sr.workflows.evaluation import init_evaluation_wf
 from bids_sr.workflows.outputs import (
+    init_ds_combined_wf,
     init_ds_evaluation_wf,
     init_ds_report_wf,
     init_ds_sr_wf,
@@ -23,6 +26,8 @@ from bids_sr.workflows.outputs import (
     init_ds_xfm_wf,
 )
 from bids_sr.workflows.reference import init_t2w_reference_wf
+
+LOGGER = logging.getLogger("bids_sr")
 
 
 def _file_tag(t1w_file: str) -> str:
@@ -97,6 +102,7 @@ def _add_super_resolution(
 ) -> None:
     wf_settings = config.workflow
     outputs = []  # (source T1w, ds workflow, reference workflow of a guided output or None)
+    anat_wfs = {}  # (T1w, method) → its anat workflow, for --combine-runs
     for t1w_file in t1w_files:
         tag = _file_tag(t1w_file)
         methods = plan.methods.get(t1w_file, [])
@@ -130,6 +136,7 @@ def _add_super_resolution(
                 name=f"anat_{tag}_{_name_tag(method)}_wf",
             )
             anat_wf.inputs.inputnode.t1w = t1w_file
+            anat_wfs[t1w_file, method] = anat_wf
             metadata = {}
             if guided and t2w_file:
                 metadata["T2wReference"] = reference_uri(t2w_file, config.execution.bids_dir)
@@ -176,6 +183,7 @@ def _add_super_resolution(
                     ]),
                 ])  # fmt: skip
             outputs.append((t1w_file, ds_wf, ref_wf if guided else None))
+    outputs += _add_combinations(workflow, config, plan, anat_wfs)
     merge_files = pe.Node(niu.Merge(len(outputs)), name="merge_outputs")
     merge_meta = pe.Node(niu.Merge(len(outputs)), name="merge_sidecars")
     merge_t2w = pe.Node(niu.Merge(len(outputs)), name="merge_registered_t2w")
@@ -195,6 +203,61 @@ def _add_super_resolution(
         (merge_meta, report, [("out", "sidecars")]),
         (merge_t2w, report, [("out", "registered_t2w")]),
     ])  # fmt: skip
+
+
+def _add_combinations(workflow, config: Config, plan: MethodPlan, anat_wfs: dict) -> list:
+    """--combine-runs: per group of runs (:attr:`MethodPlan.run_groups`) and per method all
+    of them ran, one ``combine_<tag>_<method>_wf`` and its ``ds_combined_*`` sink; returns
+    their report rows ``(reference run, ds workflow, None)``."""
+    rows = []
+    for runs in plan.run_groups:
+        methods = [m for m in plan.methods.get(runs[0], [])
+                   if all((run, m) in anat_wfs for run in runs)]  # fmt: skip
+        if not methods:
+            LOGGER.warning("%s: --combine-runs: its runs share no method; not combined",
+                           ", ".join(Path(run).name for run in runs))  # fmt: skip
+        tag = _group_tag(runs)
+        for method in methods:
+            label = f"{tag}_{_name_tag(method)}"
+            combine_wf = init_combine_runs_wf(
+                run_files=list(runs),
+                seed=config.seeds.random_seed,
+                omp_nthreads=config.nipype.omp_nthreads,
+                mem_gb=sum(estimate_mem_gb(run, config.workflow.scale,
+                                           config.workflow.output_resolution) for run in runs),
+                name=f"combine_{label}_wf",
+            )  # fmt: skip
+            merge_sr = pe.Node(niu.Merge(len(runs)), name=f"merge_{label}_sr")
+            merge_reports = pe.Node(niu.Merge(len(runs)), name=f"merge_{label}_reports")
+            for number, run in enumerate(runs, start=1):
+                workflow.connect([
+                    (anat_wfs[run, method], merge_sr, [("outputnode.sr_file", f"in{number}")]),
+                    (anat_wfs[run, method], merge_reports, [
+                        ("outputnode.report_json", f"in{number}")]),
+                ])  # fmt: skip
+            ds_wf = init_ds_combined_wf(
+                bids_dir=config.execution.bids_dir,
+                output_dir=config.execution.output_dir,
+                run_files=list(runs),
+                desc=desc_label(method),
+                name=f"ds_combined_{label}_wf",
+            )
+            workflow.connect([
+                (merge_sr, combine_wf, [("out", "inputnode.sr_files")]),
+                (merge_reports, combine_wf, [("out", "inputnode.report_jsons")]),
+                (combine_wf, ds_wf, [("outputnode.out_file", "inputnode.in_file"),
+                                     ("outputnode.report_json", "inputnode.report_json")]),
+            ])  # fmt: skip
+            rows.append((runs[0], ds_wf, None))
+    return rows
+
+
+def _group_tag(runs) -> str:
+    """A node-name-safe tag of the entities a group of runs shares (ses_1, or t1w)."""
+    parsed = [parse_entities(run)[0] for run in runs]
+    shared = {k: v for k, v in parsed[0].items()
+              if k != "sub" and all(p.get(k) == v for p in parsed)}  # fmt: skip
+    return _name_tag("_".join(f"{k}_{v}" for k, v in shared.items()) or "t1w")
 
 
 def _weights(given: Path | None, plan: MethodPlan, t1w_file: str, method: str) -> Path | None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from bids_sr.bids import derivative_path, strip_prefix
+from bids_sr.bids import bids_uri, combined_path, derivative_path, strip_prefix
 from bids_sr.interfaces.bids import CopyToDerivatives, DerivativesDataSink
 
 # Sinks always run (``overwrite=True``): their cached result is no proof that the file they
@@ -48,6 +48,56 @@ def init_ds_sr_wf(
             ("report_json", "report_json"),
         ]),
         (ds_sr, outputnode, [("out_file", "out_file"), ("out_meta", "out_meta")]),
+    ])  # fmt: skip
+    return workflow
+
+
+#: The desc- suffix of a combination of runs (``desc-bsplineCombined``, ``--combine-runs``).
+COMBINED_DESC = "Combined"
+
+
+def init_ds_combined_wf(
+    *,
+    bids_dir: Path,
+    output_dir: Path,
+    run_files: list[str],
+    desc: str,
+    name: str = "ds_combined_wf",
+) -> pe.Workflow:
+    """Write the combination of a session's T1w runs (``--combine-runs``) and its sidecar.
+
+    The name keeps the entities all runs share (their differing ``acq-``/``run-`` go),
+    adds ``res-hi`` and ``desc-<desc>Combined``
+    (``sub-01_ses-1_res-hi_desc-bsplineCombined_T1w.nii.gz``). The sidecar's ``Sources``
+    lists every run; ``SpatialReference`` is the first run, whose output grid it shares;
+    the ``Combination*``/``CombinedRuns`` fields come from the node's report.
+    Inputs (``inputnode``): ``in_file``, ``report_json``.
+    Outputs (``outputnode``): ``out_file``, ``out_meta``.
+    """
+    workflow = pe.Workflow(name=name)
+    inputnode = pe.Node(niu.IdentityInterface(fields=["in_file", "report_json"]),
+                        name="inputnode")  # fmt: skip
+    outputnode = pe.Node(niu.IdentityInterface(fields=["out_file", "out_meta"]), name="outputnode")
+    full_desc = desc + COMBINED_DESC
+    reference = Path(run_files[0]).name
+    sink = DerivativesDataSink(
+        base_directory=str(output_dir), bids_dir=str(bids_dir), desc=full_desc,
+        source_file=run_files[0], out_path=combined_path(run_files, full_desc).as_posix(),
+    )  # fmt: skip
+    sink.inputs.extra_metadata = {
+        "Description": (
+            f"T1w image combined from {len(run_files)} scans of one session by bids_sr: each "
+            f"super-resolved with desc-{desc}, registered rigidly to {reference}'s output, "
+            "then reconstructed jointly so that it agrees with what every scan acquired "
+            "(POCS over their data-consistency projections); on the grid and intensity "
+            f"scale of {reference}'s output."
+        ),
+        "Sources": [bids_uri(path, bids_dir) for path in run_files],
+    }
+    ds_combined = pe.Node(sink, name="ds_combined", **SINK)
+    workflow.connect([
+        (inputnode, ds_combined, [("in_file", "in_file"), ("report_json", "report_json")]),
+        (ds_combined, outputnode, [("out_file", "out_file"), ("out_meta", "out_meta")]),
     ])  # fmt: skip
     return workflow
 
