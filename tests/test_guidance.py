@@ -208,3 +208,26 @@ def test_report_shows_the_difference_row_and_sentence(tmp_path):
     sidecar = build_sidecar(str(source), str(tmp_path), "srrecnnT2w", "hi",
                             {"method": "srrecnn-t2w", "guided_minus_mono": numbers})
     assert sidecar["GuidedMinusMono"] == numbers
+
+
+def test_only_a_guided_workflow_has_a_mono_twin_with_the_same_settings():
+    from nipype.interfaces.base import isdefined
+
+    from bids_sr.workflows.anatomical import init_anat_sr_wf
+
+    t1w = str(Path(__file__).resolve().parents[1] / "bids_sr" / "data" / "demo" / "sub-01"
+              / "anat" / "sub-01_T1w.nii.gz")  # fmt: skip
+    common = {"t1w_file": t1w, "scale": [1.0, 1.0, 3.0], "device": "cpu", "seed": 3,
+              "slice_thickness": 5.0, "data_consistency": False}  # fmt: skip
+    for method, guided in (("srrecnn", False), ("bspline", False), ("srrecnn-t2w", False)):
+        wf = init_anat_sr_wf(method=method, guided=guided, **common)
+        assert "mono_twin" not in wf.list_node_names()
+    wf = init_anat_sr_wf(method="srrecnn-t2w", guided=True, fallback_method="srrecnn", **common)
+    guided, twin = wf.get_node("super_resolve").inputs, wf.get_node("mono_twin").inputs
+    assert guided.fallback_method == "srrecnn" and not isdefined(twin.fallback_method)
+    for name in ("scale", "device", "seed", "slice_thickness", "slice_profile",
+                 "data_consistency", "tile_size", "amp"):  # fmt: skip
+        assert getattr(twin, name) == getattr(guided, name), name
+    edges = {(u.name, v.name): d["connect"] for u, v, d in wf._graph.edges(data=True)}
+    assert ("merged_report", "report_json") in edges[("mono_twin", "outputnode")]
+    assert ("out_file", "guided_file") in edges[("super_resolve", "mono_twin")]
