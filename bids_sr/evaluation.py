@@ -91,9 +91,11 @@ def evaluate_image(
 
     Pass a dict as ``arrays`` to keep the images for the report: it receives ``truth``
     (normalised, cropped HR), ``input`` (the LR image), ``mask``, ``hr_affine`` (of the
-    cropped grid), ``lr_affine`` and ``sr`` (method → HR result). With ``on_error="record"``
-    a method that fails gets a row with empty metrics and an ``error`` message instead of
-    stopping the evaluation (the benchmark uses this while some methods are unavailable).
+    cropped grid), ``lr_affine``, ``sr`` (method → HR result), ``reference`` (the
+    normalised, cropped reference, or None) and ``acquisition`` (the simulated scan). With
+    ``on_error="record"`` a method that fails gets a row with empty metrics and an ``error``
+    message instead of stopping the evaluation (the benchmark uses this while some methods
+    are unavailable).
 
     ``acquisition`` sets the simulated 2D scan of the ``slice`` degradation (its spacing is
     the LR voxel size in mm; see :func:`bids_sr.acquisition.simulated_acquisition`). Every
@@ -185,6 +187,8 @@ def evaluate_image(
             hr_affine=crop_affine,
             lr_affine=crop_affine @ np.linalg.inv(upsampled_affine(np.eye(4), factors)),
             sr=results,
+            reference=guide,
+            acquisition=model,
         )
     return rows
 

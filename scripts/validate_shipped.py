@@ -6,7 +6,10 @@ For each weights file and each requested setting this runs the evaluation protoc
 normal run (:func:`bids_sr.evaluation.evaluate_image`: degrade with the acquisition model,
 super-resolve, data consistency, brain PSNR) on the validation scans, which no shipped
 model was trained on, and stores per image the gain over cubic B-spline — and, for a
-guided model, over its mono twin (the shipped ``srrecnn`` weights for the same factors).
+guided model, over its mono twin (the shipped ``srrecnn`` weights for the same factors) and
+``reference_only_transfer``: the fraction of the contrast of spheres inserted only into the
+reference that reaches the T1w output (:func:`bids_sr.guidance.reference_only_structure_check`;
+0 = the guide's structure is not imported).
 
 Usage (from the repository root, with ../shared/data present):
 
@@ -40,7 +43,8 @@ sys.path.insert(0, str(REPO))
 from bids_sr.acquisition import simulated_acquisition  # noqa: E402
 from bids_sr.evaluation import evaluate_image  # noqa: E402
 from bids_sr.fileio import card_path, write_json_atomic  # noqa: E402
-from bids_sr.image import load_volume  # noqa: E402
+from bids_sr.guidance import reference_only_structure_check  # noqa: E402
+from bids_sr.image import load_volume, voxel_sizes  # noqa: E402
 from bids_sr.superresolve import SELF_SUPERVISED_METHODS  # noqa: E402
 from bids_sr.training.card import render_markdown  # noqa: E402
 from bids_sr.weights_lookup import WEIGHTS_DIR  # noqa: E402
@@ -122,7 +126,7 @@ def validate(weights: Path, args: argparse.Namespace, command: str) -> dict:
     if args.degradation == "slice":
         record.update(thickness_ratio=args.thickness_ratio, profile=args.profile)
     if guided:
-        record["gain_over_mono"] = {}
+        record.update(gain_over_mono={}, reference_only_transfer={})
     for name in args.images:
         t1w_rel, t2w_rel = VALIDATION[name]
         if guided and t2w_rel is None:
@@ -138,11 +142,12 @@ def validate(weights: Path, args: argparse.Namespace, command: str) -> dict:
                 hr_spacing, factors, thickness=thickness, profile=args.profile
             )
         methods = [method] + ([MONO_TWIN] if guided else [])
+        arrays: dict = {}
         rows = evaluate_image(
             volume.data, volume.affine, factors=factors, degradation=args.degradation,
             methods=methods, weights={method: str(weights_file)} if weights_file else None,
             reference=reference, device=args.device, source=name, acquisition=acquisition,
-            model_dir=args.model_dir,
+            model_dir=args.model_dir, arrays=arrays if guided else None,
         )  # fmt: skip
         psnr = {row["method"]: row["psnr_brain"] for row in rows}
         record["psnr_brain"][name] = round(psnr[method], 3)
@@ -150,6 +155,12 @@ def validate(weights: Path, args: argparse.Namespace, command: str) -> dict:
         record["gain_over_bspline"][name] = round(psnr[method] - psnr["bspline"], 3)
         if guided:
             record["gain_over_mono"][name] = round(psnr[method] - psnr[MONO_TWIN], 3)
+            leak = reference_only_structure_check(
+                arrays["input"], factors, arrays["reference"], method=method,
+                weights=str(weights_file), mask=arrays["mask"], device=args.device,
+                zooms=voxel_sizes(arrays["hr_affine"]), acquisition=arrays["acquisition"],
+            )  # fmt: skip
+            record["reference_only_transfer"][name] = round(leak["transfer"], 4)
         print(f"{weights.name} {name} ×{'x'.join(f'{f:g}' for f in factors)} "
               f"{args.degradation}: {method} {psnr[method]:.2f} dB, bspline "
               f"{psnr['bspline']:.2f} dB", flush=True)  # fmt: skip

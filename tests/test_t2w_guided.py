@@ -242,7 +242,8 @@ def test_evaluation_leaves_out_guided_methods_when_the_registration_fails(tmp_pa
 # ------------------------------------------------------------------------ end to end
 @pytest.fixture(scope="module")
 def guided_run(tmp_path_factory):
-    """sub-01 (T2w) and sub-02 (no T2w) with --method srrecnn-t2w and tiny weights.
+    """sub-01 (T2w) and sub-02 (no T2w) with --method srrecnn-t2w and tiny weights (and
+    tiny weights of its mono twin beside them, ``srrecnn_tiny``, which MonoTwin pairs).
 
     Linear plugin: earlier tests of this file run torch in this process, and a process
     forked after torch's OpenMP pool started can hang (MultiProc forks)."""
@@ -251,6 +252,7 @@ def guided_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("guided")
     (root / "no_weights").mkdir()
     weights = _tiny_weights(root / "srrecnn-t2w_tiny.safetensors")
+    _tiny_weights(root / "srrecnn_tiny.safetensors", "srrecnn")
     out = root / "out"
     argv = [str(DEMO), str(out), "participant", "--participant-label", "01", "02", "--method",
             "srrecnn-t2w", "--weights", str(weights), "--device", "cpu", "--scale", "1.5",
@@ -304,6 +306,36 @@ def test_guided_derivatives_are_valid_bids_and_reported(guided_run):
     assert "T2w registration" not in page and page.count("bspline ran instead") == 2
     if validator_command():
         assert run_validator(out) == []
+
+
+def test_guided_output_shows_what_the_reference_contributed(guided_run):
+    """The mono twin ran once, for the guided output only; the sidecar's GuidedMinusMono
+    numbers are those of the written images; the report shows the difference row."""
+    from bids_sr.guidance import guided_minus_mono
+    from bids_sr.image import load_volume
+
+    out, weights = guided_run
+    meta = _sidecar(out, SUB01, "srrecnn-t2w")["GuidedMinusMono"]
+    assert meta["MonoModel"] == "srrecnn" and "Problem" not in meta
+    assert meta["MonoWeights"] == str(weights.with_name("srrecnn_tiny.safetensors").resolve())
+    assert 0 < meta["MonoDataConsistencyPSNR"] < 999  # the twin ran with data consistency
+    work = out.parent / "work" / "bids_sr_wf"
+    twins = sorted(work.glob("single_subject_*_wf/*/mono_twin/sr.nii.gz"))
+    assert [p.parts[-3] for p in twins] == ["anat_t1w_srrecnn_t2w_wf"]  # sub-01 only
+    assert not list(work.glob("single_subject_02_wf/**/mono_twin"))
+    guided = load_volume(out / derivative_path(SUB01, desc="srrecnnT2w"))
+    mono = load_volume(twins[0])
+    numbers = guided_minus_mono(guided.data, mono.data, guided.zooms)
+    assert meta["MeanAbsDifference"] == pytest.approx(numbers["mean_abs_difference"], abs=1e-3)
+    assert meta["PSNR"] == pytest.approx(numbers["psnr_db"], abs=0.01)
+    assert 0 < meta["MeanAbsDifferencePercent"] < 100 and 0 < meta["PSNR"] < 999
+    page = (out / "sub-01.html").read_text()
+    assert "What the reference contributed" in page
+    assert f"{meta['MeanAbsDifferencePercent']:.2f}% of the T1w" in page
+    assert f"{meta['PSNR']} dB" in page
+    for t1w in SUB02:  # fell back: no mono run, no comparison
+        assert "GuidedMinusMono" not in _sidecar(out, t1w, "srrecnn-t2w")
+    assert "What the reference contributed" not in (out / "sub-02.html").read_text()
 
 
 def test_auto_without_weights_is_bspline_and_says_why(tmp_path, run_cli, no_shipped_weights):

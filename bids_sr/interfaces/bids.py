@@ -75,8 +75,9 @@ def build_sidecar(source_file: str, bids_dir: str, desc: str, res: str, report: 
     ``Method`` is the method that ran; ``RequestedMethod`` the one asked for, and
     ``FallbackFrom``/``FallbackReason`` are set when a guided method could not use its T2w
     (the file name keeps the requested method's desc-); the registration figures
-    (``Registration*``) come from the T2w reference of a guided method; a combination of
-    runs (``--combine-runs``) adds its ``Combination*`` fields."""
+    (``Registration*``) come from the T2w reference of a guided method, and
+    ``GuidedMinusMono`` from its mono twin (:class:`bids_sr.interfaces.guidance.MonoTwin`);
+    a combination of runs (``--combine-runs``) adds its ``Combination*`` fields."""
     source = bids_uri(source_file, bids_dir)
     method = report.get("method", desc)
     voxel = report.get("output_voxel_size_mm", [])
@@ -106,6 +107,7 @@ def build_sidecar(source_file: str, bids_dir: str, desc: str, res: str, report: 
         "DataConsistency": report.get("data_consistency"),
         "DataConsistencyPSNR": report.get("data_consistency_psnr"),
         "DataConsistencyPSNRBefore": report.get("data_consistency_psnr_before"),
+        "GuidedMinusMono": report.get("guided_minus_mono"),
         **{key: report[key] for key in ACQUISITION_FIELDS if key in report},
         "Device": report.get("device"),
         "RunTime": report.get("runtime_s"),

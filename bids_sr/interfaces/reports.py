@@ -8,7 +8,8 @@ node's folder (``workflows/outputs.py`` copies it to ``<output_dir>/sub-<label>.
   super-resolved image, with the derivative's sidecar as provenance. ``source_files``,
   ``output_files`` and ``sidecars`` are parallel lists, and so is ``registered_t2w`` when
   given: the T2w registered onto the T1w grid for a guided output (its registration overlay
-  is shown), an empty string for the others.
+  is shown), an empty string for the others; ``guided_minus_mono`` likewise holds the
+  difference between a guided output and its mono twin's (shown as a row of its own).
 - Evaluation mode: one entry per kept method of each ``report.json`` written by
   :class:`bids_sr.interfaces.evaluation.EvaluateSuperResolution` — the simulated LR input,
   the result, the HR truth and the error map; the first entry of each image carries the
@@ -44,6 +45,9 @@ class SubjectReportInputSpec(BaseInterfaceInputSpec):
     registered_t2w = traits.List(
         traits.Str, desc="per derivative: the registered T2w of a guided output, or ''"
     )
+    guided_minus_mono = traits.List(
+        traits.Str, desc="per derivative: the guided − mono difference map, or ''"
+    )
     evaluation_reports = traits.List(
         File(exists=True), desc="report.json files of EvaluateSuperResolution (evaluation mode)"
     )
@@ -63,18 +67,21 @@ def derivative_entries(
     output_files: list[str],
     sidecars: list[str],
     registered_t2w: list[str] | None = None,
+    guided_minus_mono: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Report entries of the normal mode (parallel lists; see the module docstring)."""
     registered_t2w = registered_t2w or [""] * len(source_files)
-    if not len(source_files) == len(output_files) == len(sidecars) == len(registered_t2w):
+    differences = guided_minus_mono or [""] * len(source_files)
+    if not (len(source_files) == len(output_files) == len(sidecars) == len(registered_t2w)
+            == len(differences)):  # fmt: skip
         raise ValueError(
             f"report inputs differ in length: {len(source_files)} sources, "
             f"{len(output_files)} outputs, {len(sidecars)} sidecars, "
-            f"{len(registered_t2w)} registered T2w"
+            f"{len(registered_t2w)} registered T2w, {len(differences)} difference maps"
         )
     entries = []
-    rows = zip(source_files, output_files, sidecars, registered_t2w, strict=True)
-    for source, output, sidecar, t2w in rows:
+    rows = zip(source_files, output_files, sidecars, registered_t2w, differences, strict=True)
+    for source, output, sidecar, t2w, difference in rows:
         meta = json.loads(Path(sidecar).read_text())
         entry = {
             "title": f"{Path(source).name} → {Path(output).name}",
@@ -84,6 +91,8 @@ def derivative_entries(
         }
         if t2w:
             entry["t2w_registered_path"] = t2w
+        if difference:
+            entry["guided_minus_mono_path"] = difference
         entries.append(entry)
     return entries
 
@@ -132,6 +141,7 @@ class SubjectReport(SimpleInterface):
             _listed(self.inputs.output_files),
             _listed(self.inputs.sidecars),
             _listed(self.inputs.registered_t2w) or None,
+            _listed(self.inputs.guided_minus_mono) or None,
         )
         for report_file in _listed(self.inputs.evaluation_reports):
             entries += evaluation_entries(report_file)

@@ -41,6 +41,7 @@ from nipype.interfaces.base import (
 from bids_sr.acquisition import PROFILES, Acquisition, describe_acquisition
 from bids_sr.fileio import read_sidecar
 from bids_sr.image import (
+    Volume,
     effective_factors,
     hr_shape,
     load_volume,
@@ -181,9 +182,7 @@ class SuperResolve(SimpleInterface):
 
     def _run_interface(self, runtime):
         volume = load_volume(self.inputs.in_file)
-        requested = self._factors(volume.affine)
-        factors = effective_factors(volume.data.shape, requested)
-        norm = robust_normalisation(volume.data)
+        factors = effective_factors(volume.data.shape, self._factors(volume.affine))
         method, weights = self.inputs.method, optional_input(self.inputs.weights)
         provenance = {}
         if isdefined(self.inputs.reference_summary):
@@ -201,6 +200,18 @@ class SuperResolve(SimpleInterface):
             provenance.update(requested_method=method, fallback_from=method,
                               fallback_reason=f"{reason}; ran {note}")  # fmt: skip
             method, weights, reference = fallback, None, None
+        self._super_resolve(runtime, volume, method, weights, reference, provenance)
+        return runtime
+
+    def _super_resolve(
+        self, runtime, volume: Volume, method: str, weights: str | None,
+        reference: np.ndarray | None, provenance: dict,
+    ) -> dict:
+        """Run ``method`` on ``volume`` (``in_file``); write the image and ``report.json``
+        into the node's folder and return the report."""
+        requested = self._factors(volume.affine)
+        factors = effective_factors(volume.data.shape, requested)
+        norm = robust_normalisation(volume.data)
         maps: dict[str, np.ndarray] = {}
         source = Path(self.inputs.in_file).name
         PROGRESS.info("%s: %s started (×%s)", source, method, "x".join(f"{f:g}" for f in factors))
@@ -256,4 +267,4 @@ class SuperResolve(SimpleInterface):
         report_path.write_text(json.dumps(report, indent=2, default=str))
         self._results["out_file"] = str(out_file)
         self._results["report_json"] = str(report_path)
-        return runtime
+        return report

@@ -149,9 +149,29 @@ class Layer:
     label: str
     data: np.ndarray
     affine: np.ndarray
-    # "anatomy" (shared grey window), "contrast" (another contrast: its own grey window) or
-    # "error" (own magma window)
+    # "anatomy" (shared grey window), "contrast" (another contrast: its own grey window),
+    # "error" (own magma window) or "difference" (signed: diverging map centred at 0)
     kind: str = "anatomy"
+
+
+#: Signed differences: dark at 0 (like the background), blue below, orange/red above.
+DIFFERENCE_CMAP = "berlin"
+
+
+def difference_limit(planes: Sequence[np.ndarray]) -> float:
+    """Symmetric colour limit of a signed difference: 99.5th percentile of its non-zero |values|."""
+    values = np.concatenate([np.abs(p).ravel() for p in planes])
+    values = values[values > 0]
+    return float(np.percentile(values, 99.5)) if values.size else 1.0
+
+
+def _colour_bar(fig: plt.Figure, ax: plt.Axes, image, limit: float) -> None:
+    """A small horizontal colour bar inside ``ax``'s lower edge, labelled with its range."""
+    bar = ax.inset_axes([0.08, 0.06, 0.84, 0.07])
+    colorbar = fig.colorbar(image, cax=bar, orientation="horizontal", ticks=[-limit, 0, limit])
+    colorbar.ax.set_xticklabels([f"−{limit:.3g}", "0", f"+{limit:.3g}"])
+    colorbar.ax.tick_params(colors="white", labelsize=7, length=2)
+    colorbar.outline.set_edgecolor("white")
 
 
 def comparison_png(layers: Sequence[Layer], grid: DisplayGrid, *, crop: bool = True) -> bytes:
@@ -159,8 +179,10 @@ def comparison_png(layers: Sequence[Layer], grid: DisplayGrid, *, crop: bool = T
 
     Anatomy rows share one grey window (taken from the first anatomy layer's planes, so the
     input, result and truth are directly comparable); contrast rows (a T2w reference) get a
-    grey window of their own; error rows use ``magma`` from 0 to their 99th percentile. The
-    crop box is drawn on the coronal panels.
+    grey window of their own; error rows use ``magma`` from 0 to their 99th percentile;
+    difference rows (signed, e.g. guided − mono) a diverging map centred at 0 with symmetric
+    limits (:func:`difference_limit`) and a colour bar in their last panel. The crop box is
+    drawn on the coronal panels.
     """
     if not layers:
         raise ValueError("comparison_png needs at least one layer")
@@ -178,6 +200,9 @@ def comparison_png(layers: Sequence[Layer], grid: DisplayGrid, *, crop: bool = T
         if layer.kind == "error":
             values = np.concatenate([np.abs(p).ravel() for p in layer_planes])
             vmin, vmax, cmap = 0.0, float(np.percentile(values, 99) or 1.0), "magma"
+        elif layer.kind == "difference":
+            limit = difference_limit(layer_planes)
+            vmin, vmax, cmap = -limit, limit, DIFFERENCE_CMAP
         elif layer.kind == "contrast":
             own = np.concatenate([p.ravel() for p in layer_planes])
             (vmin, vmax), cmap = intensity_window(own), "gray"
@@ -189,7 +214,7 @@ def comparison_png(layers: Sequence[Layer], grid: DisplayGrid, *, crop: bool = T
             shown.append(shown[1][r0:r1, c0:c1])
         for col, (ax, image) in enumerate(zip(axes[row], shown, strict=True)):
             plane = PLANES[1] if col == 3 else PLANES[col]  # the crop is coronal
-            ax.imshow(
+            shown_image = ax.imshow(
                 image,
                 cmap=cmap,
                 vmin=vmin,
@@ -210,6 +235,8 @@ def comparison_png(layers: Sequence[Layer], grid: DisplayGrid, *, crop: bool = T
             if row == 0:
                 title = "cortex (zoom)" if col == 3 else PLANES[col]
                 ax.set_title(title, color="white", fontsize=9)
+        if layer.kind == "difference":
+            _colour_bar(fig, axes[row][-1], shown_image, vmax)
         axes[row][0].set_ylabel(layer.label, color="white", fontsize=10)
     fig.tight_layout(pad=0.3)
     return figure_png(fig)

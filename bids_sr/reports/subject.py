@@ -1,11 +1,13 @@
 """The per-subject HTML report: what super-resolution did to each image, and how it was made.
 
 For each output (an *entry*) the report shows orthogonal slices through the centre of the
-input (nearest-upsampled onto the output grid), the super-resolved result and, in
-evaluation mode, the HR truth and the error map, with a zoomed crop of the cortex at the top
-of the brain; the registration overlay when a T2w guided the method; the metrics rows when
-there are any; and the sidecar's provenance (method, weights checksum, device, run time,
-version). Figures: :mod:`bids_sr.reports.figures` (matplotlib; why there).
+input (nearest-upsampled onto the output grid), the super-resolved result, for a guided
+output the reference and the difference guided − mono (what the reference contributed, with
+one sentence of numbers), and, in evaluation mode, the HR truth and the error map, with a
+zoomed crop of the cortex at the top of the brain; the registration overlay when a T2w
+guided the method; the metrics rows when there are any; and the sidecar's provenance
+(method, weights checksum, device, run time, version). Figures:
+:mod:`bids_sr.reports.figures` (matplotlib; why there).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ PROVENANCE_FIRST = (
     "T2wReference",
     "RegistrationQualityNMI",
     "RegistrationUsable",
+    "GuidedMinusMono",
     "ScaleFactor",
     "Resolution",
     "WeightsChecksum",
@@ -146,6 +149,23 @@ def combined_runs_section(sidecar: Mapping[str, Any]) -> str:
     ])  # fmt: skip
 
 
+def guided_sentence(sidecar: Mapping[str, Any]) -> str:
+    """What the reference contributed (the sidecar's ``GuidedMinusMono``), in one sentence."""
+    numbers = sidecar["GuidedMinusMono"]
+    twin = numbers.get("MonoModel", "the mono model")
+    if numbers.get("Problem"):
+        return f"No guided − mono comparison: {numbers['Problem']}."
+    return (f"What the reference contributed: inside the brain the guided output differs from "
+            f"its mono twin {twin} (same input, factors and data consistency) by "
+            f"{numbers['MeanAbsDifferencePercent']:.2f}% of the T1w's brain intensity range "
+            f"on average (mean |guided − mono| {numbers['MeanAbsDifference']:.4g}, 99.9th "
+            f"percentile {numbers['MaxAbsDifference']:.4g}, range "
+            f"{numbers['IntensityRange']:.4g}); PSNR of guided against mono "
+            f"{numbers['PSNR']} dB. Row \"guided − mono\": orange where the guide made the "
+            "T1w brighter, blue where darker, black where it changed nothing (colour bar: "
+            "T1w intensity units).")  # fmt: skip
+
+
 def entry_section(entry: Mapping[str, Any]) -> str:
     """The HTML of one output: figure, optional overlay and metrics, provenance."""
     title = str(entry.get("title") or Path(entry["output_path"]).name)
@@ -156,6 +176,9 @@ def entry_section(entry: Mapping[str, Any]) -> str:
     if entry.get("t2w_registered_path"):  # the reference on the output grid, as used
         t2w, t2w_affine = _load(entry["t2w_registered_path"])
         layers.append(Layer("reference (T2w)", t2w, t2w_affine, kind="contrast"))
+    if entry.get("guided_minus_mono_path"):  # what the reference changed
+        difference, difference_affine = _load(entry["guided_minus_mono_path"])
+        layers.append(Layer("guided − mono", difference, difference_affine, kind="difference"))
     if entry.get("truth_path"):
         truth, truth_affine = _load(entry["truth_path"])
         truth = _on_grid(truth, truth_affine, sr.shape, sr_affine)
@@ -177,6 +200,8 @@ def entry_section(entry: Mapping[str, Any]) -> str:
         )
     if sidecar.get("DataConsistencyPSNR") is not None:
         parts.append(f'<p class="note">{html.escape(consistency_sentence(sidecar))}</p>')
+    if sidecar.get("GuidedMinusMono"):
+        parts.append(f'<p class="note">{html.escape(guided_sentence(sidecar))}</p>')
     parts.append(html.image(png_data_uri(comparison_png(layers, grid)), f"{title}: slices"))
     if sidecar.get("CombinedRuns"):
         parts.append(combined_runs_section(sidecar))
@@ -214,7 +239,8 @@ def build_subject_report(
     """Write the self-contained HTML report of ``subject`` (label with or without ``sub-``).
 
     Each entry is a mapping with ``title``, ``input_path``, ``output_path``, ``sidecar``
-    (dict) and optionally ``truth_path``, ``t2w_registered_path`` and ``metrics`` (rows of
+    (dict) and optionally ``truth_path``, ``t2w_registered_path``,
+    ``guided_minus_mono_path`` (a signed map on any grid) and ``metrics`` (rows of
     :func:`bids_sr.evaluation.evaluate_image`). Written atomically; returns the path.
     """
     label = subject if subject.startswith("sub-") else f"sub-{subject}"

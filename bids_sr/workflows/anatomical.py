@@ -11,6 +11,7 @@ from nipype.pipeline import engine as pe
 from nipype.utils.gpu_count import gpu_count
 
 from bids_sr.image import hr_shape, requested_factors
+from bids_sr.interfaces.guidance import MonoTwin
 from bids_sr.interfaces.superresolve import SuperResolve
 from bids_sr.superresolve import INTERPOLATION_METHODS, SELF_SUPERVISED_METHODS
 
@@ -72,6 +73,9 @@ def init_anat_sr_wf(
 
     ``slice_thickness``/``slice_profile`` describe a 2D input (see bids_sr.acquisition);
     ``data_consistency`` corrects the result so that it projects back onto the input.
+    With ``guided``, the node ``mono_twin`` (:class:`bids_sr.interfaces.guidance.MonoTwin`)
+    also runs the mono twin when the reference was used, and ``report_json`` carries
+    ``guided_minus_mono``; output ``difference_file``: guided − mono ('' when none ran).
     ``model_dir``: where a self-supervised method (selfsr) keeps its per-scan model, so a
     rerun reuses it; such a method also has the output ``uncertainty_file``.
     ``t1w_file`` is used only to size the node's memory request for schedulers.
@@ -85,7 +89,8 @@ def init_anat_sr_wf(
     self_supervised = method in SELF_SUPERVISED_METHODS
     outputnode = pe.Node(
         niu.IdentityInterface(
-            fields=["sr_file", "report_json", *(["uncertainty_file"] if self_supervised else [])]
+            fields=["sr_file", "report_json", *(["uncertainty_file"] if self_supervised else []),
+                    *(["difference_file"] if guided else [])]
         ),
         name="outputnode",
     )
@@ -111,18 +116,34 @@ def init_anat_sr_wf(
         mem_gb=estimate_mem_gb(t1w_file, scale, output_resolution),
         n_procs=1 if on_gpu else omp_nthreads,
     )
+    workflow.connect([
+        (inputnode, super_resolve, [("t1w", "in_file")]),
+        (super_resolve, outputnode, [("out_file", "sr_file")]),
+    ])  # fmt: skip
     if guided:
+        # the same settings without the guide: what the reference contributed
+        twin_settings = {key: value for key, value in settings.items() if key not in (
+            "weights", "fallback_method", "fallback_note", "reference_problem")}  # fmt: skip
+        mono_twin = pe.Node(
+            MonoTwin(use_gpu=on_gpu, **twin_settings),
+            name="mono_twin",
+            mem_gb=estimate_mem_gb(t1w_file, scale, output_resolution),
+            n_procs=1 if on_gpu else omp_nthreads,
+        )
         workflow.connect([
             (inputnode, super_resolve, [
                 ("reference", "reference_file"),
                 ("reference_usable", "reference_usable"),
                 ("reference_summary", "reference_summary"),
             ]),
+            (inputnode, mono_twin, [("t1w", "in_file")]),
+            (super_resolve, mono_twin, [("out_file", "guided_file"),
+                                        ("report_json", "guided_report")]),
+            (mono_twin, outputnode, [("merged_report", "report_json"),
+                                     ("difference_file", "difference_file")]),
         ])  # fmt: skip
-    workflow.connect([
-        (inputnode, super_resolve, [("t1w", "in_file")]),
-        (super_resolve, outputnode, [("out_file", "sr_file"), ("report_json", "report_json")]),
-    ])  # fmt: skip
+    else:
+        workflow.connect(super_resolve, "report_json", outputnode, "report_json")
     if self_supervised:
         workflow.connect(super_resolve, "uncertainty_file", outputnode, "uncertainty_file")
     return workflow

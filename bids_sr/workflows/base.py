@@ -101,7 +101,7 @@ def _add_super_resolution(
     workflow, report, t1w_files: list[str], config: Config, plan: MethodPlan
 ) -> None:
     wf_settings = config.workflow
-    outputs = []  # (source T1w, ds workflow, reference workflow of a guided output or None)
+    outputs = []  # (source T1w, ds workflow, (reference wf, anat wf) of a guided output or None)
     anat_wfs = {}  # (T1w, method) → its anat workflow, for --combine-runs
     for t1w_file in t1w_files:
         tag = _file_tag(t1w_file)
@@ -182,26 +182,34 @@ def _add_super_resolution(
                         ("outputnode.summary", "inputnode.reference_summary"),
                     ]),
                 ])  # fmt: skip
-            outputs.append((t1w_file, ds_wf, ref_wf if guided else None))
+            guide = (ref_wf, anat_wf) if guided and ref_wf is not None else None
+            outputs.append((t1w_file, ds_wf, guide))
     outputs += _add_combinations(workflow, config, plan, anat_wfs)
     merge_files = pe.Node(niu.Merge(len(outputs)), name="merge_outputs")
     merge_meta = pe.Node(niu.Merge(len(outputs)), name="merge_sidecars")
     merge_t2w = pe.Node(niu.Merge(len(outputs)), name="merge_registered_t2w")
-    for number, (_, ds_wf, ref_wf) in enumerate(outputs, start=1):
+    merge_difference = pe.Node(niu.Merge(len(outputs)), name="merge_guided_minus_mono")
+    for number, (_, ds_wf, guide) in enumerate(outputs, start=1):
         workflow.connect([
             (ds_wf, merge_files, [("outputnode.out_file", f"in{number}")]),
             (ds_wf, merge_meta, [("outputnode.out_meta", f"in{number}")]),
         ])  # fmt: skip
-        if ref_wf is None:
+        if guide is None:
             setattr(merge_t2w.inputs, f"in{number}", "")  # no registration overlay
+            setattr(merge_difference.inputs, f"in{number}", "")  # no mono twin
         else:
-            # the reference on the output grid, as the guided network saw it
-            workflow.connect(ref_wf, "outputnode.t2w_on_sr_grid", merge_t2w, f"in{number}")
+            # the reference on the output grid, as the guided network saw it, and what it
+            # changed (guided − mono; '' when the guided node fell back)
+            workflow.connect([
+                (guide[0], merge_t2w, [("outputnode.t2w_on_sr_grid", f"in{number}")]),
+                (guide[1], merge_difference, [("outputnode.difference_file", f"in{number}")]),
+            ])  # fmt: skip
     report.inputs.source_files = [t1w_file for t1w_file, _, _ in outputs]
     workflow.connect([
         (merge_files, report, [("out", "output_files")]),
         (merge_meta, report, [("out", "sidecars")]),
         (merge_t2w, report, [("out", "registered_t2w")]),
+        (merge_difference, report, [("out", "guided_minus_mono")]),
     ])  # fmt: skip
 
 
