@@ -22,8 +22,8 @@ T1W = SHARED / "openms_patient19_T1.nii.gz"
 T2W = SHARED / "openms_patient19_T2.nii.gz"
 FLAIR = SHARED / "openms_patient19_FLAIR.nii.gz"
 #: method → (its reference, the smallest gain over mono with the real reference, dB); the
-#: FLAIR model must at least gain where its card lets ``auto`` use it
-CASES = {"srrecnn-t2w": (T2W, 1.0), "srrecnn-flair": (FLAIR, 0.0)}
+#: FLAIR model gained +0.85 dB here when it shipped (issue 14 asks +1 dB of the T2w model)
+CASES = {"srrecnn-t2w": (T2W, 1.0), "srrecnn-flair": (FLAIR, 0.5)}
 
 
 def _centre(data: np.ndarray, size: int = 96) -> np.ndarray:
