@@ -48,6 +48,9 @@ ENTITY_QUERY_NAMES = {
     "rec": "reconstruction", "dir": "direction", "mod": "modality", "trc": "tracer",
     "stain": "staining", "res": "resolution", "den": "density", "inv": "inv",
 }  # fmt: skip
+#: BIDS suffixes of the HR images that may guide a T1w (``--reference-suffix``), in the
+#: order of preference when two are equally fine
+GUIDE_SUFFIXES = ("T2w", "FLAIR")
 # the only fields a --t2w-reference pattern may hold
 T2W_PATTERN_FIELDS = ("{subject}", "{session}")
 
@@ -531,7 +534,13 @@ def fill_t2w_pattern(pattern: str, subject: str, session: str | None) -> str:
 
 
 def select_t2w(layout, t1w_file: str, mode: str = "auto") -> str | None:
-    """The T2w to guide one T1w: same session first, else the closest session, else none.
+    """The T2w to guide one T1w (:func:`select_reference` of suffix ``T2w``)."""
+    return select_reference(layout, t1w_file, "T2w", mode)
+
+
+def select_reference(layout, t1w_file: str, suffix: str, mode: str = "auto") -> str | None:
+    """The image of ``suffix`` (T2w, FLAIR) to guide one T1w: same session first, else the
+    closest session, else none.
 
     ``mode`` is ``auto``, ``none``, or a path pattern with ``{subject}`` and ``{session}``
     placeholders (e.g. ``/refs/sub-{subject}_T2w.nii.gz``) for references outside the
@@ -544,10 +553,10 @@ def select_t2w(layout, t1w_file: str, mode: str = "auto") -> str | None:
     if mode != "auto":
         path = Path(fill_t2w_pattern(mode, subject, session))
         if not path.exists():
-            raise BIDSError(f"{path}: T2w reference given by --t2w-reference does not exist",
-                            EXIT_MISSING)
+            raise BIDSError(f"{path}: {suffix} reference given by --t2w-reference does not "
+                            "exist", EXIT_MISSING)  # fmt: skip
         return str(path)
-    candidates = query_images(layout, subject, "T2w")
+    candidates = query_images(layout, subject, suffix)
     if not candidates:
         return None
 

@@ -48,7 +48,9 @@ class Workflow:
     """What to compute. ``methods``: method names, ``all`` or ``auto`` (resolved per T1w by
     :func:`bids_sr.planning.plan_methods`; one derivative each); ``t2w_reference``: how the
     T2w guiding ``srrecnn-t2w`` is found (``auto``, ``none`` or a path pattern, see
-    :func:`bids_sr.bids.select_t2w`); ``evaluate``: treat each T1w as the HR truth,
+    :func:`bids_sr.bids.select_t2w`); ``reference_suffixes``: the contrasts allowed to guide
+    (``T2w``, ``FLAIR``; None: both, ``auto`` picks; given: forced, a T1w whose guided method
+    has none of them stops the run); ``evaluate``: treat each T1w as the HR truth,
     degrade it with ``degradation``, score the methods (see :mod:`bids_sr.evaluation`)
     instead of writing super-resolved images; ``derivatives``: datasets searched for a
     brain-mask derivative in evaluation mode; ``slice_*``: the acquisition model of 2D
@@ -59,6 +61,7 @@ class Workflow:
 
     methods: list[str] = field(default_factory=lambda: ["auto"])
     t2w_reference: str = "auto"
+    reference_suffixes: list[str] | None = None
     evaluate: bool = False
     degradation: str = "gaussian"
     derivatives: list[Path] = field(default_factory=list)

@@ -27,7 +27,7 @@ Part of the numerical core (reads JSON only).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +51,7 @@ class Evidence:
     gain: float  # the smallest per-image gain over bspline of the records used (dB)
     gain_over_mono: float | None
     records: tuple[dict, ...]
+    reference_suffix: str | None = None  # the contrast a guided model takes (T2w, FLAIR)
 
     @property
     def shipped_weights(self) -> Path | None:
@@ -88,6 +89,14 @@ def sr_factor(family: str, factors: Sequence[float]) -> float | None:
     return values[2]
 
 
+def card_reference_suffix(card: dict) -> str | None:
+    """The BIDS suffix of the reference a card's model takes (None: a mono model). Cards
+    written before FLAIR guidance say only ``needs_t2w``."""
+    if card.get("reference_suffix"):
+        return str(card["reference_suffix"])
+    return "T2w" if card.get("needs_t2w") else None
+
+
 def _positive(record: dict, guided: bool) -> bool:
     gains = list(record["gain_over_bspline"].values())
     if guided:
@@ -98,7 +107,7 @@ def _positive(record: dict, guided: bool) -> bool:
 
 def validated(
     weights: Path, method: str, card: dict, family: str, factors: Sequence[float], *,
-    guided: bool = False,
+    guided: bool = False, reference_suffix: str | None = None,
 ) -> Evidence | None:
     """The evidence that ``weights`` (its ``card`` dict) help an input of ``family`` at
     ``factors``, or None when the card does not show it."""
@@ -131,16 +140,18 @@ def validated(
         over_mono = min(min(r["gain_over_mono"].values()) for r in used)
     return Evidence(
         weights=Path(weights), method=method, family=family, factor=factor, gain=gain,
-        gain_over_mono=over_mono, records=tuple(used),
+        gain_over_mono=over_mono, records=tuple(used), reference_suffix=reference_suffix,
     )  # fmt: skip
 
 
 def shipped_evidence(
-    weights_dir: Path, family: str, factors: Sequence[float], *, guided_ok: bool
+    weights_dir: Path, family: str, factors: Sequence[float], *, guided_ok: bool,
+    reference_suffixes: Collection[str] | None = None,
 ) -> list[Evidence]:
     """Every shipped weights file whose card validates it for the input, best gain first.
 
-    Guided models are considered only when ``guided_ok`` (a usable reference exists).
+    Guided models are considered only when ``guided_ok`` (a usable reference exists), and
+    then only those taking a contrast in ``reference_suffixes`` (None: any).
     """
     found = []
     for card_file in sorted(Path(weights_dir).glob("*.card.json")):
@@ -148,8 +159,10 @@ def shipped_evidence(
             card = json.loads(card_file.read_text())
         except (OSError, ValueError):
             continue
-        guided = bool(card.get("needs_t2w"))
-        if guided and not guided_ok:
+        suffix = card_reference_suffix(card)
+        guided = suffix is not None
+        if guided and not (guided_ok and (reference_suffixes is None
+                                          or suffix in reference_suffixes)):
             continue
         if "weights" in card and card["weights"] is None:
             weights = card_file  # a per-scan method: the card is all it ships
@@ -158,7 +171,7 @@ def shipped_evidence(
             if not weights.exists():
                 continue
         evidence = validated(weights, card.get("method", ""), card, family, factors,
-                             guided=guided)  # fmt: skip
+                             guided=guided, reference_suffix=suffix)  # fmt: skip
         if evidence is not None:
             found.append(evidence)
     return sorted(found, key=lambda e: (-e.gain, e.weights.name))

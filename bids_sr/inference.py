@@ -294,15 +294,17 @@ def network_input(
         return lr[None].astype(np.float32, copy=False), ints
     ilr = upsample(lr, factors, order=3)
     channels = [ilr]
-    if spec.needs_t2w:
+    if spec.needs_reference:
         if reference is None:
             raise ValueError(
-                f"{spec.name} needs a reference T2w on the output grid (reference=...)"
+                f"{spec.name} needs a reference {spec.reference_suffix} on the output grid "
+                "(reference=...)"
             )
         if tuple(reference.shape) != ilr.shape:
             raise ValueError(
                 f"{spec.name}: reference shape {tuple(reference.shape)} differs from the output "
-                f"grid {ilr.shape}; register/resample the T2w onto the upsampled T1w grid"
+                f"grid {ilr.shape}; register/resample the {spec.reference_suffix} onto the "
+                "upsampled T1w grid"
             )
         channels.append(np.asarray(reference, dtype=np.float32))
     return np.stack(channels).astype(np.float32, copy=False), (1, 1, 1)

@@ -1,20 +1,23 @@
-"""Planning a run: which methods each T1w gets, which T2w guides it, and why.
+"""Planning a run: which methods each T1w gets, which reference (T2w, FLAIR) guides it, why.
 
-The command line names methods (``--method``: names, ``all``, ``auto``) and a T2w policy
-(``--t2w-reference``). Before any workflow is built, :func:`plan_methods` turns them into a
-:class:`MethodPlan` per T1w and checks that every learned method has weights, so that a bad
-request fails before anything is written. The plan depends only on the dataset and the
-weights on disk, never on results computed during the run: what a guided method does when
-its T2w registers badly is decided inside its node (see
-:class:`bids_sr.interfaces.superresolve.SuperResolve`), so the graph has one shape.
+The command line names methods (``--method``: names, ``all``, ``auto``) and a reference
+policy (``--t2w-reference``, ``--reference-suffix``). Before any workflow is built,
+:func:`plan_methods` turns them into a :class:`MethodPlan` per T1w and checks that every
+learned method has weights, so that a bad request fails before anything is written. The
+plan depends only on the dataset and the weights on disk, never on results computed during
+the run: what a guided method does when its reference registers badly is decided inside its node
+(see :class:`bids_sr.interfaces.superresolve.SuperResolve`), so the graph has one shape.
 
 ``auto`` decides from evidence only (:mod:`bids_sr.evidence`): per T1w, from its acquisition
 family (isotropic or a 2D scan, :func:`t1w_acquisition`) and factors, the shipped weights
 whose model card validates the largest gain over bspline there on every held-out image; a
 guided model only when its card also shows a gain over its mono twin and the T2w is finer
 than the T1w along the axes being super-resolved (:func:`reference_problem`); else
-``bspline``. The sentence that says which evidence decided goes into the log and the sidecar
-(``MethodChoice``).
+``bspline``. Each guided network takes one contrast (``srrecnn-t2w`` a T2w, ``srrecnn-flair``
+a FLAIR); with both in the session, ``auto`` guides with the finest along the SR axes for
+which a guided card shows the gain (a tie: T2w), and a T1w gets one reference: a guided
+method of the other contrast falls back in its node. The sentence that says which evidence
+decided goes into the log and the sidecar (``MethodChoice``).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from bids_sr.superresolve import (
     GUIDED_METHODS,
     INTERPOLATION_METHODS,
     METHODS,
+    REFERENCE_SUFFIXES,
     SELF_SUPERVISED_METHODS,
     default_weights,
 )
@@ -49,6 +53,18 @@ REFERENCE_FINER = 0.75
 
 
 @dataclass(frozen=True)
+class Reference:
+    """A candidate guide of one T1w: its file, BIDS suffix, how coarse it is along the SR
+    axes (the largest ratio of its voxel extent to the T1w spacing there; smaller is finer)
+    and why it cannot help (None: it is finer, :func:`reference_problem`)."""
+
+    file: str
+    suffix: str
+    coarseness: float
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
 class Fallback:
     """What a guided method runs instead when its T2w is missing or badly registered."""
 
@@ -61,7 +77,8 @@ class MethodPlan:
     """The concrete work of a run, per T1w path.
 
     ``methods``: the methods to run on it, in order (no ``all``/``auto`` left);
-    ``t2w``: the T2w that guides it (only T1ws that have one and may use it);
+    ``t2w``: the reference (T2w or FLAIR) that guides it (only T1ws that have one and may
+    use it); ``reference_suffixes``: that reference's BIDS suffix;
     ``choices``: the ``MethodChoice`` sentence of the method ``auto`` picked for it;
     ``auto_methods``: that method; ``fallbacks``: what its guided methods fall back to;
     ``weights``: the shipped weights file ``auto`` validated, per T1w and method;
@@ -80,6 +97,18 @@ class MethodPlan:
     warnings: dict[str, dict[str, str]] = field(default_factory=dict)
     reference_problems: dict[str, str] = field(default_factory=dict)
     run_groups: list[tuple[str, ...]] = field(default_factory=list)
+    reference_suffixes: dict[str, str] = field(default_factory=dict)
+
+    def reference_suffix(self, t1w_file: str) -> str | None:
+        """The BIDS suffix of the T1w's guiding reference (None: it has none)."""
+        if t1w_file not in self.t2w:
+            return None
+        return self.reference_suffixes.get(t1w_file, "T2w")
+
+    def guides(self, t1w_file: str, method: str) -> bool:
+        """Whether ``method`` (a guided one) gets the T1w's reference: same contrast."""
+        suffix = self.reference_suffix(t1w_file)
+        return suffix is not None and REFERENCE_SUFFIXES.get(method) == suffix
 
     def weights_for(self, t1w_file: str, method: str) -> Path | None:
         """The shipped weights ``auto`` chose for ``method`` on the T1w (None: default)."""
@@ -168,61 +197,90 @@ def weights_method(weights: Path) -> str:
 @dataclass(frozen=True)
 class AutoChoice:
     """What ``auto`` runs on one T1w: the method, its shipped weights (None for bspline),
-    the ``MethodChoice`` sentence, and what a guided choice falls back to."""
+    the ``MethodChoice`` sentence, what a guided choice falls back to and its reference."""
 
     method: str
     weights: Path | None
     sentence: str
     fallback: Fallback | None = None
+    reference: Reference | None = None  # the guide of a guided choice
 
 
 def choose_auto(
     factors: Sequence[float],
     family: str,
-    t2w_file: str | None,
+    t2w_file: str | None = None,
     *,
     t2w_mode: str = "auto",
     reference_problem: str | None = None,
+    references: Sequence[Reference] | None = None,
 ) -> AutoChoice:
     """The method ``auto`` runs on one input, from the model cards' evidence only.
 
     ``family`` is the input's acquisition family (``isotropic`` or ``slice``) and
     ``factors`` its scale factors; a learned method qualifies only when its card validates
     a gain over bspline there on every held-out image (a guided one also over its mono
-    twin, and only with a usable T2w: ``t2w_file`` given and ``reference_problem`` None).
-    The best validated gain wins; without any, bspline.
+    twin, and only with a usable reference of its contrast). ``references``: the T1w's
+    candidate guides (:func:`describe_references`); without them, ``t2w_file`` with its
+    ``reference_problem``. Among the usable ones for which a guided card shows the gain,
+    the finest guides (a tie: T2w, :data:`bids_sr.bids.GUIDE_SUFFIXES` order). The best
+    validated gain wins; without any, bspline.
     """
     from bids_sr import weights_lookup
     from bids_sr.evidence import shipped_evidence
 
+    if references is None:
+        references = [Reference(t2w_file, "T2w", 0.0, reference_problem)] if t2w_file else []
     scale = f"×{format_factors(factors)}"
-    guided_ok = bool(t2w_file) and reference_problem is None
-    found = shipped_evidence(weights_lookup.WEIGHTS_DIR, family, factors, guided_ok=guided_ok)
-    if t2w_file and reference_problem:
-        t2w_note = f"; the T2w {Path(t2w_file).name} is not used: {reference_problem}"
-    elif not t2w_file:
-        t2w_note = "; --t2w-reference none" if t2w_mode == "none" else ""
-    else:
-        t2w_note = ""
+    weights_dir = weights_lookup.WEIGHTS_DIR
+    usable = [r for r in references if r.problem is None]
+    validated = {e.reference_suffix for e in shipped_evidence(weights_dir, family, factors,
+                                                              guided_ok=True)}  # fmt: skip
+    eligible = [r for r in usable if r.suffix in validated]
+    chosen = finest(eligible)
+    found = shipped_evidence(weights_dir, family, factors, guided_ok=chosen is not None,
+                             reference_suffixes=[chosen.suffix] if chosen else None)  # fmt: skip
+    notes = [f"; the {r.suffix} {Path(r.file).name} is not used: {r.problem}"
+             for r in references if r.problem]  # fmt: skip
+    if chosen is not None:
+        notes += [f"; the {r.suffix} {Path(r.file).name} is not used: the {chosen.suffix} "
+                  f"{Path(chosen.file).name} is finer or as fine"
+                  for r in eligible if r is not chosen]  # fmt: skip
+    if not references and t2w_mode == "none":
+        notes.append("; --t2w-reference none")
+    note = "".join(notes)
     if not found:
         return AutoChoice(BASELINE_METHOD, None, (
             f"auto chose {BASELINE_METHOD} (cubic B-spline interpolation) because no shipped "
             f"model card validates a gain over {BASELINE_METHOD} for {family} inputs at "
-            f"{scale}{t2w_note}"
+            f"{scale}{note}"
         ))  # fmt: skip
     best = found[0]
-    fallback = None
+    fallback, reference, kind = None, None, ""
     if best.method in GUIDED_METHODS:
         mono = next((e for e in found if e.method not in GUIDED_METHODS), None)
         fallback = (
-            Fallback(mono.method, f"{mono.method}, the best validated model without the T2w")
+            Fallback(mono.method, f"{mono.method}, the best validated model without the "
+                                  f"{chosen.suffix}")
             if mono
             else Fallback(BASELINE_METHOD, f"{BASELINE_METHOD}, as no mono model is validated "
                                            f"for {family} inputs at {scale}")
         )  # fmt: skip
-    kind = " (T2w-guided)" if best.method in GUIDED_METHODS else ""
-    sentence = f"auto chose {best.method}{kind} because {best.sentence()}{t2w_note}"
-    return AutoChoice(best.method, best.shipped_weights, sentence, fallback)
+        reference, kind = chosen, f" ({chosen.suffix}-guided by {Path(chosen.file).name})"
+    sentence = f"auto chose {best.method}{kind} because {best.sentence()}{note}"
+    return AutoChoice(best.method, best.shipped_weights, sentence, fallback, reference)
+
+
+def finest(references: Sequence[Reference]) -> Reference | None:
+    """The finest reference along the SR axes; on a tie (within 1 %), the first suffix of
+    :data:`bids_sr.bids.GUIDE_SUFFIXES` (T2w before FLAIR)."""
+    from bids_sr.bids import GUIDE_SUFFIXES
+
+    def rank(ref: Reference) -> tuple[float, int]:
+        order = GUIDE_SUFFIXES.index(ref.suffix) if ref.suffix in GUIDE_SUFFIXES else 99
+        return round(ref.coarseness, 2), order
+
+    return min(references, key=rank, default=None)
 
 
 def t1w_acquisition(config: Config, t1w_file: str) -> Acquisition:
@@ -256,67 +314,89 @@ def t1w_acquisition(config: Config, t1w_file: str) -> Acquisition:
         raise BIDSError(f"{t1w_file}: {exc}", EXIT_USAGE) from exc
 
 
-def reference_problem(
-    t1w_file: str, t2w_file: str, factors: Sequence[float], *, evaluate: bool = False
-) -> str | None:
-    """Why a T2w cannot help super-resolve a T1w (None: it is finer along every SR axis).
-
-    Along each T1w axis that is upsampled, the T2w's voxel extent (the projection of its
-    voxel onto that direction, from both headers; the rigid registration changes it
-    little) must be at most :data:`REFERENCE_FINER` times the T1w's spacing. In
-    evaluation mode the reference sits on the HR truth's grid: finer by construction.
-    """
-    if evaluate:
-        return None
+def _extents(t1w_file: str, reference_file: str, factors: Sequence[float]
+             ) -> list[tuple[int, float, float]]:  # fmt: skip
+    """Per upsampled T1w axis: (axis, the reference's voxel extent along it — the projection
+    of its voxel onto that direction, from both headers —, the T1w spacing there)."""
     import nibabel as nib
 
     t1w_axes = nib.load(t1w_file).affine[:3, :3]
-    t2w_axes = nib.load(t2w_file).affine[:3, :3]
+    ref_axes = nib.load(reference_file).affine[:3, :3]
+    out = []
     for axis, factor in enumerate(factors):
         if factor <= 1.0:
             continue
         spacing = float(np.linalg.norm(t1w_axes[:, axis]))
         direction = t1w_axes[:, axis] / spacing
-        extent = float(np.abs(direction @ t2w_axes).sum())
+        out.append((axis, float(np.abs(direction @ ref_axes).sum()), spacing))
+    return out
+
+
+def reference_problem(
+    t1w_file: str, t2w_file: str, factors: Sequence[float], *, evaluate: bool = False
+) -> str | None:
+    """Why a reference (T2w, FLAIR) cannot help super-resolve a T1w (None: it is finer
+    along every SR axis).
+
+    Along each T1w axis that is upsampled, the reference's voxel extent (:func:`_extents`;
+    the rigid registration changes it little) must be at most :data:`REFERENCE_FINER` times
+    the T1w's spacing. In evaluation mode the reference sits on the HR truth's grid: finer
+    by construction.
+    """
+    if evaluate:
+        return None
+    for axis, extent, spacing in _extents(t1w_file, t2w_file, factors):
         if extent > REFERENCE_FINER * spacing:
             return (f"it is not finer than the T1w along array axis {axis} ({extent:.2f} mm "
                     f"against {spacing:.2f} mm)")  # fmt: skip
     return None
 
 
+def describe_references(t1w_file: str, candidates: Mapping[str, str],
+                        factors: Sequence[float], *, evaluate: bool = False
+                        ) -> list[Reference]:  # fmt: skip
+    """The candidate guides of a T1w (``{suffix: file}``) as :class:`Reference` records."""
+    refs = []
+    for suffix, path in candidates.items():
+        ratios = [extent / spacing for _, extent, spacing in _extents(t1w_file, path, factors)]
+        coarseness = 0.0 if evaluate else max(ratios, default=0.0)
+        refs.append(Reference(path, suffix, coarseness,
+                              reference_problem(t1w_file, path, factors, evaluate=evaluate)))
+    return refs
+
+
 def _expand(
     config: Config,
     t1w_file: str,
     factors: tuple[float, float, float],
-    t2w_file: str | None,
+    references: Sequence[Reference],
     plan: MethodPlan,
     given_method: str | None,
-) -> list[str]:
-    """The concrete methods of one T1w: ``all`` and ``auto`` replaced, duplicates dropped."""
+) -> tuple[list[str], Reference | None]:
+    """The concrete methods of one T1w (``all`` and ``auto`` replaced, duplicates dropped)
+    and the reference ``auto`` chose to guide its pick (None: not a guided pick).
+
+    ``all`` takes the guided methods of the finest candidate reference's contrast only."""
     methods: list[str] = []
+    auto_reference = None
     family = t1w_acquisition(config, t1w_file).family
+    top = finest(references)
     for token in config.workflow.methods:
         if token == "all":
             methods += [
                 m for m in METHODS
                 if missing_weights(m, factors, family) is None
-                and (m not in GUIDED_METHODS or t2w_file)
+                and (m not in GUIDED_METHODS or (top and REFERENCE_SUFFIXES[m] == top.suffix))
             ]  # fmt: skip
         elif token == "auto":
             if given_method:
                 method = given_method
                 sentence = f"auto chose {method}, the method of --weights {config.workflow.weights}"
             else:
-                problem = None
-                if t2w_file:
-                    problem = reference_problem(
-                        t1w_file, t2w_file, factors, evaluate=config.workflow.evaluate
-                    )
-                choice = choose_auto(
-                    factors, family, t2w_file,
-                    t2w_mode=config.workflow.t2w_reference, reference_problem=problem,
-                )  # fmt: skip
+                choice = choose_auto(factors, family, t2w_mode=config.workflow.t2w_reference,
+                                     references=references)  # fmt: skip
                 method, sentence = choice.method, choice.sentence
+                auto_reference = choice.reference
                 if choice.weights is not None:
                     plan.weights.setdefault(t1w_file, {})[method] = choice.weights
                 if choice.fallback is not None:
@@ -327,7 +407,7 @@ def _expand(
             methods.append(method)
         else:
             methods.append(token)
-    return list(dict.fromkeys(methods))
+    return list(dict.fromkeys(methods)), auto_reference
 
 
 def _warn_unvalidated(config: Config, t1w_file: str, methods: Sequence[str],
@@ -359,20 +439,23 @@ def _warn_unvalidated(config: Config, t1w_file: str, methods: Sequence[str],
 def plan_methods(
     config: Config,
     t1w_by_subject: Mapping[str, Sequence[str]],
-    t2w_files: Mapping[str, str | None] | None = None,
+    t2w_files: Mapping[str, str | Mapping[str, str] | None] | None = None,
 ) -> MethodPlan:
     """Resolve ``config.workflow.methods`` per T1w (see the module docstring).
 
-    ``t2w_files`` maps a T1w to its T2w (:func:`bids_sr.bids.select_t2w`; absent or None:
-    none). ``all`` = the interpolation baselines and every learned method whose shipped
-    weights exist for the T1w's factors (the guided one only when the T1w has a T2w). A
+    ``t2w_files`` maps a T1w to its candidate references by suffix (``{"T2w": path,
+    "FLAIR": path}``, :func:`bids_sr.bids.select_reference`) or to one T2w path (absent or
+    None: none). One reference guides a T1w: the one ``auto`` chose, else the contrast of
+    the first guided method named. ``all`` = the interpolation baselines and every learned
+    method whose shipped weights exist for the T1w's factors (the guided ones only of the
+    finest reference's contrast). A
     learned method named explicitly without weights stops the run (exit 65), or is skipped
     with a warning in evaluation mode; ``--weights`` must go with exactly one learned method
     (exit 64). A guided method on a T1w without T2w stays in the plan and falls back in its
     node (it is skipped in evaluation mode, which scores methods, not fallbacks).
     """
     wf_settings = config.workflow
-    t2w_files = dict(t2w_files or {})
+    candidates = {t1w: _candidates(value) for t1w, value in (t2w_files or {}).items()}
     given_method = None
     if wf_settings.weights is not None and "auto" in wf_settings.methods:
         given_method = weights_method(wf_settings.weights)
@@ -381,13 +464,20 @@ def plan_methods(
         for t1w_file in files:
             factors = t1w_factors(config, t1w_file)
             t1w_acquisition(config, t1w_file)  # impossible slice options stop here (exit 64)
-            t2w_file = t2w_files.get(t1w_file)
-            methods = _expand(config, t1w_file, factors, t2w_file, plan, given_method)
+            references = describe_references(t1w_file, candidates.get(t1w_file, {}), factors,
+                                             evaluate=wf_settings.evaluate)  # fmt: skip
+            methods, reference = _expand(config, t1w_file, factors, references, plan,
+                                         given_method)  # fmt: skip
             _warn_unvalidated(config, t1w_file, methods, factors, plan)
-            if any(m in GUIDED_METHODS for m in methods):
+            guided = [m for m in methods if m in GUIDED_METHODS]
+            if guided:
                 plan.fallbacks.setdefault(t1w_file, fallback_for(factors))
-                if t2w_file:
-                    _plan_reference(config, plan, t1w_file, t2w_file, factors)
+                reference = reference or next(
+                    (r for m in guided for r in references if r.suffix == REFERENCE_SUFFIXES[m]),
+                    None,
+                )
+                if reference:
+                    _plan_reference(plan, t1w_file, reference)
             plan.methods[t1w_file] = methods
     if wf_settings.weights is not None:
         learned = [m for m in plan.all_methods if m not in INTERPOLATION_METHODS]
@@ -403,15 +493,22 @@ def plan_methods(
     return plan
 
 
-def _plan_reference(config: Config, plan: MethodPlan, t1w_file: str, t2w_file: str,
-                    factors: Sequence[float]) -> None:  # fmt: skip
-    """Guide the T1w's guided method with the T2w only when it is finer along the SR axes;
-    otherwise the method falls back in its node and ``FallbackReason`` says why."""
-    problem = reference_problem(t1w_file, t2w_file, factors, evaluate=config.workflow.evaluate)
-    if problem is None:
-        plan.t2w[t1w_file] = t2w_file
+def _candidates(value: str | Mapping[str, str] | None) -> dict[str, str]:
+    """``{suffix: path}`` from a plan_methods value (a bare path is a T2w)."""
+    if not value:
+        return {}
+    return {"T2w": value} if isinstance(value, str) else dict(value)
+
+
+def _plan_reference(plan: MethodPlan, t1w_file: str, reference: Reference) -> None:
+    """Guide the T1w's guided methods of the reference's contrast only when it is finer
+    along the SR axes; otherwise they fall back in their node and ``FallbackReason`` says
+    why."""
+    if reference.problem is None:
+        plan.t2w[t1w_file] = reference.file
+        plan.reference_suffixes[t1w_file] = reference.suffix
         return
-    text = f"the T2w {Path(t2w_file).name} is not used: {problem}"
+    text = f"the {reference.suffix} {Path(reference.file).name} is not used: {reference.problem}"
     plan.reference_problems[t1w_file] = text
     LOGGER.warning("%s: %s", Path(t1w_file).name, text)
 
@@ -427,14 +524,17 @@ def _check_weights_and_guides(config: Config, plan: MethodPlan) -> None:
             problem = None if wf_settings.weights else missing_weights(method, factors, family)
             if problem is not None and method in SELF_SUPERVISED_METHODS:
                 problem = f"{Path(t1w_file).name}: {problem}"
-            if problem is None and method in GUIDED_METHODS and t1w_file not in plan.t2w:
+            if problem is None and method in GUIDED_METHODS and not plan.guides(t1w_file, method):
+                suffix = REFERENCE_SUFFIXES[method]
                 if wf_settings.evaluate:
-                    problem = f"no T2w for {Path(t1w_file).name}"
+                    problem = f"no {suffix} for {Path(t1w_file).name}"
                 else:
                     fallback = plan.fallbacks[t1w_file]
+                    how = (f"--t2w-reference {wf_settings.t2w_reference}" if suffix == "T2w"
+                           else "--reference-suffix")  # fmt: skip
                     LOGGER.warning(
-                        "%s: no T2w reference (--t2w-reference %s): %s will fall back to %s",
-                        Path(t1w_file).name, wf_settings.t2w_reference, method, fallback.note,
+                        "%s: no %s reference (%s): %s will fall back to %s",
+                        Path(t1w_file).name, suffix, how, method, fallback.note,
                     )  # fmt: skip
             if problem is None:
                 kept.append(method)
@@ -445,6 +545,7 @@ def _check_weights_and_guides(config: Config, plan: MethodPlan) -> None:
         plan.methods[t1w_file] = kept
         if not any(m in GUIDED_METHODS for m in kept):
             plan.t2w.pop(t1w_file, None)
+            plan.reference_suffixes.pop(t1w_file, None)
 
 
 def resolve_methods(

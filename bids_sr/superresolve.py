@@ -17,12 +17,15 @@ from bids_sr.acquisition import Acquisition, consistency_psnr, enforce_consisten
 from bids_sr.image import as_factors, foreground_mask, hr_shape
 from bids_sr.interpolation import INTERPOLATION_ORDERS, interpolate
 
-NETWORK_METHODS = ("fsrcnn", "espcn", "srgan", "srrecnn", "srrecnn-t2w")
+NETWORK_METHODS = ("fsrcnn", "espcn", "srgan", "srrecnn", "srrecnn-t2w", "srrecnn-flair")
 FILTER_METHODS = ("gradfilter",)
 #: Learn per scan from the scan itself (2D scans only): no shipped weights. ``selfsr`` trains
 #: a small CNN (minutes), ``selfsr-filters`` closed-form filters (seconds, less gain).
 SELF_SUPERVISED_METHODS = ("selfsr", "selfsr-filters")
-GUIDED_METHODS = ("srrecnn-t2w",)  # need a registered HR T2w (``reference``)
+#: Guided networks and the BIDS suffix of the registered HR reference each was trained with
+#: (``reference``); the weights of one never take the other contrast.
+REFERENCE_SUFFIXES = {"srrecnn-t2w": "T2w", "srrecnn-flair": "FLAIR"}
+GUIDED_METHODS = tuple(REFERENCE_SUFFIXES)
 INTERPOLATION_METHODS = tuple(INTERPOLATION_ORDERS)
 #: Methods that run without a weights file.
 WEIGHTLESS_METHODS = INTERPOLATION_METHODS + SELF_SUPERVISED_METHODS

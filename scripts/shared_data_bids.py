@@ -6,8 +6,11 @@ BIDS. This script lays the shared scans out as a BIDS dataset in an ignored fold
 (default ``scratch/shared_bids``; never commit data):
 
 * training: sub-colin27 (Colin27 T1w), sub-brainchop (brainchop T1w), sub-openms07
-  (Open MS patient 07 T1w + T2w), sub-mni152 (MNI152 T1w + T2w templates);
-* validation: sub-chris (chris T1w), sub-openms19 (Open MS patient 19 T1w + T2w).
+  (Open MS patient 07 T1w + T2w + FLAIR), sub-mni152 (MNI152 T1w + T2w templates);
+* validation: sub-chris (chris T1w), sub-openms19 (Open MS patient 19 T1w + T2w + FLAIR).
+
+The FLAIRs (the FLAIR-guided network's real pairs) share their T1w's grid, as the T2ws do;
+MNI152 has no FLAIR, so the FLAIR-guided model is validated on openms19 only.
 
 participants.tsv records each subject's split, source and licence; the model cards copy
 those rows, so every card says which data (and which terms) the weights come from.
@@ -33,7 +36,8 @@ SUBJECTS = {
     "brainchop": ("train", {"T1w": "real_t1/brainchop_t1_crop_T1w.nii.gz"},
                   "brainchop conformed adult T1w, whole head, 1 mm", "MIT (brainchop)"),
     "openms07": ("train", {"T1w": "real_multicontrast/openms_patient07_T1.nii.gz",
-                           "T2w": "real_multicontrast/openms_patient07_T2.nii.gz"},
+                           "T2w": "real_multicontrast/openms_patient07_T2.nii.gz",
+                           "FLAIR": "real_multicontrast/openms_patient07_FLAIR.nii.gz"},
                  "Open MS Data patient 07, N4-corrected, skull-stripped, MNI space, 1 mm",
                  "CC-BY (Lesjak et al. 2018, Neuroinformatics 16:51)"),
     "mni152": ("train", {"T1w": "real_multicontrast/mni152_T1_1mm_brain.nii.gz",
@@ -44,7 +48,8 @@ SUBJECTS = {
               "niivue demo adult T1w (C. Rorden), whole head, 0.88 mm",
               "CC BY-NC 4.0 (C. Rorden)"),
     "openms19": ("validate", {"T1w": "real_multicontrast/openms_patient19_T1.nii.gz",
-                              "T2w": "real_multicontrast/openms_patient19_T2.nii.gz"},
+                              "T2w": "real_multicontrast/openms_patient19_T2.nii.gz",
+                              "FLAIR": "real_multicontrast/openms_patient19_FLAIR.nii.gz"},
                  "Open MS Data patient 19, N4-corrected, skull-stripped, MNI space, 1 mm",
                  "CC-BY (Lesjak et al. 2018, Neuroinformatics 16:51)"),
 }

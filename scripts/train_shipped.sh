@@ -36,10 +36,15 @@ CMD[gradfilter_x1x1x4]="gradfilter --scale 1 1 4 --degradation slice --patch-siz
 # the thick-slice guided model keeps the MNI152 T1w/T2w pair out of training (its second
 # validation pair) and learns to ignore references of pure noise or a constant
 CMD[srrecnn-t2w_x1x1x4]="srrecnn-t2w --scale 1 1 4 --degradation slice --iterations $(it 6000) --patch-size 16 --batch-size 8 --config {\"features\":32} --loss-margin 2 --uninformative-reference-fraction 0.15 --validation-label openms19 mni152"
+# the FLAIR-guided twin: same recipe and split; MNI152 has no FLAIR, so openms19 is its only
+# validation pair (colin27/brainchop get the contrast-randomised reference, openms07 its FLAIR);
+# guided models train with the default --reference-misregistration 1 2 (mm, degrees)
+CMD[srrecnn-flair_x1x1x4]="srrecnn-flair --scale 1 1 4 --degradation slice --iterations $(it 6000) --patch-size 16 --batch-size 8 --config {\"features\":32} --loss-margin 2 --uninformative-reference-fraction 0.15 --validation-label openms19"
 declare -A TRAIN_OF
 TRAIN_OF[srrecnn-t2w_x1x1x4]="--participant-label colin27 brainchop openms07"
+TRAIN_OF[srrecnn-flair_x1x1x4]="--participant-label colin27 brainchop openms07"
 ORDER=(gradfilter_x2x2x2 fsrcnn_x2x2x2 espcn_x2x2x2 srrecnn_x2x2x2 srrecnn-t2w_x2x2x2
-       srgan_x2x2x2 srrecnn_x1x1x4 gradfilter_x1x1x4 srrecnn-t2w_x1x1x4)
+       srgan_x2x2x2 srrecnn_x1x1x4 gradfilter_x1x1x4 srrecnn-t2w_x1x1x4 srrecnn-flair_x1x1x4)
 
 for stem in "${@:-${ORDER[@]}}"; do
   read -r -a args <<<"${CMD[$stem]}"

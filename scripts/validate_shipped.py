@@ -42,6 +42,7 @@ sys.path.insert(0, str(REPO))
 
 from bids_sr.acquisition import simulated_acquisition  # noqa: E402
 from bids_sr.evaluation import evaluate_image  # noqa: E402
+from bids_sr.evidence import card_reference_suffix  # noqa: E402
 from bids_sr.fileio import card_path, write_json_atomic  # noqa: E402
 from bids_sr.guidance import reference_only_structure_check  # noqa: E402
 from bids_sr.image import load_volume, voxel_sizes  # noqa: E402
@@ -49,15 +50,17 @@ from bids_sr.superresolve import SELF_SUPERVISED_METHODS  # noqa: E402
 from bids_sr.training.card import render_markdown  # noqa: E402
 from bids_sr.weights_lookup import WEIGHTS_DIR  # noqa: E402
 
-#: Held-out scans (never in any shipped model's training split): T1w and T2w of one space.
+#: Held-out scans (never in any shipped model's training split): the T1w and the references
+#: of the same space, by BIDS suffix (a guided model is scored where its contrast exists).
 VALIDATION = {
-    "chris": ("real_t1/chris_T1w.nii.gz", None),
+    "chris": ("real_t1/chris_T1w.nii.gz", {}),
     "openms19": ("real_multicontrast/openms_patient19_T1.nii.gz",
-                 "real_multicontrast/openms_patient19_T2.nii.gz"),
+                 {"T2w": "real_multicontrast/openms_patient19_T2.nii.gz",
+                  "FLAIR": "real_multicontrast/openms_patient19_FLAIR.nii.gz"}),
     # held out of the guided slice model's training only (the mono models saw it): ask for
-    # it with --images for guided checks, where it can only favour the mono twin
+    # it with --images for guided checks, where it can only favour the mono twin (no FLAIR)
     "mni152": ("real_multicontrast/mni152_T1_1mm_brain.nii.gz",
-               "real_multicontrast/mni152_T2_1mm_brain.nii.gz"),
+               {"T2w": "real_multicontrast/mni152_T2_1mm_brain.nii.gz"}),
 }  # fmt: skip
 DEFAULT_IMAGES = ("chris", "openms19")
 MONO_TWIN = "srrecnn"
@@ -115,7 +118,8 @@ def target_card(target: Path) -> tuple[Path, dict, Path | None]:
 def validate(weights: Path, args: argparse.Namespace, command: str) -> dict:
     """One evidence record for ``weights`` (a file or a weightless method's name)."""
     _, card, weights_file = target_card(weights)
-    method, guided = card["method"], bool(card.get("needs_t2w"))
+    method, suffix = card["method"], card_reference_suffix(card)
+    guided = suffix is not None
     factors = tuple(args.scale * 3 if len(args.scale) == 1 else args.scale)
     record = {
         "family": "slice" if args.degradation == "slice" else "isotropic",
@@ -128,11 +132,12 @@ def validate(weights: Path, args: argparse.Namespace, command: str) -> dict:
     if guided:
         record.update(gain_over_mono={}, reference_only_transfer={})
     for name in args.images:
-        t1w_rel, t2w_rel = VALIDATION[name]
-        if guided and t2w_rel is None:
+        t1w_rel, references = VALIDATION[name]
+        if guided and suffix not in references:
+            print(f"{weights.name} {name}: no {suffix}, skipped", flush=True)
             continue
         volume = load_volume(args.shared / t1w_rel)
-        reference = load_volume(args.shared / t2w_rel).data if guided else None
+        reference = load_volume(args.shared / references[suffix]).data if guided else None
         acquisition = None
         if args.degradation == "slice":
             hr_spacing = volume.zooms

@@ -1,9 +1,11 @@
-"""The shipped thick-slice guided model uses a T2w only where it helps (``../shared/data``).
+"""The shipped thick-slice guided models use their reference only where it helps
+(``../shared/data``).
 
-On the held-out pair openms_patient19 (T1w 1×1×4 slices, T2w at 1 mm, a 96³ centre crop),
-``srrecnn-t2w`` must gain over its mono twin ``srrecnn`` with the real T2w, and must not lose
-more than 0.2 dB of brain PSNR to it when the reference carries nothing: pure noise, or a
-constant (issue 14: it learned to ignore what does not help).
+On the held-out pair openms_patient19 (T1w 1×1×4 slices, T2w or FLAIR at 1 mm, a 96³ centre
+crop), ``srrecnn-t2w`` and ``srrecnn-flair`` must gain over their mono twin ``srrecnn`` with
+the real reference, and must not lose more than 0.2 dB of brain PSNR to it when the
+reference carries nothing: pure noise, or a constant (issue 14: it learned to ignore what
+does not help).
 
 Nor may a guided model import structures that exist only in the reference: the guide may
 lend the T1w the reference's edges, not its structure. Four 8 mm spheres, bright or dark,
@@ -30,14 +32,15 @@ from bids_sr.evaluation import evaluate_image
 from bids_sr.guidance import insert_structures, reference_only_structure_check, structure_transfer
 from bids_sr.image import load_volume, voxel_sizes
 from bids_sr.superresolve import super_resolve
+from bids_sr.weights_lookup import default_weights_path
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_multicontrast"
 T1W = SHARED / "openms_patient19_T1.nii.gz"
 T2W = SHARED / "openms_patient19_T2.nii.gz"
-pytestmark = pytest.mark.skipif(
-    not (T1W.exists() and T2W.exists()),
-    reason="../shared/data/real_multicontrast (openms_patient19 T1w/T2w) is absent",
-)
+FLAIR = SHARED / "openms_patient19_FLAIR.nii.gz"
+#: method → (its reference, the smallest gain over mono with the real reference, dB); the
+#: FLAIR model gained +0.85 dB here when it shipped (issue 14 asks +1 dB of the T2w model)
+CASES = {"srrecnn-t2w": (T2W, 1.0), "srrecnn-flair": (FLAIR, 0.5)}
 
 
 def _centre(data: np.ndarray, size: int = 96) -> np.ndarray:
@@ -51,19 +54,26 @@ def _brain_psnr(hr, affine, method: str, reference: np.ndarray | None = None) ->
     return next(row["psnr_brain"] for row in rows if row["method"] == method)
 
 
-def test_guided_thick_slice_model_helps_and_ignores_useless_references():
+@pytest.mark.parametrize("method", list(CASES))
+def test_guided_thick_slice_model_helps_and_ignores_useless_references(method):
+    reference_file, min_gain = CASES[method]
+    if not (T1W.exists() and reference_file.exists()):
+        pytest.skip(f"../shared/data/real_multicontrast ({T1W.name}, {reference_file.name}) "
+                    "is absent")
+    if not default_weights_path(method, (1, 1, 4)).exists():
+        pytest.skip(f"no shipped {method} weights at 1x1x4")
     volume = load_volume(T1W)
     hr = _centre(volume.data)
-    t2w = _centre(load_volume(T2W).data)
+    t2w = _centre(load_volume(reference_file).data)
     mono = _brain_psnr(hr, volume.affine, "srrecnn")
     references = {
         "real": t2w,
         "noise": np.random.default_rng(0).random(t2w.shape).astype(np.float32) * t2w.max(),
         "constant": np.full(t2w.shape, float(t2w.mean()), np.float32),
     }
-    gain = {name: _brain_psnr(hr, volume.affine, "srrecnn-t2w", ref) - mono
+    gain = {name: _brain_psnr(hr, volume.affine, method, ref) - mono
             for name, ref in references.items()}  # fmt: skip
-    assert gain["real"] >= 1.0, gain
+    assert gain["real"] >= min_gain, gain
     assert gain["noise"] >= -0.2, gain
     assert gain["constant"] >= -0.2, gain
 
@@ -85,6 +95,8 @@ def _simulated(factors, degradation: str) -> dict:
     ("factors", "degradation"), [((1, 1, 4), "slice"), ((2, 2, 2), "gaussian")]
 )
 def test_shipped_guided_models_do_not_import_reference_only_structures(factors, degradation):
+    if not (T1W.exists() and T2W.exists()):
+        pytest.skip(f"../shared/data/real_multicontrast ({T1W.name}, {T2W.name}) is absent")
     arrays = _simulated(factors, degradation)
     zooms = voxel_sizes(arrays["hr_affine"])
     common = {"mask": arrays["mask"], "zooms": zooms, "acquisition": arrays["acquisition"]}

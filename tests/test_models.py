@@ -19,6 +19,7 @@ def n_params(model: nn.Module) -> int:
         ("fsrcnn", {}, 77_457),
         ("srrecnn", {}, 888_769),
         ("srrecnn-t2w", {}, 890_497),
+        ("srrecnn-flair", {}, 890_497),
         ("srrecnn", {"layers": 20}, 1_995_329),
         ("espcn", {"factors": [4, 4, 4]}, 179_364),
         ("espcn", {"factors": [2, 2, 2]}, 28_108),
@@ -178,14 +179,20 @@ def test_receptive_radius_bounds_influence():
 
 
 def test_registry_contract():
-    assert set(registry.list_methods()) == {"fsrcnn", "espcn", "srgan", "srrecnn", "srrecnn-t2w"}
+    assert set(registry.list_methods()) == {"fsrcnn", "espcn", "srgan", "srrecnn", "srrecnn-t2w",
+                                            "srrecnn-flair"}
     spec = registry.get_spec("srrecnn")
     assert spec.default_weights((2.0, 2.0, 2.0)).name == "srrecnn_x2x2x2.safetensors"
     assert spec.default_weights((1, 1, 4)).name == "srrecnn_x1x1x4.safetensors"
     assert spec.default_weights((1.5, 1.5, 1.5)).name == "srrecnn_x1.5x1.5x1.5.safetensors"
     assert spec.default_weights((2, 2, 2)).parent.parts[-3:] == ("bids_sr", "data", "weights")
     assert spec.input_grid == "hr" and not spec.needs_t2w
-    assert registry.get_spec("srrecnn-t2w").needs_t2w
+    assert registry.get_spec("srrecnn-t2w").reference_suffix == "T2w"
+    # the FLAIR-guided twin: same network, its own method key (weights name their method)
+    flair = registry.get_spec("srrecnn-flair")
+    assert flair.needs_reference and flair.reference_suffix == "FLAIR"
+    assert flair.default_config == registry.get_spec("srrecnn-t2w").default_config
+    assert not registry.get_spec("srrecnn").needs_reference
     assert registry.get_spec("fsrcnn").input_grid == "lr"
     with pytest.raises(ValueError, match="unknown network"):
         registry.get_spec("unet")

@@ -150,6 +150,10 @@ def test_gradfilter_command_on_demo(tmp_path):
         (["espcn", "--patch-size", "9"], 64, "multiple of every factor"),
         (["srrecnn-t2w", "--participant-label", "01", "--validation-label", "02"], 66,
          "no T2w"),
+        (["srrecnn-flair", "--participant-label", "01", "--validation-label", "02"], 66,
+         "no FLAIR; validating a FLAIR-guided network needs a real T1w/FLAIR pair"),
+        (["srrecnn-t2w", "--reference-misregistration", "1", "-2"], 64,
+         "--reference-misregistration MM DEG must not be negative"),
         (["gradfilter", "--patch-size", "6"], 64, "odd edge"),
         (["srrecnn", "--iterations", "0"], 64, "must be positive"),
         (["espcn", "--patch-size", "8", "--loss-margin", "4"], 64, "--loss-margin must lie"),
@@ -212,3 +216,25 @@ def test_loss_margin_ignores_the_patch_border():
         losses[margin] = task.step(inputs, targets, 0)["loss"]
     assert losses[0] > 1.0
     assert losses[2] == pytest.approx(0.0, abs=1e-10)
+
+
+def test_flair_guided_run_records_its_contrast_and_misregistration(tmp_path):
+    """srrecnn-flair trains without any FLAIR (all references synthesised); its weights name
+    their method (T2w weights never load as FLAIR weights) and the card records the
+    reference contrast and the misregistration bounds."""
+    from bids_sr.models.weights import WeightsError, load_model
+
+    out = tmp_path / "flair"
+    assert train_main(["srrecnn-flair", str(DEMO), str(out), "--participant-label", "01", "02",
+                       *FAST, "--iterations", "3", "--no-evaluate",
+                       "--reference-misregistration", "0.5", "1",
+                       "--config", '{"features": 4, "layers": 3}']) == 0  # fmt: skip
+    weights = out / "srrecnn-flair_x2x2x2.safetensors"
+    card = json.loads(weights.with_name("srrecnn-flair_x2x2x2.card.json").read_text())
+    assert card["reference_suffix"] == "FLAIR" and card["needs_reference"]
+    assert not card["needs_t2w"]
+    bounds = card["augmentation"]["reference_misregistration"]
+    assert (bounds["max_translation_mm"], bounds["max_rotation_deg"]) == (0.5, 1.0)
+    assert "real FLAIR" in card["reference_training"]
+    with pytest.raises(WeightsError):
+        load_model(weights, method="srrecnn-t2w")

@@ -12,7 +12,14 @@ import torch
 from bids_sr.image import load_volume
 from bids_sr.interpolation import upsample
 from bids_sr.training.contrast import randomise_contrast, tissue_centres
-from bids_sr.training.data import PatchSampler, prepare_volume
+from bids_sr.training.data import (
+    PatchSampler,
+    misregistration_margin,
+    padded_block,
+    prepare_volume,
+    random_rigid,
+    resample_rigid,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 T1W = REPO / "bids_sr" / "data" / "demo" / "sub-01" / "anat" / "sub-01_T1w.nii.gz"
@@ -208,3 +215,71 @@ def _origin_of(patch: np.ndarray, volume: np.ndarray) -> tuple[int, ...]:
         if volume[sl].shape == patch.shape and np.array_equal(volume[sl], patch):
             return tuple(int(i) for i in idx)
     raise AssertionError("patch not found")
+
+
+def test_zero_misregistration_gives_the_identical_patch():
+    rng = np.random.default_rng(0)
+    volume = rng.random((30, 30, 30), dtype=np.float32)
+    spacing = (1.0, 1.2, 3.0)  # anisotropic: the margin is per axis
+    margin = misregistration_margin((12, 12, 12), spacing, 1.0, 2.0)
+    assert margin[0] > margin[2] >= 2  # fewer voxels along the coarse axis, at least linear's 1
+    block = padded_block(volume, (5, 6, 7), (12, 12, 12), margin)
+    patch = resample_rigid(block, margin, np.eye(3), np.zeros(3), spacing)
+    np.testing.assert_array_equal(patch, volume[5:17, 6:18, 7:19])
+    # at a face of the volume the block is padded with background
+    corner = padded_block(volume, (0, 0, 0), (12, 12, 12), margin)
+    assert corner.shape == tuple(12 + 2 * m for m in margin)
+    assert not corner[: margin[0]].any()
+
+
+@pytest.mark.parametrize(("spacing", "shift_voxels"), [((1.0, 1.0, 1.0), 1), ((0.5, 1, 1), 2)])
+def test_a_1mm_translation_moves_a_step_edge_by_1mm(spacing, shift_voxels):
+    step = np.zeros((40, 20, 20), np.float32)
+    step[20:] = 1.0
+    margin = misregistration_margin((16, 16, 16), spacing, 1.0, 0.0)
+    block = padded_block(step, (12, 2, 2), (16, 16, 16), margin)
+    still = resample_rigid(block, margin, np.eye(3), np.zeros(3), spacing)
+    moved = resample_rigid(block, margin, np.eye(3), np.array([1.0, 0.0, 0.0]), spacing)
+    edge = lambda patch: int(np.argmax(patch[:, 8, 8] > 0.5))  # noqa: E731
+    assert edge(still) == 8 and edge(moved) == 8 - shift_voxels
+    # a rotation of 2° about the patch centre leaves the centre's value in place
+    rotation, _ = random_rigid(np.random.default_rng(1), 0.0, 2.0)
+    turned = resample_rigid(block, margin, rotation, np.zeros(3), spacing)
+    assert not np.array_equal(turned, still) and turned[8, 8, 8] == pytest.approx(still[8, 8, 8])
+
+
+def test_random_rigid_stays_within_its_bounds():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        rotation, shift = random_rigid(rng, 1.0, 2.0)
+        np.testing.assert_allclose(rotation @ rotation.T, np.eye(3), atol=1e-12)
+        angle = np.degrees(np.arccos(np.clip((np.trace(rotation) - 1) / 2, -1, 1)))
+        assert angle <= 2.0 + 1e-9 and np.linalg.norm(shift) <= 1.0 + 1e-12
+
+
+def test_guided_sampler_misregisters_the_reference_only(t1w):
+    """With misregistration the reference patch moves (real or synthesised), the T1w input
+    and target do not; (0, 0) leaves the random stream and the patches unchanged."""
+    t2w = load_volume(T1W.with_name("sub-01_T2w.nii.gz")).data
+    vol = prepare_volume("t", t1w, (2, 2, 2), "gaussian", hr_grid_input=True, reference=t2w)
+    vol.extra["centres"] = tissue_centres(vol.hr)
+    fn = lambda target, rng, v: randomise_contrast(target, rng, v.extra["centres"])  # noqa: E731
+    common = dict(input_grid="hr", degradation="gaussian", augment=False, reference_fn=fn)
+    plain = PatchSampler([vol], 8, **common, synth_probability=0.0)
+    off = PatchSampler([vol], 8, **common, synth_probability=0.0, misregistration=(0, 0))
+    moved = PatchSampler([vol], 8, **common, synth_probability=0.0, misregistration=(1, 2))
+    a, b = (s.batch(4, np.random.default_rng(3)) for s in (plain, off))
+    np.testing.assert_array_equal(a.inputs, b.inputs)
+    (ilr, ref), target = plain.sample(np.random.default_rng(3))  # the first draw of each
+    (ilr_moved, ref_moved), target_moved = moved.sample(np.random.default_rng(3))
+    np.testing.assert_array_equal(target, target_moved)
+    np.testing.assert_array_equal(ilr, ilr_moved)
+    assert ref_moved.shape == ref.shape and not np.allclose(ref, ref_moved)
+    # the moved reference is still the T2w near the same place (a sub-voxel to 1-voxel shift)
+    assert np.corrcoef(ref.ravel(), ref_moved.ravel())[0, 1] > 0.8
+    synth = PatchSampler([vol], 8, **common, synth_probability=1.0, misregistration=(1, 2))
+    assert synth.batch(2, np.random.default_rng(0)).inputs.shape == (2, 2, 8, 8, 8)
+    # validation patches are never moved
+    np.testing.assert_array_equal(moved.fixed_batch(2, 5).inputs, plain.fixed_batch(2, 5).inputs)
+    with pytest.raises(ValueError, match="misregistration"):
+        PatchSampler([vol], 8, **common, misregistration=(-1, 0))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bids_sr.__about__ import __version__
 from bids_sr.acquisition import PROFILES
-from bids_sr.bids import EXIT_USAGE, check_t2w_pattern
+from bids_sr.bids import EXIT_USAGE, GUIDE_SUFFIXES, check_t2w_pattern
 from bids_sr.config import Config, Execution, Nipype, Seeds, Workflow
 from bids_sr.degrade import PRESETS
 from bids_sr.superresolve import METHODS
@@ -142,8 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=METHODS + ("all", "auto"),
         default="auto",
         metavar="METHOD",
-        help=f"one or more of: {', '.join(METHODS)}, all, auto. auto: per T1w, srrecnn-t2w "
-        "when a T2w was found and its weights ship, else srrecnn when its weights ship, else "
+        help=f"one or more of: {', '.join(METHODS)}, all, auto. auto: per T1w, the "
+        "shipped model whose card validates the largest gain for the input (a guided one, "
+        "srrecnn-t2w or srrecnn-flair, only with a finer T2w or FLAIR), else "
         "bspline (the sidecar's MethodChoice says why); all: the interpolation baselines and "
         "every learned method whose weights ship for the scale. Each method writes its own "
         "desc-<method> derivative (srrecnn-t2w: desc-srrecnnT2w)",
@@ -157,6 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
         "{subject} and {session}, e.g. /refs/sub-{subject}_T2w.nii.gz. Without a T2w, or when "
         "its rigid registration to the T1w fails the quality check, srrecnn-t2w falls back "
         "to srrecnn (bspline when srrecnn has no weights) and the sidecar says so",
+    )
+    sr.add_argument(
+        "--reference-suffix",
+        nargs="+",
+        choices=GUIDE_SUFFIXES,
+        metavar="SUFFIX",
+        help="the contrasts that may guide a T1w: T2w (srrecnn-t2w) and/or FLAIR "
+        "(srrecnn-flair), each found like the T2w of --t2w-reference auto (same session "
+        "first). Default: both, and auto picks per T1w the finest along the super-resolved "
+        "axes for which a guided model's card shows a gain (a tie: T2w). Given, it is forced: "
+        "a T1w that would be guided and has none of them stops the run",
     )
     sr.add_argument(
         "--scale",
@@ -402,6 +414,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
                          "(give auto, none, or a pattern with {subject}/{session})")
     if opts.t2w_reference not in ("auto", "none"):
         opts.t2w_reference = os.path.abspath(opts.t2w_reference)
+    suffixes = list(dict.fromkeys(opts.reference_suffix)) if opts.reference_suffix else None
+    if suffixes == ["T2w"] and opts.t2w_reference == "none":
+        parser.error("--reference-suffix T2w and --t2w-reference none exclude each other")
     omp = opts.omp_nthreads or min(8, opts.nprocs)
     if omp > opts.nprocs:
         parser.error(f"--omp-nthreads ({omp}) must not exceed --nprocs ({opts.nprocs})")
@@ -432,6 +447,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         workflow=Workflow(
             methods=methods,
             t2w_reference=opts.t2w_reference,
+            reference_suffixes=suffixes,
             evaluate=opts.evaluate,
             degradation=opts.degradation,
             derivatives=list(opts.derivatives or []),

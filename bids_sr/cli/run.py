@@ -21,7 +21,9 @@ from bids_sr.bids import (
     EXIT_CANT_CREATE,
     EXIT_DATA,
     EXIT_FAILURE,
+    EXIT_MISSING,
     EXIT_OK,
+    GUIDE_SUFFIXES,
     LOGGER,
     BIDSError,
     check_dataset,
@@ -32,7 +34,7 @@ from bids_sr.bids import (
     load_derivative_layouts,
     load_layout,
     select_participants,
-    select_t2w,
+    select_reference,
     validate_dataset,
     write_dataset_description,
 )
@@ -99,23 +101,41 @@ def _check_images(t1w_by_subject: dict[str, list[str]], others=()) -> None:
             raise BIDSError(str(exc), EXIT_DATA) from exc
 
 
-def _wants_t2w(config: Config) -> bool:
-    """Whether a requested method may use a T2w (then one is looked for, per T1w)."""
-    if config.workflow.t2w_reference == "none":
-        return False
-    return any(m in GUIDED_METHODS or m in ("all", "auto") for m in config.workflow.methods)
+def _reference_suffixes(config: Config) -> list[str]:
+    """The contrasts that may guide a T1w in this run (none when no requested method may
+    use one): ``--reference-suffix``, else T2w and FLAIR; T2w not with --t2w-reference none."""
+    wf_settings = config.workflow
+    if not any(m in GUIDED_METHODS or m in ("all", "auto") for m in wf_settings.methods):
+        return []
+    suffixes = wf_settings.reference_suffixes or list(GUIDE_SUFFIXES)
+    return [s for s in suffixes if not (s == "T2w" and wf_settings.t2w_reference == "none")]
 
 
-def _find_t2w(layout, config: Config, t1w_by_subject: dict[str, list[str]]) -> dict[str, str]:
-    """The T2w of each T1w that has one (:func:`bids_sr.bids.select_t2w`), when wanted."""
-    if not _wants_t2w(config):
+def _find_references(layout, config: Config, t1w_by_subject: dict[str, list[str]]
+                     ) -> dict[str, dict[str, str]]:  # fmt: skip
+    """Per T1w, the candidate references by suffix (:func:`bids_sr.bids.select_reference`;
+    the T2w as --t2w-reference says). A forced ``--reference-suffix`` that finds none of its
+    contrasts for a T1w stops the run (exit 66)."""
+    suffixes = _reference_suffixes(config)
+    if not suffixes:
         return {}
-    found = {}
+    found: dict[str, dict[str, str]] = {}
     for files in t1w_by_subject.values():
         for t1w_file in files:
-            t2w_file = select_t2w(layout, t1w_file, config.workflow.t2w_reference)
-            if t2w_file:
-                found[t1w_file] = t2w_file
+            candidates = {}
+            for suffix in suffixes:
+                mode = config.workflow.t2w_reference if suffix == "T2w" else "auto"
+                path = select_reference(layout, t1w_file, suffix, mode)
+                if path:
+                    candidates[suffix] = path
+            if candidates:
+                found[t1w_file] = candidates
+            elif config.workflow.reference_suffixes:
+                raise BIDSError(
+                    f"{t1w_file}: no {' or '.join(suffixes)} of this participant to guide it "
+                    f"(--reference-suffix {' '.join(suffixes)})",
+                    EXIT_MISSING,
+                )
     return found
 
 
@@ -167,12 +187,13 @@ def run_participant(config: Config) -> int:
 
     check_output_dir(config.execution.output_dir)
     layout, t1w_by_subject = _collect_inputs(config)
-    t2w_files = _find_t2w(layout, config, t1w_by_subject)
-    _check_images(t1w_by_subject, t2w_files.values())
+    references = _find_references(layout, config, t1w_by_subject)
+    reference_files = [path for found in references.values() for path in found.values()]
+    _check_images(t1w_by_subject, reference_files)
     t1w_files = [f for files in t1w_by_subject.values() for f in files]
-    check_sidecars([*t1w_files, *t2w_files.values()])
+    check_sidecars([*t1w_files, *reference_files])
     check_output_memory(config, t1w_files)
-    plan = plan_methods(config, t1w_by_subject, t2w_files)
+    plan = plan_methods(config, t1w_by_subject, references)
     if config.workflow.combine_runs:
         plan.run_groups = group_runs(layout, t1w_by_subject)
     check_output_names(config, plan)
@@ -190,8 +211,9 @@ def run_participant(config: Config) -> int:
                 len(t1w_by_subject),
                 ", ".join(plan.all_methods),
             )  # fmt: skip
-            for t1w_file, t2w_file in plan.t2w.items():
-                LOGGER.info("%s: guided by %s", Path(t1w_file).name, t2w_file)
+            for t1w_file, reference in plan.t2w.items():
+                LOGGER.info("%s: guided by the %s %s", Path(t1w_file).name,
+                            plan.reference_suffix(t1w_file), reference)  # fmt: skip
             elapsed = _run_workflow(config, plan, t1w_by_subject, brain_masks, runner)
     finally:
         stop_workers(runner)

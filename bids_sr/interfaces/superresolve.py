@@ -51,7 +51,7 @@ from bids_sr.image import (
     upsampled_affine,
     voxel_sizes,
 )
-from bids_sr.superresolve import GUIDED_METHODS, METHODS, super_resolve
+from bids_sr.superresolve import GUIDED_METHODS, METHODS, REFERENCE_SUFFIXES, super_resolve
 
 LOGGER = logging.getLogger("nipype.interface")
 # progress a user sees between "super-resolving N T1w image(s)" and "done" (INFO, the app's logger)
@@ -165,9 +165,10 @@ class SuperResolve(SimpleInterface):
         """Why a guided method cannot use its reference (None: it can, or needs none)."""
         if self.inputs.method not in GUIDED_METHODS:
             return None
+        suffix = REFERENCE_SUFFIXES[self.inputs.method]
         if not isdefined(self.inputs.reference_file):
             return optional_input(self.inputs.reference_problem) or (
-                "no T2w reference was found for this T1w"
+                f"no {suffix} reference was found for this T1w"
             )
         if self.inputs.reference_usable:
             return None
@@ -175,10 +176,10 @@ class SuperResolve(SimpleInterface):
         nmi = summary.get("RegistrationQualityNMI")
         threshold = summary.get("RegistrationQualityThreshold")
         if nmi is not None and threshold is not None and nmi < threshold:
-            return (f"the T2w registration failed the quality check (normalised mutual "
+            return (f"the {suffix} registration failed the quality check (normalised mutual "
                     f"information {nmi} < {threshold})")  # fmt: skip
         overlap = summary.get("RegistrationOverlap")
-        return f"the T2w registration failed the quality check (overlap {overlap} too small)"
+        return f"the {suffix} registration failed the quality check (overlap {overlap} too small)"
 
     def _run_interface(self, runtime):
         volume = load_volume(self.inputs.in_file)
@@ -192,7 +193,8 @@ class SuperResolve(SimpleInterface):
             reference = self._reference(hr_shape(volume.data.shape, factors))
         else:
             if not isdefined(self.inputs.fallback_method):
-                raise ValueError(f"{self.inputs.in_file}: {method} needs a T2w: {reason}")
+                raise ValueError(f"{self.inputs.in_file}: {method} needs a "
+                                 f"{REFERENCE_SUFFIXES[method]}: {reason}")
             fallback = self.inputs.fallback_method
             note = optional_input(self.inputs.fallback_note) or fallback
             LOGGER.warning("%s: %s; running %s instead of %s", self.inputs.in_file, reason,

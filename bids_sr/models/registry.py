@@ -2,7 +2,8 @@
 
 A spec says how to build the network from a config dict, which grid its input lives on
 ('lr' for learned upsampling, 'hr' for networks that refine an interpolated image), whether
-it needs a registered T2w, how far its receptive field reaches (the tile margin), which
+it needs a registered high-resolution reference (and of which BIDS suffix: ``T2w`` or
+``FLAIR``, each with its own weights), how far its receptive field reaches (the tile margin), which
 intensity convention its weights expect, and where its shipped weights live.
 """
 
@@ -29,12 +30,23 @@ class MethodSpec:
     builder: Callable[[dict[str, Any]], nn.Module]
     default_config: dict[str, Any]
     input_grid: str  # 'lr' (learned upsampling) or 'hr' (runs on the interpolated image)
-    needs_t2w: bool
     radius: Callable[[dict[str, Any]], int]
     intensity: str
     default_tile: int  # tile edge on the input grid, in voxels
     description: str = ""
+    #: BIDS suffix of the registered HR reference channel (``T2w``, ``FLAIR``); None: mono
+    reference_suffix: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def needs_reference(self) -> bool:
+        """Whether the network takes a registered HR reference as its second channel."""
+        return self.reference_suffix is not None
+
+    @property
+    def needs_t2w(self) -> bool:
+        """The older name of :attr:`needs_reference` (true for a FLAIR-guided network too)."""
+        return self.needs_reference
 
     def build(self, config: dict[str, Any] | None = None) -> nn.Module:
         """Build the network from ``config`` (missing keys take the default config)."""
@@ -53,6 +65,22 @@ class MethodSpec:
         return default_weights_path(self.name, factors)
 
 
+def _guided_srrecnn(suffix: str, intensity_note: str = "") -> MethodSpec:
+    """SRReCNN3D with a registered HR reference of ``suffix`` as second channel: one method
+    (and weights) per contrast, ``srrecnn-t2w``, ``srrecnn-flair``."""
+    return MethodSpec(
+        name=f"srrecnn-{suffix.lower()}",
+        builder=srrecnn.build,
+        default_config={**srrecnn.DEFAULT_CONFIG, "in_channels": 2},
+        input_grid="hr",
+        radius=srrecnn.receptive_radius,
+        intensity="robust normalisation to ~[0, 1] for both channels" + intensity_note,
+        default_tile=96,
+        description=f"SRReCNN3D with a registered HR {suffix} as second channel (seed 001)",
+        reference_suffix=suffix,
+    )
+
+
 _SPECS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
@@ -61,7 +89,6 @@ _SPECS: dict[str, MethodSpec] = {
             builder=fsrcnn.build,
             default_config=dict(fsrcnn.DEFAULT_CONFIG),
             input_grid="lr",
-            needs_t2w=False,
             radius=fsrcnn.receptive_radius,
             intensity="robust normalisation to ~[0, 1] (imported originals: 0–255, "
             "via config input_scale)",
@@ -73,7 +100,6 @@ _SPECS: dict[str, MethodSpec] = {
             builder=espcn.build,
             default_config=dict(espcn.DEFAULT_CONFIG),
             input_grid="lr",
-            needs_t2w=False,
             radius=espcn.receptive_radius,
             intensity="robust normalisation to ~[0, 1]",
             default_tile=96,
@@ -84,7 +110,6 @@ _SPECS: dict[str, MethodSpec] = {
             builder=srgan.build,
             default_config=dict(srgan.DEFAULT_CONFIG),
             input_grid="lr",
-            needs_t2w=False,
             radius=srgan.receptive_radius,
             intensity="robust normalisation to ~[0, 1]",
             default_tile=48,
@@ -95,24 +120,13 @@ _SPECS: dict[str, MethodSpec] = {
             builder=srrecnn.build,
             default_config=dict(srrecnn.DEFAULT_CONFIG),
             input_grid="hr",
-            needs_t2w=False,
             radius=srrecnn.receptive_radius,
             intensity="robust normalisation to ~[0, 1] (original: min–max to [0, 1])",
             default_tile=96,
             description="SRReCNN3D, residual CNN on the cubic-spline-interpolated T1w (seed 001)",
         ),
-        MethodSpec(
-            name="srrecnn-t2w",
-            builder=srrecnn.build,
-            default_config={**srrecnn.DEFAULT_CONFIG, "in_channels": 2},
-            input_grid="hr",
-            needs_t2w=True,
-            radius=srrecnn.receptive_radius,
-            intensity="robust normalisation to ~[0, 1] for both channels "
-            "(original: min–max to [0, 1])",
-            default_tile=96,
-            description="SRReCNN3D with a registered HR T2w as second channel (seed 001)",
-        ),
+        _guided_srrecnn("T2w", " (original: min–max to [0, 1])"),
+        _guided_srrecnn("FLAIR"),
     )
 }
 

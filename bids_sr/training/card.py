@@ -65,10 +65,10 @@ def validation_scores(
     tsv_path: Path | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate ``weights`` on each subject (``{"label", "t1w", "t2w"?}``) and summarise.
+    """Evaluate ``weights`` on each subject (``{"label", "t1w", "reference"?}``) and summarise.
 
     Rows go to ``tsv_path`` (BIDS-style metrics TSV) when given. Guided methods use each
-    subject's T2w (which must be on the T1w grid) as the reference. ``progress`` shows a
+    subject's reference (T2w or FLAIR, on the T1w grid) as the second channel. ``progress`` shows a
     bar over the subjects (whole-volume inference takes minutes on a CPU).
     """
     from tqdm.auto import tqdm
@@ -78,8 +78,8 @@ def validation_scores(
                         disable=not progress):
         vol = load_volume(subject["t1w"])
         reference = None
-        if method == "srrecnn-t2w":
-            reference = load_volume(subject["t2w"]).data
+        if subject.get("reference"):
+            reference = load_volume(subject["reference"]).data
         rows += evaluate_image(
             vol.data, vol.affine, factors=factors, degradation=degradation, methods=[method],
             weights={method: str(weights)}, reference=reference, device=device,

@@ -34,8 +34,9 @@ from bids_sr.bids import (
 )
 from bids_sr.degrade import PRESETS
 from bids_sr.image import ImageError, as_factors
+from bids_sr.superresolve import REFERENCE_SUFFIXES
 
-METHODS = ("fsrcnn", "espcn", "srgan", "srrecnn", "srrecnn-t2w", "gradfilter")
+METHODS = ("fsrcnn", "espcn", "srgan", "srrecnn", "srrecnn-t2w", "srrecnn-flair", "gradfilter")
 # per-method defaults sized for a CPU run; the published architectures are kept
 DEFAULTS: dict[str, dict[str, Any]] = {
     "fsrcnn": {"iterations": 4000, "batch_size": 4, "patch_size": 32, "lr": 1e-3,
@@ -46,6 +47,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
               "config": {"padding_mode": "replicate"}},
     "srrecnn": {"iterations": 1000, "batch_size": 8, "patch_size": 16, "lr": 1e-3},
     "srrecnn-t2w": {"iterations": 1000, "batch_size": 8, "patch_size": 16, "lr": 1e-3},
+    "srrecnn-flair": {"iterations": 1000, "batch_size": 8, "patch_size": 16, "lr": 1e-3},
     "gradfilter": {"patch_size": 7},
 }
 
@@ -93,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="guided models: share of patches whose reference is pure noise or "
                              "a constant (target unchanged), so the network learns to ignore "
                              "a reference that carries nothing (default 0)")
+    parser.add_argument("--reference-misregistration", nargs=2, type=float, default=[1.0, 2.0],
+                        metavar=("MM", "DEG"),
+                        help="guided models: each reference patch is moved by a random rigid "
+                             "transform of up to MM mm translation and DEG degrees rotation "
+                             "about the patch centre, as a registration error would (default "
+                             "1 2; 0 0 disables)")
     parser.add_argument("--config", type=json.loads, default={}, metavar="JSON",
                         help='network config overrides, e.g. \'{"features": 32}\'')
     parser.add_argument("--subject-weight", nargs="+", default=[], metavar="LABEL=W",
@@ -152,6 +160,9 @@ def check_arguments(args: argparse.Namespace) -> tuple[float, float, float]:
         if not 0.0 <= getattr(args, name) < 1.0:
             raise UsageError(f"--{name.replace('_', '-')} must lie in [0, 1), got "
                              f"{getattr(args, name)}")
+    if min(args.reference_misregistration) < 0:
+        raise UsageError("--reference-misregistration MM DEG must not be negative, got "
+                         f"{' '.join(f'{v:g}' for v in args.reference_misregistration)}")
     if not isinstance(args.config, dict):
         raise UsageError("--config must be a JSON object")
     if args.method == "gradfilter":
@@ -201,9 +212,13 @@ def _same_grid(a_path: str, b_path: str) -> bool:
     return a.shape[:3] == b.shape[:3] and np.allclose(a.affine, b.affine, atol=1e-3)
 
 
-def collect_images(layout, subjects: list[str], *, want_t2w: bool, need_t2w: bool
-                   ) -> list[dict[str, Any]]:
-    """One entry per T1w: label, t1w path, and the same-session T2w on the T1w grid."""
+def collect_images(layout, subjects: list[str], *, reference_suffix: str | None = None,
+                   need_reference: bool = False) -> list[dict[str, Any]]:
+    """One entry per T1w: label, t1w path, and (for a guided network) the same-session
+    reference of ``reference_suffix`` (T2w, FLAIR) on the T1w grid under ``reference``.
+
+    Without such a reference a training subject gets the contrast-randomised synthetic one;
+    a validation subject (``need_reference``) stops the run (exit 66)."""
     entries = []
     for subject in subjects:
         t1ws = query_images(layout, subject, "T1w")
@@ -211,17 +226,20 @@ def collect_images(layout, subjects: list[str], *, want_t2w: bool, need_t2w: boo
             raise BIDSError(f"{layout.root}/sub-{subject}: participant has no T1w image",
                             EXIT_MISSING)
         for t1w in t1ws:
-            entry: dict[str, Any] = {"label": subject, "t1w": t1w, "t2w": None}
-            if want_t2w:
+            entry: dict[str, Any] = {"label": subject, "t1w": t1w, "reference": None,
+                                     "reference_suffix": reference_suffix}
+            if reference_suffix:
                 ses = _session(t1w)
-                t2ws = query_images(layout, subject, "T2w", [ses] if ses else None)
-                usable = [t for t in t2ws if _same_grid(t1w, t)]
+                refs = query_images(layout, subject, reference_suffix, [ses] if ses else None)
+                usable = [t for t in refs if _same_grid(t1w, t)]
                 if usable:
-                    entry["t2w"] = usable[0]
-                elif need_t2w:
-                    what = "no T2w" if not t2ws else "no T2w on the T1w grid (register it first)"
+                    entry["reference"] = usable[0]
+                elif need_reference:
+                    what = (f"no {reference_suffix}" if not refs else
+                            f"no {reference_suffix} on the T1w grid (register it first)")
                     raise BIDSError(
-                        f"{t1w}: {what}; validating srrecnn-t2w needs a real T1w/T2w pair",
+                        f"{t1w}: {what}; validating a {reference_suffix}-guided network needs a "
+                        f"real T1w/{reference_suffix} pair",
                         EXIT_MISSING,
                     )
             entries.append(entry)
@@ -271,9 +289,10 @@ def _setup(args: argparse.Namespace, factors) -> dict[str, Any]:
     if unknown:
         raise UsageError(f"--subject-weight names non-training participant(s): {unknown}")
     layout = load_layout(bids_dir, training + validation, validate=False)
-    guided = args.method == "srrecnn-t2w"
-    train_images = collect_images(layout, training, want_t2w=guided, need_t2w=False)
-    val_images = collect_images(layout, validation, want_t2w=guided, need_t2w=guided)
+    suffix = REFERENCE_SUFFIXES.get(args.method)
+    train_images = collect_images(layout, training, reference_suffix=suffix)
+    val_images = collect_images(layout, validation, reference_suffix=suffix,
+                                need_reference=suffix is not None)
     for entry in train_images:
         entry["weight"] = weights.get(entry["label"], 1.0)
     return {"training": training, "validation": validation, "train_images": train_images,

@@ -20,6 +20,15 @@ proportion to their weight. Augmentation: flips (the grid is symmetric, so a fli
 still aligned — except for the ``decimate`` preset, whose kept samples are not centred, so
 it gets no flips), axis permutations only when the factors and the patch are isotropic, and
 an intensity jitter (one random gain and offset per patch, shared by input and target).
+
+Misregistration (guided networks). A real reference is registered to its T1w with some
+error, so with ``misregistration=(mm, degrees)`` each reference patch (real or synthesised)
+is resampled under its own random rigid transform about the patch centre — a translation
+of uniform length in [0, mm] in a random direction and a rotation by a uniform angle in
+[0, degrees] about a random axis — from a block sampled a few voxels larger than the patch
+(:func:`misregistration_margin`), with :func:`scipy.ndimage.affine_transform` (linear). The
+T1w input and the target stay put, so the network learns to use a reference's edges without
+trusting their exact position.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import ndimage
 
 from bids_sr.degrade import crop_to_factor, degrade
 from bids_sr.image import foreground_mask, robust_normalisation
@@ -41,7 +51,8 @@ class TrainingVolume:
     ``lr``: the simulated LR image; ``hr``: the cropped HR truth; ``ilr``: the cubic-spline
     upsampling of ``lr`` on the HR grid (HR-grid networks only); ``reference``: a second HR
     contrast on the same grid (guided networks only; None → synthesised per patch);
-    ``centres``: LR voxel indices ``(n, 3)`` inside the head where a patch may be centred.
+    ``centres``: LR voxel indices ``(n, 3)`` inside the head where a patch may be centred;
+    ``spacing``: the HR voxel size in mm (turns misregistration in mm into voxels).
     """
 
     name: str
@@ -53,6 +64,7 @@ class TrainingVolume:
     reference: np.ndarray | None = None
     weight: float = 1.0
     extra: dict = field(default_factory=dict)
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
 
 def integer_factor_tuple(factors: Sequence[float]) -> tuple[int, int, int]:
@@ -72,6 +84,7 @@ def prepare_volume(
     hr_grid_input: bool = False,
     reference: np.ndarray | None = None,
     weight: float = 1.0,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
 ) -> TrainingVolume:
     """Normalise, crop and degrade one HR volume (module doc); the reference is normalised
     on its own and cropped the same way (it must share the HR grid)."""
@@ -95,7 +108,9 @@ def prepare_volume(
     centres = np.argwhere(blocks.mean(axis=(1, 3, 5)) >= 0.5)
     if centres.size == 0:
         raise ValueError(f"{name}: no head foreground found to sample patches from")
-    return TrainingVolume(name, lr, truth, f, centres.astype(np.int32), ilr, ref, weight)
+    sizes = (float(spacing[0]), float(spacing[1]), float(spacing[2]))
+    return TrainingVolume(name, lr, truth, f, centres.astype(np.int32), ilr, ref, weight,
+                          spacing=sizes)
 
 
 @dataclass
@@ -114,6 +129,63 @@ def uninformative_reference(shape: Sequence[int], rng: np.random.Generator) -> n
     return np.full(tuple(shape), rng.random(), dtype=np.float32)
 
 
+def random_rigid(
+    rng: np.random.Generator, max_shift_mm: float, max_angle_deg: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """A random rigid transform: a rotation matrix by an angle ~U(0, max_angle_deg) about a
+    uniformly random axis (Rodrigues) and a translation (mm) of length ~U(0, max_shift_mm)
+    in a uniformly random direction."""
+    axis = rng.normal(size=3)
+    axis /= np.linalg.norm(axis)
+    angle = np.deg2rad(rng.uniform(0.0, max_angle_deg))
+    cross = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    rotation = np.eye(3) + np.sin(angle) * cross + (1 - np.cos(angle)) * cross @ cross
+    direction = rng.normal(size=3)
+    direction /= np.linalg.norm(direction)
+    return rotation, direction * rng.uniform(0.0, max_shift_mm)
+
+
+def misregistration_margin(
+    shape: Sequence[int], spacing: Sequence[float], max_shift_mm: float, max_angle_deg: float
+) -> tuple[int, int, int]:
+    """Voxels to add on each side of a patch so that a rigid transform within the bounds
+    about its centre samples only inside the larger block (plus one for linear weights)."""
+    radius = float(np.linalg.norm([(n - 1) / 2 * d for n, d in zip(shape, spacing)]))
+    reach = max_shift_mm + 2 * np.sin(np.deg2rad(max_angle_deg) / 2) * radius  # mm
+    m0, m1, m2 = (int(np.ceil(reach / d)) + 1 for d in spacing)
+    return (m0, m1, m2)
+
+
+def resample_rigid(
+    block: np.ndarray,
+    margin: Sequence[int],
+    rotation: np.ndarray,
+    shift_mm: Sequence[float],
+    spacing: Sequence[float],
+) -> np.ndarray:
+    """The patch inside ``block`` (``margin`` voxels short of each face) moved rigidly about
+    its centre: ``out(x) = block(c + R (x - c) + t)`` in mm (``R`` = ``rotation``, ``t`` =
+    ``shift_mm``), linear interpolation. The identity gives the central patch exactly."""
+    shape = tuple(n - 2 * m for n, m in zip(block.shape, margin))
+    scale = np.asarray(spacing, dtype=float)
+    matrix = (np.asarray(rotation, dtype=float) * scale[None, :]) / scale[:, None]  # S⁻¹RS
+    centre = (np.asarray(shape, dtype=float) - 1) / 2
+    offset = centre + np.asarray(margin) - matrix @ centre + np.asarray(shift_mm) / scale
+    return ndimage.affine_transform(block, matrix, offset=offset, output_shape=shape, order=1,
+                                    mode="nearest").astype(np.float32, copy=False)
+
+
+def padded_block(volume: np.ndarray, start: Sequence[int], size: Sequence[int],
+                 margin: Sequence[int]) -> np.ndarray:  # fmt: skip
+    """``volume[start - margin : start + size + margin]`` per axis, zero (background) beyond
+    the volume's faces."""
+    lo = [s - m for s, m in zip(start, margin)]
+    hi = [s + n + m for s, n, m in zip(start, size, margin)]
+    inner = tuple(slice(max(a, 0), min(b, n)) for a, b, n in zip(lo, hi, volume.shape))
+    pad = [(max(-a, 0), max(b - n, 0)) for a, b, n in zip(lo, hi, volume.shape)]
+    return np.pad(volume[inner], pad)
+
+
 class PatchSampler:
     """Draw aligned, augmented LR/HR patch batches from prepared volumes with a numpy
     Generator (all randomness comes from ``rng``, so a run is reproducible and resumable).
@@ -129,6 +201,8 @@ class PatchSampler:
     ``uninformative_fraction``: the share of guided patches whose reference is replaced by
     pure noise or a constant (half each), target unchanged — so the network learns to fall
     back on the T1w alone where the reference carries nothing (0: the stream is unchanged).
+    ``misregistration``: ``(mm, degrees)`` bounds of the random rigid transform applied to
+    each guided patch's reference (module doc; ``(0, 0)``: none, the stream is unchanged).
     """
 
     def __init__(
@@ -145,6 +219,7 @@ class PatchSampler:
         synth_probability: float = 0.5,
         background_fraction: float = 0.0,
         uninformative_fraction: float = 0.0,
+        misregistration: Sequence[float] = (0.0, 0.0),
     ) -> None:
         if not volumes:
             raise ValueError("no training volumes")
@@ -179,6 +254,10 @@ class PatchSampler:
                 f"uninformative_fraction must lie in [0, 1), got {uninformative_fraction}"
             )
         self.uninformative_fraction = float(uninformative_fraction)
+        shift, angle = (float(v) for v in misregistration)
+        if shift < 0 or angle < 0:
+            raise ValueError(f"misregistration bounds must be >= 0, got {tuple(misregistration)}")
+        self.misregistration = (shift, angle)
         weights = np.array([v.weight for v in self.volumes], dtype=float)
         self.p = weights / weights.sum()
 
@@ -204,7 +283,10 @@ class PatchSampler:
         channels = [first]
         if self.reference_fn is not None:
             use_real = vol.reference is not None and rng.random() >= self.synth_probability
-            ref = vol.reference[hr_sl] if use_real else self.reference_fn(target, rng, vol)
+            if any(self.misregistration):
+                ref = self._misregistered(vol, [sl.start for sl in hr_sl], use_real, rng)
+            else:
+                ref = vol.reference[hr_sl] if use_real else self.reference_fn(target, rng, vol)
             if self.uninformative_fraction and rng.random() < self.uninformative_fraction:
                 ref = uninformative_reference(target.shape, rng)
             channels.append(np.asarray(ref, dtype=np.float32))
@@ -226,6 +308,18 @@ class PatchSampler:
             target, dtype=np.float32
         )
 
+    def _misregistered(self, vol: TrainingVolume, start: Sequence[int], use_real: bool,
+                       rng: np.random.Generator) -> np.ndarray:  # fmt: skip
+        """The reference patch at ``start`` (real, or synthesised from the truth) under a
+        random rigid transform within :attr:`misregistration`, from a larger block."""
+        margin = misregistration_margin(self.hr_size, vol.spacing, *self.misregistration)
+        source = vol.reference if use_real else vol.hr
+        block = padded_block(source, start, self.hr_size, margin)
+        if not use_real:
+            block = self.reference_fn(block, rng, vol)
+        rotation, shift = random_rigid(rng, *self.misregistration)
+        return resample_rigid(block, margin, rotation, shift, vol.spacing)
+
     def batch(self, size: int, rng: np.random.Generator) -> Batch:
         """``size`` patch pairs stacked as (N, C, …) inputs and (N, 1, …) targets."""
         pairs = [self.sample(rng) for _ in range(size)]
@@ -235,9 +329,9 @@ class PatchSampler:
 
     def fixed_batch(self, size: int, seed: int) -> Batch:
         """A reproducible batch without augmentation (validation patches)."""
-        flips, permute, jitter = self.flips, self.permute, self.jitter
-        self.flips, self.permute, self.jitter = False, False, 0.0
+        saved = self.flips, self.permute, self.jitter, self.misregistration
+        self.flips, self.permute, self.jitter, self.misregistration = False, False, 0.0, (0, 0)
         try:
             return self.batch(size, np.random.default_rng(seed))
         finally:
-            self.flips, self.permute, self.jitter = flips, permute, jitter
+            self.flips, self.permute, self.jitter, self.misregistration = saved

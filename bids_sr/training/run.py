@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from bids_sr import __version__
-from bids_sr.image import load_volume
+from bids_sr.image import load_volume, voxel_sizes
 from bids_sr.models.weights import card_path, sha256sum
 from bids_sr.training.card import render_markdown, update_card, validation_scores
 from bids_sr.weights_lookup import format_factors
@@ -46,8 +46,9 @@ def _files(entries: list[dict[str, Any]], bids_dir: Path) -> list[dict[str, Any]
     out = []
     for e in entries:
         item = {"subject": e["label"], "t1w": rel(e["t1w"]), "t1w_sha256": sha256sum(e["t1w"])}
-        if e.get("t2w"):
-            item.update(t2w=rel(e["t2w"]), t2w_sha256=sha256sum(e["t2w"]))
+        if e.get("reference"):  # key by contrast: "t2w", "flair"
+            key = str(e["reference_suffix"]).lower()
+            item.update({key: rel(e["reference"]), f"{key}_sha256": sha256sum(e["reference"])})
         if e.get("weight", 1.0) != 1.0:
             item["weight"] = e["weight"]
         out.append(item)
@@ -214,16 +215,18 @@ def train_network(args: argparse.Namespace, factors, selection, command: str) ->
 
     # data
     t_prep = time.perf_counter()
-    guided = spec.needs_t2w
+    guided = spec.needs_reference
+    misregistration = tuple(args.reference_misregistration) if guided else (0.0, 0.0)
 
     def prepare(entries):
         volumes = []
         for e in entries:
-            hr = load_volume(e["t1w"]).data
-            ref = load_volume(e["t2w"]).data if guided and e.get("t2w") else None
-            vol = prepare_volume(Path(e["t1w"]).name, hr, ints, args.degradation,
+            image = load_volume(e["t1w"])
+            ref = load_volume(e["reference"]).data if guided and e.get("reference") else None
+            vol = prepare_volume(Path(e["t1w"]).name, image.data, ints, args.degradation,
                                  hr_grid_input=spec.input_grid == "hr", reference=ref,
-                                 weight=e.get("weight", 1.0))
+                                 weight=e.get("weight", 1.0),
+                                 spacing=voxel_sizes(image.affine))
             if guided:
                 vol.extra["centres"] = tissue_centres(vol.hr, seed=args.seed)
             volumes.append(vol)
@@ -238,7 +241,8 @@ def train_network(args: argparse.Namespace, factors, selection, command: str) ->
         sampler = PatchSampler(prepare(selection["train_images"]), patch, **common,
                                synth_probability=0.5,
                                background_fraction=args.background_fraction,
-                               uninformative_fraction=args.uninformative_reference_fraction)
+                               uninformative_fraction=args.uninformative_reference_fraction,
+                               misregistration=misregistration)
         val_batch = None
         if selection["val_images"]:
             val_sampler = PatchSampler(prepare(selection["val_images"]), patch, **common,
@@ -254,6 +258,8 @@ def train_network(args: argparse.Namespace, factors, selection, command: str) ->
         "batch_size": settings.batch_size, "iterations": iterations, "lr": settings.lr,
         "training": selection["training"], "validation": selection["validation"],
     }
+    if any(misregistration):  # only guided runs carry the key
+        run_config["reference_misregistration"] = list(misregistration)
     rng = np.random.default_rng(args.seed)
     folder = args.output_dir
     start, history = 0, []
@@ -303,12 +309,22 @@ def train_network(args: argparse.Namespace, factors, selection, command: str) ->
         threads=torch.get_num_threads(),
     )
     if guided:
+        suffix = spec.reference_suffix
+        card["reference_suffix"] = suffix
         card["reference_training"] = (
             "contrast-randomised reference synthesised from each HR T1w (k-means tissue "
             "classes, random per-class intensities mapped piecewise-linearly, bias field, "
-            "gamma, noise) for half the patches of subjects with a real T2w and all patches "
-            "of the others; real T2w for the other half"
+            f"gamma, noise) for half the patches of subjects with a real {suffix} and all "
+            f"patches of the others; real {suffix} for the other half"
         )
+        shift, angle = misregistration
+        card["augmentation"]["reference_misregistration"] = {
+            "max_translation_mm": shift, "max_rotation_deg": angle,
+            "description": "per patch, the reference (real or synthesised) resampled under "
+            "a random rigid transform about the patch centre (translation ~U(0, mm) in a "
+            "random direction, rotation ~U(0, deg) about a random axis; linear)"
+            if any(misregistration) else "none",
+        }
     if device == "cpu":
         card["notes"] = card["notes"] + [CPU_NOTE.format(iterations=iterations, wall=wall)]
     model.eval().cpu()

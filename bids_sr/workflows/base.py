@@ -79,8 +79,10 @@ def init_single_subject_wf(
     return workflow
 
 
-def _add_t2w_reference(workflow, t1w_file: str, t2w_file: str, config: Config, tag: str):
-    """Register the T2w to the T1w, resample it onto the output grid, write the transform."""
+def _add_t2w_reference(workflow, t1w_file: str, t2w_file: str, config: Config, tag: str,
+                       suffix: str = "T2w"):  # fmt: skip
+    """Register the reference (T2w or FLAIR, ``suffix``) to the T1w, resample it onto the
+    output grid, write the transform (``from-<suffix>_to-T1w``)."""
     wf_settings = config.workflow
     ref_wf = init_t2w_reference_wf(
         scale=wf_settings.scale,
@@ -91,7 +93,8 @@ def _add_t2w_reference(workflow, t1w_file: str, t2w_file: str, config: Config, t
     ref_wf.inputs.inputnode.t1w = t1w_file
     ref_wf.inputs.inputnode.t2w = t2w_file
     ds_xfm_wf = init_ds_xfm_wf(
-        output_dir=config.execution.output_dir, source_file=t1w_file, name=f"ds_xfm_{tag}_wf"
+        output_dir=config.execution.output_dir, source_file=t1w_file, name=f"ds_xfm_{tag}_wf",
+        reference_suffix=suffix,
     )
     workflow.connect(ref_wf, "outputnode.transform_file", ds_xfm_wf, "inputnode.xfm")
     return ref_wf
@@ -107,11 +110,13 @@ def _add_super_resolution(
         tag = _file_tag(t1w_file)
         methods = plan.methods.get(t1w_file, [])
         t2w_file = plan.t2w.get(t1w_file)
+        suffix = plan.reference_suffix(t1w_file)
         ref_wf = None
-        if t2w_file and any(m in GUIDED_METHODS for m in methods):
-            ref_wf = _add_t2w_reference(workflow, t1w_file, t2w_file, config, tag)
+        if t2w_file and any(plan.guides(t1w_file, m) for m in methods):
+            ref_wf = _add_t2w_reference(workflow, t1w_file, t2w_file, config, tag, suffix)
         for method in methods:
             guided = method in GUIDED_METHODS
+            guided_here = plan.guides(t1w_file, method) and ref_wf is not None
             fallback = plan.fallbacks.get(t1w_file) if guided else None
             anat_wf = init_anat_sr_wf(
                 t1w_file=t1w_file,
@@ -125,7 +130,7 @@ def _add_super_resolution(
                 amp=wf_settings.amp,
                 seed=config.seeds.random_seed,
                 omp_nthreads=config.nipype.omp_nthreads,
-                guided=guided and ref_wf is not None,
+                guided=guided_here,
                 fallback_method=fallback.method if fallback else None,
                 fallback_note=fallback.note if fallback else None,
                 slice_thickness=wf_settings.slice_thickness,
@@ -138,8 +143,10 @@ def _add_super_resolution(
             anat_wf.inputs.inputnode.t1w = t1w_file
             anat_wfs[t1w_file, method] = anat_wf
             metadata = {}
-            if guided and t2w_file:
-                metadata["T2wReference"] = reference_uri(t2w_file, config.execution.bids_dir)
+            if guided_here:  # T2wReference or FLAIRReference, and which it was
+                metadata[f"{suffix}Reference"] = reference_uri(t2w_file,
+                                                               config.execution.bids_dir)
+                metadata["ReferenceSuffix"] = suffix
             choice = plan.method_choice(t1w_file, method)
             if choice:
                 metadata["MethodChoice"] = choice
@@ -174,7 +181,7 @@ def _add_super_resolution(
                         ("outputnode.report_json", "inputnode.report_json"),
                     ]),
                 ])  # fmt: skip
-            if guided and ref_wf is not None:
+            if guided_here:
                 workflow.connect([
                     (ref_wf, anat_wf, [
                         ("outputnode.t2w_on_sr_grid", "inputnode.reference"),
@@ -182,7 +189,7 @@ def _add_super_resolution(
                         ("outputnode.summary", "inputnode.reference_summary"),
                     ]),
                 ])  # fmt: skip
-            guide = (ref_wf, anat_wf) if guided and ref_wf is not None else None
+            guide = (ref_wf, anat_wf) if guided_here and ref_wf is not None else None
             outputs.append((t1w_file, ds_wf, guide))
     outputs += _add_combinations(workflow, config, plan, anat_wfs)
     merge_files = pe.Node(niu.Merge(len(outputs)), name="merge_outputs")

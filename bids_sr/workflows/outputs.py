@@ -150,12 +150,14 @@ def init_ds_uncertainty_wf(
     return workflow
 
 
-def init_ds_xfm_wf(*, output_dir: Path, source_file: str, name: str = "ds_xfm_wf") -> pe.Workflow:
-    """Write the rigid T2w → T1w registration of a guided method into the derivatives.
+def init_ds_xfm_wf(*, output_dir: Path, source_file: str, name: str = "ds_xfm_wf",
+                   reference_suffix: str = "T2w") -> pe.Workflow:  # fmt: skip
+    """Write the rigid reference → T1w registration of a guided method into the derivatives.
 
     The name keeps the T1w's entities and adds fMRIPrep's transform entities:
-    ``sub-01[_ses-1][_acq-mp]_from-T2w_to-T1w_mode-image_xfm.txt`` (ITK text, the transform
-    ``antsApplyTransforms -i T2w -r T1w`` expects); ``.bidsignore`` lists ``*_xfm.txt``.
+    ``sub-01[_ses-1][_acq-mp]_from-T2w_to-T1w_mode-image_xfm.txt`` (``from-FLAIR`` for a
+    FLAIR reference; ITK text, the transform ``antsApplyTransforms -i T2w -r T1w`` expects);
+    ``.bidsignore`` lists ``*_xfm.txt``.
     Inputs (``inputnode``): ``xfm``. Outputs (``outputnode``): ``out_file``.
     """
     workflow = pe.Workflow(name=name)
@@ -163,7 +165,7 @@ def init_ds_xfm_wf(*, output_dir: Path, source_file: str, name: str = "ds_xfm_wf
     outputnode = pe.Node(niu.IdentityInterface(fields=["out_file"]), name="outputnode")
     relative = derivative_path(
         source_file, desc=None, res=None, suffix="xfm", extension=".txt",
-        extra={"from": "T2w", "to": "T1w", "mode": "image"},
+        extra={"from": reference_suffix, "to": "T1w", "mode": "image"},
     )  # fmt: skip
     ds_xfm = pe.Node(
         CopyToDerivatives(base_directory=str(output_dir), out_path=relative.as_posix()),
