@@ -143,3 +143,33 @@ def test_a_collapsed_network_is_detected_and_trained_again(monkeypatch):
     net, summary = network.train_plane_net(training, acq, 3.0, settings=settings)
     assert rates == [settings.lr, settings.lr / 2]
     assert summary["attempts"] == 2 and summary["self_check_l1_ratio"] < network.COLLAPSED_RATIO
+
+
+def test_the_shipped_slice_family_prior_is_the_starting_point(scan, tmp_path, monkeypatch):
+    """selfsr fine-tunes the shipped prior (scripts/pretrain_selfsr.py): the file matches
+    its card, loads into the per-scan network, is named in the report, and is part of the
+    per-scan model's key (another prior → another model, never a stale reuse)."""
+    import json
+
+    from bids_sr.fileio import sha256_file
+    from bids_sr.selfsr import method
+    from bids_sr.selfsr.network import PlaneNet, net_from_numpy
+    from bids_sr.selfsr.store import save_model
+
+    card = json.loads(method.PRIOR.with_name("selfsr_prior.card.json").read_text())
+    assert card["sha256"] == sha256_file(method.PRIOR) and card["training_subjects"]
+    assert not {"chris", "openms19"} & set(card["training_subjects"])  # held out
+    tensors, _ = load_model(method.PRIOR)
+    assert isinstance(net_from_numpy(tensors), PlaneNet)
+    _, lr, acq = scan
+    _, report = super_resolve_selfsr(lr, (1, 1, 3), acq, iterations=100, seed=0,
+                                     model_dir=tmp_path)  # fmt: skip
+    assert report["prior"] == "selfsr_prior.safetensors"
+    first = set(tmp_path.glob("selfsr-*.safetensors"))
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] + np.float32(0.01)
+    changed = tmp_path / "prior.safetensors"
+    save_model(tensors, changed, {"learner": "cnn", "role": "prior"})
+    monkeypatch.setattr(method, "PRIOR", changed)
+    super_resolve_selfsr(lr, (1, 1, 3), acq, iterations=100, seed=0, model_dir=tmp_path)
+    assert len(set(tmp_path.glob("selfsr-*.safetensors")) - first) == 1  # a new model
