@@ -110,18 +110,25 @@ def requested_factors(
     return as_factors(scale)
 
 
+#: Voxel sizes within this ratio of each other count as one resolution (default_factors).
+SAME_SPACING = 1.05
+
+
 def default_factors(lr_affine: np.ndarray) -> Factors:
     """The factors when the user asks for none: a 2D scan (one axis much coarser than the
-    others, see :func:`bids_sr.acquisition.coarse_axis`) is made isotropic at its finest
-    voxel size — what it lacks is resolution across slices, and a clinical 0.9×0.9×3 mm
-    T1w becomes 0.9 mm isotropic, not 0.45×0.45×1.5 mm — and a 3D scan is doubled along
-    every axis."""
+    others, see :func:`bids_sr.acquisition.coarse_axis`) is brought to its finest voxel
+    size — what it lacks is resolution across slices, and a clinical 0.9×0.9×3 mm T1w
+    becomes 0.9 mm isotropic, not 0.45×0.45×1.5 mm — and a 3D scan is doubled along every
+    axis. Axes within :data:`SAME_SPACING` of the finest keep factor 1 (headers store
+    0.9115 and 0.9121 mm for one in-plane size: that is no axis to super-resolve)."""
     from bids_sr.acquisition import coarse_axis
 
     sizes = voxel_sizes(lr_affine)
     if coarse_axis(sizes) is None:
         return (2.0, 2.0, 2.0)
-    return factors_for_resolution(lr_affine, min(sizes))
+    finest = min(sizes)
+    factors = [1.0 if size <= SAME_SPACING * finest else size / finest for size in sizes]
+    return (factors[0], factors[1], factors[2])
 
 
 @dataclass

@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             {"participant_id": name, "file": rel, "licence": lic}
             for name, (rel, lic) in TRAINING.items()]},
         "validation_subjects": ["chris", "openms19"],
-        "validation": "per-scan fine-tuning from these weights is validated as the selfsr "
+        "validation_note": "per-scan fine-tuning from these weights is validated as the selfsr "
                       "method: see selfsr.card.json (evidence) and the README's thick-slice "
                       "table",
         "steps": summary["steps"], "final_loss": summary["final_loss"],
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{THICKNESS_RATIOS[1]:g} × spacing, {'/'.join(PROFILES)})\n"
         f"- {summary['steps']} steps, {summary['train_s']:.0f} s on {args.device}, final L1 "
         f"{summary['final_loss']:.4f}\n- command: `{command}`\n"
-        f"- validation: {card['validation']}\n",
+        f"- validation: {card['validation_note']}\n",
         args.out / f"{STEM}.md",
     )
     print(json.dumps({k: card[k] for k in ("file", "sha256", "steps", "train_wall_s")}))

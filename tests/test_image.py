@@ -90,6 +90,9 @@ def test_default_factors_make_2d_scans_isotropic_and_double_3d_scans():
     clinical = np.diag([0.9, 0.9, 3.0, 1.0])
     assert requested_factors(clinical) == pytest.approx((1.0, 1.0, 3.0 / 0.9))
     assert requested_factors(clinical, []) == requested_factors(clinical)
+    rounded = np.diag([0.9121, 0.9115, 3.0, 1.0])  # one in-plane size, stored twice
+    assert requested_factors(rounded) == pytest.approx((1.0, 1.0, 3.0 / 0.9115))
+    assert requested_factors(np.diag([0.5, 0.6, 4.0, 1.0])) == pytest.approx((1.0, 1.2, 8.0))
     sagittal = np.diag([4.0, 1.0, 1.2, 1.0])
     assert requested_factors(sagittal) == pytest.approx((4.0, 1.0, 1.2))
     rotation = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])

@@ -113,6 +113,8 @@ def test_selfsr_end_to_end_writes_its_uncertainty_map_and_reuses_its_model(
     meta = json.loads(sr_file.with_name("sub-01_res-hi_desc-selfsr_T1w.json").read_text())
     assert meta["Method"] == "selfsr" and meta["DataConsistencyPSNR"] >= 40
     assert len(meta["WeightsSha256"]) == 64 and meta["ModelReused"] is False
+    # the shipped slice-family starting point it fine-tuned (bids_sr/data/weights)
+    assert meta["Prior"] == "selfsr_prior.safetensors" and len(meta["PriorSha256"]) == 64
     model = Path(meta["Weights"])
     assert model.is_file() and model.parent == (work / "selfsr_models").absolute()
     sr, unc = nib.load(sr_file), nib.load(map_file)

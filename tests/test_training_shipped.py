@@ -15,7 +15,10 @@ from bids_sr.weights_lookup import WEIGHTS_DIR
 ALL_CARDS = sorted(WEIGHTS_DIR.glob("*.card.json"))
 #: Cards of per-scan methods ship no weights ("weights": null): only evidence.
 WEIGHTLESS = [c for c in ALL_CARDS if json.loads(c.read_text()).get("weights", "") is None]
-CARDS = [c for c in ALL_CARDS if c not in WEIGHTLESS]
+#: A starting point that another method fine-tunes ("role"; e.g. selfsr_prior): not a
+#: bids_sr-train model (tests/test_selfsr.py checks it).
+PRIORS = [c for c in ALL_CARDS if json.loads(c.read_text()).get("role")]
+CARDS = [c for c in ALL_CARDS if c not in WEIGHTLESS and c not in PRIORS]
 
 
 @pytest.mark.parametrize("card_file", WEIGHTLESS, ids=[c.name for c in WEIGHTLESS])

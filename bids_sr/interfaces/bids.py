@@ -114,8 +114,8 @@ def build_sidecar(source_file: str, bids_dir: str, desc: str, res: str, report: 
         "SoftwareVersion": f"bids_sr {__version__}",
     }
     for key in ("weights", "weights_sha256", "tiles", "tile_size", "amp", "peak_memory_mb",
-                "model_reused", "self_check_l1_ratio"):
-        if key in report:
+                "model_reused", "self_check_l1_ratio", "prior", "prior_sha256"):
+        if report.get(key) is not None:
             sidecar["".join(part.capitalize() for part in key.split("_"))] = report[key]
     return {k: v for k, v in sidecar.items() if v is not None}
 

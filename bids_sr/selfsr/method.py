@@ -169,8 +169,10 @@ def super_resolve_selfsr(
     folder, removed afterwards). Pass a dict as ``uncertainty`` to receive the map
     (``"map"``: float32, ≥ 0, on the output grid). The report holds ``device``,
     ``weights`` (the model file; None without ``model_dir``), ``weights_sha256``,
-    ``model_reused``, ``learner``, ``learn_s`` (the time the model took to learn, also when
-    it was reused), ``apply_s`` and ``orientation_disagreement`` (mean of the map in the head).
+    ``model_reused``, ``learner``, ``prior`` and ``prior_sha256`` (the shipped slice-family
+    starting point the CNN fine-tuned; None for the filters or without one), ``learn_s``
+    (the time the model took to learn, also when it was reused), ``apply_s`` and
+    ``orientation_disagreement`` (mean of the map in the head).
     """
     if learner not in LEARNERS:
         raise SelfSRError(f"unknown selfsr learner {learner!r}; choose from {', '.join(LEARNERS)}")
@@ -232,6 +234,7 @@ def super_resolve_selfsr(
         "model_reused": bool(reused),
         "learner": learner,
         "prior": PRIOR.name if prior else None,
+        "prior_sha256": settings["prior"],
         "learn_s": learn_s,
         # the model's L1 error on the scan's own pairs over B-spline's (< 1: it learned)
         "self_check_l1_ratio": check,

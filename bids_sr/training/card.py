@@ -232,7 +232,7 @@ def shipped_scores_table(weights_dir: Path) -> str:
     for path in sorted(Path(weights_dir).glob("*.card.json")):
         card = json.loads(path.read_text())
         v = card.get("validation") or {}
-        if not v.get("per_method"):
+        if not isinstance(v, dict) or not v.get("per_method"):  # a prior, a per-scan method
             continue
         m, b = v["per_method"][card["method"]], v["per_method"]["bspline"]
         acc = v["acceptance"]
