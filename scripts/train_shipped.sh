@@ -29,19 +29,25 @@ CMD[gradfilter_x2x2x2]="gradfilter --scale 2 --degradation gaussian --patch-size
 CMD[fsrcnn_x2x2x2]="fsrcnn --scale 2 --degradation gaussian --iterations $(it 4000) --patch-size 32 --batch-size 4 --lr 1e-3 --loss-margin 6 --background-fraction 0.1 --validation-label chris openms19"
 CMD[espcn_x2x2x2]="espcn --scale 2 --degradation gaussian --iterations $(it 2000) --patch-size 24 --batch-size 8 --loss-margin 4 --background-fraction 0.1 --validation-label chris openms19"
 CMD[srrecnn_x2x2x2]="srrecnn --scale 2 --degradation gaussian --iterations $(it 700) --patch-size 16 --batch-size 8 --config {\"features\":32} --validation-label chris openms19"
-CMD[srrecnn-t2w_x2x2x2]="srrecnn-t2w --scale 2 --degradation gaussian --iterations $(it 700) --patch-size 16 --batch-size 8 --config {\"features\":32} --validation-label openms19"
+# the x2 guided model as the thick-slice one: MNI152 pair held out, 6000 iterations (both were
+# trained before the misregistration augmentation existed: 0 0 reproduces them)
+CMD[srrecnn-t2w_x2x2x2]="srrecnn-t2w --scale 2 --degradation gaussian --iterations $(it 6000) --patch-size 16 --batch-size 8 --config {\"features\":32} --loss-margin 2 --uninformative-reference-fraction 0.15 --reference-misregistration 0 0 --validation-label openms19 mni152"
 CMD[srgan_x2x2x2]="srgan --scale 2 --degradation gaussian --iterations $(it 6000) --pretrain-iterations $(it 4500) --lr 2e-4 --patch-size 16 --batch-size 4 --loss-margin 2 --background-fraction 0.1 --validation-label chris openms19"
 CMD[srrecnn_x1x1x4]="srrecnn --scale 1 1 4 --degradation slice --iterations $(it 700) --patch-size 16 --batch-size 8 --config {\"features\":32} --validation-label chris openms19"
 CMD[gradfilter_x1x1x4]="gradfilter --scale 1 1 4 --degradation slice --patch-size 7 --sample-stride 3 --validation-label chris openms19"
 # the thick-slice guided model keeps the MNI152 T1w/T2w pair out of training (its second
 # validation pair) and learns to ignore references of pure noise or a constant
-CMD[srrecnn-t2w_x1x1x4]="srrecnn-t2w --scale 1 1 4 --degradation slice --iterations $(it 6000) --patch-size 16 --batch-size 8 --config {\"features\":32} --loss-margin 2 --uninformative-reference-fraction 0.15 --validation-label openms19 mni152"
+CMD[srrecnn-t2w_x1x1x4]="srrecnn-t2w --scale 1 1 4 --degradation slice --iterations $(it 6000) --patch-size 16 --batch-size 8 --config {\"features\":32} --loss-margin 2 --uninformative-reference-fraction 0.15 --reference-misregistration 0 0 --validation-label openms19 mni152"
 # the FLAIR-guided twin: same recipe and split; MNI152 has no FLAIR, so openms19 is its only
 # validation pair (colin27/brainchop get the contrast-randomised reference, openms07 its FLAIR);
 # guided models train with the default --reference-misregistration 1 2 (mm, degrees)
 CMD[srrecnn-flair_x1x1x4]="srrecnn-flair --scale 1 1 4 --degradation slice --iterations $(it 6000) --patch-size 16 --batch-size 8 --config {\"features\":32} --loss-margin 2 --uninformative-reference-fraction 0.15 --validation-label openms19"
+# a second stage: fine-tune the first stage's weights (--init) with these options
+declare -A THEN
+THEN[srrecnn-t2w_x2x2x2]="--scale 2 --degradation gaussian --iterations $(it 3000) --lr 3e-4 --patch-size 16 --batch-size 8 --loss-margin 2 --uninformative-reference-fraction 0.15 --reference-misregistration 0 0 --validation-label openms19 mni152 --seed 1"
 declare -A TRAIN_OF
 TRAIN_OF[srrecnn-t2w_x1x1x4]="--participant-label colin27 brainchop openms07"
+TRAIN_OF[srrecnn-t2w_x2x2x2]="--participant-label colin27 brainchop openms07"
 TRAIN_OF[srrecnn-flair_x1x1x4]="--participant-label colin27 brainchop openms07"
 ORDER=(gradfilter_x2x2x2 fsrcnn_x2x2x2 espcn_x2x2x2 srrecnn_x2x2x2 srrecnn-t2w_x2x2x2
        srgan_x2x2x2 srrecnn_x1x1x4 gradfilter_x1x1x4 srrecnn-t2w_x1x1x4 srrecnn-flair_x1x1x4)
@@ -55,6 +61,12 @@ for stem in "${@:-${ORDER[@]}}"; do
   # shellcheck disable=SC2068
   "$PY" -m bids_sr.training.cli "$method" "$BIDS" "$out" ${args[@]:1} "${train[@]}" \
     "${COMMON[@]}" --resume --output-name "$stem"
+  if [[ -n "${THEN[$stem]:-}" ]]; then
+    read -r -a then <<<"${THEN[$stem]}"
+    "$PY" -m bids_sr.training.cli "$method" "$BIDS" "${out}_ft" --init "$out/$stem.safetensors" \
+      "${train[@]}" "${COMMON[@]}" "${then[@]}" --resume --output-name "$stem"
+    out="${out}_ft"
+  fi
   cp "$out/$stem.safetensors" "$out/$stem.card.json" "$out/$stem.md" "$WEIGHTS/"
   echo "=== $stem done: $(date -Is)"
 done
