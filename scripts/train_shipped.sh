@@ -42,9 +42,11 @@ CMD[srrecnn-t2w_x1x1x4]="srrecnn-t2w --scale 1 1 4 --degradation slice --iterati
 # validation pair (colin27/brainchop get the contrast-randomised reference, openms07 its FLAIR);
 # guided models train with the default --reference-misregistration 1 2 (mm, degrees)
 CMD[srrecnn-flair_x1x1x4]="srrecnn-flair --scale 1 1 4 --degradation slice --iterations $(it 6000) --patch-size 16 --batch-size 8 --config {\"features\":32} --loss-margin 2 --uninformative-reference-fraction 0.15 --validation-label openms19"
-# a second stage: fine-tune the first stage's weights (--init) with these options
+# a second stage: fine-tune the first stage's weights (--init) with these options (the
+# thick-slice one with the misregistration augmentation)
 declare -A THEN
 THEN[srrecnn-t2w_x2x2x2]="--scale 2 --degradation gaussian --iterations $(it 3000) --lr 3e-4 --patch-size 16 --batch-size 8 --loss-margin 2 --uninformative-reference-fraction 0.15 --reference-misregistration 0 0 --validation-label openms19 mni152 --seed 1"
+THEN[srrecnn-t2w_x1x1x4]="--scale 1 1 4 --degradation slice --iterations $(it 3000) --lr 3e-4 --patch-size 16 --batch-size 8 --loss-margin 2 --uninformative-reference-fraction 0.15 --reference-misregistration 1 2 --validation-label openms19 mni152 --seed 1"
 declare -A TRAIN_OF
 TRAIN_OF[srrecnn-t2w_x1x1x4]="--participant-label colin27 brainchop openms07"
 TRAIN_OF[srrecnn-t2w_x2x2x2]="--participant-label colin27 brainchop openms07"
