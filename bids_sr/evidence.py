@@ -27,7 +27,7 @@ Part of the numerical core (reads JSON only).
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,13 +145,12 @@ def validated(
 
 
 def shipped_evidence(
-    weights_dir: Path, family: str, factors: Sequence[float], *, guided_ok: bool,
-    reference_suffixes: Collection[str] | None = None,
+    weights_dir: Path, family: str, factors: Sequence[float], *, guided_ok: bool
 ) -> list[Evidence]:
     """Every shipped weights file whose card validates it for the input, best gain first.
 
-    Guided models are considered only when ``guided_ok`` (a usable reference exists), and
-    then only those taking a contrast in ``reference_suffixes`` (None: any).
+    Guided models are considered only when ``guided_ok`` (a usable reference exists); each
+    Evidence says the contrast its model takes (``reference_suffix``).
     """
     found = []
     for card_file in sorted(Path(weights_dir).glob("*.card.json")):
@@ -161,8 +160,7 @@ def shipped_evidence(
             continue
         suffix = card_reference_suffix(card)
         guided = suffix is not None
-        if guided and not (guided_ok and (reference_suffixes is None
-                                          or suffix in reference_suffixes)):
+        if guided and not guided_ok:
             continue
         if "weights" in card and card["weights"] is None:
             weights = card_file  # a per-scan method: the card is all it ships

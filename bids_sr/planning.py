@@ -140,11 +140,15 @@ class MethodPlan:
 
 
 def t1w_factors(config: Config, t1w_file: str) -> tuple[float, float, float]:
-    """The scale factors a T1w is processed with (from --scale or --output-resolution)."""
-    from bids_sr.image import as_factors, load_volume, requested_factors
+    """The scale factors a T1w is processed with (from --scale or --output-resolution, else
+    the default grid of :func:`bids_sr.image.default_factors`). Reads the header only: the
+    images were checked before planning, and this runs several times per T1w."""
+    import nibabel as nib
+
+    from bids_sr.image import as_factors, requested_factors
 
     if config.workflow.output_resolution or not config.workflow.scale:
-        affine = load_volume(t1w_file).affine
+        affine = nib.load(t1w_file).affine
         return requested_factors(affine, config.workflow.scale, config.workflow.output_resolution)
     return as_factors(config.workflow.scale)
 
@@ -234,12 +238,12 @@ def choose_auto(
     scale = f"×{format_factors(factors)}"
     weights_dir = weights_lookup.WEIGHTS_DIR
     usable = [r for r in references if r.problem is None]
-    validated = {e.reference_suffix for e in shipped_evidence(weights_dir, family, factors,
-                                                              guided_ok=True)}  # fmt: skip
-    eligible = [r for r in usable if r.suffix in validated]
+    evidence = shipped_evidence(weights_dir, family, factors, guided_ok=True)
+    eligible = [r for r in usable if r.suffix in {e.reference_suffix for e in evidence}]
     chosen = finest(eligible)
-    found = shipped_evidence(weights_dir, family, factors, guided_ok=chosen is not None,
-                             reference_suffixes=[chosen.suffix] if chosen else None)  # fmt: skip
+    # the mono models, and the guided ones of the chosen reference's contrast (still best first)
+    found = [e for e in evidence if e.reference_suffix is None
+             or (chosen is not None and e.reference_suffix == chosen.suffix)]  # fmt: skip
     notes = [f"; the {r.suffix} {Path(r.file).name} is not used: {r.problem}"
              for r in references if r.problem]  # fmt: skip
     if chosen is not None:
@@ -345,7 +349,12 @@ def reference_problem(
     """
     if evaluate:
         return None
-    for axis, extent, spacing in _extents(t1w_file, t2w_file, factors):
+    return _coarser_axis(_extents(t1w_file, t2w_file, factors))
+
+
+def _coarser_axis(extents: Sequence[tuple[int, float, float]]) -> str | None:
+    """The first SR axis (of :func:`_extents`) along which the reference is not finer."""
+    for axis, extent, spacing in extents:
         if extent > REFERENCE_FINER * spacing:
             return (f"it is not finer than the T1w along array axis {axis} ({extent:.2f} mm "
                     f"against {spacing:.2f} mm)")  # fmt: skip
@@ -358,10 +367,12 @@ def describe_references(t1w_file: str, candidates: Mapping[str, str],
     """The candidate guides of a T1w (``{suffix: file}``) as :class:`Reference` records."""
     refs = []
     for suffix, path in candidates.items():
-        ratios = [extent / spacing for _, extent, spacing in _extents(t1w_file, path, factors)]
-        coarseness = 0.0 if evaluate else max(ratios, default=0.0)
-        refs.append(Reference(path, suffix, coarseness,
-                              reference_problem(t1w_file, path, factors, evaluate=evaluate)))
+        if evaluate:  # the reference sits on the HR truth's grid (reference_problem)
+            refs.append(Reference(path, suffix, 0.0, None))
+            continue
+        extents = _extents(t1w_file, path, factors)  # both headers read once per reference
+        coarseness = max((extent / spacing for _, extent, spacing in extents), default=0.0)
+        refs.append(Reference(path, suffix, coarseness, _coarser_axis(extents)))
     return refs
 
 
