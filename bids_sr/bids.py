@@ -471,6 +471,11 @@ A T2w-guided method (`desc-srrecnnT2w`) also writes the rigid T2w → T1w regist
 used as `*_from-T2w_to-T1w_mode-image_xfm.txt` (ITK text; `antsApplyTransforms -i T2w -r T1w`
 applies it); the sidecar names the T2w (`T2wReference`), the registration quality and, when
 the T2w was missing or badly registered, the method that ran instead (`FallbackFrom`).
+A FLAIR-guided method (`desc-srrecnnFlair`) does the same with `from-FLAIR` and
+`FLAIRReference`. When the reference was used, `*_res-hi_desc-<method>GuidedMinusMono_T1w.nii.gz`
+beside the guided image is that image minus its mono twin's (the same network without the
+reference; T1w intensity units): what the reference changed. A self-supervised method
+(`desc-selfsr`) writes its uncertainty map as `*_res-hi_desc-selfsrUncertainty_T1w.nii.gz`.
 With `--combine-runs`, the runs of a session (e.g. an axial and a sagittal 2D T1w) are also
 combined into `*_res-hi_desc-<method>Combined_T1w.nii.gz` (entities all runs share; sidecar:
 `Sources` = the runs, `CombinedRuns` = per-run registration and data consistency).

@@ -176,7 +176,8 @@ def missing_weights(method: str, factors: Sequence[float], family: str | None = 
 def fallback_for(factors: Sequence[float]) -> Fallback:
     """The mono model when its shipped weights exist for ``factors``, else bspline."""
     if missing_weights(MONO_METHOD, factors) is None:
-        return Fallback(MONO_METHOD, f"{MONO_METHOD}, the same network without the T2w channel")
+        return Fallback(MONO_METHOD,
+                        f"{MONO_METHOD}, the same network without the reference channel")
     return Fallback(
         BASELINE_METHOD,
         f"{BASELINE_METHOD}, because the mono model {MONO_METHOD} has no shipped weights at "

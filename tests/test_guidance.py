@@ -180,6 +180,36 @@ def test_mono_twin_node_skips_a_fallback_and_reports_missing_weights(tmp_path, m
     assert result.outputs.difference_file == ""
 
 
+def test_the_difference_map_is_written_only_when_a_twin_ran(tmp_path):
+    """The guided − mono sink writes the map and its sidecar; given '' (no twin ran), it
+    writes nothing and removes the map an earlier run left, so none contradicts the output."""
+    from bids_sr.workflows.outputs import init_ds_guided_minus_mono_wf
+
+    source = tmp_path / "raw" / "sub-01" / "anat" / "sub-01_T1w.nii.gz"
+    source.parent.mkdir(parents=True)
+    image, report = _guided_report(tmp_path)
+    source.write_bytes(image.read_bytes())
+    wf = init_ds_guided_minus_mono_wf(
+        bids_dir=tmp_path / "raw", output_dir=tmp_path / "out", source_file=str(source),
+        method="srrecnn-flair", reference_suffix="FLAIR", reference="bids:raw:x_FLAIR.nii.gz",
+    )  # fmt: skip
+    sink = wf.get_node("ds_guided_minus_mono").interface
+    sink.inputs.source_file = str(source)
+    sink.inputs.report_json = str(report)
+    sink.inputs.in_file = str(image)
+    result = sink.run(cwd=str(tmp_path))
+    written = tmp_path / "out/sub-01/anat/sub-01_res-hi_desc-srrecnnFlairGuidedMinusMono_T1w"
+    assert result.outputs.out_file == f"{written}.nii.gz"
+    meta = json.loads(Path(f"{written}.json").read_text())
+    assert meta["FLAIRReference"] == "bids:raw:x_FLAIR.nii.gz"
+    assert meta["ReferenceSuffix"] == "FLAIR"
+    assert meta["Sources"][0] == "bids::sub-01/anat/sub-01_res-hi_desc-srrecnnFlair_T1w.nii.gz"
+    assert "What the FLAIR reference contributed" in meta["Description"]
+    sink.inputs.in_file = ""
+    sink.run(cwd=str(tmp_path))
+    assert not list((tmp_path / "out").rglob("*GuidedMinusMono*"))
+
+
 # ----------------------------------------------------------------------- the report
 def test_report_shows_the_difference_row_and_sentence(tmp_path):
     from bids_sr.interfaces.bids import build_sidecar

@@ -206,4 +206,10 @@ def test_the_sidecar_and_transform_name_the_flair(tmp_path, weights_dir, thick):
     assert meta["ReferenceSuffix"] == "FLAIR" and "T2wReference" not in meta
     xfm = next(wf.get_node(n) for n in names if n.startswith("ds_xfm") and n.endswith("ds_xfm"))
     assert "from-FLAIR_to-T1w" in xfm.inputs.out_path
+    # the guided − mono map beside it names the FLAIR too
+    minus = next(wf.get_node(n) for n in names if n.endswith(".ds_guided_minus_mono"))
+    assert minus.inputs.desc == "srrecnnFlairGuidedMinusMono"
+    assert minus.inputs.extra_metadata["FLAIRReference"] == meta["FLAIRReference"]
+    assert minus.inputs.extra_metadata["ReferenceSuffix"] == "FLAIR"
+    assert "T2w" not in minus.inputs.extra_metadata["Description"]
     assert any(n.startswith("t2w_") for n in names)  # the reference workflow

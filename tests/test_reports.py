@@ -114,6 +114,39 @@ def test_subject_report_is_self_contained(report_files, tmp_path):
         build_subject_report("01", [{"input_path": "x"}], tmp_path / "bad.html")
 
 
+def test_a_flair_guided_output_is_reported_as_flair(report_files, tmp_path, monkeypatch):
+    """The reference row, the registration heading and note and the overlay's title name
+    the sidecar's reference contrast (FLAIR), not T2w; an older sidecar means T2w."""
+    from bids_sr.reports import figures, subject
+
+    assert subject.reference_suffix({"FLAIRReference": "x"}) == "FLAIR"
+    assert subject.reference_suffix({"SpatialReference": "x"}) == "T2w"
+    shown = {}
+
+    def rows(layers, grid):
+        shown["rows"] = [layer.label for layer in layers]
+        return real_comparison(layers, grid)
+
+    def overlay(*args, **kwargs):
+        shown["title"] = kwargs["title"]
+        return real_overlay(*args, **kwargs)
+
+    real_comparison, real_overlay = subject.comparison_png, figures.overlay_png
+    monkeypatch.setattr(subject, "comparison_png", rows)
+    monkeypatch.setattr(figures, "overlay_png", overlay)
+    sidecar = {"Method": "srrecnn-flair", "ReferenceSuffix": "FLAIR",
+               "FLAIRReference": "bids:raw:sub-01/anat/sub-01_FLAIR.nii.gz",
+               "RegistrationQualityNMI": 1.3, "RegistrationQualityThreshold": 1.05,
+               "RegistrationUsable": True}  # fmt: skip
+    del report_files["truth_path"]
+    entry = {"title": "FLAIR-guided", "sidecar": sidecar, **report_files}
+    text = subject.build_subject_report("01", [entry], tmp_path / "sub-01.html").read_text()
+    assert shown["rows"][-1] == "reference (FLAIR)"
+    assert shown["title"] == "registered FLAIR with T1w edges (red)"
+    assert "<h3>FLAIR registration</h3>" in text and "over the FLAIR registered" in text
+    assert "sub-01_FLAIR.nii.gz" in text and "T2w" not in text
+
+
 def _hand_rows():
     psnr = {"bspline": [30.0, 31.0, 32.0], "fsrcnn": [31.0, 33.0, 32.0]}
     return [

@@ -244,6 +244,7 @@ def test_evaluation_leaves_out_guided_methods_when_the_registration_fails(tmp_pa
 def guided_run(tmp_path_factory):
     """sub-01 (T2w) and sub-02 (no T2w) with --method srrecnn-t2w and tiny weights (and
     tiny weights of its mono twin beside them, ``srrecnn_tiny``, which MonoTwin pairs).
+    A guided − mono map of an earlier run lies where sub-02's (no T2w) would go.
 
     Linear plugin: earlier tests of this file run torch in this process, and a process
     forked after torch's OpenMP pool started can hang (MultiProc forks)."""
@@ -254,6 +255,9 @@ def guided_run(tmp_path_factory):
     weights = _tiny_weights(root / "srrecnn-t2w_tiny.safetensors")
     _tiny_weights(root / "srrecnn_tiny.safetensors", "srrecnn")
     out = root / "out"
+    stale = out / derivative_path(SUB02[0], desc="srrecnnT2wGuidedMinusMono")
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"an earlier run's map")
     argv = [str(DEMO), str(out), "participant", "--participant-label", "01", "02", "--method",
             "srrecnn-t2w", "--weights", str(weights), "--device", "cpu", "--scale", "1.5",
             "-w", str(root / "work"), "--plugin", "Linear", "--skip-bids-validation"]  # fmt: skip
@@ -310,7 +314,8 @@ def test_guided_derivatives_are_valid_bids_and_reported(guided_run):
 
 def test_guided_output_shows_what_the_reference_contributed(guided_run):
     """The mono twin ran once, for the guided output only; the sidecar's GuidedMinusMono
-    numbers are those of the written images; the report shows the difference row."""
+    numbers are those of the written images; the report shows the difference row; the map
+    is a derivative beside the guided output (none where the guided method fell back)."""
     from bids_sr.guidance import guided_minus_mono
     from bids_sr.image import load_volume
 
@@ -333,8 +338,22 @@ def test_guided_output_shows_what_the_reference_contributed(guided_run):
     assert "What the reference contributed" in page
     assert f"{meta['MeanAbsDifferencePercent']:.2f}% of the T1w" in page
     assert f"{meta['PSNR']} dB" in page
-    for t1w in SUB02:  # fell back: no mono run, no comparison
+    # the map is a derivative of its own beside the guided output: guided − mono
+    name = "srrecnnT2wGuidedMinusMono"
+    difference = load_volume(out / derivative_path(SUB01, desc=name))
+    np.testing.assert_allclose(difference.data, guided.data - mono.data, atol=1e-4)
+    np.testing.assert_allclose(difference.affine, guided.affine)
+    assert np.abs(difference.data).max() > 0
+    map_meta = json.loads((out / derivative_path(SUB01, desc=name, extension=".json")).read_text())
+    assert map_meta["Sources"] == ["bids::sub-01/anat/sub-01_res-hi_desc-srrecnnT2w_T1w.nii.gz",
+                                   "bids:raw:sub-01/anat/sub-01_T1w.nii.gz"]  # fmt: skip
+    assert "minus that of its mono twin srrecnn" in map_meta["Description"]
+    assert map_meta["T2wReference"] == "bids:raw:sub-01/anat/sub-01_T2w.nii.gz"
+    assert map_meta["ReferenceSuffix"] == "T2w" and map_meta["Units"].endswith("intensity)")
+    assert map_meta["GuidedMinusMono"] == meta  # the mono model, its weights, the numbers
+    for t1w in SUB02:  # fell back: no mono run, no comparison, no map (an old one removed)
         assert "GuidedMinusMono" not in _sidecar(out, t1w, "srrecnn-t2w")
+        assert not (out / derivative_path(t1w, desc=name)).exists()
     assert "What the reference contributed" not in (out / "sub-02.html").read_text()
 
 

@@ -26,7 +26,7 @@ from nipype.interfaces.base import (
 
 from bids_sr.__about__ import __version__
 from bids_sr.bids import bids_uri, derivative_path, resolution_field
-from bids_sr.fileio import atomic_path, read_sidecar, write_text_atomic
+from bids_sr.fileio import atomic_path, read_sidecar, sidecar_path, write_text_atomic
 
 # Acquisition metadata that remains true of a super-resolved image of the same acquisition
 CARRIED_METADATA = (
@@ -126,14 +126,16 @@ class DerivativesDataSink(SimpleInterface):
     input_spec = DerivativesDataSinkInputSpec
     output_spec = DerivativesDataSinkOutputSpec
 
-    def _run_interface(self, runtime):
+    def _out_file(self) -> Path:
         base = Path(self.inputs.base_directory)
         if isdefined(self.inputs.out_path):
-            out_file = base / self.inputs.out_path
-        else:
-            out_file = base / derivative_path(
-                self.inputs.source_file, desc=self.inputs.desc, res=self.inputs.res
-            )
+            return base / self.inputs.out_path
+        return base / derivative_path(
+            self.inputs.source_file, desc=self.inputs.desc, res=self.inputs.res
+        )
+
+    def _run_interface(self, runtime):
+        out_file = self._out_file()
         _copy_atomic(self.inputs.in_file, out_file)
 
         report = {}
@@ -144,12 +146,35 @@ class DerivativesDataSink(SimpleInterface):
         )
         if isdefined(self.inputs.extra_metadata):
             sidecar.update(self.inputs.extra_metadata)
-        meta = out_file.with_name(out_file.name.split(".")[0] + ".json")
+        meta = sidecar_path(out_file)
         text = json.dumps(sidecar, indent=2, default=str) + "\n"
         if not (meta.is_file() and meta.read_text() == text):
             write_text_atomic(text, meta)
         self._results["out_file"] = str(out_file)
         self._results["out_meta"] = str(meta)
+        return runtime
+
+
+class _OptionalDerivativesDataSinkInputSpec(DerivativesDataSinkInputSpec):
+    in_file = traits.Str(mandatory=True, desc="the image to store, or '' when there is none")
+
+
+class OptionalDerivativesDataSink(DerivativesDataSink):
+    """A DerivativesDataSink for an image that exists only on some runs (a guided output's
+    guided − mono map: '' when no mono twin ran, e.g. the guided method fell back).
+
+    Given '', it writes nothing and removes the image and sidecar an earlier run left under
+    the same name, so the folder never holds a map that this run's output does not match."""
+
+    input_spec = _OptionalDerivativesDataSinkInputSpec
+
+    def _run_interface(self, runtime):
+        self._results.clear()  # nothing of an earlier run of this interface
+        if self.inputs.in_file:
+            return super()._run_interface(runtime)
+        out_file = self._out_file()
+        for path in (out_file, sidecar_path(out_file)):
+            path.unlink(missing_ok=True)
         return runtime
 
 
@@ -190,6 +215,6 @@ class CopyToDerivatives(SimpleInterface):
         target = Path(self.inputs.base_directory) / relative
         self._results["out_file"] = str(_copy_atomic(self.inputs.in_file, target))
         if isdefined(self.inputs.in_sidecar):
-            meta = target.with_name(target.name.split(".")[0] + ".json")
+            meta = sidecar_path(target)
             self._results["out_meta"] = str(_copy_atomic(self.inputs.in_sidecar, meta))
         return runtime

@@ -43,7 +43,7 @@ from bids_sr.evaluation import evaluate_image, sidecar_path, write_metrics_tsv
 from bids_sr.image import load_volume, save_volume
 from bids_sr.interfaces.superresolve import optional_input
 from bids_sr.masks import mask_on_grid
-from bids_sr.superresolve import GUIDED_METHODS, METHODS
+from bids_sr.superresolve import GUIDED_METHODS, METHODS, REFERENCE_SUFFIXES
 
 COMPUTED_MASK = "bids_sr.masks.brain_mask of the HR image"
 
@@ -184,7 +184,8 @@ class EvaluateSuperResolution(SimpleInterface):
             meta.update(self.inputs.reference_summary)
         if skipped:
             meta["SkippedMethods"] = {
-                m: "the T2w registration failed its quality check" for m in skipped
+                m: f"the {REFERENCE_SUFFIXES[m]} registration failed its quality check"
+                for m in skipped
             }
         sidecar.write_text(json.dumps(meta, indent=2) + "\n")
 

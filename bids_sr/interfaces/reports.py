@@ -77,7 +77,7 @@ def derivative_entries(
         raise ValueError(
             f"report inputs differ in length: {len(source_files)} sources, "
             f"{len(output_files)} outputs, {len(sidecars)} sidecars, "
-            f"{len(registered_t2w)} registered T2w, {len(differences)} difference maps"
+            f"{len(registered_t2w)} registered references, {len(differences)} difference maps"
         )
     entries = []
     rows = zip(source_files, output_files, sidecars, registered_t2w, differences, strict=True)

@@ -286,8 +286,11 @@ def overlay_png(
     return figure_png(fig)
 
 
-def registration_overlay_png(t1w_path: str, t2w_registered_path: str) -> bytes:
-    """PNG of the registered T2w with the T1w's edges on top, to judge the registration.
+def registration_overlay_png(
+    t1w_path: str, t2w_registered_path: str, reference_suffix: str = "T2w"
+) -> bytes:
+    """PNG of the registered reference (a T2w or FLAIR: ``reference_suffix``, named in the
+    title) with the T1w's edges on top, to judge the registration.
 
     Both images are read from disk; they may be on different grids (sampled through world
     coordinates). Edges: :func:`edge_map` of the T1w.
@@ -302,5 +305,5 @@ def registration_overlay_png(t1w_path: str, t2w_registered_path: str) -> bytes:
         t2w.affine,
         edges,
         t1w.affine,
-        title="registered T2w with T1w edges (red)",
+        title=f"registered {reference_suffix} with T1w edges (red)",
     )

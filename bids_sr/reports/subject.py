@@ -4,9 +4,10 @@ For each output (an *entry*) the report shows orthogonal slices through the cent
 input (nearest-upsampled onto the output grid), the super-resolved result, for a guided
 output the reference and the difference guided − mono (what the reference contributed, with
 one sentence of numbers), and, in evaluation mode, the HR truth and the error map, with a
-zoomed crop of the cortex at the top of the brain; the registration overlay when a T2w
-guided the method; the metrics rows when there are any; and the sidecar's provenance
-(method, weights checksum, device, run time, version). Figures:
+zoomed crop of the cortex at the top of the brain; the registration overlay when a reference
+(T2w or FLAIR, named by the sidecar: :func:`reference_suffix`) guided the method; the
+metrics rows when there are any; and the sidecar's provenance (method, weights checksum,
+device, run time, version). Figures:
 :mod:`bids_sr.reports.figures` (matplotlib; why there).
 """
 
@@ -21,6 +22,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from bids_sr.bids import GUIDE_SUFFIXES
 from bids_sr.reports import html
 from bids_sr.reports.figures import (
     Layer,
@@ -41,7 +43,9 @@ PROVENANCE_FIRST = (
     "DataConsistencyPSNR",
     "DataConsistencyPSNRBefore",
     "AcquisitionModel",
+    "ReferenceSuffix",
     "T2wReference",
+    "FLAIRReference",
     "RegistrationQualityNMI",
     "RegistrationUsable",
     "GuidedMinusMono",
@@ -103,6 +107,15 @@ def provenance(sidecar: Mapping[str, Any]) -> dict[str, Any]:
                in lower}  # fmt: skip
     ordered.update({key: value for key, value in sidecar.items() if key not in ordered})
     return ordered
+
+
+def reference_suffix(sidecar: Mapping[str, Any]) -> str:
+    """The contrast of the reference that guided an output: the sidecar's
+    ``ReferenceSuffix``, else the suffix of its ``<suffix>Reference`` field (``T2wReference``,
+    ``FLAIRReference``), else ``T2w`` (sidecars written before FLAIR could guide)."""
+    if sidecar.get("ReferenceSuffix"):
+        return str(sidecar["ReferenceSuffix"])
+    return next((s for s in GUIDE_SUFFIXES if f"{s}Reference" in sidecar), "T2w")
 
 
 def consistency_sentence(sidecar: Mapping[str, Any]) -> str:
@@ -173,9 +186,11 @@ def entry_section(entry: Mapping[str, Any]) -> str:
     lr, lr_affine = _load(entry["input_path"])
     grid, _ = display_grid(sr, sr_affine)
     layers = [Layer("input (nearest)", lr, lr_affine), Layer("super-resolved", sr, sr_affine)]
+    sidecar = entry.get("sidecar") or {}
+    suffix = reference_suffix(sidecar)
     if entry.get("t2w_registered_path"):  # the reference on the output grid, as used
         t2w, t2w_affine = _load(entry["t2w_registered_path"])
-        layers.append(Layer("reference (T2w)", t2w, t2w_affine, kind="contrast"))
+        layers.append(Layer(f"reference ({suffix})", t2w, t2w_affine, kind="contrast"))
     if entry.get("guided_minus_mono_path"):  # what the reference changed
         difference, difference_affine = _load(entry["guided_minus_mono_path"])
         layers.append(Layer("guided − mono", difference, difference_affine, kind="difference"))
@@ -191,7 +206,6 @@ def entry_section(entry: Mapping[str, Any]) -> str:
         f"{html.escape(Path(entry['input_path']).name)}; output: "
         f"{html.escape(Path(entry['output_path']).name)}.</p>"
     )
-    sidecar = entry.get("sidecar") or {}
     if sidecar.get("FallbackFrom"):
         parts.append(
             f'<p class="note"><strong>{html.escape(str(sidecar.get("Method")))} ran instead '
@@ -206,15 +220,16 @@ def entry_section(entry: Mapping[str, Any]) -> str:
     if sidecar.get("CombinedRuns"):
         parts.append(combined_runs_section(sidecar))
     if entry.get("t2w_registered_path"):
-        overlay = registration_overlay_png(entry["input_path"], entry["t2w_registered_path"])
-        parts.append("<h3>T2w registration</h3>")
+        overlay = registration_overlay_png(entry["input_path"], entry["t2w_registered_path"],
+                                           reference_suffix=suffix)  # fmt: skip
+        parts.append(f"<h3>{html.escape(suffix)} registration</h3>")
         quality = sidecar.get("RegistrationQualityNMI")
         if quality is not None:
             verdict = "usable" if sidecar.get("RegistrationUsable") else "not usable"
             parts.append(
-                f'<p class="note">Edges of the T1w over the T2w registered to it '
-                f"({html.escape(str(sidecar.get('T2wReference', '')))}); normalised mutual "
-                f"information {quality} (threshold "
+                f'<p class="note">Edges of the T1w over the {html.escape(suffix)} registered '
+                f"to it ({html.escape(str(sidecar.get(f'{suffix}Reference', '')))}); "
+                f"normalised mutual information {quality} (threshold "
                 f"{sidecar.get('RegistrationQualityThreshold')}): {verdict}.</p>"
             )
         parts.append(html.image(png_data_uri(overlay), f"{title}: registration overlay"))

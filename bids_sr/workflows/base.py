@@ -20,6 +20,7 @@ from bids_sr.workflows.evaluation import init_evaluation_wf
 from bids_sr.workflows.outputs import (
     init_ds_combined_wf,
     init_ds_evaluation_wf,
+    init_ds_guided_minus_mono_wf,
     init_ds_report_wf,
     init_ds_sr_wf,
     init_ds_uncertainty_wf,
@@ -58,11 +59,12 @@ def init_single_subject_wf(
     ``ds_<entities>_<method>_wf`` per T1w (all sessions, acquisitions and runs) and method,
     so a scheduler can run them as separate jobs; a T1w whose guided method has a T2w also
     gets one ``t2w_<entities>_wf`` (registration, resampling onto the output grid) and
-    ``ds_xfm_<entities>_wf`` (the transform). Evaluation mode (``config.workflow.evaluate``):
-    one ``eval_<entities>_wf`` and ``ds_eval_<entities>_wf`` per T1w instead (with the T2w
-    registered to the T1w for a guided method); ``brain_masks`` maps a T1w to its BIDS
-    brain-mask derivative, when one was found. Last, ``subject_report`` gathers everything
-    into ``sub-<label>.html`` (``ds_report_wf``).
+    ``ds_xfm_<entities>_wf`` (the transform), and each guided output a
+    ``ds_<entities>_<method>_minus_mono_wf`` (its guided − mono map). Evaluation mode
+    (``config.workflow.evaluate``): one ``eval_<entities>_wf`` and ``ds_eval_<entities>_wf``
+    per T1w instead (with the T2w registered to the T1w for a guided method); ``brain_masks``
+    maps a T1w to its BIDS brain-mask derivative, when one was found. Last,
+    ``subject_report`` gathers everything into ``sub-<label>.html`` (``ds_report_wf``).
     """
     workflow = pe.Workflow(name=name or f"single_subject_{subject_id}_wf")
     report = pe.Node(SubjectReport(subject=subject_id), name="subject_report", mem_gb=1.0)
@@ -189,6 +191,9 @@ def _add_super_resolution(
                         ("outputnode.summary", "inputnode.reference_summary"),
                     ]),
                 ])  # fmt: skip
+            if guided:
+                _add_guided_minus_mono(workflow, config, t1w_file, method, anat_wf,
+                                       guided_here, metadata)  # fmt: skip
             guide = (ref_wf, anat_wf) if guided_here and ref_wf is not None else None
             outputs.append((t1w_file, ds_wf, guide))
     outputs += _add_combinations(workflow, config, plan, anat_wfs)
@@ -217,6 +222,34 @@ def _add_super_resolution(
         (merge_meta, report, [("out", "sidecars")]),
         (merge_t2w, report, [("out", "registered_t2w")]),
         (merge_difference, report, [("out", "guided_minus_mono")]),
+    ])  # fmt: skip
+
+
+def _add_guided_minus_mono(workflow, config: Config, t1w_file: str, method: str, anat_wf,
+                           guided_here: bool, metadata: dict) -> None:  # fmt: skip
+    """Write a guided output's guided − mono map beside it (``ds_<tag>_<method>_minus_mono_wf``).
+
+    Every guided output gets the sink: the map is written when the mono twin ran, and a map
+    of an earlier run is removed when it did not (no reference, or the node fell back)."""
+    suffix = metadata.get("ReferenceSuffix", "T2w")
+    ds_map = init_ds_guided_minus_mono_wf(
+        bids_dir=config.execution.bids_dir,
+        output_dir=config.execution.output_dir,
+        source_file=t1w_file,
+        method=method,
+        reference_suffix=suffix,
+        reference=metadata.get(f"{suffix}Reference"),
+        name=f"ds_{_file_tag(t1w_file)}_{_name_tag(method)}_minus_mono_wf",
+    )
+    if not guided_here:  # no mono twin in the graph: the sink only removes an old map
+        ds_map.inputs.inputnode.in_file = ""
+        workflow.add_nodes([ds_map])
+        return
+    workflow.connect([
+        (anat_wf, ds_map, [
+            ("outputnode.difference_file", "inputnode.in_file"),
+            ("outputnode.report_json", "inputnode.report_json"),
+        ]),
     ])  # fmt: skip
 
 

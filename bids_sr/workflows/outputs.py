@@ -7,8 +7,13 @@ from pathlib import Path
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from bids_sr.bids import bids_uri, combined_path, derivative_path, strip_prefix
-from bids_sr.interfaces.bids import CopyToDerivatives, DerivativesDataSink
+from bids_sr.bids import bids_uri, combined_path, derivative_path, desc_label, strip_prefix
+from bids_sr.guidance import mono_twin
+from bids_sr.interfaces.bids import (
+    CopyToDerivatives,
+    DerivativesDataSink,
+    OptionalDerivativesDataSink,
+)
 
 # Sinks always run (``overwrite=True``): their cached result is no proof that the file they
 # wrote is still in the output folder (deleted, truncated, the folder removed), and copying
@@ -121,11 +126,6 @@ def init_ds_uncertainty_wf(
     Inputs (``inputnode``): ``source_file``, ``in_file`` (the map), ``report_json``.
     Outputs (``outputnode``): ``out_file``, ``out_meta``.
     """
-    workflow = pe.Workflow(name=name)
-    inputnode = pe.Node(
-        niu.IdentityInterface(fields=["source_file", "in_file", "report_json"]), name="inputnode"
-    )
-    outputnode = pe.Node(niu.IdentityInterface(fields=["out_file", "out_meta"]), name="outputnode")
     sink = DerivativesDataSink(
         base_directory=str(output_dir), bids_dir=str(bids_dir), desc=desc + UNCERTAINTY_DESC
     )
@@ -138,7 +138,74 @@ def init_ds_uncertainty_wf(
         ),
         "Units": "arbitrary (T1w intensity)",
     }
-    ds_map = pe.Node(sink, name="ds_uncertainty", run_without_submitting=True)
+    return _ds_map_wf(sink, node_name="ds_uncertainty", name=name)
+
+
+#: The desc- suffix of a guided output's difference to its mono twin
+#: (``desc-srrecnnT2wGuidedMinusMono``); the sidecar field with its numbers has the same name.
+GUIDED_MINUS_MONO_DESC = "GuidedMinusMono"
+
+
+def init_ds_guided_minus_mono_wf(
+    *,
+    bids_dir: Path,
+    output_dir: Path,
+    source_file: str,
+    method: str,
+    reference_suffix: str = "T2w",
+    reference: str | None = None,
+    name: str = "ds_guided_minus_mono_wf",
+) -> pe.Workflow:
+    """Write a guided output minus its mono twin's (what the reference changed) beside it.
+
+    The name keeps the T1w's entities with ``res-hi`` and ``desc-<desc>GuidedMinusMono``,
+    ``<desc>`` the guided output's (``sub-01_res-hi_desc-srrecnnT2wGuidedMinusMono_T1w.nii.gz``
+    beside ``…desc-srrecnnT2w_T1w.nii.gz``, on the same grid). The sidecar says what the map
+    is, lists the guided output and the T1w the twin ran on as ``Sources`` and names the
+    reference (``<reference_suffix>Reference``: ``reference``, its URI, and
+    ``ReferenceSuffix``); the mono model and the map's numbers come with the report
+    (``GuidedMinusMono``: ``MonoModel``, ``MonoWeights``, …). The map exists only when the twin
+    ran: given ``in_file`` '', the sink writes nothing and removes an earlier run's map
+    (:class:`~bids_sr.interfaces.bids.OptionalDerivativesDataSink`).
+    Inputs (``inputnode``): ``in_file`` (the map, or ''), ``report_json``.
+    Outputs (``outputnode``): ``out_file``, ``out_meta`` (undefined when nothing was written).
+    """
+    desc = desc_label(method)
+    guided = derivative_path(source_file, desc=desc)
+    sink = OptionalDerivativesDataSink(
+        base_directory=str(output_dir), bids_dir=str(bids_dir), desc=desc + GUIDED_MINUS_MONO_DESC
+    )
+    sink.inputs.extra_metadata = {
+        "Description": (
+            f"What the {reference_suffix} reference contributed to the desc-{desc} output: "
+            f"the {method} output minus that of its mono twin {mono_twin(method)} (the same "
+            "network without the reference channel; same input, factors and data "
+            "consistency), voxel by voxel on the output grid, in the T1w's intensity units: "
+            f"positive where the {reference_suffix} made the T1w brighter, negative where "
+            "darker, 0 where it changed nothing."
+        ),
+        "Sources": [f"bids::{guided.as_posix()}", bids_uri(source_file, bids_dir)],
+        "Units": "arbitrary (T1w intensity)",
+        **({f"{reference_suffix}Reference": reference} if reference else {}),
+        "ReferenceSuffix": reference_suffix,
+    }
+    workflow = _ds_map_wf(sink, node_name="ds_guided_minus_mono", name=name)
+    workflow.inputs.inputnode.source_file = source_file
+    return workflow
+
+
+def _ds_map_wf(sink, *, node_name: str, name: str) -> pe.Workflow:
+    """A workflow around ``sink``, a map stored beside a super-resolved T1w.
+
+    Inputs (``inputnode``): ``source_file``, ``in_file``, ``report_json`` (the method's
+    report: the sidecar's provenance). Outputs (``outputnode``): ``out_file``, ``out_meta``.
+    """
+    workflow = pe.Workflow(name=name)
+    inputnode = pe.Node(
+        niu.IdentityInterface(fields=["source_file", "in_file", "report_json"]), name="inputnode"
+    )
+    outputnode = pe.Node(niu.IdentityInterface(fields=["out_file", "out_meta"]), name="outputnode")
+    ds_map = pe.Node(sink, name=node_name, **SINK)
     workflow.connect([
         (inputnode, ds_map, [
             ("source_file", "source_file"),
