@@ -52,6 +52,9 @@ from bids_sr.weights_lookup import WEIGHTS_DIR  # noqa: E402
 
 #: Held-out scans (never in any shipped model's training split): the T1w and the references
 #: of the same space, by BIDS suffix (a guided model is scored where its contrast exists).
+#: openms19's T1w and T2w were resampled to MNI space from 3 mm axial slices: along axis 2
+#: they hold little fine detail (benchmarks/truth_sharpness.py), so a slice model is also
+#: validated on it with slices along axis 0 (``--scale 3 1 1 --images openms19``).
 VALIDATION = {
     "chris": ("real_t1/chris_T1w.nii.gz", {}),
     "openms19": ("real_multicontrast/openms_patient19_T1.nii.gz",

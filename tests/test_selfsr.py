@@ -173,3 +173,27 @@ def test_the_shipped_slice_family_prior_is_the_starting_point(scan, tmp_path, mo
     monkeypatch.setattr(method, "PRIOR", changed)
     super_resolve_selfsr(lr, (1, 1, 3), acq, iterations=100, seed=0, model_dir=tmp_path)
     assert len(set(tmp_path.glob("selfsr-*.safetensors")) - first) == 1  # a new model
+
+
+def test_widening_the_prior_keeps_its_output_and_adds_trainable_channels():
+    """The per-scan network (64 channels) starts from the 32-channel prior: widened, it
+    computes exactly what the prior does, and its new channels receive gradients."""
+    import torch
+
+    from bids_sr.selfsr.network import PlaneNet, net_from_numpy, state_to_numpy, widen_state
+
+    torch.manual_seed(0)
+    narrow = PlaneNet(width=32)
+    for parameter in narrow.parameters():  # a trained-looking net: no near-zero output layer
+        torch.nn.init.normal_(parameter, std=0.1)
+    wide = PlaneNet(width=64)
+    wide.load_state_dict(widen_state(narrow.state_dict(), 64))
+    x = torch.rand(2, 2, 24, 24)
+    torch.testing.assert_close(wide(x), narrow(x))
+    torch.nn.functional.l1_loss(wide(x), torch.zeros(2, 1, 24, 24)).backward()
+    last = wide.body[-1].weight.grad
+    assert last is not None and float(last[:, 32:].abs().sum()) > 0  # the new channels learn
+    loaded = net_from_numpy(state_to_numpy(wide))
+    assert (loaded.depth, loaded.width) == (8, 64)
+    with pytest.raises(ValueError, match="narrow"):
+        widen_state(wide.state_dict(), 32)

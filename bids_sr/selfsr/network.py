@@ -5,7 +5,9 @@ positions across the slices) and the phase of each row relative to the acquired 
 (:func:`bids_sr.selfsr.pairs.slice_phase`): the network cannot see from a smooth B-spline
 image where the acquired slices lie, the phase tells it. Output: the plane plus a learned
 residual. ``depth`` 3×3 convolutions of ``width`` channels with ReLU between; the last is
-initialised near zero so training starts from the B-spline baseline.
+initialised near zero so training starts from the B-spline baseline. Per scan it has 64
+channels (:class:`TrainSettings`); the shipped slice-family prior it starts from has 32
+and is widened without changing its output (:func:`widen_state`).
 
 Training (:func:`train_plane_net`) draws random patches centred in the head from the pairs
 of :func:`bids_sr.selfsr.pairs.degrade_axis` (both in-plane axes, flips along the clean
@@ -45,6 +47,10 @@ class TrainSettings:
     iterations: int | None = None
     batch: int = 8
     patch: int = 48
+    #: channels of the per-scan network; a narrower starting point (the shipped prior has
+    #: 32) is widened to it without changing its output (:func:`widen_state`). On chris at
+    #: 1×1×3, from the prior: 32 channels +1.65 dB over B-spline, 64 channels +1.87 dB.
+    width: int = 64
     # 1e-3 let the ReLUs die on 3 of 8 clinical scans and 3 of 5 seeds of one of them (the
     # network collapsed to the B-spline baseline); 3e-4 trained all of them
     lr: float = 3e-4
@@ -75,6 +81,33 @@ class PlaneNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x[:, :1] + self.body(x)
+
+
+def widen_state(state: dict[str, torch.Tensor], width: int) -> dict[str, torch.Tensor]:
+    """A :class:`PlaneNet` state with ``width`` channels that computes what ``state`` does.
+
+    The old channels keep their weights and ignore the new ones (zero weights from new to
+    old channels and into the output layer); the new channels start from fresh random
+    weights on their inputs, so they receive gradients and add capacity as training goes on.
+    """
+    depth = len([k for k in state if k.endswith(".weight")])
+    old_width = int(state["body.0.weight"].shape[0])
+    if width < old_width:
+        raise ValueError(f"cannot narrow a {old_width}-channel network to {width} channels")
+    fresh = PlaneNet(depth=depth, width=width).state_dict()
+    out = {}
+    for name, new in fresh.items():
+        old, new = state[name], new.clone()
+        rows = old.shape[0]
+        if name.endswith(".weight"):
+            inputs = old.shape[1]
+            new[:rows, inputs:] = 0  # old channels (and the output) ignore the new ones
+            new[:rows, :inputs] = old
+        else:
+            new[:rows] = old
+            new[rows:] = 0
+        out[name] = new
+    return out
 
 
 def planes_input(planes: np.ndarray, phase: np.ndarray) -> torch.Tensor:
@@ -172,9 +205,9 @@ def train_plane_net(
     start = time.perf_counter()
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    net = PlaneNet()
+    net = PlaneNet(width=settings.width)
     if init is not None:
-        net.load_state_dict(init)
+        net.load_state_dict(widen_state(init, settings.width))
     inplane = [a for a in range(3) if a != int(acquisition.slice_axis)]
     # small scans: patches no larger than their planes (the step then costs less too)
     patch = int(min(settings.patch, *(volume.shape[a] for a in inplane)))
@@ -249,8 +282,13 @@ def state_to_numpy(net: PlaneNet) -> dict[str, np.ndarray]:
 
 
 def net_from_numpy(tensors: dict[str, np.ndarray], names: Sequence[str] | None = None) -> PlaneNet:
-    """A :class:`PlaneNet` with weights from :func:`state_to_numpy` arrays (eval mode)."""
-    net = PlaneNet()
+    """A :class:`PlaneNet` with weights from :func:`state_to_numpy` arrays (eval mode); its
+    depth and width are read from the arrays."""
+    weights = sorted((k for k in tensors if k.startswith("body.") and k.endswith(".weight")),
+                     key=lambda k: int(k.split(".")[1]))  # fmt: skip
+    if not weights:
+        raise KeyError("no body.N.weight arrays")
+    net = PlaneNet(depth=len(weights), width=int(np.asarray(tensors[weights[0]]).shape[0]))
     keys = names or list(net.state_dict())
     net.load_state_dict({k: torch.from_numpy(np.asarray(tensors[k])) for k in keys})
     return net.eval()
