@@ -83,6 +83,13 @@ class PlaneNet(nn.Module):
         return x[:, :1] + self.body(x)
 
 
+def _depth_and_width(tensors: dict) -> tuple[int, int]:
+    """The depth and width of the :class:`PlaneNet` whose weights are ``tensors`` (a state
+    dict or its arrays); KeyError when they hold no ``body.0.weight``."""
+    depth = sum(1 for k in tensors if k.startswith("body.") and k.endswith(".weight"))
+    return depth, int(np.asarray(tensors["body.0.weight"]).shape[0])
+
+
 def widen_state(state: dict[str, torch.Tensor], width: int) -> dict[str, torch.Tensor]:
     """A :class:`PlaneNet` state with ``width`` channels that computes what ``state`` does.
 
@@ -90,8 +97,7 @@ def widen_state(state: dict[str, torch.Tensor], width: int) -> dict[str, torch.T
     old channels and into the output layer); the new channels start from fresh random
     weights on their inputs, so they receive gradients and add capacity as training goes on.
     """
-    depth = len([k for k in state if k.endswith(".weight")])
-    old_width = int(state["body.0.weight"].shape[0])
+    depth, old_width = _depth_and_width(state)
     if width < old_width:
         raise ValueError(f"cannot narrow a {old_width}-channel network to {width} channels")
     fresh = PlaneNet(depth=depth, width=width).state_dict()
@@ -284,11 +290,8 @@ def state_to_numpy(net: PlaneNet) -> dict[str, np.ndarray]:
 def net_from_numpy(tensors: dict[str, np.ndarray], names: Sequence[str] | None = None) -> PlaneNet:
     """A :class:`PlaneNet` with weights from :func:`state_to_numpy` arrays (eval mode); its
     depth and width are read from the arrays."""
-    weights = sorted((k for k in tensors if k.startswith("body.") and k.endswith(".weight")),
-                     key=lambda k: int(k.split(".")[1]))  # fmt: skip
-    if not weights:
-        raise KeyError("no body.N.weight arrays")
-    net = PlaneNet(depth=len(weights), width=int(np.asarray(tensors[weights[0]]).shape[0]))
+    depth, width = _depth_and_width(tensors)
+    net = PlaneNet(depth=depth, width=width)
     keys = names or list(net.state_dict())
     net.load_state_dict({k: torch.from_numpy(np.asarray(tensors[k])) for k in keys})
     return net.eval()
