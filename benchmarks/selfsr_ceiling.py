@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", nargs=3, type=float, default=[1.0, 1.0, 3.0])
     parser.add_argument("--thickness-ratio", type=float, default=1.0)
     parser.add_argument("--width", type=int, default=network.TrainSettings.width)
+    parser.add_argument("--depth", type=int, default=8)
+    parser.add_argument("--unshuffle", type=int, default=1,
+                        help="run the network on pixel-unshuffled planes (PlaneNet)")
     parser.add_argument("--steps", type=int, default=network.MAX_ITERATIONS)
     parser.add_argument("--batch", type=int, default=network.TrainSettings.batch)
     parser.add_argument("--seed", type=int, default=0)
@@ -90,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     rng = np.random.default_rng(args.seed)
     torch.manual_seed(args.seed)
-    net = network.PlaneNet(width=args.width)
+    net = network.PlaneNet(depth=args.depth, width=args.width, unshuffle=args.unshuffle)
     pairs = true_pairs(base, truth, axis, lr.shape[axis], settings.patch)
     network.fit(net, pairs, settings, args.steps, rng, progress=True,
                 desc="ceiling: training on the true through-plane planes")  # fmt: skip
@@ -99,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - start
     bspline, ceiling = brain_psnr(base), brain_psnr(np.mean(estimates, axis=0))
     print(f"{args.image} ×{'x'.join(f'{f:g}' for f in factors)} thickness "
-          f"{args.thickness_ratio:g}× spacing; network {args.width} channels, {args.steps} "
+          f"{args.thickness_ratio:g}× spacing; network {args.depth}×{args.width} channels "
+          f"(unshuffle {args.unshuffle}), {args.steps} "
           f"steps of {args.batch} patches ({seconds:.0f} s): bspline {bspline:.2f} dB, trained "
           f"on the truth {ceiling:.2f} dB, gain {ceiling - bspline:+.2f} dB")  # fmt: skip
     return 0

@@ -8,7 +8,8 @@ thickness 0.6–1.1 × spacing, rect or gaussian profile, random stack axis; see
 ``bids_sr/data/weights/selfsr_prior.safetensors`` with ``selfsr_prior.card.json`` and
 ``.md``. ``selfsr`` then starts every scan from these weights.
 
-    python scripts/pretrain_selfsr.py --steps 3000 [--seed 0] [--out DIR]
+    python scripts/pretrain_selfsr.py --steps 10000 --acquisitions 6 [--width 128]
+        [--unshuffle 2] [--seed 0] [--out DIR]
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ sys.path.insert(0, str(REPO))
 
 from bids_sr.fileio import sha256_file, write_json_atomic, write_text_atomic  # noqa: E402
 from bids_sr.image import load_volume  # noqa: E402
+from bids_sr.selfsr.network import TrainSettings, state_to_numpy  # noqa: E402
 from bids_sr.selfsr.pretrain import (  # noqa: E402
     FACTORS,
     PROFILES,
@@ -52,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--acquisitions", type=int, default=3,
                         help="random acquisitions per training image")
+    parser.add_argument("--width", type=int, default=TrainSettings.width, help="channels")
+    parser.add_argument("--depth", type=int, default=TrainSettings.depth, help="layers")
+    parser.add_argument("--unshuffle", type=int, default=TrainSettings.unshuffle,
+                        help="pixel-unshuffle factor of the network (PlaneNet)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
@@ -70,16 +76,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"loaded {name}: {volumes[-1].shape}", flush=True)
     net, summary = pretrain_plane_net(volumes, steps=args.steps, seed=args.seed,
                                       acquisitions_per_volume=args.acquisitions,
-                                      device=args.device, progress=True)  # fmt: skip
-    from bids_sr.selfsr.network import state_to_numpy
-
+                                      device=args.device, progress=True,
+                                      settings=TrainSettings(width=args.width, depth=args.depth,
+                                                             unshuffle=args.unshuffle))  # fmt: skip
     weights = args.out / f"{STEM}.safetensors"
     save_model(state_to_numpy(net), weights, {"learner": "cnn", "role": "prior",
-                                              "depth": net.depth, "width": net.width})  # fmt: skip
+                                              "depth": net.depth, "width": net.width,
+                                              "unshuffle": net.unshuffle})  # fmt: skip
     card = {
         "method": "selfsr", "file": weights.name, "role": "starting point of the per-scan CNN",
         "architecture": f"PlaneNet (2D residual CNN, {net.depth} layers, {net.width} channels, "
-                        "inputs: B-spline plane + slice phase)",
+                        f"pixel unshuffle {net.unshuffle}, inputs: B-spline plane + slice phase)",
         "sha256": sha256_file(weights), "family": "slice",
         "degradation": {"family": "slice", "factor": list(FACTORS),
                         "thickness_ratio": list(THICKNESS_RATIOS), "profiles": list(PROFILES),

@@ -175,18 +175,20 @@ def test_the_shipped_slice_family_prior_is_the_starting_point(scan, tmp_path, mo
     assert len(set(tmp_path.glob("selfsr-*.safetensors")) - first) == 1  # a new model
 
 
-def test_widening_the_prior_keeps_its_output_and_adds_trainable_channels():
-    """The per-scan network (64 channels) starts from the 32-channel prior: widened, it
-    computes exactly what the prior does, and its new channels receive gradients."""
+@pytest.mark.parametrize("unshuffle", [1, 2])
+def test_widening_the_prior_keeps_its_output_and_adds_trainable_channels(unshuffle):
+    """A per-scan network wider than its prior starts from it: widened, it computes exactly
+    what the prior does, and its new channels receive gradients; the architecture (depth,
+    width, pixel-unshuffle factor) is read back from the saved arrays."""
     import torch
 
     from bids_sr.selfsr.network import PlaneNet, net_from_numpy, state_to_numpy, widen_state
 
     torch.manual_seed(0)
-    narrow = PlaneNet(width=32)
+    narrow = PlaneNet(width=32, unshuffle=unshuffle)
     for parameter in narrow.parameters():  # a trained-looking net: no near-zero output layer
         torch.nn.init.normal_(parameter, std=0.1)
-    wide = PlaneNet(width=64)
+    wide = PlaneNet(width=64, unshuffle=unshuffle)
     wide.load_state_dict(widen_state(narrow.state_dict(), 64))
     x = torch.rand(2, 2, 24, 24)
     torch.testing.assert_close(wide(x), narrow(x))
@@ -194,6 +196,45 @@ def test_widening_the_prior_keeps_its_output_and_adds_trainable_channels():
     last = wide.body[-1].weight.grad
     assert last is not None and float(last[:, 32:].abs().sum()) > 0  # the new channels learn
     loaded = net_from_numpy(state_to_numpy(wide))
-    assert (loaded.depth, loaded.width) == (8, 64)
+    assert (loaded.depth, loaded.width, loaded.unshuffle) == (8, 64, unshuffle)
     with pytest.raises(ValueError, match="narrow"):
         widen_state(wide.state_dict(), 32)
+
+
+def test_unshuffled_network_keeps_odd_planes_whole_and_starts_at_its_input():
+    """Pixel-unshuffled by 2, the network takes planes of any size (odd ones are padded and
+    cropped back), returns their shape, and an untrained one returns nearly its input (the
+    B-spline plane), so training starts from the baseline; each output pixel depends on its
+    own neighbourhood, not on where the plane was cut."""
+    import torch
+
+    from bids_sr.selfsr.network import PlaneNet
+
+    torch.manual_seed(0)
+    net = PlaneNet(width=16, unshuffle=2).eval()
+    x = torch.rand(3, 2, 37, 51)
+    with torch.no_grad():
+        y = net(x)
+    assert y.shape == (3, 1, 37, 51)
+    assert float((y - x[:, :1]).abs().max()) < 0.05
+    for parameter in net.parameters():
+        torch.nn.init.normal_(parameter, std=0.1)
+    with torch.no_grad():
+        whole, part = net(x), net(x[..., :36, :50])
+    # away from the cut (receptive field: 2 × 8 layers), the part computes what the whole does
+    torch.testing.assert_close(part[..., :12, :24], whole[..., :12, :24])
+
+
+def test_pretraining_builds_the_requested_architecture_on_random_slice_acquisitions():
+    """scripts/pretrain_selfsr.py's core trains a PlaneNet of the settings' depth, width and
+    unshuffle factor on random slice-family acquisitions of the volumes, and reports them."""
+    from bids_sr.selfsr.network import TrainSettings
+    from bids_sr.selfsr.pretrain import FACTORS, pretrain_plane_net
+
+    settings = TrainSettings(patch=16, batch=2, width=8, depth=4, unshuffle=2)
+    net, summary = pretrain_plane_net([_blobs((24, 24, 24), seed=1)], steps=5, seed=0,
+                                      acquisitions_per_volume=2, settings=settings)  # fmt: skip
+    assert (net.depth, net.width, net.unshuffle) == (4, 8, 2)
+    assert summary["steps"] == 5 and np.isfinite(summary["final_loss"])
+    assert len(summary["acquisitions"]) == 2
+    assert all(FACTORS[0] <= a["factor"] <= FACTORS[1] for a in summary["acquisitions"])

@@ -46,8 +46,9 @@ from bids_sr.weights_lookup import WEIGHTS_DIR
 LEARNERS = ("cnn", "filters")
 #: Version of the per-scan training recipe, part of a cached model's key (2: lr 3e-4, up to
 #: 3000 steps and the collapse check of :func:`bids_sr.selfsr.network.train_plane_net`;
-#: 3: 64 channels, widened from the prior, fine-tuned at 3e-4 instead of 1e-4)
-RECIPE = 3
+#: 3: 64 channels, widened from the prior, fine-tuned at 3e-4 instead of 1e-4; 4: 128
+#: channels on planes pixel-unshuffled by 2, from a prior of that architecture)
+RECIPE = 4
 LOGGER = logging.getLogger("bids_sr")
 #: The CNN's shipped starting point, pretrained on the slice family (scripts/pretrain_selfsr.py).
 PRIOR = WEIGHTS_DIR / "selfsr_prior.safetensors"

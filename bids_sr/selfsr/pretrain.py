@@ -56,7 +56,7 @@ def pretrain_plane_net(
             seen.append({"factor": round(factor, 3), "slice_axis": acquisition.slice_axis,
                          "thickness_ratio": round(acquisition.thickness / factor, 3),
                          "profile": acquisition.profile})  # fmt: skip
-    net = PlaneNet()
+    net = PlaneNet(depth=settings.depth, width=settings.width, unshuffle=settings.unshuffle)
     summary = fit(net, pairs, settings, steps, rng, device=device, progress=progress,
                   desc="selfsr: pretraining on the slice family")  # fmt: skip
     return net, {**summary, "steps": steps, "acquisitions": seen,
