@@ -543,8 +543,8 @@ runner = MultiProcPlugin(plugin_args={"n_procs": 2})
 futures = [runner.pool.submit(time.sleep, 600) for _ in range(2)]
 while len(runner.pool._processes) < 2:
     time.sleep(0.05)
-print(" ".join(str(pid) for pid in runner.pool._processes), flush=True)
-try:
+try:  # the signal may arrive as soon as the line is out, before print returns
+    print(" ".join(str(pid) for pid in runner.pool._processes), flush=True)
     time.sleep(600)
 except Stopped:
     stop_workers(runner)
