@@ -11,7 +11,8 @@ the gain over B-spline. Compare with selfsr's gain on the same input
 (``scripts/validate_shipped.py selfsr ...``): when the two are close, self-supervision is
 not what limits selfsr; the network's size and training budget are.
 
-    python benchmarks/selfsr_ceiling.py --image chris --scale 1 1 3 [--width 64] [--steps 3000]
+    python benchmarks/selfsr_ceiling.py --image chris --scale 1 1 3 [--width 128] [--unshuffle 2]
+        [--steps 3000]
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from bids_sr.interpolation import upsample  # noqa: E402
 from bids_sr.masks import brain_mask  # noqa: E402
 from bids_sr.metrics import compute_metrics  # noqa: E402
 from bids_sr.selfsr import network  # noqa: E402
-from bids_sr.selfsr.filters import head_region  # noqa: E402
 from bids_sr.selfsr.pairs import slice_phase  # noqa: E402
 
 IMAGES = {"chris": "real_t1/chris_T1w.nii.gz",
@@ -46,17 +46,14 @@ def true_pairs(base: np.ndarray, truth: np.ndarray, axis: int, n_lr: int, patch:
     """Training pairs of the through-plane planes themselves: B-spline plane → HR plane, in
     the layout selfsr's network trains on (rows across the slices)."""
     phase = slice_phase(base.shape[axis], n_lr)
-    half = patch // 2
     pairs = []
     for stack in (a for a in range(3) if a != axis):
         other = ({0, 1, 2} - {axis, stack}).pop()
         order = (stack, axis, other)
         degraded = np.ascontiguousarray(np.transpose(base, order))
         target = np.ascontiguousarray(np.transpose(truth, order))
-        region = head_region(target)
-        region[:, :half], region[:, degraded.shape[1] - (patch - half) + 1:] = False, False
-        region[:, :, :half], region[:, :, degraded.shape[2] - (patch - half) + 1:] = False, False
-        pairs.append(network._Pairs(degraded, target, np.flatnonzero(region), phase))
+        pairs.append(network._Pairs(degraded, target, network.patch_centres(target, patch),
+                                    phase))  # fmt: skip
     return pairs
 
 
@@ -66,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", nargs=3, type=float, default=[1.0, 1.0, 3.0])
     parser.add_argument("--thickness-ratio", type=float, default=1.0)
     parser.add_argument("--width", type=int, default=network.TrainSettings.width)
-    parser.add_argument("--depth", type=int, default=8)
-    parser.add_argument("--unshuffle", type=int, default=1,
+    parser.add_argument("--depth", type=int, default=network.TrainSettings.depth)
+    parser.add_argument("--unshuffle", type=int, default=network.TrainSettings.unshuffle,
                         help="run the network on pixel-unshuffled planes (PlaneNet)")
     parser.add_argument("--steps", type=int, default=network.MAX_ITERATIONS)
     parser.add_argument("--batch", type=int, default=network.TrainSettings.batch)

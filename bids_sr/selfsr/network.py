@@ -167,15 +167,20 @@ def _pairs(volume: np.ndarray, acquisition: Acquisition, factor: float, patch: i
         pad = [(0, 0)] + [(max(0, patch - n), 0) for n in d.shape[1:]]
         d, t = np.pad(d, pad, mode="edge"), np.pad(t, pad, mode="edge")
         phase = np.pad(slice_phase(degraded.shape[axis], n_lr), (pad[1][0], 0), mode="edge")
-        region = head_region(t)
-        half = patch // 2
-        region[:, :half], region[:, d.shape[1] - (patch - half) + 1:] = False, False
-        region[:, :, :half], region[:, :, d.shape[2] - (patch - half) + 1:] = False, False
-        centres = np.flatnonzero(region)
-        if centres.size == 0:  # a tiny or empty scan: any position
-            centres = np.arange(d.size)
-        out.append(_Pairs(np.ascontiguousarray(d), np.ascontiguousarray(t), centres, phase))
+        out.append(_Pairs(np.ascontiguousarray(d), np.ascontiguousarray(t),
+                          patch_centres(t, patch), phase))  # fmt: skip
     return out
+
+
+def patch_centres(target: np.ndarray, patch: int) -> np.ndarray:
+    """Flat indices of the head voxels of the ``(stack, H, W)`` planes ``target`` around
+    which a ``patch``² patch fits inside the plane (any position for a tiny or empty scan)."""
+    region = head_region(target)
+    half = patch // 2
+    region[:, :half], region[:, target.shape[1] - (patch - half) + 1:] = False, False
+    region[:, :, :half], region[:, :, target.shape[2] - (patch - half) + 1:] = False, False
+    centres = np.flatnonzero(region)
+    return centres if centres.size else np.arange(target.size)
 
 
 def _batch(pairs: list[_Pairs], settings: TrainSettings, rng: np.random.Generator
