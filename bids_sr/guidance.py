@@ -28,7 +28,12 @@ from scipy import ndimage
 from bids_sr.acquisition import Acquisition
 from bids_sr.masks import brain_mask
 from bids_sr.metrics import psnr
-from bids_sr.superresolve import GUIDED_METHODS, default_weights, super_resolve
+from bids_sr.superresolve import (
+    GUIDED_METHODS,
+    WEIGHTLESS_METHODS,
+    default_weights,
+    super_resolve,
+)
 
 
 def mono_twin(method: str) -> str:
@@ -38,14 +43,19 @@ def mono_twin(method: str) -> str:
     return method.split("-", 1)[0]
 
 
-def mono_twin_weights(method: str, guided_weights: str | None, factors: Sequence[float]) -> Path:
+def mono_twin_weights(
+    method: str, guided_weights: str | None, factors: Sequence[float]
+) -> Path | None:
     """The weights of ``method``'s mono twin to compare a guided run with.
 
     A guided weights file named ``<method>_<suffix>`` (the shipped naming) pairs with
     ``<twin>_<suffix>`` beside it; otherwise the twin's shipped weights for ``factors``
-    (the closest shipped factors, as a run would pick). FileNotFoundError when none exist.
+    (the closest shipped factors, as a run would pick). None for a twin that needs no
+    weights (``selfsr``). FileNotFoundError when none exist.
     """
     twin = mono_twin(method)
+    if twin in WEIGHTLESS_METHODS:
+        return None
     if guided_weights:
         path = Path(guided_weights)
         if path.name.startswith(f"{method}_"):
@@ -193,6 +203,7 @@ def reference_only_structure_check(
     count: int = 4,
     diameter_mm: float = 8.0,
     seed: int = 0,
+    model_dir: str | None = None,
 ) -> dict[str, Any]:
     """Does the guided ``method`` import structures that exist only in the reference?
 
@@ -200,7 +211,8 @@ def reference_only_structure_check(
     grid (voxel sizes ``zooms``), ``mask`` the brain on that grid (default: the brain mask of
     the reference). Spheres are inserted with :func:`insert_structures` and scored with
     :func:`structure_transfer`; the guided runs are those of a normal run
-    (:func:`bids_sr.superresolve.super_resolve`, with ``acquisition`` and data consistency).
+    (:func:`bids_sr.superresolve.super_resolve`, with ``acquisition`` and data consistency;
+    ``model_dir``: where a per-scan guided method keeps its models).
     """
     reference = np.asarray(reference, dtype=np.float32)
     if mask is None:
@@ -212,7 +224,7 @@ def reference_only_structure_check(
     def run(guide: np.ndarray) -> np.ndarray:
         return super_resolve(
             lr, factors, method, weights=weights, reference=guide, device=device, seed=seed,
-            acquisition=acquisition, data_consistency=data_consistency,
+            acquisition=acquisition, data_consistency=data_consistency, model_dir=model_dir,
         )[0]  # fmt: skip
 
     return {"method": method, "diameter_mm": diameter_mm,

@@ -44,7 +44,9 @@ from bids_sr.weights_lookup import format_factors
 
 LOGGER = logging.getLogger("bids_sr")
 
-#: The unguided network a guided method falls back to (same architecture, one channel).
+#: The unguided network the shipped guided networks fall back to (same architecture, one
+#: channel); a guided method's own is :func:`bids_sr.guidance.mono_twin` (``selfsr-t2w`` →
+#: ``selfsr``).
 MONO_METHOD = "srrecnn"
 #: What runs when no learned model can: cubic B-spline interpolation.
 BASELINE_METHOD = "bspline"
@@ -80,7 +82,8 @@ class MethodPlan:
     ``t2w``: the reference (T2w or FLAIR) that guides it (only T1ws that have one and may
     use it); ``reference_suffixes``: that reference's BIDS suffix;
     ``choices``: the ``MethodChoice`` sentence of the method ``auto`` picked for it;
-    ``auto_methods``: that method; ``fallbacks``: what its guided methods fall back to;
+    ``auto_methods``: that method; ``fallbacks``: what its (first) guided method falls back
+    to, and ``method_fallbacks`` per guided method (see :meth:`fallback`);
     ``weights``: the shipped weights file ``auto`` validated, per T1w and method;
     ``warnings``: per T1w and method, why an explicitly named method runs unvalidated;
     ``reference_problems``: per T1w, why its T2w does not guide (not finer than the T1w);
@@ -93,6 +96,7 @@ class MethodPlan:
     choices: dict[str, str] = field(default_factory=dict)
     auto_methods: dict[str, str] = field(default_factory=dict)
     fallbacks: dict[str, Fallback] = field(default_factory=dict)
+    method_fallbacks: dict[str, dict[str, Fallback]] = field(default_factory=dict)
     weights: dict[str, dict[str, Path]] = field(default_factory=dict)
     warnings: dict[str, dict[str, str]] = field(default_factory=dict)
     reference_problems: dict[str, str] = field(default_factory=dict)
@@ -109,6 +113,11 @@ class MethodPlan:
         """Whether ``method`` (a guided one) gets the T1w's reference: same contrast."""
         suffix = self.reference_suffix(t1w_file)
         return suffix is not None and REFERENCE_SUFFIXES.get(method) == suffix
+
+    def fallback(self, t1w_file: str, method: str) -> Fallback | None:
+        """What the guided ``method`` runs on the T1w when its reference cannot guide it."""
+        own = self.method_fallbacks.get(t1w_file, {}).get(method)
+        return own or self.fallbacks.get(t1w_file)
 
     def weights_for(self, t1w_file: str, method: str) -> Path | None:
         """The shipped weights ``auto`` chose for ``method`` on the T1w (None: default)."""
@@ -173,14 +182,17 @@ def missing_weights(method: str, factors: Sequence[float], family: str | None = 
     return None
 
 
-def fallback_for(factors: Sequence[float]) -> Fallback:
-    """The mono model when its shipped weights exist for ``factors``, else bspline."""
-    if missing_weights(MONO_METHOD, factors) is None:
-        return Fallback(MONO_METHOD,
-                        f"{MONO_METHOD}, the same network without the reference channel")
+def fallback_for(factors: Sequence[float], method: str = "srrecnn-t2w") -> Fallback:
+    """The guided ``method``'s mono twin when it can run at ``factors`` (shipped weights, or
+    none needed), else bspline."""
+    from bids_sr.guidance import mono_twin
+
+    twin = mono_twin(method)
+    if missing_weights(twin, factors) is None:
+        return Fallback(twin, f"{twin}, the same method without the reference")
     return Fallback(
         BASELINE_METHOD,
-        f"{BASELINE_METHOD}, because the mono model {MONO_METHOD} has no shipped weights at "
+        f"{BASELINE_METHOD}, because the mono model {twin} has no shipped weights at "
         f"×{format_factors(factors)} either",
     )
 
@@ -413,6 +425,7 @@ def _expand(
                     plan.weights.setdefault(t1w_file, {})[method] = choice.weights
                 if choice.fallback is not None:
                     plan.fallbacks[t1w_file] = choice.fallback
+                    plan.method_fallbacks.setdefault(t1w_file, {})[method] = choice.fallback
             plan.auto_methods[t1w_file] = method
             plan.choices[t1w_file] = sentence
             LOGGER.info("%s: %s", Path(t1w_file).name, sentence)
@@ -483,7 +496,10 @@ def plan_methods(
             _warn_unvalidated(config, t1w_file, methods, factors, plan)
             guided = [m for m in methods if m in GUIDED_METHODS]
             if guided:
-                plan.fallbacks.setdefault(t1w_file, fallback_for(factors))
+                own = plan.method_fallbacks.setdefault(t1w_file, {})
+                for method in guided:
+                    own.setdefault(method, fallback_for(factors, method))
+                plan.fallbacks.setdefault(t1w_file, own[guided[0]])
                 reference = reference or next(
                     (r for m in guided for r in references if r.suffix == REFERENCE_SUFFIXES[m]),
                     None,
@@ -541,7 +557,7 @@ def _check_weights_and_guides(config: Config, plan: MethodPlan) -> None:
                 if wf_settings.evaluate:
                     problem = f"no {suffix} for {Path(t1w_file).name}"
                 else:
-                    fallback = plan.fallbacks[t1w_file]
+                    fallback = plan.fallback(t1w_file, method)
                     how = (f"--t2w-reference {wf_settings.t2w_reference}" if suffix == "T2w"
                            else "--reference-suffix")  # fmt: skip
                     LOGGER.warning(

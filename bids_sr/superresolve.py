@@ -20,11 +20,13 @@ from bids_sr.interpolation import INTERPOLATION_ORDERS, interpolate
 NETWORK_METHODS = ("fsrcnn", "espcn", "srgan", "srrecnn", "srrecnn-t2w", "srrecnn-flair")
 FILTER_METHODS = ("gradfilter",)
 #: Learn per scan from the scan itself (2D scans only): no shipped weights. ``selfsr`` trains
-#: a small CNN (minutes), ``selfsr-filters`` closed-form filters (seconds, less gain).
-SELF_SUPERVISED_METHODS = ("selfsr", "selfsr-filters")
-#: Guided networks and the BIDS suffix of the registered HR reference each was trained with
+#: a small CNN (minutes), ``selfsr-filters`` closed-form filters (seconds, less gain);
+#: ``selfsr-t2w``/``selfsr-flair`` train the CNN with a registered HR T2w/FLAIR as a guide.
+SELF_SUPERVISED_METHODS = ("selfsr", "selfsr-filters", "selfsr-t2w", "selfsr-flair")
+#: Guided methods and the BIDS suffix of the registered HR reference each takes
 #: (``reference``); the weights of one never take the other contrast.
-REFERENCE_SUFFIXES = {"srrecnn-t2w": "T2w", "srrecnn-flair": "FLAIR"}
+REFERENCE_SUFFIXES = {"srrecnn-t2w": "T2w", "srrecnn-flair": "FLAIR",
+                      "selfsr-t2w": "T2w", "selfsr-flair": "FLAIR"}  # fmt: skip
 GUIDED_METHODS = tuple(REFERENCE_SUFFIXES)
 INTERPOLATION_METHODS = tuple(INTERPOLATION_ORDERS)
 #: Methods that run without a weights file.
@@ -45,6 +47,8 @@ def default_weights(method: str, factors: Sequence[float]):
     Raises FileNotFoundError (message: what to do) when none fit; used by the CLI to stop
     before running rather than after.
     """
+    if method in WEIGHTLESS_METHODS:
+        raise FileNotFoundError(f"{method} runs without a weights file")
     if method in NETWORK_METHODS:
         from bids_sr.inference import resolve_weights
         from bids_sr.models.registry import get_spec
@@ -116,10 +120,15 @@ def super_resolve(
     elif method in SELF_SUPERVISED_METHODS:
         from bids_sr.selfsr import super_resolve_selfsr
 
+        guided = method in GUIDED_METHODS
+        if guided and reference is None:
+            raise ValueError(f"{method} needs a registered {REFERENCE_SUFFIXES[method]} on the "
+                             "output grid (reference=...)")  # fmt: skip
         hr, report = super_resolve_selfsr(
             lr, factors, acquisition, seed=seed, device=device, model_dir=model_dir,
             progress=progress, uncertainty=uncertainty,
             learner="filters" if method == "selfsr-filters" else "cnn",
+            reference=reference if guided else None,
         )
     else:
         from bids_sr.gradfilter import apply_gradient_filters

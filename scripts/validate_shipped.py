@@ -6,7 +6,8 @@ For each weights file and each requested setting this runs the evaluation protoc
 normal run (:func:`bids_sr.evaluation.evaluate_image`: degrade with the acquisition model,
 super-resolve, data consistency, brain PSNR) on the validation scans, which no shipped
 model was trained on, and stores per image the gain over cubic B-spline — and, for a
-guided model, over its mono twin (the shipped ``srrecnn`` weights for the same factors) and
+guided model, over its mono twin (:func:`bids_sr.guidance.mono_twin`: the shipped ``srrecnn``
+weights for the same factors, or ``selfsr`` for ``selfsr-t2w``/``selfsr-flair``) and
 ``reference_only_transfer``: the fraction of the contrast of spheres inserted only into the
 reference that reaches the T1w output (:func:`bids_sr.guidance.reference_only_structure_check`;
 0 = the guide's structure is not imported).
@@ -22,6 +23,8 @@ weights file; its card is ``bids_sr/data/weights/<method>.card.json`` (``"weight
 created on the first ``--write``:
 
     python scripts/validate_shipped.py selfsr --degradation slice --scale 1 1 3 --write
+    python scripts/validate_shipped.py selfsr-t2w --degradation slice --scale 1 1 3 \
+        --images openms19 mni152 --write
 
 ``--write`` replaces the card's record of the same family, degradation, factors and slice
 parameters; without it the records are only printed.
@@ -44,9 +47,9 @@ from bids_sr.acquisition import simulated_acquisition  # noqa: E402
 from bids_sr.evaluation import evaluate_image  # noqa: E402
 from bids_sr.evidence import card_reference_suffix  # noqa: E402
 from bids_sr.fileio import card_path, write_json_atomic  # noqa: E402
-from bids_sr.guidance import reference_only_structure_check  # noqa: E402
+from bids_sr.guidance import mono_twin, reference_only_structure_check  # noqa: E402
 from bids_sr.image import load_volume, voxel_sizes  # noqa: E402
-from bids_sr.superresolve import SELF_SUPERVISED_METHODS  # noqa: E402
+from bids_sr.superresolve import REFERENCE_SUFFIXES, SELF_SUPERVISED_METHODS  # noqa: E402
 from bids_sr.training.card import render_markdown  # noqa: E402
 from bids_sr.weights_lookup import WEIGHTS_DIR  # noqa: E402
 
@@ -66,7 +69,6 @@ VALIDATION = {
                {"T2w": "real_multicontrast/mni152_T2_1mm_brain.nii.gz"}),
 }  # fmt: skip
 DEFAULT_IMAGES = ("chris", "openms19")
-MONO_TWIN = "srrecnn"
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -96,10 +98,13 @@ def _record_key(record: dict) -> tuple:
 
 def weightless_card(method: str) -> dict:
     """The card of a method that ships no weights, before any evidence."""
+    suffix = REFERENCE_SUFFIXES.get(method)
+    guide = f", guided by a registered HR {suffix}" if suffix else ""
     return {
-        "method": method, "weights": None, "needs_t2w": False, "family": "slice",
+        "method": method, "weights": None, "needs_t2w": suffix == "T2w",
+        "reference_suffix": suffix, "family": "slice",
         "description": "self-supervised thick-slice super-resolution: learns per scan from "
-        "the scan's own in-plane data (no shipped weights; see bids_sr.selfsr)",
+        f"the scan's own in-plane data{guide} (no shipped weights; see bids_sr.selfsr)",
         "validation_subjects": sorted(VALIDATION),
         "data": {"license": "no training data ships: each scan trains its own model; "
                  "validation images: see ../shared/data/README.md"},
@@ -123,6 +128,7 @@ def validate(weights: Path, args: argparse.Namespace, command: str) -> dict:
     _, card, weights_file = target_card(weights)
     method, suffix = card["method"], card_reference_suffix(card)
     guided = suffix is not None
+    twin = mono_twin(method) if guided else None
     factors = tuple(args.scale * 3 if len(args.scale) == 1 else args.scale)
     record = {
         "family": "slice" if args.degradation == "slice" else "isotropic",
@@ -149,7 +155,7 @@ def validate(weights: Path, args: argparse.Namespace, command: str) -> dict:
             acquisition = simulated_acquisition(
                 hr_spacing, factors, thickness=thickness, profile=args.profile
             )
-        methods = [method] + ([MONO_TWIN] if guided else [])
+        methods = [method] + ([twin] if guided else [])
         arrays: dict = {}
         rows = evaluate_image(
             volume.data, volume.affine, factors=factors, degradation=args.degradation,
@@ -162,11 +168,12 @@ def validate(weights: Path, args: argparse.Namespace, command: str) -> dict:
         record["psnr_brain_bspline"][name] = round(psnr["bspline"], 3)
         record["gain_over_bspline"][name] = round(psnr[method] - psnr["bspline"], 3)
         if guided:
-            record["gain_over_mono"][name] = round(psnr[method] - psnr[MONO_TWIN], 3)
+            record["gain_over_mono"][name] = round(psnr[method] - psnr[twin], 3)
             leak = reference_only_structure_check(
                 arrays["input"], factors, arrays["reference"], method=method,
-                weights=str(weights_file), mask=arrays["mask"], device=args.device,
-                zooms=voxel_sizes(arrays["hr_affine"]), acquisition=arrays["acquisition"],
+                weights=str(weights_file) if weights_file else None, mask=arrays["mask"],
+                device=args.device, zooms=voxel_sizes(arrays["hr_affine"]),
+                acquisition=arrays["acquisition"], model_dir=args.model_dir,
             )  # fmt: skip
             record["reference_only_transfer"][name] = round(leak["transfer"], 4)
         print(f"{weights.name} {name} ×{'x'.join(f'{f:g}' for f in factors)} "

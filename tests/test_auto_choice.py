@@ -153,6 +153,26 @@ def test_a_per_scan_method_is_chosen_from_a_card_without_weights(tmp_path, weigh
     assert _choose(thick, None, 1.0).method == "srrecnn"
 
 
+def test_guided_selfsr_needs_a_finer_t2w_and_falls_back_to_selfsr(tmp_path, weights_dir):
+    """selfsr-t2w's card (no weights, reference T2w) wins where it shows the larger gain over
+    bspline and a gain over selfsr; its fallback is then selfsr, and without a finer T2w
+    selfsr itself is chosen."""
+    mono = {"method": "selfsr", "weights": None, "needs_t2w": False, "evidence": [
+        _record("slice", [1, 1, 3], {"a": 2.1, "b": 1.7})]}  # fmt: skip
+    guided = {"method": "selfsr-t2w", "weights": None, "reference_suffix": "T2w",
+              "evidence": [_record("slice", [1, 1, 3], {"b": 3.4}, over_mono={"b": 1.7})]}
+    (weights_dir / "selfsr.card.json").write_text(json.dumps(mono))
+    (weights_dir / "selfsr-t2w.card.json").write_text(json.dumps(guided))
+    thick = _image(tmp_path / "thick_T1w.nii.gz", (1, 1, 3))
+    fine = _image(tmp_path / "fine_T2w.nii.gz", (1, 1, 1), shape=(20, 20, 36))
+    choice = _choose(thick, fine, 1.0)
+    assert choice.method == "selfsr-t2w" and choice.weights is None
+    assert choice.fallback.method == "selfsr" and "+1.70 dB over the mono model" in choice.sentence
+    coarse = _image(tmp_path / "coarse_T2w.nii.gz", (1, 1, 3))  # same thick slices
+    assert _choose(thick, coarse, 1.0).method == "selfsr"
+    assert _choose(thick, None, 1.0).method == "selfsr"
+
+
 def test_every_record_at_the_chosen_factor_must_show_the_gain(tmp_path, weights_dir):
     """Records of one factor for several slice thicknesses all count (the smallest gain):
     a loss at one thickness is not hidden by a gain at another listed first."""

@@ -144,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="METHOD",
         help=f"one or more of: {', '.join(METHODS)}, all, auto. auto: per T1w, the "
         "shipped model whose card validates the largest gain for the input (a guided one, "
-        "srrecnn-t2w or srrecnn-flair, only with a finer T2w or FLAIR), else "
+        "srrecnn-t2w, srrecnn-flair, selfsr-t2w or selfsr-flair, only with a finer T2w or "
+        "FLAIR), else "
         "bspline (the sidecar's MethodChoice says why); all: the interpolation baselines and "
         "every learned method whose weights ship for the scale. Each method writes its own "
         "desc-<method> derivative (srrecnn-t2w: desc-srrecnnT2w)",

@@ -68,7 +68,6 @@ def _weights_to_check(config: Config, plan: MethodPlan) -> dict[Path, tuple[str,
     given = config.workflow.weights
     for t1w_file, methods in plan.methods.items():
         factors = t1w_factors(config, t1w_file)
-        fallback = plan.fallbacks.get(t1w_file)
         runs = [m for m in methods if m not in INTERPOLATION_METHODS]
         for method in runs:
             chosen = Path(given) if given is not None else plan.weights_for(t1w_file, method)
@@ -79,14 +78,14 @@ def _weights_to_check(config: Config, plan: MethodPlan) -> dict[Path, tuple[str,
                 wanted.setdefault(Path(default_weights(method, factors)), (method, factors))
             except FileNotFoundError:
                 continue  # the plan already stopped or skipped methods without weights
-        if fallback is not None and fallback.method not in INTERPOLATION_METHODS and any(
-            m != fallback.method for m in runs
-        ):
-            try:
-                path = Path(default_weights(fallback.method, factors))
-            except FileNotFoundError:
-                continue
-            wanted.setdefault(path, (fallback.method, factors))
+        fallbacks = {f.method for f in (plan.fallback(t1w_file, m) for m in runs) if f}
+        for fallback in sorted(fallbacks - set(INTERPOLATION_METHODS)):
+            if any(m != fallback for m in runs):
+                try:
+                    path = Path(default_weights(fallback, factors))
+                except FileNotFoundError:
+                    continue
+                wanted.setdefault(path, (fallback, factors))
     return wanted
 
 

@@ -62,6 +62,8 @@ class MonoTwin(SuperResolve):
             report["guided_minus_mono"] = self._compare(runtime, report)
         merged = write_json_atomic(report, Path(runtime.cwd) / "guided_report.json")
         self._results["merged_report"] = str(merged)
+        # a per-scan twin (selfsr) also maps its uncertainty: the guided output's map is the one
+        self._results.pop("uncertainty_file", None)
         return runtime
 
     def _compare(self, runtime, guided_report: dict) -> dict:
@@ -75,7 +77,8 @@ class MonoTwin(SuperResolve):
             LOGGER.warning("%s: no guided − mono comparison: %s", self.inputs.in_file, exc)
             return {"MonoModel": twin, "Problem": f"the mono model cannot run: {exc}"}
         volume = load_volume(self.inputs.in_file)
-        run = self._super_resolve(runtime, volume, twin, str(weights), None, {})
+        run = self._super_resolve(runtime, volume, twin, str(weights) if weights else None,
+                                  None, {})  # fmt: skip
         mono = load_volume(self._results["out_file"])
         guided = load_volume(self.inputs.guided_file)
         if guided.data.shape != mono.data.shape:

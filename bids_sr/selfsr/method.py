@@ -12,12 +12,20 @@
    the two results are averaged, and half their absolute difference is the uncertainty map
    (0 where both orientations agree).
 
+Guided (``selfsr-t2w``, ``selfsr-flair``): with a registered HR reference of another
+contrast, the CNN also sees the reference's plane. Projected onto the acquired slices with
+the acquisition model, the reference is sharp in-plane exactly where the T1w training
+targets are, so the scan itself teaches how this reference's edges map onto this T1w's —
+no contrast-randomised training is needed, and structure the T1w's own slices do not
+support is not learned. Through-plane the reference is sharp where the T1w is not.
+
 Data consistency (:func:`bids_sr.acquisition.enforce_consistency`) follows in the
 dispatcher, as for every method. Part of the numerical core (never imports nipype/pybids).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -29,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from bids_sr.acquisition import Acquisition
+from bids_sr.acquisition import Acquisition, project
 from bids_sr.fileio import write_json_atomic
 from bids_sr.interpolation import upsample
 from bids_sr.selfsr.filters import apply_plane_filters, head_region, learn_plane_filters
@@ -91,6 +99,13 @@ def _torch_device(device: str) -> str:
     return "cpu"
 
 
+def _array_sha(data: np.ndarray) -> str:
+    """SHA-256 of an array's shape and float32 values (part of a guided model's key)."""
+    digest = hashlib.sha256(str(data.shape).encode())
+    digest.update(np.ascontiguousarray(data, dtype=np.float32).tobytes())
+    return digest.hexdigest()
+
+
 def _learn_seconds(timing: Path) -> float | None:
     """How long a saved model took to learn (None when its timing file is missing)."""
     try:
@@ -114,20 +129,23 @@ class _Model:
             except (KeyError, RuntimeError) as exc:
                 raise ValueError(f"{path}: not a selfsr network ({exc})") from exc
 
-    def apply(self, base, axis, other, n_lr, region, progress) -> np.ndarray:
+    def apply(self, base, axis, other, n_lr, region, progress, reference=None) -> np.ndarray:
         if self.learner == "filters":
             return apply_plane_filters(base, self.filters, axis, other, n_lr, region=region,
                                        progress=progress)  # fmt: skip
         from bids_sr.selfsr.network import apply_plane_net
 
         return apply_plane_net(self.net, base, axis, other, n_lr, region=region,
-                               device=self.device, progress=progress)  # fmt: skip
+                               device=self.device, progress=progress,
+                               reference=reference)  # fmt: skip
 
 
 def _learn(learner: str, training: np.ndarray, acquisition: Acquisition, factor: float,
            seed: int, device: str, progress: bool, iterations: int | None,
-           prior: Path | None) -> tuple[dict, dict]:  # fmt: skip
-    """Train the per-scan model: its tensors and a summary for the metadata."""
+           prior: Path | None, reference: np.ndarray | None = None
+           ) -> tuple[dict, dict]:  # fmt: skip
+    """Train the per-scan model: its tensors and a summary for the metadata. ``reference``:
+    the guide at the acquired slices (``training``'s grid), CNN only."""
     if learner == "filters":
         filters = learn_plane_filters(training, acquisition, factor, seed=seed, progress=progress)
         return filters_to_tensors(filters), {"buckets": int(filters.spec.n_buckets),
@@ -143,7 +161,8 @@ def _learn(learner: str, training: np.ndarray, acquisition: Acquisition, factor:
         init = {name: torch.from_numpy(np.asarray(value)) for name, value in tensors.items()}
         settings = TrainSettings(iterations=iterations, lr=FINE_TUNE_LR)
     net, summary = train_plane_net(training, acquisition, factor, seed=seed, settings=settings,
-                                   init=init, device=device, progress=progress)  # fmt: skip
+                                   init=init, device=device, progress=progress,
+                                   reference=reference)  # fmt: skip
     return state_to_numpy(net), {"iterations": summary["iterations"], "batch": settings.batch,
                                  "patch": settings.patch,
                                  "final_loss": round(summary["final_loss"], 6),
@@ -164,6 +183,7 @@ def super_resolve_selfsr(
     model_dir: str | os.PathLike | None = None,
     progress: bool = False,
     uncertainty: dict[str, np.ndarray] | None = None,
+    reference: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Super-resolve a normalised 2D scan along its slice axis; return HR and a report.
 
@@ -177,20 +197,38 @@ def super_resolve_selfsr(
     starting point the CNN fine-tuned; None for the filters or without one), ``learn_s``
     (the time the model took to learn, also when it was reused), ``apply_s`` and
     ``orientation_disagreement`` (mean of the map in the head).
+
+    ``reference``: a registered HR guide of another contrast (T2w, FLAIR) on the output grid,
+    normalised like ``lr`` (CNN only). The per-scan network then also sees the guide's plane:
+    it learns on the scan's own slices — where the guide, projected onto the acquired slices
+    with the acquisition model, is as sharp in-plane as the T1w targets — how the guide's
+    edges relate to the T1w's, and applies that through-plane, where the guide is sharp and
+    the T1w is not. It starts from the unguided prior with the guide's weights at zero.
     """
     if learner not in LEARNERS:
         raise SelfSRError(f"unknown selfsr learner {learner!r}; choose from {', '.join(LEARNERS)}")
+    if reference is not None and learner != "cnn":
+        raise SelfSRError("a reference guides the selfsr CNN only, not the filters")
     lr = np.asarray(lr, dtype=np.float32)
     axis = _slice_axis(lr.shape, factors, acquisition)
     inplane = [a for a in range(3) if a != axis]
     run_device = "cpu" if learner == "filters" else _torch_device(device)
     base = upsample(lr, factors, order=3)
+    if reference is not None:
+        reference = np.asarray(reference, dtype=np.float32)
+        if reference.shape != base.shape:
+            raise SelfSRError(
+                f"reference shape {reference.shape} differs from the output grid {base.shape}; "
+                "register/resample it onto the output grid first"
+            )
     factor = base.shape[axis] / lr.shape[axis]
     prior = PRIOR if learner == "cnn" and PRIOR.exists() else None
     settings = {"recipe": RECIPE, "factors": [round(float(f), 6) for f in factors],
                 "seed": int(seed), "learner": learner, "iterations": iterations,
                 "prior": checksum(prior) if prior else None,
                 "acquisition": acquisition.describe()}  # fmt: skip
+    if reference is not None:  # (absent for unguided models: their keys stay as they were)
+        settings["reference"] = _array_sha(reference)
     key = model_key(lr, settings)
     with tempfile.TemporaryDirectory(prefix="selfsr-") as scratch:
         folder = Path(model_dir) if model_dir is not None else Path(scratch)
@@ -205,9 +243,12 @@ def super_resolve_selfsr(
             # the acquired slices, brought to the output grid in-plane only: the training data
             inplane_factors = [1.0 if a == axis else float(factors[a]) for a in range(3)]
             training = upsample(lr, inplane_factors, order=3)
+            guide = None
+            if reference is not None:  # the guide as the acquired slices would show it
+                guide = project(reference, acquisition, training.shape)
             tensors, record = _learn(learner, training, acquisition, factor, seed, run_device,
-                                     progress, iterations, prior)  # fmt: skip
-            del training
+                                     progress, iterations, prior, guide)  # fmt: skip
+            del training, guide
             save_model(tensors, path, {"key": key, **settings, **record})
             # the time goes beside the model, not in it: the model's checksum stays a
             # function of the input and the seed
@@ -217,8 +258,8 @@ def super_resolve_selfsr(
         sha = checksum(path)
         start = time.perf_counter()
         region = head_region(base)
-        first = model.apply(base, axis, inplane[0], lr.shape[axis], region, progress)
-        second = model.apply(base, axis, inplane[1], lr.shape[axis], region, progress)
+        first = model.apply(base, axis, inplane[0], lr.shape[axis], region, progress, reference)
+        second = model.apply(base, axis, inplane[1], lr.shape[axis], region, progress, reference)
         apply_s = time.perf_counter() - start
     del base
     hr = 0.5 * (first + second)
@@ -237,6 +278,7 @@ def super_resolve_selfsr(
         "weights_sha256": sha,
         "model_reused": bool(reused),
         "learner": learner,
+        "guided": reference is not None,
         "prior": PRIOR.name if prior else None,
         "prior_sha256": settings["prior"],
         "learn_s": learn_s,

@@ -72,7 +72,10 @@ def iterations_for(n_voxels: int, settings: TrainSettings) -> int:
 
 
 class PlaneNet(nn.Module):
-    """Residual 2D CNN: ``(N, 2, H, W)`` (image, phase) → ``(N, 1, H, W)`` image.
+    """Residual 2D CNN: ``(N, inputs, H, W)`` (image, phase[, reference]) → ``(N, 1, H, W)``.
+
+    ``inputs`` is 2, or 3 for a guided network (the registered reference's plane as a third
+    channel, :func:`add_reference_input`).
 
     ``unshuffle`` > 1 runs the convolutions on ``unshuffle``² sub-sampled copies of the plane
     stacked as channels (pixel unshuffle) and shuffles the residual back: a layer then
@@ -80,10 +83,10 @@ class PlaneNet(nn.Module):
     fits the same time.
     """
 
-    def __init__(self, depth: int = 8, width: int = 32, unshuffle: int = 1):
+    def __init__(self, depth: int = 8, width: int = 32, unshuffle: int = 1, inputs: int = 2):
         super().__init__()
         cells = unshuffle * unshuffle
-        layers: list[nn.Module] = [nn.Conv2d(2 * cells, width, 3, padding=1),
+        layers: list[nn.Module] = [nn.Conv2d(inputs * cells, width, 3, padding=1),
                                    nn.ReLU(inplace=True)]  # fmt: skip
         for _ in range(depth - 2):
             layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True)]
@@ -92,7 +95,7 @@ class PlaneNet(nn.Module):
         nn.init.zeros_(last.bias)
         layers.append(last)
         self.body = nn.Sequential(*layers)
-        self.depth, self.width, self.unshuffle = depth, width, unshuffle
+        self.depth, self.width, self.unshuffle, self.inputs = depth, width, unshuffle, inputs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.unshuffle
@@ -106,12 +109,46 @@ class PlaneNet(nn.Module):
         return x[:, :1] + residual[..., :height, :width]
 
 
-def _depth_and_width(tensors: dict) -> tuple[int, int, int]:
-    """The depth, width and unshuffle factor of the :class:`PlaneNet` whose weights are
-    ``tensors`` (a state dict or its arrays); KeyError when they hold no ``body.0.weight``."""
-    depth = sum(1 for k in tensors if k.startswith("body.") and k.endswith(".weight"))
+@dataclass(frozen=True)
+class Architecture:
+    """The shape of a :class:`PlaneNet`, as read back from its weights."""
+
+    depth: int
+    width: int
+    unshuffle: int
+    inputs: int
+
+    def build(self, width: int | None = None, inputs: int | None = None) -> PlaneNet:
+        """A fresh network of this shape (optionally wider, or with more input channels)."""
+        return PlaneNet(depth=self.depth, width=width or self.width, unshuffle=self.unshuffle,
+                        inputs=inputs or self.inputs)  # fmt: skip
+
+
+def _architecture(tensors: dict) -> Architecture:
+    """The :class:`Architecture` of the :class:`PlaneNet` whose weights are ``tensors`` (a
+    state dict or its arrays); KeyError when they hold no ``body.0.weight``."""
+    names = [k for k in tensors if k.startswith("body.") and k.endswith(".weight")]
+    last = max(names, key=lambda k: int(k.split(".")[1]))
+    cells = int(np.asarray(tensors[last]).shape[0])  # the output: one channel per sub-grid
     first = np.asarray(tensors["body.0.weight"]).shape
-    return depth, int(first[0]), int(round(np.sqrt(first[1] / 2)))
+    return Architecture(
+        depth=len(names), width=int(first[0]), unshuffle=int(round(np.sqrt(cells))),
+        inputs=int(first[1]) // cells,
+    )  # fmt: skip
+
+
+def add_reference_input(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A guided :class:`PlaneNet` state (a third input channel, the reference's plane) that
+    computes what the unguided ``state`` does: the reference's weights start at zero, so
+    fine-tuning starts from the unguided result and learns only what the reference adds."""
+    arch = _architecture(state)
+    if arch.inputs != 2:
+        raise ValueError(f"expected an unguided network (2 inputs), got {arch.inputs}")
+    first = state["body.0.weight"]
+    cells = arch.unshuffle * arch.unshuffle
+    # pixel unshuffle orders channels input-major: the reference's cells come last
+    extra = first.new_zeros((first.shape[0], cells, *first.shape[2:]))
+    return {**state, "body.0.weight": torch.cat([first, extra], dim=1)}
 
 
 def widen_state(state: dict[str, torch.Tensor], width: int) -> dict[str, torch.Tensor]:
@@ -121,10 +158,10 @@ def widen_state(state: dict[str, torch.Tensor], width: int) -> dict[str, torch.T
     old channels and into the output layer); the new channels start from fresh random
     weights on their inputs, so they receive gradients and add capacity as training goes on.
     """
-    depth, old_width, unshuffle = _depth_and_width(state)
-    if width < old_width:
-        raise ValueError(f"cannot narrow a {old_width}-channel network to {width} channels")
-    fresh = PlaneNet(depth=depth, width=width, unshuffle=unshuffle).state_dict()
+    arch = _architecture(state)
+    if width < arch.width:
+        raise ValueError(f"cannot narrow a {arch.width}-channel network to {width} channels")
+    fresh = arch.build(width=width).state_dict()
     out = {}
     for name, new in fresh.items():
         old, new = state[name], new.clone()
@@ -140,11 +177,16 @@ def widen_state(state: dict[str, torch.Tensor], width: int) -> dict[str, torch.T
     return out
 
 
-def planes_input(planes: np.ndarray, phase: np.ndarray) -> torch.Tensor:
-    """Stack ``(N, H, W)`` planes with the per-row ``phase`` (length H) as channel 2."""
+def planes_input(planes: np.ndarray, phase: np.ndarray,
+                 reference: np.ndarray | None = None) -> torch.Tensor:  # fmt: skip
+    """Stack ``(N, H, W)`` planes with the per-row ``phase`` (length H) as channel 2 and,
+    for a guided network, the reference's ``(N, H, W)`` planes as channel 3."""
     planes = np.asarray(planes, dtype=np.float32)
     ph = np.broadcast_to(np.asarray(phase, dtype=np.float32)[None, :, None], planes.shape)
-    return torch.from_numpy(np.ascontiguousarray(np.stack([planes, ph], axis=1)))
+    channels = [planes, ph]
+    if reference is not None:
+        channels.append(np.asarray(reference, dtype=np.float32))
+    return torch.from_numpy(np.ascontiguousarray(np.stack(channels, axis=1)))
 
 
 @dataclass
@@ -153,10 +195,13 @@ class _Pairs:
     target: np.ndarray
     centres: np.ndarray  # flat indices of head voxels usable as patch centres
     phase: np.ndarray  # (H,)
+    reference: np.ndarray | None = None  # (stack, H, W): the guide's planes, not degraded
 
 
-def _pairs(volume: np.ndarray, acquisition: Acquisition, factor: float, patch: int) -> list[_Pairs]:
-    """Training pairs along both in-plane axes of ``volume`` (the acquired slices)."""
+def _pairs(volume: np.ndarray, acquisition: Acquisition, factor: float, patch: int,
+           reference: np.ndarray | None = None) -> list[_Pairs]:  # fmt: skip
+    """Training pairs along both in-plane axes of ``volume`` (the acquired slices); with a
+    ``reference`` of the same shape (the guide at the acquired slices), its planes too."""
     slice_axis = int(acquisition.slice_axis)
     inplane = [a for a in range(3) if a != slice_axis]
     out = []
@@ -167,8 +212,14 @@ def _pairs(volume: np.ndarray, acquisition: Acquisition, factor: float, patch: i
         pad = [(0, 0)] + [(max(0, patch - n), 0) for n in d.shape[1:]]
         d, t = np.pad(d, pad, mode="edge"), np.pad(t, pad, mode="edge")
         phase = np.pad(slice_phase(degraded.shape[axis], n_lr), (pad[1][0], 0), mode="edge")
+        guide = None
+        if reference is not None:  # cropped along ``axis`` as degrade_axis crops the target
+            start = (volume.shape[axis] - target.shape[axis]) // 2
+            kept = np.take(reference, np.arange(start, start + target.shape[axis]), axis=axis)
+            guide = np.ascontiguousarray(np.pad(np.transpose(kept, order), pad, mode="edge"),
+                                         dtype=np.float32)  # fmt: skip
         out.append(_Pairs(np.ascontiguousarray(d), np.ascontiguousarray(t),
-                          patch_centres(t, patch), phase))  # fmt: skip
+                          patch_centres(t, patch), phase, guide))  # fmt: skip
     return out
 
 
@@ -186,20 +237,26 @@ def patch_centres(target: np.ndarray, patch: int) -> np.ndarray:
 def _batch(pairs: list[_Pairs], settings: TrainSettings, rng: np.random.Generator
            ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     p, half = settings.patch, settings.patch // 2
-    xs, ys, phases = [], [], []
+    xs, ys, phases, guides = [], [], [], []
     for _ in range(settings.batch):
         pair = pairs[int(rng.integers(len(pairs)))]
         k, i, j = np.unravel_index(int(rng.choice(pair.centres)), pair.degraded.shape)
         i0 = int(np.clip(i - half, 0, pair.degraded.shape[1] - p))
         j0 = int(np.clip(j - half, 0, pair.degraded.shape[2] - p))
-        x = pair.degraded[k, i0:i0 + p, j0:j0 + p]
-        y = pair.target[k, i0:i0 + p, j0:j0 + p]
+        window = (k, slice(i0, i0 + p), slice(j0, j0 + p))
+        x, y = pair.degraded[window], pair.target[window]
+        g = None if pair.reference is None else pair.reference[window]
         if rng.random() < 0.5:  # flip along the clean axis: the phase stays valid
             x, y = x[:, ::-1], y[:, ::-1]
+            g = None if g is None else g[:, ::-1]
         xs.append(x)
         ys.append(y)
+        guides.append(g)
         phases.append(pair.phase[i0:i0 + p])
-    inputs = torch.cat([planes_input(x[None], ph) for x, ph in zip(xs, phases, strict=True)])
+    inputs = torch.cat([
+        planes_input(x[None], ph, None if g is None else g[None])
+        for x, ph, g in zip(xs, phases, guides, strict=True)
+    ])  # fmt: skip
     target = torch.from_numpy(np.ascontiguousarray(np.stack(ys)[:, None], dtype=np.float32))
     return inputs, target
 
@@ -232,26 +289,36 @@ def fit(net: PlaneNet, pairs: list[_Pairs], settings: TrainSettings, steps: int,
 def train_plane_net(
     volume: np.ndarray, acquisition: Acquisition, factor: float, *, seed: int = 0,
     settings: TrainSettings = TrainSettings(), init: dict | None = None,
-    device: str = "cpu", progress: bool = False,
+    device: str = "cpu", progress: bool = False, reference: np.ndarray | None = None,
 ) -> tuple[PlaneNet, dict]:  # fmt: skip
     """Train a :class:`PlaneNet` on the in-plane pairs of ``volume`` (the acquired slices on
     the output grid in-plane); ``init``: a state dict to start from (pretrained weights).
+    ``reference``: a guide of ``volume``'s shape (a registered T2w or FLAIR projected onto
+    the acquired slices): the network gets its planes as a third input, starting from
+    weights that ignore it (:func:`add_reference_input`).
     Returns the network (on CPU, eval mode) and a summary (final loss, steps, seconds)."""
     start = time.perf_counter()
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
+    inputs = 2 if reference is None else 3
     if init is None:
-        net = PlaneNet(depth=settings.depth, width=settings.width, unshuffle=settings.unshuffle)
+        net = PlaneNet(depth=settings.depth, width=settings.width, unshuffle=settings.unshuffle,
+                       inputs=inputs)  # fmt: skip
     else:
-        depth, width, unshuffle = _depth_and_width(init)
-        width = max(width, settings.width)
-        net = PlaneNet(depth=depth, width=width, unshuffle=unshuffle)
-        net.load_state_dict(widen_state(init, width))
+        arch = _architecture(init)
+        width = max(arch.width, settings.width)
+        state = widen_state(init, width)
+        if inputs == 3 and arch.inputs == 2:
+            state = add_reference_input(state)
+        net = arch.build(width=width, inputs=inputs)
+        net.load_state_dict(state)
     inplane = [a for a in range(3) if a != int(acquisition.slice_axis)]
     # small scans: patches no larger than their planes (the step then costs less too)
     patch = int(min(settings.patch, *(volume.shape[a] for a in inplane)))
     settings = replace(settings, patch=max(8, patch))
-    pairs = _pairs(volume, acquisition, factor, settings.patch)
+    if reference is not None and reference.shape != volume.shape:
+        raise ValueError(f"reference shape {reference.shape} differs from {volume.shape}")
+    pairs = _pairs(volume, acquisition, factor, settings.patch, reference)
     steps = iterations_for(sum(p.degraded.size for p in pairs), settings)
     initial = {k: v.clone() for k, v in net.state_dict().items()}
     for attempt in range(RETRIES + 1):
@@ -292,16 +359,18 @@ def self_check(net: PlaneNet, pairs: list[_Pairs], settings: TrainSettings,
 def apply_plane_net(
     net: PlaneNet, base: np.ndarray, slice_axis: int, other: int, n_lr: int, *,
     region: np.ndarray | None = None, device: str = "cpu", batch: int = 8,
-    progress: bool = False,
+    progress: bool = False, reference: np.ndarray | None = None,
 ) -> np.ndarray:  # fmt: skip
     """``base`` with the network applied in the (``slice_axis``, ``other``) planes; planes
-    without any voxel of ``region`` (default :func:`head_region`) are left as they are."""
+    without any voxel of ``region`` (default :func:`head_region`) are left as they are.
+    ``reference``: a guided network's guide on ``base``'s grid."""
     from tqdm.auto import tqdm
 
     region = head_region(base) if region is None else region
     stack = ({0, 1, 2} - {slice_axis, other}).pop()
     order = (stack, slice_axis, other)
     planes = np.transpose(base, order)
+    guide = None if reference is None else np.transpose(reference, order)
     keep = np.flatnonzero(np.transpose(region, order).any(axis=(1, 2)))
     phase = slice_phase(base.shape[slice_axis], n_lr)
     out = np.array(planes, dtype=np.float32, copy=True)
@@ -310,7 +379,8 @@ def apply_plane_net(
         for start in tqdm(range(0, keep.size, batch), unit="batch", disable=not progress,
                           desc=f"selfsr: planes ({slice_axis}, {other})"):  # fmt: skip
             index = keep[start:start + batch]
-            result = net(planes_input(planes[index], phase).to(device))[:, 0]
+            inputs = planes_input(planes[index], phase, None if guide is None else guide[index])
+            result = net(inputs.to(device))[:, 0]
             out[index] = result.float().cpu().numpy()
     return np.ascontiguousarray(np.transpose(out, np.argsort(order)))
 
@@ -323,8 +393,7 @@ def state_to_numpy(net: PlaneNet) -> dict[str, np.ndarray]:
 def net_from_numpy(tensors: dict[str, np.ndarray], names: Sequence[str] | None = None) -> PlaneNet:
     """A :class:`PlaneNet` with weights from :func:`state_to_numpy` arrays (eval mode); its
     depth and width are read from the arrays."""
-    depth, width, unshuffle = _depth_and_width(tensors)
-    net = PlaneNet(depth=depth, width=width, unshuffle=unshuffle)
+    net = _architecture(tensors).build()
     keys = names or list(net.state_dict())
     net.load_state_dict({k: torch.from_numpy(np.asarray(tensors[k])) for k in keys})
     return net.eval()

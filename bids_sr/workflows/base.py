@@ -119,7 +119,7 @@ def _add_super_resolution(
         for method in methods:
             guided = method in GUIDED_METHODS
             guided_here = plan.guides(t1w_file, method) and ref_wf is not None
-            fallback = plan.fallbacks.get(t1w_file) if guided else None
+            fallback = plan.fallback(t1w_file, method) if guided else None
             anat_wf = init_anat_sr_wf(
                 t1w_file=t1w_file,
                 method=method,

@@ -1,0 +1,131 @@
+"""The guided self-supervised method (``selfsr-t2w``/``selfsr-flair``) on synthetic 2D scans:
+the guide's channel starts ignored, helps where the guide shares the T1w's edges, and is
+ignored when it carries nothing (noise, a constant)."""
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from bids_sr.acquisition import project, simulated_acquisition
+from bids_sr.guidance import mono_twin, mono_twin_weights
+from bids_sr.masks import brain_mask
+from bids_sr.metrics import psnr
+from bids_sr.planning import fallback_for
+from bids_sr.selfsr import SelfSRError, super_resolve_selfsr
+from bids_sr.selfsr.network import PlaneNet, _architecture, add_reference_input, net_from_numpy
+from bids_sr.superresolve import GUIDED_METHODS, REFERENCE_SUFFIXES, super_resolve
+
+SHAPE = (40, 40, 40)
+FACTORS = (1, 1, 4)
+STEPS = 240  # the CNN's budget here: seconds on one core
+
+
+def _tissue(seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
+    """A T1w-like and a T2w-like image of one synthetic head: the same tissue boundaries
+    (thresholded smooth noise), with a non-monotonic map between their intensities."""
+    rng = np.random.default_rng(seed)
+    field = ndimage.gaussian_filter(rng.standard_normal(SHAPE), 1.5)
+    field /= field.std()
+    labels = np.digitize(field, [-0.6, 0.4])  # three tissues
+    zz, yy, xx = np.meshgrid(*[np.linspace(-1, 1, n) for n in SHAPE], indexing="ij")
+    head = (zz**2 + yy**2 + xx**2) < 0.85
+    t1 = np.where(head, np.array([0.35, 0.9, 0.6])[labels], 0.0)
+    t2 = np.where(head, np.array([0.8, 0.3, 0.55])[labels], 0.0)
+    smooth = lambda a: ndimage.gaussian_filter(a, 0.6).astype(np.float32)  # noqa: E731
+    return smooth(t1), smooth(t2)
+
+
+@pytest.fixture(scope="module")
+def pair():
+    t1, t2 = _tissue()
+    acq = simulated_acquisition((1.0, 1.0, 1.0), FACTORS)
+    lr = project(t1, acq, (40, 40, 10))
+    return t1, t2, lr, acq, brain_mask(t1)
+
+
+def _run(pair, reference, folder):
+    t1, _, lr, acq, mask = pair
+    method = "selfsr" if reference is None else "selfsr-t2w"
+    with pytest.MonkeyPatch.context() as patch:  # a small budget: seconds on one core
+        patch.setattr("bids_sr.selfsr.network.MAX_ITERATIONS", STEPS)
+        patch.setattr("bids_sr.selfsr.network.MIN_ITERATIONS", STEPS)
+        out, report = super_resolve(lr, FACTORS, method, reference=reference, acquisition=acq,
+                                    seed=0, device="cpu", model_dir=str(folder))  # fmt: skip
+    return psnr(out[mask], t1[mask], data_range=1.0), report
+
+
+@pytest.fixture(scope="module")
+def mono(pair, tmp_path_factory):
+    """Brain PSNR of the unguided selfsr at the same budget (the guided models' twin)."""
+    return _run(pair, None, tmp_path_factory.mktemp("mono"))[0]
+
+
+@pytest.mark.parametrize("unshuffle", [1, 2])
+def test_adding_the_reference_input_keeps_the_networks_output(unshuffle):
+    torch.manual_seed(0)
+    mono = PlaneNet(depth=4, width=8, unshuffle=unshuffle)
+    for p in mono.parameters():  # a trained-looking network, not the near-zero start
+        torch.nn.init.normal_(p, std=0.2)
+    state = add_reference_input(mono.state_dict())
+    arch = _architecture(state)
+    assert (arch.depth, arch.width, arch.unshuffle, arch.inputs) == (4, 8, unshuffle, 3)
+    guided = net_from_numpy({k: v.numpy() for k, v in state.items()})
+    x = torch.rand(2, 2, 13, 11)
+    reference = torch.rand(2, 1, 13, 11)
+    with torch.no_grad():
+        expected = mono(x)
+        torch.testing.assert_close(guided(torch.cat([x, reference], 1)), expected)
+        torch.testing.assert_close(guided(torch.cat([x, 1 - reference], 1)), expected)
+    with pytest.raises(ValueError, match="unguided"):
+        add_reference_input(state)
+
+
+def test_a_guide_with_the_t1ws_edges_helps(pair, mono, tmp_path):
+    guided, report = _run(pair, pair[1], tmp_path)
+    assert report["guided"] is True and report["method"] == "selfsr-t2w"
+    # the T2w-like guide has every boundary the thick slices blurred: a clear gain
+    print(f"guided {guided:.2f} dB, mono {mono:.2f} dB")
+    assert guided > mono + 1.0, (guided, mono)
+
+
+@pytest.mark.parametrize("kind", ["noise", "constant"])
+def test_a_guide_that_carries_nothing_costs_at_most_0_2_db(pair, mono, tmp_path, kind):
+    rng = np.random.default_rng(1)
+    reference = (rng.random(SHAPE) if kind == "noise" else np.full(SHAPE, 0.5)).astype(np.float32)
+    guided, _ = _run(pair, reference, tmp_path)
+    print(f"{kind}: guided {guided:.2f} dB, mono {mono:.2f} dB")
+    assert guided > mono - 0.2, (guided, mono)
+
+
+def test_guided_models_are_keyed_by_their_guide(pair, tmp_path, monkeypatch):
+    monkeypatch.setattr("bids_sr.selfsr.network.MAX_ITERATIONS", 20)
+    monkeypatch.setattr("bids_sr.selfsr.network.MIN_ITERATIONS", 20)
+    _, t2, lr, acq, _ = pair
+    run = dict(acquisition=acq, seed=0, device="cpu", model_dir=str(tmp_path))
+    _, first = super_resolve_selfsr(lr, FACTORS, **run, reference=t2)
+    _, again = super_resolve_selfsr(lr, FACTORS, **run, reference=t2)
+    _, other = super_resolve_selfsr(lr, FACTORS, **run, reference=1 - t2)
+    _, mono = super_resolve_selfsr(lr, FACTORS, **run)
+    assert again["model_reused"] and again["weights"] == first["weights"]
+    assert len({first["weights"], other["weights"], mono["weights"]}) == 3
+    assert not other["model_reused"] and mono["guided"] is False
+
+
+def test_guided_selfsr_input_errors(pair):
+    _, t2, lr, acq, _ = pair
+    with pytest.raises(ValueError, match="needs a registered T2w"):
+        super_resolve(lr, FACTORS, "selfsr-t2w", acquisition=acq, device="cpu")
+    with pytest.raises(SelfSRError, match="differs from the output grid"):
+        super_resolve_selfsr(lr, FACTORS, acq, reference=t2[:-1])
+    with pytest.raises(SelfSRError, match="CNN only"):
+        super_resolve_selfsr(lr, FACTORS, acq, reference=t2, learner="filters")
+
+
+def test_guided_selfsr_is_wired_as_a_guided_method_with_selfsr_as_its_twin():
+    assert {"selfsr-t2w", "selfsr-flair"} <= set(GUIDED_METHODS)
+    assert REFERENCE_SUFFIXES["selfsr-flair"] == "FLAIR"
+    assert mono_twin("selfsr-flair") == "selfsr"
+    assert mono_twin_weights("selfsr-t2w", None, FACTORS) is None  # learns per scan
+    fallback = fallback_for(FACTORS, "selfsr-t2w")
+    assert fallback.method == "selfsr" and "without the reference" in fallback.note
