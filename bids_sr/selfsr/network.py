@@ -3,8 +3,9 @@
 Input: two channels, the B-spline-upsampled plane (degraded along its first axis, rows =
 positions across the slices) and the phase of each row relative to the acquired slices
 (:func:`bids_sr.selfsr.pairs.slice_phase`): the network cannot see from a smooth B-spline
-image where the acquired slices lie, the phase tells it. Output: the plane plus a learned
-residual. ``depth`` 3×3 convolutions of ``width`` channels with ReLU between, run on the
+image where the acquired slices lie, the phase tells it; a guided network (``selfsr-t2w``)
+has a third, the registered reference's plane (not degraded). Output: the plane plus a
+learned residual. ``depth`` 3×3 convolutions of ``width`` channels with ReLU between, run on the
 plane pixel-unshuffled by 2 (four sub-sampled copies as channels: a layer sees twice as far
 and costs a quarter per channel², so 128 channels cost what 64 did at full resolution and
 learn more: trained on the truth of chris at 1×1×3, +2.05 dB over B-spline against +1.94);
