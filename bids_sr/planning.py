@@ -44,10 +44,6 @@ from bids_sr.weights_lookup import format_factors
 
 LOGGER = logging.getLogger("bids_sr")
 
-#: The unguided network the shipped guided networks fall back to (same architecture, one
-#: channel); a guided method's own is :func:`bids_sr.guidance.mono_twin` (``selfsr-t2w`` →
-#: ``selfsr``).
-MONO_METHOD = "srrecnn"
 #: What runs when no learned model can: cubic B-spline interpolation.
 BASELINE_METHOD = "bspline"
 #: A reference helps only where its voxels are at most this fraction of the T1w spacing.
@@ -182,7 +178,7 @@ def missing_weights(method: str, factors: Sequence[float], family: str | None = 
     return None
 
 
-def fallback_for(factors: Sequence[float], method: str = "srrecnn-t2w") -> Fallback:
+def fallback_for(factors: Sequence[float], method: str) -> Fallback:
     """The guided ``method``'s mono twin when it can run at ``factors`` (shipped weights, or
     none needed), else bspline."""
     from bids_sr.guidance import mono_twin

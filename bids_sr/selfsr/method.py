@@ -25,7 +25,6 @@ dispatcher, as for every method. Part of the numerical core (never imports nipyp
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -97,13 +96,6 @@ def _torch_device(device: str) -> str:
     if device == "cuda":
         raise SelfSRError("--device cuda was asked for, but torch sees no CUDA device")
     return "cpu"
-
-
-def _array_sha(data: np.ndarray) -> str:
-    """SHA-256 of an array's shape and float32 values (part of a guided model's key)."""
-    digest = hashlib.sha256(str(data.shape).encode())
-    digest.update(np.ascontiguousarray(data, dtype=np.float32).tobytes())
-    return digest.hexdigest()
 
 
 def _learn_seconds(timing: Path) -> float | None:
@@ -227,9 +219,7 @@ def super_resolve_selfsr(
                 "seed": int(seed), "learner": learner, "iterations": iterations,
                 "prior": checksum(prior) if prior else None,
                 "acquisition": acquisition.describe()}  # fmt: skip
-    if reference is not None:  # (absent for unguided models: their keys stay as they were)
-        settings["reference"] = _array_sha(reference)
-    key = model_key(lr, settings)
+    key = model_key(lr, settings, *([] if reference is None else [reference]))
     with tempfile.TemporaryDirectory(prefix="selfsr-") as scratch:
         folder = Path(model_dir) if model_dir is not None else Path(scratch)
         path = folder / f"selfsr-{learner}-{key[:24]}.safetensors"

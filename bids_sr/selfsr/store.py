@@ -25,12 +25,14 @@ from bids_sr.selfsr.filters import PlaneFilters
 FORMAT = "bids_sr.selfsr/2"
 
 
-def model_key(lr: np.ndarray, settings: dict) -> str:
-    """A hex key of the input array and the settings that determine the learned model."""
+def model_key(lr: np.ndarray, settings: dict, *guides: np.ndarray) -> str:
+    """A hex key of the input array, any further arrays the model learns from (a guided
+    model's reference) and the settings that determine the learned model."""
     digest = hashlib.sha256()
-    data = np.ascontiguousarray(lr, dtype=np.float32)
-    digest.update(str(data.shape).encode())
-    digest.update(data.tobytes())
+    for array in (lr, *guides):
+        data = np.ascontiguousarray(array, dtype=np.float32)
+        digest.update(str(data.shape).encode())
+        digest.update(data.tobytes())
     digest.update(json.dumps({"format": FORMAT, **settings}, sort_keys=True).encode())
     return digest.hexdigest()
 
