@@ -78,8 +78,8 @@ class MethodPlan:
     ``t2w``: the reference (T2w or FLAIR) that guides it (only T1ws that have one and may
     use it); ``reference_suffixes``: that reference's BIDS suffix;
     ``choices``: the ``MethodChoice`` sentence of the method ``auto`` picked for it;
-    ``auto_methods``: that method; ``fallbacks``: what its (first) guided method falls back
-    to, and ``method_fallbacks`` per guided method (see :meth:`fallback`);
+    ``auto_methods``: that method; ``method_fallbacks``: what each guided method falls back
+    to (see :meth:`fallback`);
     ``weights``: the shipped weights file ``auto`` validated, per T1w and method;
     ``warnings``: per T1w and method, why an explicitly named method runs unvalidated;
     ``reference_problems``: per T1w, why its T2w does not guide (not finer than the T1w);
@@ -91,7 +91,6 @@ class MethodPlan:
     t2w: dict[str, str] = field(default_factory=dict)
     choices: dict[str, str] = field(default_factory=dict)
     auto_methods: dict[str, str] = field(default_factory=dict)
-    fallbacks: dict[str, Fallback] = field(default_factory=dict)
     method_fallbacks: dict[str, dict[str, Fallback]] = field(default_factory=dict)
     weights: dict[str, dict[str, Path]] = field(default_factory=dict)
     warnings: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -112,8 +111,7 @@ class MethodPlan:
 
     def fallback(self, t1w_file: str, method: str) -> Fallback | None:
         """What the guided ``method`` runs on the T1w when its reference cannot guide it."""
-        own = self.method_fallbacks.get(t1w_file, {}).get(method)
-        return own or self.fallbacks.get(t1w_file)
+        return self.method_fallbacks.get(t1w_file, {}).get(method)
 
     def weights_for(self, t1w_file: str, method: str) -> Path | None:
         """The shipped weights ``auto`` chose for ``method`` on the T1w (None: default)."""
@@ -138,9 +136,10 @@ class MethodPlan:
         if tokens:
             raise ValueError(f"{', '.join(tokens)}: resolve 'all'/'auto' with plan_methods")
         fallback = Fallback(BASELINE_METHOD, "bspline (no fallback was planned)")
+        guided = {m: fallback for m in methods if m in GUIDED_METHODS}
         return cls(
             methods={t1w: list(dict.fromkeys(methods)) for t1w in t1w_files},
-            fallbacks={t1w: fallback for t1w in t1w_files},
+            method_fallbacks={t1w: dict(guided) for t1w in t1w_files},
         )
 
 
@@ -420,7 +419,6 @@ def _expand(
                 if choice.weights is not None:
                     plan.weights.setdefault(t1w_file, {})[method] = choice.weights
                 if choice.fallback is not None:
-                    plan.fallbacks[t1w_file] = choice.fallback
                     plan.method_fallbacks.setdefault(t1w_file, {})[method] = choice.fallback
             plan.auto_methods[t1w_file] = method
             plan.choices[t1w_file] = sentence
@@ -495,7 +493,6 @@ def plan_methods(
                 own = plan.method_fallbacks.setdefault(t1w_file, {})
                 for method in guided:
                     own.setdefault(method, fallback_for(factors, method))
-                plan.fallbacks.setdefault(t1w_file, own[guided[0]])
                 reference = reference or next(
                     (r for m in guided for r in references if r.suffix == REFERENCE_SUFFIXES[m]),
                     None,

@@ -48,10 +48,11 @@ declare -A THEN
 THEN[srrecnn-t2w_x2x2x2]="--scale 2 --degradation gaussian --iterations $(it 3000) --lr 3e-4 --patch-size 16 --batch-size 8 --loss-margin 2 --uninformative-reference-fraction 0.15 --reference-misregistration 0 0 --validation-label openms19 mni152 --seed 1"
 THEN[srrecnn-t2w_x1x1x4]="--scale 1 1 4 --degradation slice --iterations $(it 3000) --lr 3e-4 --patch-size 16 --batch-size 8 --loss-margin 2 --uninformative-reference-fraction 0.15 --reference-misregistration 1 2 --validation-label openms19 mni152 --seed 1"
 declare -A TRAIN_OF
-# the x2 mono model is the guided x2 model's twin: it too keeps the MNI152 pair out, so the
+# the mono models are the guided models' twins: they too keep the MNI152 pair out, so a
 # guided card's gain over mono on mni152 compares two models that never saw it (shipped
 # with THREADS=1)
 TRAIN_OF[srrecnn_x2x2x2]="--participant-label colin27 brainchop openms07"
+TRAIN_OF[srrecnn_x1x1x4]="--participant-label colin27 brainchop openms07"
 TRAIN_OF[srrecnn-t2w_x1x1x4]="--participant-label colin27 brainchop openms07"
 TRAIN_OF[srrecnn-t2w_x2x2x2]="--participant-label colin27 brainchop openms07"
 TRAIN_OF[srrecnn-flair_x1x1x4]="--participant-label colin27 brainchop openms07"

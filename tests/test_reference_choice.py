@@ -74,7 +74,7 @@ def test_auto_guides_with_the_only_reference_of_either_contrast(tmp_path, weight
     assert plan.weights_for(thick, "srrecnn-flair") == flair_weights
     assert "(FLAIR-guided by sub-01_FLAIR.nii.gz)" in plan.choices[thick]
     assert "+1.10 dB over the mono model" in plan.choices[thick]
-    assert plan.fallbacks[thick].method == "srrecnn"
+    assert plan.fallback(thick, "srrecnn-flair").method == "srrecnn"
 
 
 def test_auto_takes_the_finest_reference_and_t2w_on_a_tie(tmp_path, weights_dir, thick):

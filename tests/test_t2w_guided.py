@@ -131,8 +131,8 @@ def test_all_guided_fallback_and_weights_rules(tmp_path, no_shipped_weights, dem
     # named explicitly on a T1w without T2w: kept, falls back (mono model has no weights)
     plan = plan_methods(_config(tmp_path, methods=["srrecnn-t2w"]), T1W, T2W)
     assert plan.methods[SUB02[0]] == ["srrecnn-t2w"]
-    assert plan.fallbacks[SUB02[0]].method == "bspline"
-    assert "srrecnn has no shipped weights" in plan.fallbacks[SUB02[0]].note
+    assert plan.fallback(SUB02[0], "srrecnn-t2w").method == "bspline"
+    assert "srrecnn has no shipped weights" in plan.fallback(SUB02[0], "srrecnn-t2w").note
     # evaluating: a guided method without a T2w is skipped instead
     plan = plan_methods(_config(tmp_path, methods=["srrecnn-t2w"], evaluate=True), T1W, T2W)
     assert plan.methods == {SUB01: ["srrecnn-t2w"], SUB02[0]: [], SUB02[1]: []}

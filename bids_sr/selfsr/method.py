@@ -219,6 +219,10 @@ def super_resolve_selfsr(
                 "seed": int(seed), "learner": learner, "iterations": iterations,
                 "prior": checksum(prior) if prior else None,
                 "acquisition": acquisition.describe()}  # fmt: skip
+    if reference is not None:  # a guided model is also a function of the guide's gain
+        from bids_sr.selfsr.network import REFERENCE_GAIN
+
+        settings["reference_gain"] = REFERENCE_GAIN
     key = model_key(lr, settings, *([] if reference is None else [reference]))
     with tempfile.TemporaryDirectory(prefix="selfsr-") as scratch:
         folder = Path(model_dir) if model_dir is not None else Path(scratch)

@@ -33,6 +33,24 @@ def phase_bins(phase: np.ndarray, n_bins: int) -> np.ndarray:
     return np.clip(index, 0, n_bins - 1)
 
 
+def simulated_slices(n: int, factor: float) -> int:
+    """How many slices of spacing ``factor`` (in voxels) fit in an extent of ``n`` voxels."""
+    n_lr = int(np.floor(n / factor))
+    if n_lr < 2:
+        raise ValueError(f"in-plane extent {n} is too small for a slice factor of {factor:g}")
+    return n_lr
+
+
+def crop_to_slices(volume: np.ndarray, axis: int, factor: float) -> np.ndarray:
+    """``volume`` cropped, centred, along ``axis`` to the ``round(n_lr · factor)`` voxels that
+    :func:`simulated_slices` slices map back onto exactly: the crop of
+    :func:`degrade_axis`'s target, for anything that must stay aligned with it."""
+    n = volume.shape[axis]
+    m = int(round(simulated_slices(n, factor) * factor))
+    start = (n - m) // 2
+    return np.take(volume, np.arange(start, start + m), axis=axis)
+
+
 def degrade_axis(
     volume: np.ndarray, axis: int, factor: float, acquisition: Acquisition
 ) -> tuple[np.ndarray, np.ndarray, int]:
@@ -44,13 +62,9 @@ def degrade_axis(
     onto exactly, and the number of simulated slices ``n_lr``.
     """
     psf = acquisition.psf(acquisition.slice_axis)
-    n = volume.shape[axis]
-    n_lr = int(np.floor(n / factor))
-    if n_lr < 2:
-        raise ValueError(f"in-plane extent {n} is too small for a slice factor of {factor:g}")
-    m = int(round(n_lr * factor))
-    start = (n - m) // 2
-    target = np.take(volume, np.arange(start, start + m), axis=axis).astype(np.float32)
+    n_lr = simulated_slices(volume.shape[axis], factor)
+    target = crop_to_slices(volume, axis, factor).astype(np.float32)
+    m = target.shape[axis]
     forward = axis_matrix(n_lr, m, psf.profile, float(psf.width))
     lr = _apply_along(target, forward, axis)
     degraded = _apply_along(lr, _bspline_matrix(n_lr, m).astype(np.float32), axis)
