@@ -61,6 +61,7 @@ def test_supervised_loss_decreases_and_outputs(espcn_run):
     assert all(len(f["t1w_sha256"]) == 64 for f in files)
     assert card["command"].startswith("bids_sr-train espcn ")
     assert any("CPU" in note for note in card["notes"])
+    assert not any("Architecture differs" in note for note in card["notes"])  # defaults
     per_method = card["validation"]["per_method"]
     assert list(per_method) == ["nearest", "linear", "bspline", "espcn"]
     assert per_method["bspline"]["psnr_brain"]["n"] == 1
@@ -236,5 +237,8 @@ def test_flair_guided_run_records_its_contrast_and_misregistration(tmp_path):
     bounds = card["augmentation"]["reference_misregistration"]
     assert (bounds["max_translation_mm"], bounds["max_rotation_deg"]) == (0.5, 1.0)
     assert "real FLAIR" in card["reference_training"]
+    assert ("Architecture differs from the published model: layers 3 (published 10), "
+            "features 4 (published 64).") in card["notes"]
+    assert any("CPU" in note for note in card["notes"])  # kept beside the evaluation note
     with pytest.raises(WeightsError):
         load_model(weights, method="srrecnn-t2w")

@@ -4,6 +4,7 @@ build the model, prepare patches, run the loop, write weights, card, log and los
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import time
 from dataclasses import asdict
@@ -70,10 +71,11 @@ def _evaluate_and_finish(args, factors, selection, weights: Path, card_extra: di
         extra["validation"] = summary
     else:
         extra["validation"] = None
-        extra.setdefault("notes", []).append(
+        # appended to the notes already in the card (update_card replaces a key whole)
+        written = json.loads(card_path(weights).read_text()).get("notes", [])
+        extra["notes"] = [*written, *extra.get("notes", []), (
             "No validation scores: no held-out participants were given (--validation-label)"
-            if not selection["val_images"] else "Evaluation skipped (--no-evaluate)."
-        )
+            if not selection["val_images"] else "Evaluation skipped (--no-evaluate).")]
     card = update_card(card_path(weights), extra)
     weights.with_name(weights.name[:-12] + ".md").write_text(render_markdown(card))
     return weights
@@ -125,6 +127,17 @@ def train_filters(args: argparse.Namespace, factors, selection, command: str) ->
         ]
     update_card(card_path(path), extra)
     return _evaluate_and_finish(args, factors, selection, path, {}, device)
+
+
+def architecture_note(published: dict[str, Any], overrides: dict[str, Any]) -> str | None:
+    """The card note naming each architecture setting that --config moved away from the
+    published model (e.g. fewer features to fit a CPU budget), or None when none did: a
+    reader comparing with the original paper must know the weights are not its shape."""
+    changed = [f"{key} {overrides[key]} (published {value})"
+               for key, value in published.items() if overrides.get(key, value) != value]
+    if not changed:
+        return None
+    return "Architecture differs from the published model: " + ", ".join(changed) + "."
 
 
 def _near_identity_start(model, std: float = 1e-3) -> None:
@@ -292,6 +305,9 @@ def train_network(args: argparse.Namespace, factors, selection, command: str) ->
     stem = args.output_name or f"{method}_x{format_factors(factors)}"
     path = folder / f"{stem}.safetensors"
     card = _common_card(args, factors, selection, command, device)
+    deviation = architecture_note(spec.default_config, args.config)
+    if deviation:
+        card["notes"] = card["notes"] + [deviation]
     card.update(
         iterations=iterations,
         settings=asdict(settings),
