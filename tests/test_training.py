@@ -240,5 +240,12 @@ def test_flair_guided_run_records_its_contrast_and_misregistration(tmp_path):
     assert ("Architecture differs from the published model: layers 3 (published 10), "
             "features 4 (published 64).") in card["notes"]
     assert any("CPU" in note for note in card["notes"])  # kept beside the evaluation note
+    # weights fine-tuned from these keep their shape, and the card still says so
+    tuned = tmp_path / "tuned"
+    assert train_main(["srrecnn-flair", str(DEMO), str(tuned), "--participant-label", "01",
+                       *FAST, "--iterations", "1", "--no-evaluate", "--init", str(weights)]) == 0
+    card = json.loads((tuned / "srrecnn-flair_x2x2x2.card.json").read_text())
+    assert any(note.startswith("Architecture differs") and "features 4 (published 64)" in note
+               for note in card["notes"])  # fmt: skip
     with pytest.raises(WeightsError):
         load_model(weights, method="srrecnn-t2w")

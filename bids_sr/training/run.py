@@ -205,9 +205,13 @@ def train_network(args: argparse.Namespace, factors, selection, command: str) ->
         if args.config:
             raise UsageError("--config cannot change the architecture of --init weights")
         init = f"fine-tuned from {args.init} (sha256 {info['sha256']})"
+        # what the first run's --config chose (not the recipe's settings, not the factors)
+        recipe = {*d.get("config", {}), "factors"}
+        chosen = {k: v for k, v in config.items() if k not in recipe}
     else:
         # the model's published defaults, then the training recipe's (models/padding.py)
         config = {**spec.default_config, **d.get("config", {}), **args.config}
+        chosen = dict(args.config)
         if spec.learned_upsampling:
             config["factors"] = list(ints)
         try:
@@ -305,7 +309,7 @@ def train_network(args: argparse.Namespace, factors, selection, command: str) ->
     stem = args.output_name or f"{method}_x{format_factors(factors)}"
     path = folder / f"{stem}.safetensors"
     card = _common_card(args, factors, selection, command, device)
-    deviation = architecture_note(spec.default_config, args.config)
+    deviation = architecture_note(spec.default_config, chosen)
     if deviation:
         card["notes"] = card["notes"] + [deviation]
     card.update(
