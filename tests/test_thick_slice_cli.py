@@ -124,6 +124,8 @@ def test_selfsr_end_to_end_writes_its_uncertainty_map_and_reuses_its_model(
     assert values.min() >= 0 and values.max() > 0
     map_meta = json.loads(map_file.with_name(map_file.name.replace(".nii.gz", ".json")).read_text())
     assert "half the absolute difference" in map_meta["Description"]
+    # the data-consistency score is the super-resolved image's, not the map's
+    assert "DataConsistencyPSNR" not in map_meta and map_meta["Method"] == "selfsr"
     # another setting reruns the node: the per-scan model is found in the work directory
     code, err = run_cli(*args, "--no-data-consistency")
     assert code == 0, err
@@ -158,5 +160,7 @@ def test_guided_selfsr_end_to_end_shows_what_the_t2w_contributed(
     assert 0 < twin["MeanAbsDifferencePercent"] < 100
     for desc in ("selfsrT2wUncertainty", "selfsrT2wGuidedMinusMono"):
         assert (anat / f"sub-01_res-hi_desc-{desc}_T1w.nii.gz").is_file(), desc
+        map_meta = json.loads((anat / f"sub-01_res-hi_desc-{desc}_T1w.json").read_text())
+        assert "DataConsistencyPSNR" not in map_meta, desc
     page = (out / "sub-01.html").read_text()
     assert "What the reference contributed" in page and "T2w registration" in page

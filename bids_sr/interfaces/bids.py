@@ -52,6 +52,9 @@ class DerivativesDataSinkInputSpec(BaseInterfaceInputSpec):
     desc = traits.Str(mandatory=True, desc="the desc- entity (the method's label)")
     res = traits.Str("hi", usedefault=True, desc="the res- entity")
     extra_metadata = traits.Dict(desc="more sidecar fields")
+    omit_fields = traits.List(
+        traits.Str, desc="sidecar fields of the report that do not describe this image"
+    )
     out_path = traits.Str(
         desc="path relative to base_directory (default: source_file's entities + res + desc)"
     )
@@ -146,6 +149,9 @@ class DerivativesDataSink(SimpleInterface):
         )
         if isdefined(self.inputs.extra_metadata):
             sidecar.update(self.inputs.extra_metadata)
+        if isdefined(self.inputs.omit_fields):
+            for key in self.inputs.omit_fields:
+                sidecar.pop(key, None)
         meta = sidecar_path(out_file)
         text = json.dumps(sidecar, indent=2, default=str) + "\n"
         if not (meta.is_file() and meta.read_text() == text):

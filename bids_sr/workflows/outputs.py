@@ -110,6 +110,10 @@ def init_ds_combined_wf(
 #: The desc- suffix of a self-supervised method's uncertainty map (``desc-selfsrUncertainty``).
 UNCERTAINTY_DESC = "Uncertainty"
 
+#: Report fields that score the super-resolved image against the acquired one: true of that
+#: image, not of a map derived from it (an uncertainty or a guided − mono difference)
+IMAGE_ONLY_FIELDS = ["DataConsistency", "DataConsistencyPSNR", "DataConsistencyPSNRBefore"]
+
 
 def init_ds_uncertainty_wf(
     *,
@@ -138,6 +142,7 @@ def init_ds_uncertainty_wf(
         ),
         "Units": "arbitrary (T1w intensity)",
     }
+    sink.inputs.omit_fields = IMAGE_ONLY_FIELDS
     return _ds_map_wf(sink, node_name="ds_uncertainty", name=name)
 
 
@@ -189,6 +194,7 @@ def init_ds_guided_minus_mono_wf(
         **({f"{reference_suffix}Reference": reference} if reference else {}),
         "ReferenceSuffix": reference_suffix,
     }
+    sink.inputs.omit_fields = IMAGE_ONLY_FIELDS
     workflow = _ds_map_wf(sink, node_name="ds_guided_minus_mono", name=name)
     workflow.inputs.inputnode.source_file = source_file
     return workflow
