@@ -9,7 +9,10 @@ thickness 0.6–1.1 × spacing, rect or gaussian profile, random stack axis; see
 ``.md``. ``selfsr`` then starts every scan from these weights.
 
     python scripts/pretrain_selfsr.py --steps 10000 --acquisitions 6 [--width 128]
-        [--unshuffle 2] [--seed 0] [--out DIR]
+        [--unshuffle 2] [--seed 0] [--out DIR] [--init PRIOR]
+
+``--init`` continues from an earlier prior (its architecture; ``--width``/``--unshuffle`` are
+then ignored) on fresh random acquisitions (use another ``--seed``); the card names it.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from bids_sr.selfsr.pretrain import (  # noqa: E402
     THICKNESS_RATIOS,
     pretrain_plane_net,
 )
-from bids_sr.selfsr.store import save_model  # noqa: E402
+from bids_sr.selfsr.store import load_model, save_model  # noqa: E402
 from bids_sr.weights_lookup import WEIGHTS_DIR  # noqa: E402
 
 #: The training split (../shared/data/README.md): file, licence.
@@ -60,12 +63,27 @@ def main(argv: list[str] | None = None) -> int:
                         help="pixel-unshuffle factor of the network (PlaneNet)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--init", type=Path,
+                        help="an earlier prior (.safetensors with its .card.json) to continue")
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     args = parser.parse_args(argv)
     command = "python scripts/pretrain_selfsr.py " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )
+    init = init_record = None
+    if args.init is not None:
+        try:
+            init, _ = load_model(args.init)
+        except (OSError, ValueError) as exc:
+            print(f"--init: {exc}", file=sys.stderr)
+            return 65
+        earlier = args.init.with_name(args.init.name.replace(".safetensors", ".card.json"))
+        init_record = {"file": args.init.name, "sha256": sha256_file(args.init)}
+        if earlier.is_file():
+            previous = json.loads(earlier.read_text())
+            init_record.update({key: previous[key] for key in ("steps", "command", "init")
+                                if previous.get(key) is not None})  # fmt: skip
     volumes = []
     for name, (relative, _) in TRAINING.items():
         path = args.shared / relative
@@ -76,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"loaded {name}: {volumes[-1].shape}", flush=True)
     net, summary = pretrain_plane_net(volumes, steps=args.steps, seed=args.seed,
                                       acquisitions_per_volume=args.acquisitions,
-                                      device=args.device, progress=True,
+                                      device=args.device, progress=True, init=init,
                                       settings=TrainSettings(width=args.width, depth=args.depth,
                                                              unshuffle=args.unshuffle))  # fmt: skip
     weights = args.out / f"{STEM}.safetensors"
@@ -101,18 +119,24 @@ def main(argv: list[str] | None = None) -> int:
                       "table",
         "steps": summary["steps"], "final_loss": summary["final_loss"],
         "train_wall_s": round(summary["train_s"], 1), "acquisitions": summary["acquisitions"],
-        "seed": args.seed, "device": args.device, "command": command,
+        "seed": args.seed, "device": args.device, "command": command, "init": init_record,
         "weights_license": "Apache-2.0 (bids_sr); the training data's own terms are in data",
         "software": {"python": platform.python_version()},
     }  # fmt: skip
     write_json_atomic(card, args.out / f"{STEM}.card.json")
+    continued = ""
+    if init_record:
+        continued = f"- continued from {init_record['file']} (sha256 {init_record['sha256'][:12]}…)"
+        if "command" in init_record:
+            continued += f", itself {init_record['steps']} steps: `{init_record['command']}`"
+        continued += "\n"
     write_text_atomic(
         f"# {weights.name}\n\n- {card['role']}: {card['architecture']}\n"
         f"- training subjects: {', '.join(TRAINING)}; random slice acquisitions "
         f"(factor {FACTORS[0]:g}–{FACTORS[1]:g}, thickness {THICKNESS_RATIOS[0]:g}–"
         f"{THICKNESS_RATIOS[1]:g} × spacing, {'/'.join(PROFILES)})\n"
         f"- {summary['steps']} steps, {summary['train_s']:.0f} s on {args.device}, final L1 "
-        f"{summary['final_loss']:.4f}\n- command: `{command}`\n"
+        f"{summary['final_loss']:.4f}\n- command: `{command}`\n{continued}"
         f"- validation: {card['validation_note']}\n",
         args.out / f"{STEM}.md",
     )

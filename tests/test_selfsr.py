@@ -238,3 +238,27 @@ def test_pretraining_builds_the_requested_architecture_on_random_slice_acquisiti
     assert summary["steps"] == 5 and np.isfinite(summary["final_loss"])
     assert len(summary["acquisitions"]) == 2
     assert all(FACTORS[0] <= a["factor"] <= FACTORS[1] for a in summary["acquisitions"])
+
+
+
+def test_pretraining_continues_from_an_earlier_prior():
+    """``init`` (scripts/pretrain_selfsr.py --init): the network starts from the earlier
+    prior's weights and keeps its architecture, whatever the settings ask for."""
+    from bids_sr.selfsr.network import TrainSettings, state_to_numpy
+    from bids_sr.selfsr.pretrain import pretrain_plane_net
+
+    volumes = [_blobs((24, 24, 24), seed=1)]
+    small = TrainSettings(patch=16, batch=2, width=8, depth=4, unshuffle=2)
+    earlier, _ = pretrain_plane_net(volumes, steps=3, seed=0, acquisitions_per_volume=2,
+                                    settings=small)  # fmt: skip
+    start = state_to_numpy(earlier)
+    frozen = TrainSettings(patch=16, batch=2, width=16, depth=6, unshuffle=1, lr=1e-12)
+    net, summary = pretrain_plane_net(volumes, steps=3, seed=1, acquisitions_per_volume=2,
+                                      settings=frozen, init=start)  # fmt: skip
+    assert (net.depth, net.width, net.unshuffle) == (4, 8, 2)
+    after = state_to_numpy(net)
+    for name, value in start.items():  # no learning rate to speak of: still the earlier prior
+        np.testing.assert_allclose(after[name], value, atol=1e-6)
+    moved, _ = pretrain_plane_net(volumes, steps=3, seed=1, acquisitions_per_volume=2,
+                                  settings=TrainSettings(patch=16, batch=2, lr=1e-2), init=start)
+    assert any(not np.allclose(state_to_numpy(moved)[k], v) for k, v in start.items())

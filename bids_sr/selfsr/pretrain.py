@@ -18,7 +18,7 @@ import torch
 
 from bids_sr.acquisition import Acquisition
 from bids_sr.image import robust_normalisation
-from bids_sr.selfsr.network import PlaneNet, TrainSettings, _pairs, fit
+from bids_sr.selfsr.network import PlaneNet, TrainSettings, _pairs, fit, net_from_numpy
 
 FACTORS = (2.0, 6.0)
 THICKNESS_RATIOS = (0.6, 1.1)
@@ -40,10 +40,14 @@ def random_acquisition(rng: np.random.Generator) -> tuple[Acquisition, float]:
 def pretrain_plane_net(
     volumes: Sequence[np.ndarray], *, steps: int, acquisitions_per_volume: int = 4,
     seed: int = 0, settings: TrainSettings = TrainSettings(), device: str = "cpu",
-    progress: bool = False,
+    progress: bool = False, init: dict[str, np.ndarray] | None = None,
 ) -> tuple[PlaneNet, dict]:  # fmt: skip
     """Train a :class:`PlaneNet` on random slice-family pairs of the HR ``volumes``
-    (robust-normalised here). Returns the network and a summary of what it saw."""
+    (robust-normalised here). Returns the network and a summary of what it saw.
+
+    ``init``: the arrays of an earlier prior to continue from (its architecture, not the
+    settings', is the network's): pretraining longer on fresh random acquisitions, e.g. when
+    more compute is at hand, without starting over."""
     start = time.perf_counter()
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
@@ -56,7 +60,10 @@ def pretrain_plane_net(
             seen.append({"factor": round(factor, 3), "slice_axis": acquisition.slice_axis,
                          "thickness_ratio": round(acquisition.thickness / factor, 3),
                          "profile": acquisition.profile})  # fmt: skip
-    net = PlaneNet(depth=settings.depth, width=settings.width, unshuffle=settings.unshuffle)
+    if init is None:
+        net = PlaneNet(depth=settings.depth, width=settings.width, unshuffle=settings.unshuffle)
+    else:
+        net = net_from_numpy(init).train()
     summary = fit(net, pairs, settings, steps, rng, device=device, progress=progress,
                   desc="selfsr: pretraining on the slice family")  # fmt: skip
     return net, {**summary, "steps": steps, "acquisitions": seen,
