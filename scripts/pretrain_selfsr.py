@@ -27,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bids_sr.fileio import sha256_file, write_json_atomic, write_text_atomic  # noqa: E402
+from bids_sr.fileio import card_path, sha256_file, write_json_atomic, write_text_atomic  # noqa: E402
 from bids_sr.image import load_volume  # noqa: E402
 from bids_sr.selfsr.network import TrainSettings, state_to_numpy  # noqa: E402
 from bids_sr.selfsr.pretrain import (  # noqa: E402
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError) as exc:
             print(f"--init: {exc}", file=sys.stderr)
             return 65
-        earlier = args.init.with_name(args.init.name.replace(".safetensors", ".card.json"))
+        earlier = card_path(args.init)
         init_record = {"file": args.init.name, "sha256": sha256_file(args.init)}
         if earlier.is_file():
             previous = json.loads(earlier.read_text())
