@@ -240,7 +240,6 @@ def test_pretraining_builds_the_requested_architecture_on_random_slice_acquisiti
     assert all(FACTORS[0] <= a["factor"] <= FACTORS[1] for a in summary["acquisitions"])
 
 
-
 def test_pretraining_continues_from_an_earlier_prior():
     """``init`` (scripts/pretrain_selfsr.py --init): the network starts from the earlier
     prior's weights and keeps its architecture, whatever the settings ask for."""
