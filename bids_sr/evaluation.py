@@ -171,7 +171,8 @@ def evaluate_image(
         row.update(compute_metrics(sr, truth, mask=mask, data_range=DATA_RANGE))
         row.update(runtime_s=float(report["runtime_s"]), device=str(report.get("device", "")))
         row["data_consistency_psnr"] = report.get("data_consistency_psnr")
-        for key in ("learn_s", "model_reused"):  # a per-scan method's learning (not in the TSV)
+        # a per-scan method's learning, and a guided one's guide check (not in the TSV)
+        for key in ("learn_s", "model_reused", "guide_check"):
             if key in report:
                 row[key] = report[key]
         rows.append(row)

@@ -130,6 +130,13 @@ def super_resolve(
             learner="filters" if method == "selfsr-filters" else "cnn",
             reference=reference if guided else None,
         )
+        check = report.get("guide_check")
+        if check and not check["used"]:  # the scan's own pairs showed the guide did not help
+            report.update(requested_method=method, fallback_from=method, fallback_reason=(
+                f"with the {REFERENCE_SUFFIXES[method]} the per-scan network's error on the "
+                f"scan's own slices was {check['guided_l1_ratio']:.4f} of B-spline's, without "
+                f"it {check['mono_l1_ratio']:.4f}: the reference did not help; ran selfsr"))
+            method = "selfsr"
     else:
         from bids_sr.gradfilter import apply_gradient_filters
 

@@ -9,10 +9,12 @@ thickness 0.6–1.1 × spacing, rect or gaussian profile, random stack axis; see
 ``.md``. ``selfsr`` then starts every scan from these weights.
 
     python scripts/pretrain_selfsr.py --steps 10000 --acquisitions 6 [--width 128]
-        [--unshuffle 2] [--seed 0] [--out DIR] [--init PRIOR]
+        [--unshuffle 2] [--seed 0] [--out DIR] [--init PRIOR] [--exclude NAME ...]
 
 ``--init`` continues from an earlier prior (its architecture; ``--width``/``--unshuffle`` are
 then ignored) on fresh random acquisitions (use another ``--seed``); the card names it.
+``--exclude`` leaves training images out (e.g. ``mni152``, whose T1w/T2w pair validates the
+guided ``selfsr-t2w``): the card lists the subjects actually used.
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--init", type=Path,
                         help="an earlier prior (.safetensors with its .card.json) to continue")
+    parser.add_argument("--exclude", nargs="+", default=[], choices=sorted(TRAINING),
+                        help="training images to leave out")
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     args = parser.parse_args(argv)
@@ -84,8 +88,12 @@ def main(argv: list[str] | None = None) -> int:
             previous = json.loads(earlier.read_text())
             init_record.update({key: previous[key] for key in ("steps", "command", "init")
                                 if previous.get(key) is not None})  # fmt: skip
+    subjects = {name: entry for name, entry in TRAINING.items() if name not in args.exclude}
+    if not subjects:
+        print("--exclude: no training image left", file=sys.stderr)
+        return 64
     volumes = []
-    for name, (relative, _) in TRAINING.items():
+    for name, (relative, _) in subjects.items():
         path = args.shared / relative
         if not path.exists():
             print(f"{path}: training image missing", file=sys.stderr)
@@ -109,10 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         "degradation": {"family": "slice", "factor": list(FACTORS),
                         "thickness_ratio": list(THICKNESS_RATIOS), "profiles": list(PROFILES),
                         "stack_axis": "random", "model": "bids_sr.acquisition"},
-        "training_subjects": list(TRAINING),
+        "training_subjects": list(subjects), "excluded_subjects": list(args.exclude),
         "data": {"license": "mixed: see participants", "participants": [
             {"participant_id": name, "file": rel, "licence": lic}
-            for name, (rel, lic) in TRAINING.items()]},
+            for name, (rel, lic) in subjects.items()]},
         "validation_subjects": ["chris", "openms19"],
         "validation_note": "per-scan fine-tuning from these weights is validated as the selfsr "
                       "method: see selfsr.card.json (evidence) and the README's thick-slice "
@@ -132,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         continued += "\n"
     write_text_atomic(
         f"# {weights.name}\n\n- {card['role']}: {card['architecture']}\n"
-        f"- training subjects: {', '.join(TRAINING)}; random slice acquisitions "
+        f"- training subjects: {', '.join(subjects)}; random slice acquisitions "
         f"(factor {FACTORS[0]:g}–{FACTORS[1]:g}, thickness {THICKNESS_RATIOS[0]:g}–"
         f"{THICKNESS_RATIOS[1]:g} × spacing, {'/'.join(PROFILES)})\n"
         f"- {summary['steps']} steps, {summary['train_s']:.0f} s on {args.device}, final L1 "

@@ -169,6 +169,11 @@ def validate(weights: Path, args: argparse.Namespace, command: str) -> dict:
         record["gain_over_bspline"][name] = round(psnr[method] - psnr["bspline"], 3)
         if guided:
             record["gain_over_mono"][name] = round(psnr[method] - psnr[twin], 3)
+            # a per-scan guided model is used only where it beat the unguided one on the
+            # scan's own slices (bids_sr.selfsr.method.GUIDE_MIN_IMPROVEMENT)
+            check = next(row for row in rows if row["method"] == method).get("guide_check")
+            if check is not None:
+                record.setdefault("guide_used", {})[name] = bool(check["used"])
             leak = reference_only_structure_check(
                 arrays["input"], factors, arrays["reference"], method=method,
                 weights=str(weights_file) if weights_file else None, mask=arrays["mask"],

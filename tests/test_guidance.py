@@ -238,6 +238,15 @@ def test_report_shows_the_difference_row_and_sentence(tmp_path):
     sidecar = build_sidecar(str(source), str(tmp_path), "srrecnnT2w", "hi",
                             {"method": "srrecnn-t2w", "guided_minus_mono": numbers})
     assert sidecar["GuidedMinusMono"] == numbers
+    # a guided selfsr whose guide did not help on the scan's own slices: said, with its figures
+    check = {"guided_l1_ratio": 0.334, "mono_l1_ratio": 0.329, "used": False}
+    sidecar = build_sidecar(str(source), str(tmp_path), "selfsrT2w", "hi",
+                            {"method": "selfsr", "fallback_from": "selfsr-t2w",
+                             "fallback_reason": "the reference did not help; ran selfsr",
+                             "guide_check": check})  # fmt: skip
+    assert sidecar["Method"] == "selfsr" and sidecar["FallbackFrom"] == "selfsr-t2w"
+    assert sidecar["GuideCheck"] == {"GuidedL1Ratio": 0.334, "MonoL1Ratio": 0.329, "Used": False}
+    assert "selfsr, in place of selfsr-t2w" in sidecar["Description"]
 
 
 def test_only_a_guided_workflow_has_a_mono_twin_with_the_same_settings():

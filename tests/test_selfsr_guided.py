@@ -84,6 +84,8 @@ def test_adding_the_reference_input_keeps_the_networks_output(unshuffle):
 def test_a_guide_with_the_t1ws_edges_helps(pair, mono, tmp_path):
     guided, report = _run(pair, pair[1], tmp_path)
     assert report["guided"] is True and report["method"] == "selfsr-t2w"
+    check = report["guide_check"]  # it earned its place on the scan's own pairs
+    assert check["used"] and check["guided_l1_ratio"] < 0.99 * check["mono_l1_ratio"]
     # the T2w-like guide has every boundary the thick slices blurred: a clear gain
     print(f"guided {guided:.2f} dB, mono {mono:.2f} dB")
     assert guided > mono + 1.0, (guided, mono)
@@ -93,9 +95,14 @@ def test_a_guide_with_the_t1ws_edges_helps(pair, mono, tmp_path):
 def test_a_guide_that_carries_nothing_costs_at_most_0_2_db(pair, mono, tmp_path, kind):
     rng = np.random.default_rng(1)
     reference = (rng.random(SHAPE) if kind == "noise" else np.full(SHAPE, 0.5)).astype(np.float32)
-    guided, _ = _run(pair, reference, tmp_path)
+    guided, report = _run(pair, reference, tmp_path)
     print(f"{kind}: guided {guided:.2f} dB, mono {mono:.2f} dB")
     assert guided > mono - 0.2, (guided, mono)
+    # here the guided network did not beat the unguided one on the scan's own pairs, so the
+    # unguided result was returned and the report says so (GUIDE_MIN_IMPROVEMENT)
+    assert report["guide_check"]["used"] is False and report["guided"] is False
+    assert report["method"] == "selfsr" and report["fallback_from"] == "selfsr-t2w"
+    assert "did not help" in report["fallback_reason"]
 
 
 def test_guided_models_are_keyed_by_their_guide(pair, tmp_path, monkeypatch):
@@ -107,9 +114,15 @@ def test_guided_models_are_keyed_by_their_guide(pair, tmp_path, monkeypatch):
     _, again = super_resolve_selfsr(lr, FACTORS, **run, reference=t2)
     _, other = super_resolve_selfsr(lr, FACTORS, **run, reference=1 - t2)
     _, mono = super_resolve_selfsr(lr, FACTORS, **run)
+    # one model per guide, and the unguided one each guided run is checked against
+    assert len(list(tmp_path.glob("*.safetensors"))) == 3
     assert again["model_reused"] and again["weights"] == first["weights"]
-    assert len({first["weights"], other["weights"], mono["weights"]}) == 3
-    assert not other["model_reused"] and mono["guided"] is False
+    assert again["guide_check"]["guided_model_reused"]
+    assert not other["guide_check"]["guided_model_reused"]
+    assert (first["guide_check"]["guided_weights_sha256"]
+            != other["guide_check"]["guided_weights_sha256"])  # fmt: skip
+    assert mono["guided"] is False and mono["model_reused"]  # the guided runs trained it
+    assert mono["guide_check"] is None
 
 
 def test_guided_selfsr_input_errors(pair):

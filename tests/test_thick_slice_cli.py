@@ -152,6 +152,8 @@ def test_guided_selfsr_end_to_end_shows_what_the_t2w_contributed(
     anat = out / "sub-01" / "anat"
     meta = json.loads((anat / "sub-01_res-hi_desc-selfsrT2w_T1w.json").read_text())
     assert meta["Method"] == "selfsr-t2w" and "FallbackFrom" not in meta
+    check = meta["GuideCheck"]  # the guide lowered the error on the scan's own slices
+    assert check["Used"] is True and check["GuidedL1Ratio"] < check["MonoL1Ratio"]
     assert meta["T2wReference"] == "bids:raw:sub-01/anat/sub-01_T2w.nii.gz"
     assert meta["RegistrationUsable"] is True and meta["DataConsistencyPSNR"] >= 40
     twin = meta["GuidedMinusMono"]

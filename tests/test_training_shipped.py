@@ -79,3 +79,17 @@ def test_shipped_card_and_weights(card_file: Path):
         assert any("CPU" in note for note in card["notes"])
     assert card_file.with_name(card["file"].replace(".safetensors", ".md")).is_file()
     assert card["file"] in shipped_scores_table(WEIGHTS_DIR)
+
+
+def test_evidence_table_says_where_a_guide_was_not_used():
+    """A guided selfsr record whose guide failed the scan's own check shows selfsr's result
+    (+0.00 over mono), and the table says why."""
+    from bids_sr.training.card import evidence_table
+
+    record = {"family": "slice", "degradation": "slice", "factors": [1, 1, 5],
+              "thickness_ratio": 1.0, "gain_over_bspline": {"a": 1.7, "b": 1.5},
+              "psnr_brain": {"a": 30.0, "b": 29.0}, "psnr_brain_bspline": {"a": 28.3, "b": 27.5},
+              "gain_over_mono": {"a": 0.0, "b": 1.2},
+              "guide_used": {"a": False, "b": True}}  # fmt: skip
+    rows = evidence_table([record]).splitlines()[2:]
+    assert rows[0].endswith("| +0.00 (guide not used) |") and rows[1].endswith("| +1.20 |")

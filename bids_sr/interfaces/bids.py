@@ -72,6 +72,11 @@ def _source_metadata(source_file: str) -> dict:
     return {key: data[key] for key in CARRIED_METADATA if key in data}
 
 
+def _camel(key: str) -> str:
+    """A report key as a sidecar field: ``self_check_l1_ratio`` → ``SelfCheckL1Ratio``."""
+    return "".join(part.capitalize() for part in key.split("_"))
+
+
 def build_sidecar(source_file: str, bids_dir: str, desc: str, res: str, report: dict) -> dict:
     """The sidecar of one super-resolved image (BIDS fields first, provenance after).
 
@@ -117,9 +122,11 @@ def build_sidecar(source_file: str, bids_dir: str, desc: str, res: str, report: 
         "SoftwareVersion": f"bids_sr {__version__}",
     }
     for key in ("weights", "weights_sha256", "tiles", "tile_size", "amp", "peak_memory_mb",
-                "model_reused", "self_check_l1_ratio", "prior", "prior_sha256"):
+                "model_reused", "self_check_l1_ratio", "guide_check", "prior", "prior_sha256"):
         if report.get(key) is not None:
-            sidecar["".join(part.capitalize() for part in key.split("_"))] = report[key]
+            sidecar[_camel(key)] = report[key]
+            if isinstance(report[key], dict):  # e.g. guide_check's figures
+                sidecar[_camel(key)] = {_camel(k): v for k, v in report[key].items()}
     return {k: v for k, v in sidecar.items() if v is not None}
 
 

@@ -7,8 +7,10 @@ network without the reference channel, :func:`bids_sr.guidance.mono_twin`) on th
 input, writes the difference guided − mono on the output grid, and adds its size inside the
 brain (:func:`bids_sr.guidance.guided_minus_mono`) to the guided report as
 ``guided_minus_mono`` (the sidecar's ``GuidedMinusMono``). When the guided node fell back
-(no usable reference) nothing runs; when the twin has no weights the report says so instead
-of failing. A node of its own, so the mono result is cached and visible in the graph.
+(no usable reference, or a ``selfsr`` guide that did not help on the scan's own slices:
+:data:`bids_sr.selfsr.method.GUIDE_MIN_IMPROVEMENT`) nothing runs; when the twin has no
+weights the report says so instead of failing. A node of its own, so the mono result is
+cached and visible in the graph.
 """
 
 from __future__ import annotations

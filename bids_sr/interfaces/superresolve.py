@@ -10,7 +10,9 @@ missing, or ``reference_usable`` is False (the registration failed its quality c
 node does not produce a result corrupted by a misaligned guide: it runs ``fallback_method``
 instead (the mono model, or bspline) and says so in the report (``fallback_from``,
 ``fallback_reason``). Deciding inside the node keeps the workflow graph independent of
-results computed at run time.
+results computed at run time. A guided ``selfsr`` also falls back to ``selfsr`` when the
+reference did not help on the scan's own slices (:mod:`bids_sr.selfsr.method`); its report
+says so the same way.
 
 Example
 -------

@@ -25,7 +25,7 @@ def _frequencies(shape: tuple[int, ...], axis: int) -> np.ndarray:
     """|k| along ``axis`` on the grid of ``scipy.fft.rfftn(x)`` for ``x`` of ``shape``."""
     last = len(shape) - 1
     if axis == last:
-        k = np.abs(scipy.fft.rfftfreq(shape[axis])).astype(np.float32)
+        k = scipy.fft.rfftfreq(shape[axis]).astype(np.float32)  # ≥ 0 already
     else:
         k = np.abs(scipy.fft.fftfreq(shape[axis])).astype(np.float32)
     return k.reshape([-1 if a == axis else 1 for a in range(len(shape))])
@@ -49,7 +49,8 @@ def fuse_orientations(first: np.ndarray, second: np.ndarray,
                                  workers=-1)
     k_first, k_second = _frequencies(shape, first_axis), _frequencies(shape, second_axis)
     total = k_first + k_second
-    weight = np.where(total > 0, k_first / np.where(total > 0, total, 1), np.float32(0.5))
+    nonzero = total > 0
+    weight = np.where(nonzero, k_first / np.where(nonzero, total, 1), np.float32(0.5))
     difference *= weight.astype(np.float32)
     fused = scipy.fft.irfftn(difference, s=shape, workers=-1).astype(np.float32, copy=False)
     fused += second

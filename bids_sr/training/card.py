@@ -196,13 +196,16 @@ def evidence_table(records: list[dict[str, Any]], weights: str | None = None) ->
         factors = "x".join(f"{float(f):g}" for f in record["factors"])
         for image, gain in record["gain_over_bspline"].items():
             over_mono = (record.get("gain_over_mono") or {}).get(image)
+            mono_text = "n/a" if over_mono is None else f"{over_mono:+.2f}"
+            if (record.get("guide_used") or {}).get(image) is False:  # selfsr's own result
+                mono_text += " (guide not used)"
             lines.append(
                 (f"| {weights} " if weights is not None else "")
                 + f"| {record['family']} | {record.get('degradation')} | {factors} | "
                 f"{record.get('thickness_ratio', 'n/a')} | {image} | "
                 f"{record.get('psnr_brain', {}).get(image, 'n/a')} | "
                 f"{record.get('psnr_brain_bspline', {}).get(image, 'n/a')} | {gain:+.2f} | "
-                f"{'n/a' if over_mono is None else f'{over_mono:+.2f}'} |"
+                f"{mono_text} |"
             )
     return "\n".join(lines)
 
