@@ -1,0 +1,60 @@
+"""scripts/pretrain_selfsr.py as a user runs it: training images read from a shared-data
+folder, ``--exclude`` leaves some out and the card says which were used."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy import ndimage
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "pretrain_selfsr.py"
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("pretrain_selfsr", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def shared(tmp_path, script):
+    """A shared-data folder holding a small head-like T1w at every training path."""
+    rng = np.random.default_rng(0)
+    for index, (relative, _) in enumerate(script.TRAINING.values()):
+        volume = ndimage.gaussian_filter(rng.random((24, 24, 24)), 2.0) * 1000.0
+        affine = np.diag([1.0, 1.0, 1.0, 1.0])
+        affine[:3, 3] = [-12.0, -12.0, -12.0 + index]
+        path = tmp_path / "shared" / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(volume.astype(np.float32), affine), path)
+    return tmp_path / "shared"
+
+
+def test_exclude_leaves_a_training_image_out_and_the_card_says_so(script, shared, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    code = script.main(["--steps", "5", "--acquisitions", "1", "--width", "8", "--depth", "2",
+                        "--unshuffle", "1", "--exclude", "mni152", "--shared", str(shared),
+                        "--out", str(out)])  # fmt: skip
+    assert code == 0
+    card = json.loads((out / "selfsr_prior.card.json").read_text())
+    assert card["training_subjects"] == ["colin27", "brainchop", "openms07"]
+    assert card["excluded_subjects"] == ["mni152"]
+    assert [p["participant_id"] for p in card["data"]["participants"]] == card["training_subjects"]
+    assert len(card["acquisitions"]) == 3  # one per image used
+    subjects = (out / "selfsr_prior.md").read_text().split("training subjects:")[1].split(";")[0]
+    assert subjects.strip() == "colin27, brainchop, openms07"
+
+
+def test_excluding_every_training_image_is_refused(script, shared, tmp_path, capsys):
+    code = script.main(["--exclude", *script.TRAINING, "--shared", str(shared),
+                        "--out", str(tmp_path)])  # fmt: skip
+    assert code != 0 and "no training image left" in capsys.readouterr().err
+    assert not (tmp_path / "selfsr_prior.safetensors").exists()
