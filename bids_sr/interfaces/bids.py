@@ -123,10 +123,11 @@ def build_sidecar(source_file: str, bids_dir: str, desc: str, res: str, report: 
     }
     for key in ("weights", "weights_sha256", "tiles", "tile_size", "amp", "peak_memory_mb",
                 "model_reused", "self_check_l1_ratio", "guide_check", "prior", "prior_sha256"):
-        if report.get(key) is not None:
-            sidecar[_camel(key)] = report[key]
-            if isinstance(report[key], dict):  # e.g. guide_check's figures
-                sidecar[_camel(key)] = {_camel(k): v for k, v in report[key].items()}
+        value = report.get(key)
+        if isinstance(value, dict):  # e.g. guide_check's figures: their keys as fields too
+            value = {_camel(k): v for k, v in value.items()}
+        if value is not None:
+            sidecar[_camel(key)] = value
     return {k: v for k, v in sidecar.items() if v is not None}
 
 

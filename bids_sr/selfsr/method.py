@@ -331,10 +331,8 @@ def super_resolve_selfsr(
                     guide_check["guided_l1_ratio"], guide_check["mono_l1_ratio"],
                 )  # fmt: skip
                 found, reference = mono, None
-        tensors, record, path = found.tensors, found.record, found.path
-        reused, learn_s = found.reused, found.learn_s
-        model = _Model(learner, tensors, path, run_device)
-        sha = checksum(path)
+        model = _Model(learner, found.tensors, found.path, run_device)
+        sha = checksum(found.path)
         start = time.perf_counter()
         region = head_region(base)
         first = model.apply(base, axis, inplane[0], lr.shape[axis], region, progress, reference)
@@ -350,20 +348,20 @@ def super_resolve_selfsr(
     if uncertainty is not None:
         uncertainty["map"] = spread.astype(np.float32, copy=False)
     # the CNN's self-check (the filters have none): bids_sr.selfsr.network.COLLAPSED_RATIO
-    check = record.get("self_check_l1_ratio")
-    if not record.get("learned", True):
+    check = found.record.get("self_check_l1_ratio")
+    if not found.record.get("learned", True):
         LOGGER.warning("selfsr learned nothing from the scan's own slices (its error is %.3f "
                        "of B-spline's on them): the result is B-spline's", check)  # fmt: skip
     report = {
         "device": run_device,
-        "weights": str(path) if model_dir is not None else None,
+        "weights": str(found.path) if model_dir is not None else None,
         "weights_sha256": sha,
-        "model_reused": bool(reused),
+        "model_reused": bool(found.reused),
         "learner": learner,
         "guided": reference is not None,
         "prior": PRIOR.name if prior else None,
         "prior_sha256": settings["prior"],
-        "learn_s": learn_s,
+        "learn_s": found.learn_s,
         # the model's L1 error on the scan's own pairs over B-spline's (< 1: it learned)
         "self_check_l1_ratio": check,
         "apply_s": round(apply_s, 2),
