@@ -47,6 +47,9 @@ def weights_dir(tmp_path, monkeypatch):
     _card(folder, "srrecnn-t2w_x2x2x2", "srrecnn-t2w", [
         _record("isotropic", [2, 2, 2], {"a": 3.1}, over_mono={"a": -0.1}),  # not over mono
     ])  # fmt: skip
+    _card(folder, "srrecnn-t2w_x1x1x5", "srrecnn-t2w", [  # over mono by noise only
+        _record("slice", [1, 1, 5], {"a": 2.5, "b": 2.4}, over_mono={"a": 0.8, "b": 0.02}),
+    ])  # fmt: skip
     return folder
 
 
@@ -100,6 +103,20 @@ def test_auto_choices_for_a_table_of_inputs(tmp_path, weights_dir):
         skipped
     )
     assert "no shipped model card validates" in _choose(iso, None, None, (3, 3, 3)).sentence
+
+
+def test_a_guided_margin_within_noise_does_not_choose_the_guided_model(
+    tmp_path, weights_dir, monkeypatch
+):
+    """At ×5 the guided card beats its mono twin by 0.8 and 0.02 dB: the second is within
+    run-to-run noise (evidence.MIN_GAIN_OVER_MONO), so auto keeps the mono model there."""
+    from bids_sr import evidence
+
+    thick = _image(tmp_path / "thick5_T1w.nii.gz", (1, 1, 5))
+    t2w_3d = _image(tmp_path / "3d_T2w.nii.gz", (1, 1, 1), shape=(20, 20, 60))
+    assert _choose(thick, t2w_3d, 1.0).method == "srrecnn"
+    monkeypatch.setattr(evidence, "MIN_GAIN_OVER_MONO", 0.0)
+    assert _choose(thick, t2w_3d, 1.0).weights == weights_dir / "srrecnn-t2w_x1x1x5.safetensors"
 
 
 def test_factor_outside_the_validated_range_is_bspline(tmp_path, weights_dir):

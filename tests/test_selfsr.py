@@ -175,6 +175,23 @@ def test_the_shipped_slice_family_prior_is_the_starting_point(scan, tmp_path, mo
     assert len(set(tmp_path.glob("selfsr-*.safetensors")) - first) == 1  # a new model
 
 
+@pytest.mark.parametrize("card_name", ["selfsr", "selfsr-t2w", "selfsr-flair"])
+def test_no_image_that_validates_a_selfsr_card_trained_the_prior(card_name):
+    """Every selfsr method starts from the shipped prior, so an image the prior was
+    pretrained on cannot validate it: its held-out figures would be inflated (mni152, the
+    guided methods' second T1w/T2w pair, was one of the prior's scans until 2026-12-03)."""
+    import json
+
+    from bids_sr.selfsr import method
+
+    weights = method.PRIOR.parent
+    prior = json.loads((weights / "selfsr_prior.card.json").read_text())
+    card = json.loads((weights / f"{card_name}.card.json").read_text())
+    validated = {image for record in card["evidence"] for image in record["gain_over_bspline"]}
+    assert validated and set(card["validation_subjects"]) >= validated
+    assert not validated & set(prior["training_subjects"]), card_name
+
+
 @pytest.mark.parametrize("unshuffle", [1, 2])
 def test_widening_the_prior_keeps_its_output_and_adds_trainable_channels(unshuffle):
     """A per-scan network wider than its prior starts from it: widened, it computes exactly
