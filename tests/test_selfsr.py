@@ -8,7 +8,7 @@ from bids_sr.acquisition import Acquisition, enforce_consistency, project, simul
 from bids_sr.interpolation import upsample
 from bids_sr.metrics import psnr
 from bids_sr.selfsr import SelfSRError, super_resolve_selfsr
-from bids_sr.selfsr.pairs import degrade_axis, phase_bins, slice_phase
+from bids_sr.selfsr.pairs import degrade_axis, detailed_inplane_axes, phase_bins, slice_phase
 from bids_sr.selfsr.store import filters_from_tensors, load_model
 from bids_sr.superresolve import super_resolve
 
@@ -111,6 +111,26 @@ def test_selfsr_rejects_isotropic_inputs_and_corrupt_models(tmp_path):
     bad.write_bytes(b"not a model")
     with pytest.raises(ValueError, match="bad.safetensors"):
         load_model(bad)
+
+
+def test_an_inplane_axis_blurred_at_acquisition_gives_no_training_pairs():
+    """A scan whose second in-plane axis was acquired coarser (blurred along it) trains on
+    the sharp axis only; a scan sharp along both trains on both, and reports which."""
+    from bids_sr.selfsr import network
+
+    hr = _blobs((24, 24, 24), seed=5)
+    acq = simulated_acquisition((1.0, 1.0, 1.0), (1, 1, 3))
+    sharp = project(hr, acq, (24, 24, 8))
+    assert detailed_inplane_axes(sharp, 2) == [0, 1]
+    # in-plane axis 1 blurred as a 3 mm acquisition would blur it
+    blurred = ndimage.gaussian_filter1d(sharp, 1.3, axis=1)
+    assert detailed_inplane_axes(blurred, 2) == [0]
+    assert detailed_inplane_axes(np.zeros((8, 8, 4), np.float32), 2) == [0, 1]
+    settings = network.TrainSettings(iterations=20, patch=16)
+    _, summary = network.train_plane_net(blurred, acq, 3.0, settings=settings)
+    assert summary["training_axes"] == [0]
+    _, summary = network.train_plane_net(sharp, acq, 3.0, settings=settings)
+    assert summary["training_axes"] == [0, 1]
 
 
 def test_a_collapsed_network_is_detected_and_trained_again(monkeypatch):

@@ -65,8 +65,9 @@ LEARNERS = ("cnn", "filters")
 #: Version of the per-scan training recipe, part of a cached model's key (2: lr 3e-4, up to
 #: 3000 steps and the collapse check of :func:`bids_sr.selfsr.network.train_plane_net`;
 #: 3: 64 channels, widened from the prior, fine-tuned at 3e-4 instead of 1e-4; 4: 128
-#: channels on planes pixel-unshuffled by 2, from a prior of that architecture)
-RECIPE = 4
+#: channels on planes pixel-unshuffled by 2, from a prior of that architecture; 5: no pairs
+#: from an in-plane axis blurred at acquisition, :data:`bids_sr.selfsr.pairs.MIN_DETAIL_RATIO`)
+RECIPE = 5
 LOGGER = logging.getLogger("bids_sr")
 #: The CNN's shipped starting point, pretrained on the slice family (scripts/pretrain_selfsr.py).
 PRIOR = WEIGHTS_DIR / "selfsr_prior.safetensors"
@@ -171,7 +172,8 @@ def _learn(learner: str, training: np.ndarray, acquisition: Acquisition, factor:
                                  "final_loss": round(summary["final_loss"], 6),
                                  "self_check_l1_ratio": round(summary["self_check_l1_ratio"], 4),
                                  "learned": summary["learned"],
-                                 "attempts": summary["attempts"]}  # fmt: skip
+                                 "attempts": summary["attempts"],
+                                 "training_axes": summary["training_axes"]}  # fmt: skip
 
 
 #: A guided per-scan network is used only when its L1 error on the scan's own training pairs

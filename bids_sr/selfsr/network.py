@@ -33,7 +33,12 @@ from torch import nn
 
 from bids_sr.acquisition import Acquisition
 from bids_sr.selfsr.filters import head_region
-from bids_sr.selfsr.pairs import crop_to_slices, degrade_axis, slice_phase
+from bids_sr.selfsr.pairs import (
+    crop_to_slices,
+    degrade_axis,
+    detailed_inplane_axes,
+    slice_phase,
+)
 
 #: Passes over the scan's training planes (both orientations) per training run ...
 EPOCHS = 10.0
@@ -211,13 +216,17 @@ class _Pairs:
 
 
 def _pairs(volume: np.ndarray, acquisition: Acquisition, factor: float, patch: int,
-           reference: np.ndarray | None = None) -> list[_Pairs]:  # fmt: skip
-    """Training pairs along both in-plane axes of ``volume`` (the acquired slices); with a
-    ``reference`` of the same shape (the guide at the acquired slices), its planes too."""
+           reference: np.ndarray | None = None,
+           axes: Sequence[int] | None = None) -> list[_Pairs]:  # fmt: skip
+    """Training pairs along the in-plane ``axes`` of ``volume`` (the acquired slices; default
+    both in-plane axes); with a ``reference`` of the same shape (the guide at the acquired
+    slices), its planes too."""
     slice_axis = int(acquisition.slice_axis)
     inplane = [a for a in range(3) if a != slice_axis]
     out = []
     for axis, other in ((inplane[0], inplane[1]), (inplane[1], inplane[0])):
+        if axes is not None and axis not in axes:
+            continue
         degraded, target, n_lr = degrade_axis(volume, axis, factor, acquisition)
         order = (slice_axis, axis, other)
         d, t = np.transpose(degraded, order), np.transpose(target, order)
@@ -329,7 +338,9 @@ def train_plane_net(
     settings = replace(settings, patch=max(8, patch))
     if reference is not None and reference.shape != volume.shape:
         raise ValueError(f"reference shape {reference.shape} differs from {volume.shape}")
-    pairs = _pairs(volume, acquisition, factor, settings.patch, reference)
+    # an in-plane axis blurred at acquisition would teach blurred targets: pairs.MIN_DETAIL_RATIO
+    axes = detailed_inplane_axes(volume, int(acquisition.slice_axis))
+    pairs = _pairs(volume, acquisition, factor, settings.patch, reference, axes)
     steps = iterations_for(sum(p.degraded.size for p in pairs), settings)
     initial = {k: v.clone() for k, v in net.state_dict().items()}
     for attempt in range(RETRIES + 1):
@@ -343,7 +354,7 @@ def train_plane_net(
         settings = replace(settings, lr=settings.lr / 2)
     return net, {**summary, "iterations": steps, "train_s": time.perf_counter() - start,
                  "self_check_l1_ratio": ratio, "learned": bool(ratio < COLLAPSED_RATIO),
-                 "attempts": attempt + 1}  # fmt: skip
+                 "attempts": attempt + 1, "training_axes": axes}  # fmt: skip
 
 
 #: A trained network whose L1 error on its own training pairs is ≥ this fraction of the

@@ -51,6 +51,43 @@ def crop_to_slices(volume: np.ndarray, axis: int, factor: float) -> np.ndarray:
     return np.take(volume, np.arange(start, start + m), axis=axis)
 
 
+#: An in-plane axis whose fine detail (mean absolute second difference inside the head) is
+#: below this fraction of the other in-plane axis's was not acquired at the in-plane
+#: resolution its voxels claim (a reduced phase-encoding matrix, or an image resampled from
+#: slices along it): degraded, it would teach the learner blurred targets, so it gives no
+#: training pairs. Ratios of :func:`axis_detail` between the in-plane axes: the 26 scans of
+#: clinical_thick_slice 0.75-0.99; chris (isotropic 0.88 mm) 0.88-0.96; openms_patient19,
+#: resampled from 3 mm axial slices, 0.85 with slices along axis 2 and 0.57 with slices
+#: along axis 0 (its axis 2 is the blurred one; ``benchmarks/truth_sharpness.py``).
+MIN_DETAIL_RATIO = 0.7
+
+
+def axis_detail(volume: np.ndarray, axis: int) -> float:
+    """Mean absolute second difference of ``volume`` along ``axis`` inside the head (voxels
+    above 10 % of the 99.5th percentile): how much fine detail the axis holds."""
+    data = np.asarray(volume, dtype=np.float32)
+    scale = float(np.percentile(data, 99.5)) or 1.0
+    head = data > 0.1 * scale
+    second = np.abs(np.diff(data, n=2, axis=axis))
+    inside = np.take(head, np.arange(1, data.shape[axis] - 1), axis=axis)
+    return float(second[inside].mean()) / scale if inside.any() else 0.0
+
+
+def detailed_inplane_axes(volume: np.ndarray, slice_axis: int,
+                          min_ratio: float | None = None) -> list[int]:  # fmt: skip
+    """The in-plane axes of ``volume`` that hold at least ``min_ratio`` (default
+    :data:`MIN_DETAIL_RATIO`, read at call time; 0 keeps both) of the sharper in-plane axis's
+    fine detail (:func:`axis_detail`): the axes whose degradation gives training pairs with
+    sharp targets. Always at least the sharper axis; both when neither has detail."""
+    min_ratio = MIN_DETAIL_RATIO if min_ratio is None else float(min_ratio)
+    inplane = [a for a in range(3) if a != int(slice_axis)]
+    detail = {a: axis_detail(volume, a) for a in inplane}
+    best = max(detail.values())
+    if best <= 0:
+        return inplane
+    return [a for a in inplane if detail[a] >= min_ratio * best]
+
+
 def degrade_axis(
     volume: np.ndarray, axis: int, factor: float, acquisition: Acquisition
 ) -> tuple[np.ndarray, np.ndarray, int]:
