@@ -8,7 +8,13 @@ from bids_sr.acquisition import Acquisition, enforce_consistency, project, simul
 from bids_sr.interpolation import upsample
 from bids_sr.metrics import psnr
 from bids_sr.selfsr import SelfSRError, super_resolve_selfsr
-from bids_sr.selfsr.pairs import degrade_axis, detailed_inplane_axes, phase_bins, slice_phase
+from bids_sr.selfsr.pairs import (
+    degrade_axis,
+    detailed_inplane_axes,
+    inplane_orientations,
+    phase_bins,
+    slice_phase,
+)
 from bids_sr.selfsr.store import filters_from_tensors, load_model
 from bids_sr.superresolve import super_resolve
 
@@ -111,6 +117,13 @@ def test_selfsr_rejects_isotropic_inputs_and_corrupt_models(tmp_path):
     bad.write_bytes(b"not a model")
     with pytest.raises(ValueError, match="bad.safetensors"):
         load_model(bad)
+
+
+def test_each_kept_inplane_axis_is_degraded_with_the_other_kept_sharp():
+    assert inplane_orientations(2) == [(0, 1), (1, 0)]
+    assert inplane_orientations(0) == [(1, 2), (2, 1)]
+    assert inplane_orientations(0, [2]) == [(2, 1)]
+    assert inplane_orientations(1, [0, 2]) == [(0, 2), (2, 0)]
 
 
 def test_an_inplane_axis_blurred_at_acquisition_gives_no_training_pairs():

@@ -25,7 +25,13 @@ from scipy import ndimage
 
 from bids_sr.acquisition import Acquisition
 from bids_sr.selfsr.features import BucketSpec, plane_features, quantile_cuts
-from bids_sr.selfsr.pairs import degrade_axis, detailed_inplane_axes, phase_bins, slice_phase
+from bids_sr.selfsr.pairs import (
+    degrade_axis,
+    detailed_inplane_axes,
+    inplane_orientations,
+    phase_bins,
+    slice_phase,
+)
 
 #: Samples drawn per training orientation (the rest of the head adds little).
 MAX_SAMPLES = 1_500_000
@@ -110,13 +116,10 @@ def _training_orientations(
     rng: np.random.Generator,
 ) -> list[_Orientation]:  # fmt: skip
     slice_axis = int(acquisition.slice_axis)
-    inplane = [a for a in range(3) if a != slice_axis]
     # an in-plane axis blurred at acquisition would teach blurred targets: pairs.MIN_DETAIL_RATIO
     detailed = detailed_inplane_axes(base, slice_axis)
     out = []
-    for axis, other in ((inplane[0], inplane[1]), (inplane[1], inplane[0])):
-        if axis not in detailed:
-            continue
+    for axis, other in inplane_orientations(slice_axis, detailed):
         degraded, target, n_lr = degrade_axis(base, axis, factor, acquisition)
         feats = plane_features(degraded, (axis, other))
         bins_1d = phase_bins(slice_phase(degraded.shape[axis], n_lr), n_phases)

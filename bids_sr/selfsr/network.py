@@ -37,6 +37,7 @@ from bids_sr.selfsr.pairs import (
     crop_to_slices,
     degrade_axis,
     detailed_inplane_axes,
+    inplane_orientations,
     slice_phase,
 )
 
@@ -222,11 +223,8 @@ def _pairs(volume: np.ndarray, acquisition: Acquisition, factor: float, patch: i
     both in-plane axes); with a ``reference`` of the same shape (the guide at the acquired
     slices), its planes too."""
     slice_axis = int(acquisition.slice_axis)
-    inplane = [a for a in range(3) if a != slice_axis]
     out = []
-    for axis, other in ((inplane[0], inplane[1]), (inplane[1], inplane[0])):
-        if axes is not None and axis not in axes:
-            continue
+    for axis, other in inplane_orientations(slice_axis, axes):
         degraded, target, n_lr = degrade_axis(volume, axis, factor, acquisition)
         order = (slice_axis, axis, other)
         d, t = np.transpose(degraded, order), np.transpose(target, order)

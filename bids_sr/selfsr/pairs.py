@@ -12,6 +12,8 @@ Part of the numerical core (never imports nipype or pybids).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from bids_sr.acquisition import Acquisition, _apply_along, _bspline_matrix, axis_matrix
@@ -86,6 +88,16 @@ def detailed_inplane_axes(volume: np.ndarray, slice_axis: int,
     if best <= 0:
         return inplane
     return [a for a in inplane if detail[a] >= min_ratio * best]
+
+
+def inplane_orientations(slice_axis: int,
+                         axes: Sequence[int] | None = None) -> list[tuple[int, int]]:  # fmt: skip
+    """``(degraded axis, other in-plane axis)`` for each in-plane axis in ``axes`` (default
+    both, e.g. :func:`detailed_inplane_axes`): the orientations whose pairs a learner trains
+    on, each with the in-plane axis that stays sharp."""
+    first, second = [a for a in range(3) if a != int(slice_axis)]
+    return [(axis, other) for axis, other in ((first, second), (second, first))
+            if axes is None or axis in axes]  # fmt: skip
 
 
 def degrade_axis(
