@@ -27,7 +27,7 @@ output is scored against the same truth and brain mask as every other row, as is
 Its time is the command's wall time (+ the consistency step for ``eclare+dc``) and its peak
 RSS that of the largest process of the command (``RUSAGE_CHILDREN``).
 
-    python benchmarks/thick_slice.py [--settings 1x1x3 1x1x5 5mm_gap1] [--methods ...]
+    python benchmarks/thick_slice.py [--settings 1x1x3 1x1x5 5mm_gap1] [--methods ...] [--threads N]
         [--eclare-command .../bin/run-eclare --eclare-patches 8192]
 """
 
@@ -83,14 +83,16 @@ def _acquisition(zooms, factors, ratio):
     return simulated_acquisition(zooms, factors, thickness=ratio * zooms[axis] * factors[axis])
 
 
-def _child(path: str, factors, ratio, method: str, weights, model_dir, queue) -> None:
-    """Evaluate one method on one image in this (fresh) process; put its row on ``queue``."""
+def _child(path: str, factors, ratio, method: str, weights, model_dir, threads: int,
+           queue) -> None:  # fmt: skip
+    """Evaluate one method on one image in this (fresh) process, on ``threads`` torch
+    threads; put its row on ``queue``."""
     import torch
 
     from bids_sr.evaluation import evaluate_image
     from bids_sr.image import load_volume
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     volume = load_volume(path)
     start = time.perf_counter()
     rows = evaluate_image(
@@ -236,11 +238,12 @@ def _eclare_options(parser: argparse.ArgumentParser, args) -> EclareOptions | No
                          args.eclare_timeout, args.eclare_gpu_id)  # fmt: skip
 
 
-def run_one(path: Path, factors, ratio, method: str, weights, model_dir=None) -> dict:
+def run_one(path: Path, factors, ratio, method: str, weights, model_dir=None,
+            threads: int = 2) -> dict:  # fmt: skip
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     process = context.Process(target=_child, args=(str(path), factors, ratio, method, weights,
-                                                   model_dir, queue))  # fmt: skip
+                                                   model_dir, threads, queue))  # fmt: skip
     process.start()
     row = queue.get()
     process.join()
@@ -277,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", help="where selfsr keeps its per-scan models: a rerun "
                         "(or a validate_shipped.py run with the same folder) reuses them, and "
                         "the time column then adds the recorded learning time")  # fmt: skip
+    parser.add_argument("--threads", type=int, default=2,
+                        help="torch threads of each method's process (default 2, this "
+                        "machine's cores; give 1 to two benchmarks run side by side)")  # fmt: skip
     parser.add_argument("--eclare-command", help="ECLARE's run-eclare console script (for "
                         "--methods ... eclare); it runs as an external command")  # fmt: skip
     parser.add_argument("--eclare-patches", type=int, default=8192,
@@ -319,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     method, weights = METHODS[label]
                     scored = {label: run_one(path, factors, ratio, method, weights,
-                                             args.model_dir)}  # fmt: skip
+                                             args.model_dir, args.threads)}  # fmt: skip
                 for name, row in scored.items():
                     results.setdefault(name, {})[image] = row
                     gain = row["psnr_brain"] - results["bspline"][image]["psnr_brain"]
