@@ -51,6 +51,7 @@ from bids_sr.fileio import write_json_atomic
 from bids_sr.interpolation import upsample
 from bids_sr.selfsr.filters import apply_plane_filters, head_region, learn_plane_filters
 from bids_sr.selfsr.fusion import fuse_orientations
+from bids_sr.selfsr.pairs import inplane_axes
 from bids_sr.selfsr.store import (
     checksum,
     filters_from_tensors,
@@ -298,7 +299,7 @@ def super_resolve_selfsr(
         raise SelfSRError("a reference guides the selfsr CNN only, not the filters")
     lr = np.asarray(lr, dtype=np.float32)
     axis = _slice_axis(lr.shape, factors, acquisition)
-    inplane = [a for a in range(3) if a != axis]
+    inplane = inplane_axes(axis)
     run_device = "cpu" if learner == "filters" else _torch_device(device)
     base = upsample(lr, factors, order=3)
     if reference is not None:

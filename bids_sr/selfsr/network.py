@@ -37,6 +37,7 @@ from bids_sr.selfsr.pairs import (
     crop_to_slices,
     degrade_axis,
     detailed_inplane_axes,
+    inplane_axes,
     inplane_orientations,
     slice_phase,
 )
@@ -331,7 +332,7 @@ def train_plane_net(
             state = add_reference_input(state)
         net = arch.build(width=width, inputs=inputs)
         net.load_state_dict(state)
-    inplane = [a for a in range(3) if a != int(acquisition.slice_axis)]
+    inplane = inplane_axes(acquisition.slice_axis)
     # small scans: patches no larger than their planes (the step then costs less too)
     patch = int(min(settings.patch, *(volume.shape[a] for a in inplane)))
     settings = replace(settings, patch=max(8, patch))

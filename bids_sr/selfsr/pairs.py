@@ -53,6 +53,11 @@ def crop_to_slices(volume: np.ndarray, axis: int, factor: float) -> np.ndarray:
     return np.take(volume, np.arange(start, start + m), axis=axis)
 
 
+def inplane_axes(slice_axis: int) -> list[int]:
+    """The two array axes other than ``slice_axis``, in order: the axes of the acquired slices."""
+    return [a for a in range(3) if a != int(slice_axis)]
+
+
 #: An in-plane axis whose fine detail (mean absolute second difference inside the head) is
 #: below this fraction of the other in-plane axis's was not acquired at the in-plane
 #: resolution its voxels claim (a reduced phase-encoding matrix, or an image resampled from
@@ -82,7 +87,7 @@ def detailed_inplane_axes(volume: np.ndarray, slice_axis: int,
     fine detail (:func:`axis_detail`): the axes whose degradation gives training pairs with
     sharp targets. Always at least the sharper axis; both when neither has detail."""
     min_ratio = MIN_DETAIL_RATIO if min_ratio is None else float(min_ratio)
-    inplane = [a for a in range(3) if a != int(slice_axis)]
+    inplane = inplane_axes(slice_axis)
     detail = {a: axis_detail(volume, a) for a in inplane}
     best = max(detail.values())
     if best <= 0:
@@ -95,7 +100,7 @@ def inplane_orientations(slice_axis: int,
     """``(degraded axis, other in-plane axis)`` for each in-plane axis in ``axes`` (default
     both, e.g. :func:`detailed_inplane_axes`): the orientations whose pairs a learner trains
     on, each with the in-plane axis that stays sharp."""
-    first, second = [a for a in range(3) if a != int(slice_axis)]
+    first, second = inplane_axes(slice_axis)
     return [(axis, other) for axis, other in ((first, second), (second, first))
             if axes is None or axis in axes]  # fmt: skip
 
