@@ -119,6 +119,7 @@ class EclareOptions:
     batch_size: int
     timeout_s: float
     gpu_id: int = -1
+    threads: int = 2  # torch threads of the process that scores it (--threads)
 
 
 def _eclare_grid(path: Path, shape, affine: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -180,7 +181,7 @@ def _eclare_child(path: str, factors, ratio, options: EclareOptions, queue) -> N
         from bids_sr.image import load_volume
         from bids_sr.metrics import compute_metrics
 
-        torch.set_num_threads(2)
+        torch.set_num_threads(options.threads)
         volume = load_volume(path)
         acquisition = _acquisition(volume.zooms, factors, ratio)
         arrays: dict = {}
@@ -235,7 +236,7 @@ def _eclare_options(parser: argparse.ArgumentParser, args) -> EclareOptions | No
     if command is None:
         parser.error(f"--eclare-command {args.eclare_command}: no such executable")
     return EclareOptions(command, args.eclare_patches, args.eclare_batch_size,
-                         args.eclare_timeout, args.eclare_gpu_id)  # fmt: skip
+                         args.eclare_timeout, args.eclare_gpu_id, args.threads)  # fmt: skip
 
 
 def run_one(path: Path, factors, ratio, method: str, weights, model_dir=None,
