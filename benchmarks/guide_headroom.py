@@ -29,7 +29,9 @@ thread takes about 1.7 s a step for the 32-feature SRReCNN3D.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -41,8 +43,7 @@ sys.path.insert(0, str(REPO))
 
 from bids_sr.evaluation import DATA_RANGE, evaluate_image  # noqa: E402
 from bids_sr.image import load_volume  # noqa: E402
-from bids_sr.inference import resolve_weights  # noqa: E402
-from bids_sr.interpolation import upsample  # noqa: E402
+from bids_sr.inference import network_input, resolve_weights  # noqa: E402
 from bids_sr.metrics import compute_metrics  # noqa: E402
 from bids_sr.models.registry import get_spec  # noqa: E402
 from bids_sr.models.weights import load_model, save_weights  # noqa: E402
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None,
-                        help="folder for the tuned weights (default: not kept)")
+                        help="keep the tuned weights here (default: a temporary folder, removed)")
     args = parser.parse_args(argv)
     paths = [args.shared / p for p in PAIRS[args.pair]]
     missing = [str(p) for p in paths if not p.exists()]
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     mid = truth.shape[0] // 2
     scored = mask.copy()
     scored[: mid + HELD_OUT_GAP] = False
-    ilr = upsample(lr, factors, order=3).astype(np.float32)
+    folder = args.out or Path(tempfile.mkdtemp(prefix="guide_headroom_"))
 
     def held_out_psnr(sr: np.ndarray) -> float:
         return compute_metrics(sr, truth, mask=scored, data_range=DATA_RANGE)["psnr_brain"]
@@ -151,11 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         spec = get_spec(name)
         model, info = load_model(resolve_weights(spec, factors), method=name, factors=factors)
         reference = guide if spec.needs_reference else None
-        channels = [ilr] + ([guide] if reference is not None else [])
+        channels, _ = network_input(lr, factors, spec, reference)  # what inference feeds it
         print(f"{name}: fine-tuning {args.steps} steps", flush=True)
-        seconds = fine_tune(model, channels, truth, mask, mid - HELD_OUT_GAP, args.steps, args.lr,
-                            args.seed)  # fmt: skip
-        folder = args.out or Path(f"/tmp/guide_headroom_{args.pair}")
+        seconds = fine_tune(model, list(channels), truth, mask, mid - HELD_OUT_GAP, args.steps,
+                            args.lr, args.seed)  # fmt: skip
         weights = save_weights(model, folder / f"{name}_tuned.safetensors", method=name,
                                config=info["config"], factors=factors)  # fmt: skip
         tuned, _ = super_resolve(lr, factors, name, weights=str(weights), reference=reference,
@@ -168,9 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, (shipped, tuned) in results.items():
         print(f"{name:<16}{shipped:>10.3f}{'' if tuned is None else f'{tuned:>10.3f}'}")
     guided, mono = args.networks[0], args.networks[-1]
-    if guided != mono and guided in results and mono in results:
+    if guided != mono:
         margins = [results[guided][k] - results[mono][k] for k in (0, 1)]
         print(f"{guided} − {mono}: shipped {margins[0]:+.3f} dB, tuned {margins[1]:+.3f} dB")
+    if args.out is None:
+        shutil.rmtree(folder, ignore_errors=True)
     return 0
 
 
