@@ -155,6 +155,9 @@ def test_gradfilter_command_on_demo(tmp_path):
          "no FLAIR; validating a FLAIR-guided network needs a real T1w/FLAIR pair"),
         (["srrecnn-t2w", "--reference-misregistration", "1", "-2"], 64,
          "--reference-misregistration MM DEG must not be negative"),
+        (["srrecnn-t2w", "--reference-blur", "5"], 64, "--reference-blur must lie in [0, 3]"),
+        (["srrecnn", "--smoothed-copies", "0"], 64, "--smoothed-copies SDs must lie in (0, 3]"),
+        (["gradfilter", "--smoothed-copies", "1"], 64, "not to gradfilter"),
         (["gradfilter", "--patch-size", "6"], 64, "odd edge"),
         (["srrecnn", "--iterations", "0"], 64, "must be positive"),
         (["espcn", "--patch-size", "8", "--loss-margin", "4"], 64, "--loss-margin must lie"),
@@ -222,13 +225,15 @@ def test_loss_margin_ignores_the_patch_border():
 def test_flair_guided_run_records_its_contrast_and_misregistration(tmp_path):
     """srrecnn-flair trains without any FLAIR (all references synthesised); its weights name
     their method (T2w weights never load as FLAIR weights) and the card records the
-    reference contrast and the misregistration bounds."""
+    reference contrast, the misregistration bounds, the reference blur and the smoothed
+    copies."""
     from bids_sr.models.weights import WeightsError, load_model
 
     out = tmp_path / "flair"
     assert train_main(["srrecnn-flair", str(DEMO), str(out), "--participant-label", "01", "02",
                        *FAST, "--iterations", "3", "--no-evaluate",
-                       "--reference-misregistration", "0.5", "1",
+                       "--reference-misregistration", "0.5", "1", "--reference-blur", "0.8",
+                       "--smoothed-copies", "1.0",
                        "--config", '{"features": 4, "layers": 3}']) == 0  # fmt: skip
     weights = out / "srrecnn-flair_x2x2x2.safetensors"
     card = json.loads(weights.with_name("srrecnn-flair_x2x2x2.card.json").read_text())
@@ -237,6 +242,8 @@ def test_flair_guided_run_records_its_contrast_and_misregistration(tmp_path):
     bounds = card["augmentation"]["reference_misregistration"]
     assert (bounds["max_translation_mm"], bounds["max_rotation_deg"]) == (0.5, 1.0)
     assert "real FLAIR" in card["reference_training"]
+    assert "Gaussian blur of SD ~U(0, 0.8) voxels" in card["reference_training"]
+    assert card["augmentation"]["smoothed_copies"]["sd_voxels"] == [1.0]
     assert ("Architecture differs from the published model: layers 3 (published 10), "
             "features 4 (published 64).") in card["notes"]
     assert any("CPU" in note for note in card["notes"])  # kept beside the evaluation note

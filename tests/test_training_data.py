@@ -126,6 +126,20 @@ def test_contrast_randomisation_changes_intensities_but_keeps_edges(t1w):
         assert gs[strong].mean() > 1.4 * gs[head & ~strong].mean()  # unstructured: ~1
 
 
+def test_contrast_randomisation_blur_softens_edges_and_is_off_by_default(t1w):
+    vol = prepare_volume("t", t1w, (2, 2, 2), "gaussian")
+    centres = tissue_centres(vol.hr)
+    sharp = randomise_contrast(vol.hr, np.random.default_rng(3), centres, noise=0.0)
+    # blur=0 draws nothing extra: the stream (and so every earlier run) is unchanged
+    same = randomise_contrast(vol.hr, np.random.default_rng(3), centres, noise=0.0, blur=0.0)
+    np.testing.assert_array_equal(sharp, same)
+    soft = randomise_contrast(vol.hr, np.random.default_rng(3), centres, noise=0.0, blur=2.0)
+    head = vol.hr > 0.1
+    # the same map, softer: less gradient energy on the head, and edges still in place
+    assert _grad(soft)[head].mean() < 0.9 * _grad(sharp)[head].mean()
+    assert np.corrcoef(_grad(soft)[head], _grad(vol.hr)[head])[0, 1] > 0.3
+
+
 def test_guided_sampler_synthesises_or_uses_the_real_reference(t1w):
     t2w = load_volume(T1W.with_name("sub-01_T2w.nii.gz")).data
     vol = prepare_volume("t", t1w, (2, 2, 2), "gaussian", hr_grid_input=True, reference=t2w)

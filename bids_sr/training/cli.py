@@ -101,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
                              "transform of up to MM mm translation and DEG degrees rotation "
                              "about the patch centre, as a registration error would (default "
                              "1 2; 0 0 disables)")
+    parser.add_argument("--reference-blur", type=float, default=0.0, metavar="SD",
+                        help="guided models: each synthesised reference is blurred by a "
+                             "Gaussian of SD ~U(0, SD) voxels, as a reference smoother than "
+                             "the T1w (a template, a lower-resolution T2w) would be (default 0)")
+    parser.add_argument("--smoothed-copies", nargs="+", type=float, default=[], metavar="SD",
+                        help="train also on copies of every training participant whose T1w "
+                             "(and reference) is smoothed by a Gaussian of each SD (voxels), "
+                             "sharing half of its sampling weight: template-like images (an "
+                             "average brain such as MNI152 is smoother than any single scan)")
     parser.add_argument("--config", type=json.loads, default={}, metavar="JSON",
                         help='network config overrides, e.g. \'{"features": 32}\'')
     parser.add_argument("--subject-weight", nargs="+", default=[], metavar="LABEL=W",
@@ -163,6 +172,11 @@ def check_arguments(args: argparse.Namespace) -> tuple[float, float, float]:
     if min(args.reference_misregistration) < 0:
         raise UsageError("--reference-misregistration MM DEG must not be negative, got "
                          f"{' '.join(f'{v:g}' for v in args.reference_misregistration)}")
+    if not 0.0 <= args.reference_blur <= 3.0:
+        raise UsageError(f"--reference-blur must lie in [0, 3] voxels, got {args.reference_blur}")
+    if any(not 0.0 < sd <= 3.0 for sd in args.smoothed_copies):
+        raise UsageError("--smoothed-copies SDs must lie in (0, 3] voxels, got "
+                         f"{' '.join(f'{v:g}' for v in args.smoothed_copies)}")
     if not isinstance(args.config, dict):
         raise UsageError("--config must be a JSON object")
     if args.method == "gradfilter":
@@ -171,6 +185,8 @@ def check_arguments(args: argparse.Namespace) -> tuple[float, float, float]:
                              f"{args.patch_size}")
         if args.init is not None:
             raise UsageError("gradfilter learns in closed form; --init does not apply")
+        if args.smoothed_copies:
+            raise UsageError("--smoothed-copies applies to the networks, not to gradfilter")
     else:
         patch = args.patch_size or DEFAULTS[args.method]["patch_size"]
         bad = [f for f in ints if patch % f]

@@ -6,13 +6,17 @@ High-resolution T1w/T2w pairs are few, so the guided network also learns from a 
 its own class), every class gets a random intensity, and voxels between class centres are
 mapped piecewise-linearly — so partial-volume boundaries stay where they are while the
 contrast between tissues is random (inverted, flattened, T2-like or not). Independent noise,
-a smooth multiplicative bias field and a random gamma follow. The network therefore cannot
-rely on the reference's intensities, only on where its edges are.
+a smooth multiplicative bias field, a random gamma and (optionally) a random Gaussian blur
+follow. The network therefore cannot rely on the reference's intensities, only on where its
+edges are; the blur stands for a real reference that is smoother than the T1w truth (an
+average template, a T2w acquired or reconstructed at lower resolution), whose edges are
+there but soft.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy.ndimage import gaussian_filter
 
 from bids_sr.image import foreground_mask
 
@@ -72,12 +76,15 @@ def randomise_contrast(
     noise: float = 0.03,
     bias: float = 0.1,
     gamma: float = 0.3,
+    blur: float = 0.0,
 ) -> np.ndarray:
     """A random second contrast of the normalised T1w (patch or volume) ``t1``.
 
     ``centres``: class centres from :func:`tissue_centres` of the whole volume (computed
     from ``t1`` itself when None). Noise SD ~U(0, noise), bias log-amplitude ~U(±bias) per
-    term, gamma exp(U(±gamma)). Returns float32 of the same shape, roughly in [0, 1].
+    term, gamma exp(U(±gamma)), Gaussian blur SD ~U(0, blur) voxels before the noise (0: no
+    blur and no draw, so the random stream is that of earlier versions). Returns float32 of
+    the same shape, roughly in [0, 1].
     """
     t1 = np.asarray(t1, dtype=np.float32)
     if centres is None:
@@ -86,5 +93,7 @@ def randomise_contrast(
     out = np.interp(np.clip(t1, 0.0, None), x, y, right=None).astype(np.float32)
     out = out * bias_field(t1.shape, rng, bias)
     out = np.clip(out, 0.0, None) ** np.float32(np.exp(rng.uniform(-gamma, gamma)))
+    if blur > 0:
+        out = gaussian_filter(out, rng.uniform(0.0, blur), mode="nearest")
     out = out + rng.normal(0.0, rng.uniform(0.0, noise), size=t1.shape).astype(np.float32)
     return out.astype(np.float32)

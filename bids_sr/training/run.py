@@ -157,6 +157,7 @@ def _near_identity_start(model, std: float = 1e-3) -> None:
 def train_network(args: argparse.Namespace, factors, selection, command: str) -> Path | None:
     """Supervised or adversarial training of a registry network (module doc)."""
     import torch
+    from scipy.ndimage import gaussian_filter
 
     from bids_sr.inference import resolve_device
     from bids_sr.models.registry import get_spec
@@ -235,27 +236,40 @@ def train_network(args: argparse.Namespace, factors, selection, command: str) ->
     guided = spec.needs_reference
     misregistration = tuple(args.reference_misregistration) if guided else (0.0, 0.0)
 
-    def prepare(entries):
+    def prepare(entries, smoothed_copies=()):
+        """Training volumes of ``entries``; with ``smoothed_copies`` (Gaussian SDs in
+        voxels) each participant also gives one copy per SD whose T1w and reference are
+        smoothed alike, the copies sharing half of its sampling weight."""
         volumes = []
         for e in entries:
             image = load_volume(e["t1w"])
             ref = load_volume(e["reference"]).data if guided and e.get("reference") else None
-            vol = prepare_volume(Path(e["t1w"]).name, image.data, ints, args.degradation,
-                                 hr_grid_input=spec.input_grid == "hr", reference=ref,
-                                 weight=e.get("weight", 1.0),
-                                 spacing=voxel_sizes(image.affine))
-            if guided:
-                vol.extra["centres"] = tissue_centres(vol.hr, seed=args.seed)
-            volumes.append(vol)
+            weight = e.get("weight", 1.0)
+            versions = [("", 0.0, weight / (2 if smoothed_copies else 1))]
+            versions += [(f" smoothed {sd:g}", sd, weight / (2 * len(smoothed_copies)))
+                         for sd in smoothed_copies]  # fmt: skip
+            for label, sd, share in versions:
+                hr, guide = image.data, ref
+                if sd:
+                    hr = gaussian_filter(np.asarray(hr, np.float32), sd)
+                    if ref is not None:
+                        guide = gaussian_filter(np.asarray(ref, np.float32), sd)
+                vol = prepare_volume(Path(e["t1w"]).name + label, hr, ints, args.degradation,
+                                     hr_grid_input=spec.input_grid == "hr", reference=guide,
+                                     weight=share, spacing=voxel_sizes(image.affine))
+                if guided:
+                    vol.extra["centres"] = tissue_centres(vol.hr, seed=args.seed)
+                volumes.append(vol)
         return volumes
 
     def synth(target, rng, vol):
-        return randomise_contrast(target, rng, vol.extra["centres"])
+        return randomise_contrast(target, rng, vol.extra["centres"], blur=args.reference_blur)
 
     common = dict(input_grid=spec.input_grid, degradation=args.degradation,
                   reference_fn=synth if guided else None)
     try:
-        sampler = PatchSampler(prepare(selection["train_images"]), patch, **common,
+        sampler = PatchSampler(prepare(selection["train_images"], args.smoothed_copies),
+                               patch, **common,
                                synth_probability=0.5,
                                background_fraction=args.background_fraction,
                                uninformative_fraction=args.uninformative_reference_fraction,
@@ -277,6 +291,10 @@ def train_network(args: argparse.Namespace, factors, selection, command: str) ->
     }
     if any(misregistration):  # only guided runs carry the key
         run_config["reference_misregistration"] = list(misregistration)
+    if guided and args.reference_blur:  # absent at 0, so earlier checkpoints still resume
+        run_config["reference_blur"] = args.reference_blur
+    if args.smoothed_copies:  # absent when none, likewise
+        run_config["smoothed_copies"] = list(args.smoothed_copies)
     rng = np.random.default_rng(args.seed)
     folder = args.output_dir
     start, history = 0, []
@@ -328,14 +346,23 @@ def train_network(args: argparse.Namespace, factors, selection, command: str) ->
                                    if "val_psnr" in h), None),
         threads=torch.get_num_threads(),
     )
+    if args.smoothed_copies:
+        card["augmentation"]["smoothed_copies"] = {
+            "sd_voxels": list(args.smoothed_copies),
+            "description": "each training participant also gives one copy per SD whose T1w "
+            "(and reference) is smoothed by that Gaussian before the degradation; the copies "
+            "share half of its sampling weight (template-like training images)",
+        }
     if guided:
         suffix = spec.reference_suffix
         card["reference_suffix"] = suffix
+        blur_text = (f"Gaussian blur of SD ~U(0, {args.reference_blur:g}) voxels, "
+                     if args.reference_blur else "")
         card["reference_training"] = (
             "contrast-randomised reference synthesised from each HR T1w (k-means tissue "
             "classes, random per-class intensities mapped piecewise-linearly, bias field, "
-            f"gamma, noise) for half the patches of subjects with a real {suffix} and all "
-            f"patches of the others; real {suffix} for the other half"
+            f"gamma, {blur_text}noise) for half the patches of subjects with a real {suffix} "
+            f"and all patches of the others; real {suffix} for the other half"
         )
         shift, angle = misregistration
         card["augmentation"]["reference_misregistration"] = {
