@@ -47,6 +47,14 @@ CMD[srrecnn-flair_x1x1x4]="srrecnn-flair --scale 1 1 4 --degradation slice --ite
 declare -A THEN
 THEN[srrecnn-t2w_x2x2x2]="--scale 2 --degradation gaussian --iterations $(it 3000) --lr 3e-4 --patch-size 16 --batch-size 8 --loss-margin 2 --uninformative-reference-fraction 0.15 --reference-misregistration 0 0 --validation-label openms19 mni152 --seed 1"
 THEN[srrecnn-t2w_x1x1x4]="--scale 1 1 4 --degradation slice --iterations $(it 3000) --lr 3e-4 --patch-size 16 --batch-size 8 --loss-margin 2 --uninformative-reference-fraction 0.15 --reference-misregistration 1 2 --validation-label openms19 mni152 --seed 1"
+# a third stage (the x2 pair, 2026-12-04): fine-tune again with template-like smoothed copies
+# of every training participant (an average brain such as MNI152 is smoother than any single
+# scan) and, for the guided model, blurred synthesised references; the mono twin gets the
+# same stage from its first stage's weights (THEN), so the two models of the guided card's
+# comparison have the same data and a like budget
+declare -A THEN2
+THEN2[srrecnn-t2w_x2x2x2]="--scale 2 --degradation gaussian --iterations $(it 6000) --lr 1e-4 --patch-size 16 --batch-size 8 --loss-margin 2 --uninformative-reference-fraction 0.15 --reference-misregistration 0 0 --reference-blur 1.0 --smoothed-copies 0.6 1.0 --validation-label openms19 mni152 --seed 2"
+THEN[srrecnn_x2x2x2]="--scale 2 --degradation gaussian --iterations $(it 6000) --lr 1e-4 --patch-size 16 --batch-size 8 --loss-margin 2 --smoothed-copies 0.6 1.0 --validation-label openms19 mni152 --seed 2"
 declare -A TRAIN_OF
 # the mono models are the guided models' twins: they too keep the MNI152 pair out, so a
 # guided card's gain over mono on mni152 compares two models that never saw it (shipped
@@ -73,6 +81,12 @@ for stem in "${@:-${ORDER[@]}}"; do
     "$PY" -m bids_sr.training.cli "$method" "$BIDS" "${out}_ft" --init "$out/$stem.safetensors" \
       "${train[@]}" "${COMMON[@]}" "${then[@]}" --resume --output-name "$stem"
     out="${out}_ft"
+  fi
+  if [[ -n "${THEN2[$stem]:-}" ]]; then
+    read -r -a then2 <<<"${THEN2[$stem]}"
+    "$PY" -m bids_sr.training.cli "$method" "$BIDS" "${out}2" --init "$out/$stem.safetensors" \
+      "${train[@]}" "${COMMON[@]}" "${then2[@]}" --resume --output-name "$stem"
+    out="${out}2"
   fi
   cp "$out/$stem.safetensors" "$out/$stem.card.json" "$out/$stem.md" "$WEIGHTS/"
   echo "=== $stem done: $(date -Is)"

@@ -1,11 +1,10 @@
-"""The shipped thick-slice guided models use their reference only where it helps
-(``../shared/data``).
+"""The shipped guided models use their reference only where it helps (``../shared/data``).
 
-On the held-out pair openms_patient19 (T1w 1×1×4 slices, T2w or FLAIR at 1 mm, a 96³ centre
-crop), ``srrecnn-t2w`` and ``srrecnn-flair`` must gain over their mono twin ``srrecnn`` with
-the real reference, and must not lose more than 0.2 dB of brain PSNR to it when the
-reference carries nothing: pure noise, or a constant (issue 14: it learned to ignore what
-does not help).
+On the held-out pair openms_patient19 (a 96³ centre crop; T1w 1×1×4 slices with a T2w or
+FLAIR at 1 mm, and T1w ×2 Gaussian with the T2w at 1 mm), ``srrecnn-t2w`` and
+``srrecnn-flair`` must gain over their mono twin ``srrecnn`` with the real reference, and
+must not lose more than 0.2 dB of brain PSNR to it when the reference carries nothing:
+pure noise, or a constant (issue 14: it learned to ignore what does not help).
 
 Nor may a guided model import structures that exist only in the reference: the guide may
 lend the T1w the reference's edges, not its structure. Four 8 mm spheres, bright or dark,
@@ -38,9 +37,18 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_multico
 T1W = SHARED / "openms_patient19_T1.nii.gz"
 T2W = SHARED / "openms_patient19_T2.nii.gz"
 FLAIR = SHARED / "openms_patient19_FLAIR.nii.gz"
-#: method → (its reference, the smallest gain over mono with the real reference, dB); the
-#: FLAIR model gained +0.85 dB here when it shipped (issue 14 asks +1 dB of the T2w model)
-CASES = {"srrecnn-t2w": (T2W, 1.0), "srrecnn-flair": (FLAIR, 0.5)}
+#: measured 2026-12-04 for the shipped x2 pair: +0.55 dB with the real T2w, +0.31 with a
+#: constant and +0.08 with noise (what the guided network's own training adds); a network
+#: that ignored the reference would not reach the bound
+MIN_GAIN_X2 = 0.4
+#: case → (method, factors, degradation, its reference, the smallest gain over mono with the
+#: real reference, dB); the FLAIR model gained +0.85 dB here when it shipped (issue 14 asks
+#: +1 dB of the T2w models); the x2 case is the isotropic one (T1w x2 Gaussian, T2w at 1 mm)
+CASES = {
+    "srrecnn-t2w-1x1x4": ("srrecnn-t2w", (1, 1, 4), "slice", T2W, 1.0),
+    "srrecnn-flair-1x1x4": ("srrecnn-flair", (1, 1, 4), "slice", FLAIR, 0.5),
+    "srrecnn-t2w-x2": ("srrecnn-t2w", (2, 2, 2), "gaussian", T2W, MIN_GAIN_X2),
+}
 
 
 def _centre(data: np.ndarray, size: int = 96) -> np.ndarray:
@@ -48,30 +56,31 @@ def _centre(data: np.ndarray, size: int = 96) -> np.ndarray:
     return data[tuple(slice(s, s + size) for s in starts)]
 
 
-def _brain_psnr(hr, affine, method: str, reference: np.ndarray | None = None) -> float:
-    rows = evaluate_image(hr, affine, factors=(1, 1, 4), degradation="slice",
+def _brain_psnr(hr, affine, method: str, factors, degradation: str,
+                reference: np.ndarray | None = None) -> float:  # fmt: skip
+    rows = evaluate_image(hr, affine, factors=factors, degradation=degradation,
                           methods=[method], reference=reference, device="cpu")  # fmt: skip
     return next(row["psnr_brain"] for row in rows if row["method"] == method)
 
 
-@pytest.mark.parametrize("method", list(CASES))
-def test_guided_thick_slice_model_helps_and_ignores_useless_references(method):
-    reference_file, min_gain = CASES[method]
+@pytest.mark.parametrize("case", list(CASES))
+def test_guided_model_helps_and_ignores_useless_references(case):
+    method, factors, degradation, reference_file, min_gain = CASES[case]
     if not (T1W.exists() and reference_file.exists()):
         pytest.skip(f"../shared/data/real_multicontrast ({T1W.name}, {reference_file.name}) "
                     "is absent")
-    if not default_weights_path(method, (1, 1, 4)).exists():
-        pytest.skip(f"no shipped {method} weights at 1x1x4")
+    if not default_weights_path(method, factors).exists():
+        pytest.skip(f"no shipped {method} weights at {'x'.join(map(str, factors))}")
     volume = load_volume(T1W)
     hr = _centre(volume.data)
     t2w = _centre(load_volume(reference_file).data)
-    mono = _brain_psnr(hr, volume.affine, "srrecnn")
+    mono = _brain_psnr(hr, volume.affine, "srrecnn", factors, degradation)
     references = {
         "real": t2w,
         "noise": np.random.default_rng(0).random(t2w.shape).astype(np.float32) * t2w.max(),
         "constant": np.full(t2w.shape, float(t2w.mean()), np.float32),
     }
-    gain = {name: _brain_psnr(hr, volume.affine, method, ref) - mono
+    gain = {name: _brain_psnr(hr, volume.affine, method, factors, degradation, ref) - mono
             for name, ref in references.items()}  # fmt: skip
     assert gain["real"] >= min_gain, gain
     assert gain["noise"] >= -0.2, gain
