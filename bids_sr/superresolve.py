@@ -129,6 +129,7 @@ def super_resolve(
             progress=progress, uncertainty=uncertainty,
             learner="filters" if method == "selfsr-filters" else "cnn",
             reference=reference if guided else None,
+            reference_contrast=REFERENCE_SUFFIXES[method] if guided else None,
         )
         check = report.get("guide_check")
         if check and not check["used"]:  # the scan's own pairs showed the guide did not help

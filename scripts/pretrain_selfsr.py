@@ -15,6 +15,12 @@ thickness 0.6–1.1 × spacing, rect or gaussian profile, random stack axis; see
 then ignored) on fresh random acquisitions (use another ``--seed``); the card names it.
 ``--exclude`` leaves training images out (e.g. ``mni152``, whose T1w/T2w pair validates the
 guided ``selfsr-t2w``): the card lists the subjects actually used.
+
+``--guided`` pretrains the starting point of the guided per-scan CNN (``selfsr-t2w``,
+``selfsr-flair``) instead: ``selfsr_guided_prior.safetensors``, the network with a third
+input, the guide's plane, trained on each image's real registered references (openms07's
+T2w and FLAIR) and contrast-randomised copies of its T1w (:mod:`bids_sr.selfsr.pretrain`).
+With ``--init`` at the unguided prior it starts from what that computes.
 """
 
 from __future__ import annotations
@@ -31,10 +37,13 @@ sys.path.insert(0, str(REPO))
 
 from bids_sr.fileio import card_path, sha256_file, write_json_atomic, write_text_atomic  # noqa: E402
 from bids_sr.image import load_volume  # noqa: E402
-from bids_sr.selfsr.network import TrainSettings, state_to_numpy  # noqa: E402
+from bids_sr.selfsr.network import REFERENCE_GAIN, TrainSettings, state_to_numpy  # noqa: E402
 from bids_sr.selfsr.pretrain import (  # noqa: E402
     FACTORS,
+    MAX_SHIFT_VOXELS,
     PROFILES,
+    REAL_REFERENCE_FRACTION,
+    SYNTHETIC_BLUR,
     THICKNESS_RATIOS,
     pretrain_plane_net,
 )
@@ -51,7 +60,14 @@ TRAINING = {
     "mni152": ("real_multicontrast/mni152_T1_1mm_brain.nii.gz",
                "FSL/HCP templates, MNI ICBM152 copyright notice"),
 }  # fmt: skip
+#: Real registered references of the training images (the same grid as the T1w), for --guided.
+REFERENCES = {
+    "openms07": ("real_multicontrast/openms_patient07_T2.nii.gz",
+                 "real_multicontrast/openms_patient07_FLAIR.nii.gz"),
+    "mni152": ("real_multicontrast/mni152_T2_1mm_brain.nii.gz",),
+}  # fmt: skip
 STEM = "selfsr_prior"
+GUIDED_STEM = "selfsr_guided_prior"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="an earlier prior (.safetensors with its .card.json) to continue")
     parser.add_argument("--exclude", nargs="+", default=[], choices=sorted(TRAINING),
                         help="training images to leave out")
+    parser.add_argument("--guided", action="store_true",
+                        help="pretrain the guided per-scan CNN's starting point instead")
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     args = parser.parse_args(argv)
@@ -92,27 +110,47 @@ def main(argv: list[str] | None = None) -> int:
     if not subjects:
         print("--exclude: no training image left", file=sys.stderr)
         return 64
-    volumes = []
+    volumes, references = [], []
     for name, (relative, _) in subjects.items():
-        path = args.shared / relative
-        if not path.exists():
-            print(f"{path}: training image missing", file=sys.stderr)
+        paths = [args.shared / relative]
+        if args.guided:
+            paths += [args.shared / r for r in REFERENCES.get(name, ())]
+        missing = [p for p in paths if not p.exists()]
+        if missing:
+            print(f"{missing[0]}: training image missing", file=sys.stderr)
             return 66
-        volumes.append(load_volume(path).data)
-        print(f"loaded {name}: {volumes[-1].shape}", flush=True)
+        volumes.append(load_volume(paths[0]).data)
+        references.append([load_volume(p).data for p in paths[1:]])
+        print(f"loaded {name}: {volumes[-1].shape}, {len(references[-1])} real references",
+              flush=True)  # fmt: skip
     net, summary = pretrain_plane_net(volumes, steps=args.steps, seed=args.seed,
                                       acquisitions_per_volume=args.acquisitions,
                                       device=args.device, progress=True, init=init,
+                                      references=references if args.guided else None,
                                       settings=TrainSettings(width=args.width, depth=args.depth,
                                                              unshuffle=args.unshuffle))  # fmt: skip
-    weights = args.out / f"{STEM}.safetensors"
+    stem = GUIDED_STEM if args.guided else STEM
+    weights = args.out / f"{stem}.safetensors"
     save_model(state_to_numpy(net), weights, {"learner": "cnn", "role": "prior",
                                               "depth": net.depth, "width": net.width,
-                                              "unshuffle": net.unshuffle})  # fmt: skip
+                                              "unshuffle": net.unshuffle,
+                                              "inputs": net.inputs})  # fmt: skip
+    inputs = "B-spline plane + slice phase" + (" + guide plane" if args.guided else "")
+    role = "starting point of the " + ("guided " if args.guided else "") + "per-scan CNN"
+    guide_note = {}
+    if args.guided:
+        guide_note = {"guides": {
+            "real": {name: list(REFERENCES.get(name, ())) for name in subjects},
+            "real_fraction": REAL_REFERENCE_FRACTION,
+            "synthetic": "bids_sr.training.contrast.randomise_contrast of the T1w, blur up to "
+                         f"{SYNTHETIC_BLUR:g} voxel",
+            "misregistration_voxels": MAX_SHIFT_VOXELS,
+            "input_gain": REFERENCE_GAIN}}  # fmt: skip
     card = {
-        "method": "selfsr", "file": weights.name, "role": "starting point of the per-scan CNN",
+        "method": "selfsr-t2w, selfsr-flair" if args.guided else "selfsr", "file": weights.name,
+        "role": role,
         "architecture": f"PlaneNet (2D residual CNN, {net.depth} layers, {net.width} channels, "
-                        f"pixel unshuffle {net.unshuffle}, inputs: B-spline plane + slice phase)",
+                        f"pixel unshuffle {net.unshuffle}, inputs: {inputs})", **guide_note,
         "sha256": sha256_file(weights), "family": "slice",
         "degradation": {"family": "slice", "factor": list(FACTORS),
                         "thickness_ratio": list(THICKNESS_RATIOS), "profiles": list(PROFILES),
@@ -121,17 +159,19 @@ def main(argv: list[str] | None = None) -> int:
         "data": {"license": "mixed: see participants", "participants": [
             {"participant_id": name, "file": rel, "licence": lic}
             for name, (rel, lic) in subjects.items()]},
-        "validation_subjects": ["chris", "openms19"],
-        "validation_note": "per-scan fine-tuning from these weights is validated as the selfsr "
-                      "method: see selfsr.card.json (evidence) and the README's thick-slice "
-                      "table",
+        "validation_subjects": ["openms19", "mni152"] if args.guided else ["chris", "openms19"],
+        "validation_note": (
+            "per-scan fine-tuning from these weights is validated as the selfsr-t2w and "
+            "selfsr-flair methods, against selfsr: see their cards (evidence, gain_over_mono)"
+            if args.guided else "per-scan fine-tuning from these weights is validated as the "
+            "selfsr method: see selfsr.card.json (evidence) and the README's thick-slice table"),
         "steps": summary["steps"], "final_loss": summary["final_loss"],
         "train_wall_s": round(summary["train_s"], 1), "acquisitions": summary["acquisitions"],
         "seed": args.seed, "device": args.device, "command": command, "init": init_record,
         "weights_license": "Apache-2.0 (bids_sr); the training data's own terms are in data",
         "software": {"python": platform.python_version()},
     }  # fmt: skip
-    write_json_atomic(card, args.out / f"{STEM}.card.json")
+    write_json_atomic(card, args.out / f"{stem}.card.json")
     continued = ""
     if init_record:
         continued = f"- continued from {init_record['file']} (sha256 {init_record['sha256'][:12]}…)"
@@ -146,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         f"- {summary['steps']} steps, {summary['train_s']:.0f} s on {args.device}, final L1 "
         f"{summary['final_loss']:.4f}\n- command: `{command}`\n{continued}"
         f"- validation: {card['validation_note']}\n",
-        args.out / f"{STEM}.md",
+        args.out / f"{stem}.md",
     )
     print(json.dumps({k: card[k] for k in ("file", "sha256", "steps", "train_wall_s")}))
     return 0

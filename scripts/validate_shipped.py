@@ -174,6 +174,10 @@ def validate(weights: Path, args: argparse.Namespace, command: str) -> dict:
             check = next(row for row in rows if row["method"] == method).get("guide_check")
             if check is not None:
                 record.setdefault("guide_used", {})[name] = bool(check["used"])
+                # the guided network's starting point (bids_sr.selfsr.method.GUIDED_PRIOR):
+                # a record made from another one no longer describes the shipped method
+                record.setdefault("guided_prior_sha256", {})[name] = check.get(
+                    "guided_prior_sha256")
             leak = reference_only_structure_check(
                 arrays["input"], factors, arrays["reference"], method=method,
                 weights=str(weights_file) if weights_file else None, mask=arrays["mask"],

@@ -25,9 +25,12 @@ def script():
 
 @pytest.fixture
 def shared(tmp_path, script):
-    """A shared-data folder holding a small head-like T1w at every training path."""
+    """A shared-data folder holding a small head-like image at every training path and at
+    every path of a real reference (--guided)."""
     rng = np.random.default_rng(0)
-    for index, (relative, _) in enumerate(script.TRAINING.values()):
+    paths = [relative for relative, _ in script.TRAINING.values()]
+    paths += [relative for group in script.REFERENCES.values() for relative in group]
+    for index, relative in enumerate(paths):
         volume = ndimage.gaussian_filter(rng.random((24, 24, 24)), 2.0) * 1000.0
         affine = np.diag([1.0, 1.0, 1.0, 1.0])
         affine[:3, 3] = [-12.0, -12.0, -12.0 + index]
@@ -58,3 +61,36 @@ def test_excluding_every_training_image_is_refused(script, shared, tmp_path, cap
                         "--out", str(tmp_path)])  # fmt: skip
     assert code != 0 and "no training image left" in capsys.readouterr().err
     assert not (tmp_path / "selfsr_prior.safetensors").exists()
+
+
+def test_guided_pretraining_reads_real_references_and_writes_its_own_prior(
+    script, shared, tmp_path
+):
+    """--guided writes selfsr_guided_prior (never the unguided prior): three inputs, the
+    real references it read, and the guide each acquisition got, in the card."""
+    from bids_sr.selfsr.store import load_model
+
+    out = tmp_path / "out"
+    out.mkdir()
+    code = script.main(["--guided", "--steps", "3", "--acquisitions", "2", "--width", "8",
+                        "--depth", "2", "--unshuffle", "1", "--exclude", "mni152", "--shared",
+                        str(shared), "--out", str(out)])  # fmt: skip
+    assert code == 0 and not (out / "selfsr_prior.safetensors").exists()
+    card = json.loads((out / "selfsr_guided_prior.card.json").read_text())
+    tensors, _ = load_model(out / "selfsr_guided_prior.safetensors")
+    assert tensors["body.0.weight"].shape[1] == 3  # image, phase, guide
+    assert card["guides"]["real"] == {"colin27": [], "brainchop": [],
+                                      "openms07": list(script.REFERENCES["openms07"])}
+    assert len(card["acquisitions"]) == 6 and all("guide" in a for a in card["acquisitions"])
+    assert "mni152" not in card["training_subjects"]
+
+
+def test_guided_pretraining_without_a_reference_file_stops_with_its_name(
+    script, shared, tmp_path, capsys
+):
+    missing = shared / script.REFERENCES["openms07"][1]
+    missing.unlink()
+    code = script.main(["--guided", "--steps", "3", "--shared", str(shared),
+                        "--out", str(tmp_path)])  # fmt: skip
+    assert code == 66 and f"{missing}: training image missing" in capsys.readouterr().err
+    assert not list(tmp_path.glob("selfsr_guided_prior*"))

@@ -223,6 +223,34 @@ def test_no_image_that_validates_a_selfsr_card_trained_the_prior(card_name):
     validated = {image for record in card["evidence"] for image in record["gain_over_bspline"]}
     assert validated and set(card["validation_subjects"]) >= validated
     assert not validated & set(prior["training_subjects"]), card_name
+    if card_name != "selfsr":  # the guided prior, too, never saw a guided validation pair
+        guided = json.loads((weights / "selfsr_guided_prior.card.json").read_text())
+        assert not validated & set(guided["training_subjects"]), card_name
+
+
+def test_the_guided_cards_were_made_with_the_starting_point_their_method_uses():
+    """``selfsr-t2w`` fine-tunes the shipped guided prior: each of its card's records names
+    that prior (``guided_prior_sha256``, per image), so evidence made from another starting
+    point cannot stand for the shipped method. ``selfsr-flair`` keeps the unguided prior
+    (GUIDED_PRIOR_CONTRASTS) and its records name no guided prior."""
+    import json
+
+    from bids_sr.fileio import sha256_file
+    from bids_sr.selfsr import method
+
+    weights = method.PRIOR.parent
+    card = json.loads((weights / "selfsr_guided_prior.card.json").read_text())
+    assert card["sha256"] == sha256_file(method.GUIDED_PRIOR)
+    tensors, _ = load_model(method.GUIDED_PRIOR)
+    assert tensors["body.0.weight"].shape[1] == 3 * 4  # image, phase, guide; unshuffled by 2
+    shipped = sha256_file(method.GUIDED_PRIOR)
+    t2w = json.loads((weights / "selfsr-t2w.card.json").read_text())
+    for record in t2w["evidence"]:
+        named = record.get("guided_prior_sha256", {})
+        assert named == {image: shipped for image in record["gain_over_bspline"]}, record["command"]
+    flair = json.loads((weights / "selfsr-flair.card.json").read_text())
+    assert method.GUIDED_PRIOR_CONTRASTS == ("T2w",)
+    assert all(not record.get("guided_prior_sha256") for record in flair["evidence"])
 
 
 @pytest.mark.parametrize("unshuffle", [1, 2])
@@ -311,3 +339,62 @@ def test_pretraining_continues_from_an_earlier_prior():
     moved, _ = pretrain_plane_net(volumes, steps=3, seed=1, acquisitions_per_volume=2,
                                   settings=TrainSettings(patch=16, batch=2, lr=1e-2), init=start)
     assert any(not np.allclose(state_to_numpy(moved)[k], v) for k, v in start.items())
+
+
+def test_guided_pretraining_starts_from_the_unguided_prior_and_draws_real_and_synthetic_guides():
+    """scripts/pretrain_selfsr.py --guided: from an unguided prior the network gains the
+    guide's input with zero weights (at a learning rate of nothing it still computes what
+    the prior does, whatever the guide), and each acquisition gets a guide: the volume's
+    real reference or a contrast-randomised copy of its T1w."""
+    import torch
+
+    from bids_sr.selfsr.network import TrainSettings, net_from_numpy, state_to_numpy
+    from bids_sr.selfsr.pretrain import pretrain_plane_net
+
+    volume = _blobs((24, 24, 24), seed=1)
+    real = (1.0 - volume) * (volume > 0)  # a registered "T2w": the same edges, another contrast
+    small = TrainSettings(patch=16, batch=2, width=8, depth=4, unshuffle=2)
+    earlier, _ = pretrain_plane_net([volume], steps=3, seed=0, acquisitions_per_volume=1,
+                                    settings=small)  # fmt: skip
+    frozen = TrainSettings(patch=16, batch=2, lr=1e-12)
+    net, summary = pretrain_plane_net([volume], steps=3, seed=2, acquisitions_per_volume=8,
+                                      settings=frozen, init=state_to_numpy(earlier),
+                                      references=[[real]])  # fmt: skip
+    assert (net.inputs, net.depth, net.width, net.unshuffle) == (3, 4, 8, 2)
+    kinds = [a["guide"] for a in summary["acquisitions"]]
+    assert len(kinds) == 8 and set(kinds) == {"real0", "synthetic"}, kinds
+    x, guide = torch.rand(2, 2, 16, 16), torch.rand(2, 1, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(net.eval()(torch.cat([x, guide], 1)), earlier.eval()(x),
+                                   atol=1e-5, rtol=1e-4)  # fmt: skip
+    # a volume with no real reference gets synthesised guides only; a guided prior goes on
+    _, only_synthetic = pretrain_plane_net([volume], steps=3, seed=0, acquisitions_per_volume=2,
+                                           settings=frozen, references=[[]],
+                                           init=state_to_numpy(net))  # fmt: skip
+    assert {a["guide"] for a in only_synthetic["acquisitions"]} == {"synthetic"}
+    with pytest.raises(ValueError, match="reference's shape"):
+        pretrain_plane_net([volume], steps=1, references=[[real[:-1]]], settings=small)
+    with pytest.raises(ValueError, match="reference lists"):
+        pretrain_plane_net([volume], steps=1, references=[], settings=small)
+    with pytest.raises(ValueError, match="unguided prior cannot continue"):
+        pretrain_plane_net([volume], steps=1, settings=small, init=state_to_numpy(net))
+    assert net_from_numpy(state_to_numpy(net)).inputs == 3
+
+
+def test_a_random_guide_is_the_real_reference_or_a_new_contrast_slightly_misregistered():
+    from bids_sr.selfsr.pretrain import MAX_SHIFT_VOXELS, random_guide
+    from bids_sr.training.contrast import tissue_centres
+
+    volume = _blobs((24, 24, 24), seed=4)
+    real = ndimage.gaussian_filter(volume, 1.0)
+    rng = np.random.default_rng(0)
+    head = volume > 0
+    draws = [random_guide(volume, [real], tissue_centres(volume), rng) for _ in range(12)]
+    assert {kind for _, kind in draws} == {"real0", "synthetic"}
+    for guide, kind in draws:
+        assert guide.shape == volume.shape and guide.dtype == np.float32
+        if kind == "real0":  # the reference itself, moved by at most MAX_SHIFT_VOXELS
+            assert np.abs(guide - real)[head].mean() < 0.1 * MAX_SHIFT_VOXELS
+        else:  # a new contrast (maybe non-monotonic in the T1w's): neither T1w nor reference
+            assert np.abs(guide - volume)[head].mean() > 0.01
+            assert np.abs(guide - real)[head].mean() > 0.01

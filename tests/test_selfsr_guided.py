@@ -142,3 +142,41 @@ def test_guided_selfsr_is_wired_as_a_guided_method_with_selfsr_as_its_twin():
     assert mono_twin_weights("selfsr-t2w", None, FACTORS) is None  # learns per scan
     fallback = fallback_for(FACTORS, "selfsr-t2w")
     assert fallback.method == "selfsr" and "without the reference" in fallback.note
+
+
+def test_a_guided_model_starts_from_the_guided_prior_and_is_keyed_by_it(pair, tmp_path,
+                                                                        monkeypatch):  # fmt: skip
+    """The guided per-scan network fine-tunes :data:`bids_sr.selfsr.method.GUIDED_PRIOR`
+    (scripts/pretrain_selfsr.py --guided) when one ships, else the unguided prior with the
+    guide's weights at zero; the unguided twin keeps the unguided prior. The prior is part
+    of each model's key, so another guided prior trains another guided model and reuses the
+    twin."""
+    from bids_sr.selfsr import method
+    from bids_sr.selfsr.store import checksum, load_model, save_model
+
+    monkeypatch.setattr("bids_sr.selfsr.network.MAX_ITERATIONS", 20)
+    monkeypatch.setattr("bids_sr.selfsr.network.MIN_ITERATIONS", 20)
+    _, t2, lr, acq, _ = pair
+    run = dict(acquisition=acq, seed=0, device="cpu", model_dir=str(tmp_path), reference=t2,
+               reference_contrast="T2w")  # fmt: skip
+    monkeypatch.setattr(method, "GUIDED_PRIOR", tmp_path / "absent.safetensors")
+    super_resolve_selfsr(lr, FACTORS, **run)
+    before = set(tmp_path.glob("selfsr-*.safetensors"))
+    assert {load_model(p)[1]["prior"] for p in before} == {checksum(method.PRIOR)}
+    tensors, _ = load_model(method.PRIOR)
+    state = add_reference_input({k: torch.from_numpy(np.asarray(v)) for k, v in tensors.items()})
+    guided_prior = tmp_path / "guided_prior.safetensors"
+    save_model({k: v.numpy() for k, v in state.items()}, guided_prior, {"role": "prior"})
+    monkeypatch.setattr(method, "GUIDED_PRIOR", guided_prior)
+    _, report = super_resolve_selfsr(lr, FACTORS, **run)
+    new = set(tmp_path.glob("selfsr-*.safetensors")) - before
+    assert len(new) == 1 and not report["guide_check"]["guided_model_reused"]
+    assert load_model(new.pop())[1]["prior"] == checksum(guided_prior)
+    if report["guided"]:
+        assert report["prior"] == guided_prior.name
+        assert report["prior_sha256"] == checksum(guided_prior)
+    # a contrast its guided method was not validated with keeps the unguided prior
+    assert method.GUIDED_PRIOR_CONTRASTS == ("T2w",)
+    _, flair = super_resolve_selfsr(lr, FACTORS, **{**run, "reference_contrast": "FLAIR"})
+    assert flair["guide_check"]["guided_prior_sha256"] == checksum(method.PRIOR)
+    assert flair["guide_check"]["guided_model_reused"]  # the first run's guided model

@@ -72,6 +72,17 @@ RECIPE = 5
 LOGGER = logging.getLogger("bids_sr")
 #: The CNN's shipped starting point, pretrained on the slice family (scripts/pretrain_selfsr.py).
 PRIOR = WEIGHTS_DIR / "selfsr_prior.safetensors"
+#: The guided CNN's starting point (``scripts/pretrain_selfsr.py --guided``): the same slice
+#: family with a guide plane — real references and contrast-randomised T1w copies — so a
+#: per-scan guided network starts knowing that a guide's edges help, and spends its budget
+#: on how this scan's guide relates to its T1w. Without it, :data:`PRIOR` with the guide's
+#: weights at zero.
+GUIDED_PRIOR = WEIGHTS_DIR / "selfsr_guided_prior.safetensors"
+#: The reference contrasts whose guided method starts from :data:`GUIDED_PRIOR`: those whose
+#: card was validated with it (``guided_prior_sha256`` in each record). ``selfsr-flair``'s
+#: records were made from :data:`PRIOR` with a zero-weight guide input, and it stays there
+#: until they are made again.
+GUIDED_PRIOR_CONTRASTS = ("T2w",)
 #: Peak learning rate when fine-tuning the prior (the rate from scratch, TrainSettings.lr).
 #: 1e-4 gained less from the same 3000 steps: chris 1×1×3 +1.51 dB over B-spline (3e-4:
 #: +1.65), 1×1×5 +0.81 (+0.85), openms19 slices along axis 0 at ×3 +1.47 (+1.53).
@@ -221,11 +232,18 @@ class _Learning:
     progress: bool
     iterations: int | None
     prior: Path | None
+    guided_prior: Path | None = None
+
+    def prior_for(self, guided: bool) -> Path | None:
+        """The starting point of the unguided or guided model (None: from scratch)."""
+        return (self.guided_prior or self.prior) if guided else self.prior
 
     def model(self, folder: Path, settings: dict, reference: np.ndarray | None) -> _Found:
         """The model of these settings (guided by ``reference`` when given, on the output
         grid) from ``folder`` under its key, learned and saved there when it is missing."""
         settings = dict(settings)
+        prior = self.prior_for(reference is not None)
+        settings["prior"] = checksum(prior) if prior else None
         if reference is not None:  # a guided model is also a function of the guide's gain
             from bids_sr.selfsr.network import REFERENCE_GAIN
 
@@ -246,7 +264,7 @@ class _Learning:
             guide = project(reference, self.acquisition, training.shape)
         tensors, record = _learn(self.learner, training, self.acquisition, self.factor,
                                  self.seed, self.device, self.progress, self.iterations,
-                                 self.prior, guide)  # fmt: skip
+                                 prior, guide)  # fmt: skip
         del training, guide
         save_model(tensors, path, {"key": key, **settings, **record})
         # the time goes beside the model, not in it: the model's checksum stays a function of
@@ -269,6 +287,7 @@ def super_resolve_selfsr(
     progress: bool = False,
     uncertainty: dict[str, np.ndarray] | None = None,
     reference: np.ndarray | None = None,
+    reference_contrast: str | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Super-resolve a normalised 2D scan along its slice axis; return HR and a report.
 
@@ -288,7 +307,10 @@ def super_resolve_selfsr(
     it learns on the scan's own slices — where the guide, projected onto the acquired slices
     with the acquisition model, is as sharp in-plane as the T1w targets — how the guide's
     edges relate to the T1w's, and applies that through-plane, where the guide is sharp and
-    the T1w is not. It starts from the unguided prior with the guide's weights at zero.
+    the T1w is not. It starts from the guided prior (:data:`GUIDED_PRIOR`) where one ships
+    and ``reference_contrast`` (the guide's BIDS suffix) is one of
+    :data:`GUIDED_PRIOR_CONTRASTS`, else from the unguided prior with the guide's weights at
+    zero.
     The unguided model is learned as well (reused from ``model_dir`` when there); the report's
     ``guide_check`` compares the two on the scan's own pairs, and when the guide did not help
     (``used`` false) the result and the rest of the report are the unguided model's.
@@ -311,12 +333,14 @@ def super_resolve_selfsr(
             )
     factor = base.shape[axis] / lr.shape[axis]
     prior = PRIOR if learner == "cnn" and PRIOR.exists() else None
+    guided_prior = None
+    if learner == "cnn" and reference_contrast in GUIDED_PRIOR_CONTRASTS and GUIDED_PRIOR.exists():
+        guided_prior = GUIDED_PRIOR
     settings = {"recipe": RECIPE, "factors": [round(float(f), 6) for f in factors],
                 "seed": int(seed), "learner": learner, "iterations": iterations,
-                "prior": checksum(prior) if prior else None,
                 "acquisition": acquisition.describe()}  # fmt: skip
     learning = _Learning(lr, factors, acquisition, factor, learner, seed, run_device, progress,
-                         iterations, prior)  # fmt: skip
+                         iterations, prior, guided_prior)  # fmt: skip
     guide_check = None
     with tempfile.TemporaryDirectory(prefix="selfsr-") as scratch:
         folder = Path(model_dir) if model_dir is not None else Path(scratch)
@@ -325,6 +349,9 @@ def super_resolve_selfsr(
             mono = learning.model(folder, settings, None)
             guide_check = {**_guide_check(found.record, mono.record),
                            "guided_weights_sha256": checksum(found.path),
+                           # what the guided network fine-tuned (GUIDED_PRIOR, or PRIOR
+                           # widened by a zero-weight guide input): part of its recipe
+                           "guided_prior_sha256": found.record.get("prior"),
                            "guided_model_reused": found.reused,
                            "guided_learn_s": found.learn_s}  # fmt: skip
             if not guide_check["used"]:
@@ -342,6 +369,7 @@ def super_resolve_selfsr(
         second = model.apply(base, axis, inplane[1], lr.shape[axis], region, progress, reference)
         apply_s = time.perf_counter() - start
     del base
+    prior = learning.prior_for(reference is not None)
     if reference is None:
         hr = fuse_orientations(first, second, inplane[0], inplane[1])
     else:  # guided, both orientations saw the guide's through-plane edges: the mean (module doc)
@@ -362,8 +390,8 @@ def super_resolve_selfsr(
         "model_reused": bool(found.reused),
         "learner": learner,
         "guided": reference is not None,
-        "prior": PRIOR.name if prior else None,
-        "prior_sha256": settings["prior"],
+        "prior": prior.name if prior else None,
+        "prior_sha256": checksum(prior) if prior else None,
         "learn_s": found.learn_s,
         # the model's L1 error on the scan's own pairs over B-spline's (< 1: it learned)
         "self_check_l1_ratio": check,
