@@ -229,10 +229,11 @@ def test_no_image_that_validates_a_selfsr_card_trained_the_prior(card_name):
 
 
 def test_the_guided_cards_were_made_with_the_starting_point_their_method_uses():
-    """``selfsr-t2w`` fine-tunes the shipped guided prior: each of its card's records names
-    that prior (``guided_prior_sha256``, per image), so evidence made from another starting
-    point cannot stand for the shipped method. ``selfsr-flair`` keeps the unguided prior
-    (GUIDED_PRIOR_CONTRASTS) and its records name no guided prior."""
+    """A guided selfsr method whose reference contrast is in GUIDED_PRIOR_CONTRASTS
+    fine-tunes the shipped guided prior: each of its card's records names that prior
+    (``guided_prior_sha256``, per image), so evidence made from another starting point
+    cannot stand for the shipped method. A contrast outside it keeps the unguided prior,
+    and its records name no guided prior."""
     import json
 
     from bids_sr.fileio import sha256_file
@@ -244,13 +245,13 @@ def test_the_guided_cards_were_made_with_the_starting_point_their_method_uses():
     tensors, _ = load_model(method.GUIDED_PRIOR)
     assert tensors["body.0.weight"].shape[1] == 3 * 4  # image, phase, guide; unshuffled by 2
     shipped = sha256_file(method.GUIDED_PRIOR)
-    t2w = json.loads((weights / "selfsr-t2w.card.json").read_text())
-    for record in t2w["evidence"]:
-        named = record.get("guided_prior_sha256", {})
-        assert named == {image: shipped for image in record["gain_over_bspline"]}, record["command"]
-    flair = json.loads((weights / "selfsr-flair.card.json").read_text())
-    assert method.GUIDED_PRIOR_CONTRASTS == ("T2w",)
-    assert all(not record.get("guided_prior_sha256") for record in flair["evidence"])
+    for name, contrast in (("selfsr-t2w", "T2w"), ("selfsr-flair", "FLAIR")):
+        guided = json.loads((weights / f"{name}.card.json").read_text())
+        for record in guided["evidence"]:
+            named = record.get("guided_prior_sha256", {})
+            expected = ({image: shipped for image in record["gain_over_bspline"]}
+                        if contrast in method.GUIDED_PRIOR_CONTRASTS else {})  # fmt: skip
+            assert named == expected, record["command"]
 
 
 @pytest.mark.parametrize("unshuffle", [1, 2])

@@ -175,8 +175,9 @@ def test_a_guided_model_starts_from_the_guided_prior_and_is_keyed_by_it(pair, tm
     if report["guided"]:
         assert report["prior"] == guided_prior.name
         assert report["prior_sha256"] == checksum(guided_prior)
-    # a contrast its guided method was not validated with keeps the unguided prior
-    assert method.GUIDED_PRIOR_CONTRASTS == ("T2w",)
+    # a contrast whose guided method was not validated with the guided prior keeps the
+    # unguided one (GUIDED_PRIOR_CONTRASTS)
+    monkeypatch.setattr(method, "GUIDED_PRIOR_CONTRASTS", ("T2w",))
     _, flair = super_resolve_selfsr(lr, FACTORS, **{**run, "reference_contrast": "FLAIR"})
     assert flair["guide_check"]["guided_prior_sha256"] == checksum(method.PRIOR)
     assert flair["guide_check"]["guided_model_reused"]  # the first run's guided model

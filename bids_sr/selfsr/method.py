@@ -79,10 +79,10 @@ PRIOR = WEIGHTS_DIR / "selfsr_prior.safetensors"
 #: weights at zero.
 GUIDED_PRIOR = WEIGHTS_DIR / "selfsr_guided_prior.safetensors"
 #: The reference contrasts whose guided method starts from :data:`GUIDED_PRIOR`: those whose
-#: card was validated with it (``guided_prior_sha256`` in each record). ``selfsr-flair``'s
-#: records were made from :data:`PRIOR` with a zero-weight guide input, and it stays there
-#: until they are made again.
-GUIDED_PRIOR_CONTRASTS = ("T2w",)
+#: card was validated with it (``guided_prior_sha256`` in each record): the T2w and the FLAIR
+#: (the guided prior trained on real T2w and FLAIR references). A contrast added here must
+#: have its card's records made again first.
+GUIDED_PRIOR_CONTRASTS = ("T2w", "FLAIR")
 #: Peak learning rate when fine-tuning the prior (the rate from scratch, TrainSettings.lr).
 #: 1e-4 gained less from the same 3000 steps: chris 1×1×3 +1.51 dB over B-spline (3e-4:
 #: +1.65), 1×1×5 +0.81 (+0.85), openms19 slices along axis 0 at ×3 +1.47 (+1.53).
