@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             "per-scan fine-tuning from these weights is validated as the selfsr-t2w and "
             "selfsr-flair methods, against selfsr: see their cards (evidence, gain_over_mono)"
             if args.guided else "per-scan fine-tuning from these weights is validated as the "
-            "selfsr method: see selfsr.card.json (evidence) and the README's thick-slice table"),
+            "selfsr method: see selfsr.card.json (evidence) and docs/benchmarks.md"),
         "steps": summary["steps"], "final_loss": summary["final_loss"],
         "train_wall_s": round(summary["train_s"], 1), "acquisitions": summary["acquisitions"],
         "seed": args.seed, "device": args.device, "command": command, "init": init_record,
