@@ -35,5 +35,15 @@ test: install lint
 benchmark: install
 	$(BIN)/python benchmarks/inference.py
 
+# The documentation site (docs/, mkdocs.yml) into site/; --strict: a broken link, anchor or
+# page fails. docs/models.md is generated: python -m bids_sr.cards_page > docs/models.md
+$(BIN)/mkdocs: pyproject.toml | $(BIN)/bids_sr
+	$(BIN)/pip install --quiet -e ".[test,docs]"
+	touch $@
+
+.PHONY: docs
+docs: install $(BIN)/mkdocs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 clean:
 	rm -rf $(VENV) out build *.egg-info

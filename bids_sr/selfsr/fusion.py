@@ -8,7 +8,7 @@ spectrum points along its own in-plane axis. Averaging them treats both alike ev
 :func:`fuse_orientations` instead weights the estimate of axis ``a`` by
 ``|k_a| / (|k_a| + |k_b|)`` at every frequency (equal weights where both are zero).
 
-Measured (README, thick-slice table), at the same per-scan models: +0.03 to +0.12 dB of
+Measured (docs/methods.md and docs/benchmarks.md), at the same per-scan models: +0.03 to +0.12 dB of
 brain PSNR over the mean wherever the validation truth is sharp, −0.17 dB on openms19 at
 1×1×3 along its blurred axis. For the guided method the mean stays (``.method``). It is
 linear, so it costs one real FFT pair of the difference of the estimates. Part of the

@@ -6,7 +6,7 @@
    upsampled degraded planes to the sharp ones. Learners: ``cnn`` (default; a small 2D
    residual CNN trained per scan, :mod:`.network`) or ``filters`` (closed-form bucketed
    linear filters, :mod:`.filters`: seconds instead of minutes, about half the gain; see
-   the README's thick-slice table). The model is saved in ``model_dir`` under a key of the
+   docs/benchmarks.md, thick-slice table). The model is saved in ``model_dir`` under a key of the
    input and the settings (:mod:`.store`); a rerun with the same input reuses it.
 3. Apply: through-plane, in the planes spanned by the slice axis and each in-plane axis;
    the two results are fused by direction in k-space (:mod:`.fusion`: each trusted where
@@ -21,7 +21,7 @@ no contrast-randomised training is needed, and structure the T1w's own slices do
 support is not learned. Through-plane the reference is sharp where the T1w is not. Both
 orientations then see the guide's through-plane edges, so neither is the better one along
 its own axis: the two guided estimates are averaged (fused by direction, the guided output
-lost 0.01 to 0.17 dB over B-spline on openms19 and mni152 at 1×1×3 to 1×1×5; README).
+lost 0.01 to 0.17 dB over B-spline on openms19 and mni152 at 1×1×3 to 1×1×5; docs/methods.md).
 The guide must earn its place: the unguided network of the same scan is learned too (cached
 in ``model_dir``, where the guided run's mono twin finds it) and the guided one is used only
 when its error on the scan's own training pairs is lower by :data:`GUIDE_MIN_IMPROVEMENT`;
