@@ -66,3 +66,37 @@ def test_citation_dois_are_on_the_references_page_and_in_the_readme():
     # each DOI on the page links to itself
     for doi in DOI.findall(references):
         assert f"[{doi}](https://doi.org/{doi})" in references
+
+
+def _hooks():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mkdocs_hooks", REPO / "scripts/mkdocs_hooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_usage_page_reference_lists_every_option_of_the_parser():
+    from bids_sr.cli.parser import build_parser
+
+    hooks = _hooks()
+    usage = (REPO / "docs" / "usage.md").read_text(encoding="utf-8")
+    assert "<!-- cli-options -->" in usage
+    rendered = hooks.on_page_markdown(usage)
+    assert "<!-- cli-options -->" not in rendered
+    for action in build_parser()._actions:
+        for option in action.option_strings:
+            assert f"`{option}`" in rendered, option
+
+
+def test_api_page_shows_each_interface_s_inputs_and_outputs():
+    hooks = _hooks()
+    api = (REPO / "docs" / "api.md").read_text(encoding="utf-8")
+    rendered = hooks.on_page_markdown(api)
+    assert "<!-- nipype-spec" not in rendered
+    from bids_sr.interfaces.superresolve import SuperResolve
+
+    for name in SuperResolve().inputs.copyable_trait_names():
+        assert f"| `{name}` |" in rendered, name
+    assert "| `out_file` | `File` |" in rendered
