@@ -56,6 +56,7 @@ from scipy import ndimage
 from scipy.special import ndtr
 
 from bids_sr.metrics import psnr
+from bids_sr.progress import track
 
 PROFILES = ("rect", "gaussian")
 FAMILIES = ("isotropic", "slice")
@@ -362,7 +363,7 @@ def enforce_consistency(
             _correction_matrix(int(n_lr), int(n_hr), psf.profile, psf.width, psf.regularisation)
         )
     previous = math.inf
-    for _ in range(max(1, iterations)):
+    for _ in track(range(max(1, iterations)), desc="data consistency: iteration"):
         residual = lr - project(out, acquisition, lr.shape)
         size = float(np.sqrt(np.mean(residual.astype(np.float64) ** 2)))
         if size >= previous * 0.99 or size == 0.0:

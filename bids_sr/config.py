@@ -37,6 +37,7 @@ class Execution:
     bids_database_dir: Path | None = None
     skip_bids_validation: bool = False
     verbose: int = 0
+    progress: bool = False  # tqdm bars of the long steps on stderr (--progress)
     run_uuid: str = field(
         default_factory=lambda: f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}_{uuid.uuid4()}"
     )

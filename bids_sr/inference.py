@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import math
 import resource
-import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,7 @@ from bids_sr.models.registry import (
     integer_factors,
 )
 from bids_sr.models.weights import load_model, read_metadata
+from bids_sr.progress import track
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 DEFAULT_OVERLAP = 0.125
@@ -157,8 +157,6 @@ def tiled_forward(
     ``out_factors``: integer output/input size ratio per axis (1 for HR-grid networks).
     Returns the (D·fz, H·fy, W·fx) float32 output and tiling facts for the report.
     """
-    from tqdm.auto import tqdm
-
     shape = x.shape[1:]
     fz, fy, fx = (int(f) for f in out_factors)
     out_shape = (shape[0] * fz, shape[1] * fy, shape[2] * fx)
@@ -166,46 +164,31 @@ def tiled_forward(
     out = np.zeros(out_shape, dtype=np.float32)
     wsum = np.zeros(out_shape, dtype=np.float32)
     model = model.to(device).eval()
-    bar = tqdm(
-        total=len(corners),
-        unit="tile",
-        desc="super-resolving",
-        disable=not progress or not sys.stderr.isatty(),
-        leave=False,
-    )
-
-    def batches() -> Iterator[list[tuple[int, int, int]]]:
-        for i in range(0, len(corners), batch_size):
-            yield corners[i : i + batch_size]
-
-    try:
-        for batch in batches():
-            arr = np.stack(
-                [x[:, a : a + tshape[0], b : b + tshape[1], c : c + tshape[2]] for a, b, c in batch]
-            )
-            xb = torch.from_numpy(np.ascontiguousarray(arr)).to(device)
-            with torch.inference_mode():
-                if amp_dtype is not None:
-                    with torch.autocast(device_type="cuda", dtype=amp_dtype):
-                        yb = model(xb)
-                else:
+    batches = [corners[i : i + batch_size] for i in range(0, len(corners), batch_size)]
+    for batch in track(batches, desc="super-resolving, tile batch", unit="batch", bar=progress):
+        arr = np.stack(
+            [x[:, a : a + tshape[0], b : b + tshape[1], c : c + tshape[2]] for a, b, c in batch]
+        )
+        xb = torch.from_numpy(np.ascontiguousarray(arr)).to(device)
+        with torch.inference_mode():
+            if amp_dtype is not None:
+                with torch.autocast(device_type="cuda", dtype=amp_dtype):
                     yb = model(xb)
-            yb = yb.float().cpu().numpy()[:, 0]
-            for (a, b, c), y in zip(batch, yb):
-                wz = axis_weight(shape[0], a, tshape[0], margin, ramp[0], fz)
-                wy = axis_weight(shape[1], b, tshape[1], margin, ramp[1], fy)
-                wx = axis_weight(shape[2], c, tshape[2], margin, ramp[2], fx)
-                w = (wz[:, None, None] * wy[None, :, None] * wx[None, None, :]).astype(np.float32)
-                region = (
-                    slice(a * fz, (a + tshape[0]) * fz),
-                    slice(b * fy, (b + tshape[1]) * fy),
-                    slice(c * fx, (c + tshape[2]) * fx),
-                )
-                out[region] += w * y
-                wsum[region] += w
-            bar.update(len(batch))
-    finally:
-        bar.close()
+            else:
+                yb = model(xb)
+        yb = yb.float().cpu().numpy()[:, 0]
+        for (a, b, c), y in zip(batch, yb):
+            wz = axis_weight(shape[0], a, tshape[0], margin, ramp[0], fz)
+            wy = axis_weight(shape[1], b, tshape[1], margin, ramp[1], fy)
+            wx = axis_weight(shape[2], c, tshape[2], margin, ramp[2], fx)
+            w = (wz[:, None, None] * wy[None, :, None] * wx[None, None, :]).astype(np.float32)
+            region = (
+                slice(a * fz, (a + tshape[0]) * fz),
+                slice(b * fy, (b + tshape[1]) * fy),
+                slice(c * fx, (c + tshape[2]) * fx),
+            )
+            out[region] += w * y
+            wsum[region] += w
     if np.any(wsum <= 0):  # cannot happen with the plan above; guard against silent holes
         raise RuntimeError("tiling left voxels without a trusted tile; increase tile_size")
     out /= wsum

@@ -54,6 +54,7 @@ import SimpleITK as sitk
 
 from bids_sr.fileio import atomic_path
 from bids_sr.image import foreground_mask, load_volume
+from bids_sr.progress import Progress
 
 #: The RAS ↔ LPS flip (its own inverse).
 FLIP_RAS_LPS = np.diag([-1.0, -1.0, 1.0])
@@ -427,10 +428,16 @@ def register_rigid(
     method.SetSmoothingSigmasPerLevel([float(v) for v in smoothing])
     method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
     method.SetInitialTransform(transform, inPlace=True)
-    with _itk_threads(threads):
-        if threads is not None:
-            method.SetNumberOfThreads(int(threads))
-        method.Execute(_prepared(fixed_image), _prepared(moving_image))
+    # at most ``iterations`` per level; the optimiser usually converges sooner
+    progress = Progress("rigid registration: optimiser iteration", None)
+    method.AddCommand(sitk.sitkIterationEvent, progress.step)
+    try:
+        with _itk_threads(threads):
+            if threads is not None:
+                method.SetNumberOfThreads(int(threads))
+            method.Execute(_prepared(fixed_image), _prepared(moving_image))
+    finally:
+        progress.close()
 
     quality, overlap = registration_quality(fixed_image, moving_image, transform)
     return RigidResult(

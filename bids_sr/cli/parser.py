@@ -323,6 +323,12 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument(
         "-v", "--verbose", action="count", default=0, help="more output (repeat: -vv)"
     )
+    perf.add_argument(
+        "--progress",
+        action="store_true",
+        help="show progress bars (tqdm, on stderr) of the long steps: training, tiled "
+        "inference, filtering; progress lines are logged every 30 s without it",
+    )
     return parser
 
 
@@ -443,6 +449,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
             bids_database_dir=opts.bids_database_dir.absolute() if opts.bids_database_dir else None,
             skip_bids_validation=opts.skip_bids_validation,
             verbose=opts.verbose,
+            progress=opts.progress,
             log_dir=output_dir / "logs",
         ),
         workflow=Workflow(

@@ -22,6 +22,7 @@ from bids_sr.gradfilter.io import file_sha256, load_filters
 from bids_sr.gradfilter.patches import cheap_upscale, tap_offsets
 from bids_sr.gradfilter.xp import ArrayBackend, get_backend, to_numpy
 from bids_sr.image import as_factors, hr_shape
+from bids_sr.progress import track
 
 # batch sizes: small enough to stay in CPU cache, large enough to fill a GPU
 EIG_BATCH = {"cpu": 2**14, "cuda": 2**21}
@@ -73,8 +74,6 @@ def filter_upscale(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Filter a cheap upscale with ``filterset``; returns the result (float32, host) and
     ``{"chunks": …, "buckets_used": …}``."""
-    from tqdm.auto import tqdm
-
     xp = backend.xp
     r = filterset.radius
     halo = max(FEATURE_HALO, r)
@@ -87,7 +86,7 @@ def filter_upscale(
     used = np.zeros(filterset.n_buckets, dtype=bool)
     starts = list(range(0, nx, slab))
     f0 = halo - FEATURE_HALO
-    for start in tqdm(starts, desc="gradfilter", unit="slab", disable=not progress):
+    for start in track(starts, desc="gradfilter: filtering, slab", unit="slab", bar=progress):
         stop = min(start + slab, nx)
         block = backend.asarray(padded[start:stop + 2 * halo])
         feat_block = block[f0:f0 + (stop - start) + 2 * FEATURE_HALO, f0:f0 + ny + 2 * FEATURE_HALO,

@@ -88,7 +88,10 @@ class SuperResolveInputSpec(BaseInterfaceInputSpec):
     tile_overlap = traits.Float(desc="fraction of overlap between tiles")
     seed = traits.Int(0, usedefault=True, desc="random seed")
     amp = traits.Enum("none", "bf16", "fp16", usedefault=True, desc="mixed precision on CUDA")
-    progress = traits.Bool(False, usedefault=True, desc="show a progress bar")
+    progress = traits.Bool(
+        False, usedefault=True, nohash=True,
+        desc="show progress bars on stderr (not hashed: a cached result stays valid)",
+    )
     out_name = traits.Str("sr.nii.gz", usedefault=True, desc="output file name")
     slice_thickness = traits.Float(
         desc="slice thickness (mm) of a 2D input (default: the sidecar's SliceThickness, "

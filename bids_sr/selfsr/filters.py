@@ -24,6 +24,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy import ndimage
 
 from bids_sr.acquisition import Acquisition
+from bids_sr.progress import track
 from bids_sr.selfsr.features import BucketSpec, plane_features, quantile_cuts
 from bids_sr.selfsr.pairs import (
     degrade_axis,
@@ -159,8 +160,6 @@ def learn_plane_filters(
     voxels along the slice axis. ``seed`` fixes the sample draw (the result is otherwise
     exact arithmetic: the same seed gives the same filters).
     """
-    from tqdm.auto import tqdm
-
     rng = np.random.default_rng(seed)
     patch = patch_shape(factor)
     taps = patch[0] * patch[1]
@@ -177,29 +176,27 @@ def learn_plane_filters(
     q = np.zeros((spec.n_buckets, taps, taps))
     v = np.zeros((spec.n_buckets, taps))
     counts = np.zeros(spec.n_buckets, dtype=np.int64)
-    total = sum(o.positions[0].size for o in orientations)
-    bar = tqdm(total=total, desc="selfsr: learning filters", unit="voxel", unit_scale=True,
-               disable=not progress)  # fmt: skip
-    for o in orientations:
-        windows = _windows(o.degraded, o.axes, patch)
+    chunks = [(o, sel) for o in orientations for sel in _chunks(o.positions[0].size)]
+    windows = None
+    for o, sel in track(chunks, desc="selfsr: learning filters, chunk", unit="chunk",
+                        bar=progress):  # fmt: skip
+        if windows is None or windows[0] is not o:
+            windows = (o, _windows(o.degraded, o.axes, patch))
         f = o.features
-        for sel in _chunks(o.positions[0].size):
-            pos = tuple(p[sel] for p in o.positions)
-            a = _gather(windows, o.axes, o.positions, sel)
-            b = (o.target[pos] - o.degraded[pos]).astype(np.float32)
-            bucket = spec.bucket(o.phase_bin[pos], f.angle[pos], f.strength[pos],
-                                 f.coherence[pos])  # fmt: skip
-            order = np.argsort(bucket, kind="stable")
-            bucket, a, b = bucket[order], a[order], b[order]
-            ids, starts = np.unique(bucket, return_index=True)
-            ends = np.append(starts[1:], bucket.size)
-            for j, s0, s1 in zip(ids, starts, ends, strict=True):
-                block = a[s0:s1]
-                q[j] += block.T @ block
-                v[j] += block.T @ b[s0:s1]
-                counts[j] += s1 - s0
-            bar.update(pos[0].size)
-    bar.close()
+        pos = tuple(p[sel] for p in o.positions)
+        a = _gather(windows[1], o.axes, o.positions, sel)
+        b = (o.target[pos] - o.degraded[pos]).astype(np.float32)
+        bucket = spec.bucket(o.phase_bin[pos], f.angle[pos], f.strength[pos],
+                             f.coherence[pos])  # fmt: skip
+        order = np.argsort(bucket, kind="stable")
+        bucket, a, b = bucket[order], a[order], b[order]
+        ids, starts = np.unique(bucket, return_index=True)
+        ends = np.append(starts[1:], bucket.size)
+        for j, s0, s1 in zip(ids, starts, ends, strict=True):
+            block = a[s0:s1]
+            q[j] += block.T @ block
+            v[j] += block.T @ b[s0:s1]
+            counts[j] += s1 - s0
     per_phase = spec.n_buckets // n_phases
     phase_filters = np.zeros((n_phases, taps))
     filters = np.zeros((spec.n_buckets, taps))
@@ -228,8 +225,6 @@ def apply_plane_filters(
     ``n_lr`` is the number of acquired slices (it sets each HR voxel's phase); only voxels
     in ``region`` (default: :func:`head_region`) are filtered.
     """
-    from tqdm.auto import tqdm
-
     axes = (int(slice_axis), int(other))
     feats = plane_features(base, axes)
     bins_1d = phase_bins(slice_phase(base.shape[slice_axis], n_lr), filters.spec.phases)
@@ -241,13 +236,10 @@ def apply_plane_filters(
     windows = _windows(base, axes, filters.patch)
     out = np.array(base, dtype=np.float32, copy=True)
     n = positions[0].size
-    bar = tqdm(total=n, desc=f"selfsr: filtering planes ({axes[0]}, {axes[1]})", unit="voxel",
-               unit_scale=True, disable=not progress)  # fmt: skip
-    for sel in _chunks(n):
+    for sel in track(list(_chunks(n)), desc=f"selfsr: filtering planes ({axes[0]}, "
+                     f"{axes[1]}), chunk", unit="chunk", bar=progress):  # fmt: skip
         pos = tuple(p[sel] for p in positions)
         bucket = filters.spec.bucket(phase_bin[pos], feats.angle[pos], feats.strength[pos],
                                      feats.coherence[pos])  # fmt: skip
         out[pos] += filters.predict(_gather(windows, axes, positions, sel), bucket)
-        bar.update(pos[0].size)
-    bar.close()
     return out

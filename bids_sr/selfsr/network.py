@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from bids_sr.acquisition import Acquisition
+from bids_sr.progress import track
 from bids_sr.selfsr.filters import head_region
 from bids_sr.selfsr.pairs import (
     crop_to_slices,
@@ -286,15 +287,13 @@ def fit(net: PlaneNet, pairs: list[_Pairs], settings: TrainSettings, steps: int,
         desc: str = "selfsr: training") -> dict:  # fmt: skip
     """``steps`` Adam steps (one-cycle schedule, L1 loss) of ``net`` on random patches of
     ``pairs``; returns the final loss (mean of the last tenth of the steps)."""
-    from tqdm.auto import tqdm
-
     net.to(device).train()
     optimiser = torch.optim.Adam(net.parameters(), lr=settings.lr)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimiser, max_lr=settings.lr, total_steps=steps, pct_start=max(0.05, 2.0 / steps)
     )
     losses = []
-    for _ in tqdm(range(steps), desc=desc, unit="step", disable=not progress):
+    for _ in track(range(steps), desc=desc, bar=progress):
         inputs, target = _batch(pairs, settings, rng)
         loss = nn.functional.l1_loss(net(inputs.to(device)), target.to(device))
         optimiser.zero_grad(set_to_none=True)
@@ -386,8 +385,6 @@ def apply_plane_net(
     """``base`` with the network applied in the (``slice_axis``, ``other``) planes; planes
     without any voxel of ``region`` (default :func:`head_region`) are left as they are.
     ``reference``: a guided network's guide on ``base``'s grid."""
-    from tqdm.auto import tqdm
-
     region = head_region(base) if region is None else region
     stack = ({0, 1, 2} - {slice_axis, other}).pop()
     order = (stack, slice_axis, other)
@@ -398,8 +395,9 @@ def apply_plane_net(
     out = np.array(planes, dtype=np.float32, copy=True)
     net = net.to(device).eval()
     with torch.inference_mode():
-        for start in tqdm(range(0, keep.size, batch), unit="batch", disable=not progress,
-                          desc=f"selfsr: planes ({slice_axis}, {other})"):  # fmt: skip
+        for start in track(range(0, keep.size, batch), unit="batch", bar=progress,
+                           desc=f"selfsr: applying the network in planes ({slice_axis}, "
+                           f"{other}), batch"):  # fmt: skip
             index = keep[start:start + batch]
             inputs = planes_input(planes[index], phase, None if guide is None else guide[index])
             result = net(inputs.to(device))[:, 0]
