@@ -20,8 +20,11 @@ import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
+from traceback import format_exception
 from typing import Any
 
+import numpy as np
+from nipype.pipeline.engine import MapNode
 from nipype.pipeline.plugins import multiproc
 
 from bids_sr.bids import EXIT_USAGE, BIDSError
@@ -76,6 +79,36 @@ class MultiProcPlugin(multiproc.MultiProcPlugin):
             mp_context=context,
         )
 
+    def _send_procs_to_workers(self, updatehash=False, graph=None):
+        """Run the ready datasinks and reports first, then schedule as Nipype does.
+
+        Nipype's MultiProc submits nothing while the running nodes hold every processor,
+        not even a node that runs in the main process without a worker; a subject's
+        derivatives and report then waited for another subject's long training. Those
+        nodes (``run_without_submitting``: they copy files and draw a report) take no
+        worker, so they run here as soon as their inputs are ready."""
+        self._run_local_nodes(updatehash, graph)
+        super()._send_procs_to_workers(updatehash=updatehash, graph=graph)
+
+    def _run_local_nodes(self, updatehash, graph) -> None:
+        ready = np.flatnonzero(~self.proc_done & (self.depidx.sum(axis=0) == 0).__array__())
+        for jobid in ready:
+            node = self.procs[jobid]
+            if not node.run_without_submitting or isinstance(node, MapNode):
+                continue
+            self.proc_done[jobid] = True
+            self.proc_pending[jobid] = True
+            if self._local_hash_check(jobid, graph):
+                continue
+            try:
+                node.run(updatehash=updatehash)
+            except Exception:
+                result = {"result": None, "traceback": format_exception(*sys.exc_info())}
+                self._run_errors.append(result["traceback"])
+                self._clean_queue(jobid, graph, result=result)
+            self._task_finished_cb(jobid)
+            self._remove_node_dirs()
+            self._stats = None  # Nipype logs its queue again
 
     def _submit_job(self, node, updatehash=False):
         self._taskid += 1

@@ -67,7 +67,8 @@ def init_single_subject_wf(
     ``subject_report`` gathers everything into ``sub-<label>.html`` (``ds_report_wf``).
     """
     workflow = pe.Workflow(name=name or f"single_subject_{subject_id}_wf")
-    report = pe.Node(SubjectReport(subject=subject_id), name="subject_report", mem_gb=1.0)
+    report = pe.Node(SubjectReport(subject=subject_id), name="subject_report", mem_gb=1.0,
+                     run_without_submitting=True)  # written as soon as its inputs are: plugin.py
     if plan is None:
         plan = MethodPlan.uniform(config.workflow.methods, t1w_files)
     if config.workflow.evaluate:
@@ -140,6 +141,7 @@ def _add_super_resolution(
                 reference_problem=plan.reference_problems.get(t1w_file) if guided else None,
                 data_consistency=wf_settings.data_consistency,
                 model_dir=Path(config.execution.work_dir).absolute() / "selfsr_models",
+                progress=config.execution.progress,
                 name=f"anat_{tag}_{_name_tag(method)}_wf",
             )
             anat_wf.inputs.inputnode.t1w = t1w_file
