@@ -51,6 +51,11 @@ ENTITY_QUERY_NAMES = {
 #: BIDS suffixes of the HR images that may guide a T1w (``--reference-suffix``), in the
 #: order of preference when two are equally fine
 GUIDE_SUFFIXES = ("T2w", "FLAIR")
+#: The desc- suffix of a self-supervised method's uncertainty map (``desc-selfsrUncertainty``)
+#: and of a guided output's difference to its mono twin (``desc-srrecnnT2wGuidedMinusMono``):
+#: maps written beside a super-resolved image, not super-resolved images themselves.
+UNCERTAINTY_DESC = "Uncertainty"
+GUIDED_MINUS_MONO_DESC = "GuidedMinusMono"
 # the only fields a --t2w-reference pattern may hold
 T2W_PATTERN_FIELDS = ("{subject}", "{session}")
 

@@ -49,7 +49,7 @@ def test_thick_slice_default_run_is_consistent_with_the_input(thick_dataset, tmp
     assert meta["OutputVoxelSize"] == pytest.approx([2.0, 2.0, 2.0])
     assert "auto chose" in meta["MethodChoice"]
     page = (out / "sub-01.html").read_text()
-    assert f"reproduces the input at {meta['DataConsistencyPSNR']} dB" in page
+    assert f"returns the input: {meta['DataConsistencyPSNR']} dB" in page
     # projected back through the same acquisition model, the output returns the input
     sr = nib.load(sidecars[0].with_name(sidecars[0].name.replace(".json", ".nii.gz")))
     lr = nib.load(thick_dataset / "sub-01" / "anat" / "sub-01_T1w.nii.gz").get_fdata()

@@ -9,7 +9,9 @@ node's folder (``workflows/outputs.py`` copies it to ``<output_dir>/sub-<label>.
   ``output_files`` and ``sidecars`` are parallel lists, and so is ``registered_t2w`` when
   given: the T2w registered onto the T1w grid for a guided output (its registration overlay
   is shown), an empty string for the others; ``guided_minus_mono`` likewise holds the
-  difference between a guided output and its mono twin's (shown as a row of its own).
+  difference between a guided output and its mono twin's (shown as a row of its own), and
+  ``uncertainty_maps`` the uncertainty map of a self-supervised output (shown on the
+  report's first screen, :mod:`bids_sr.reports.trust`).
 - Evaluation mode: one entry per kept method of each ``report.json`` written by
   :class:`bids_sr.interfaces.evaluation.EvaluateSuperResolution` — the simulated LR input,
   the result, the HR truth and the error map; the first entry of each image carries the
@@ -48,6 +50,9 @@ class SubjectReportInputSpec(BaseInterfaceInputSpec):
     guided_minus_mono = traits.List(
         traits.Str, desc="per derivative: the guided − mono difference map, or ''"
     )
+    uncertainty_maps = traits.List(
+        traits.Str, desc="per derivative: its uncertainty map (self-supervised methods), or ''"
+    )
     evaluation_reports = traits.List(
         File(exists=True), desc="report.json files of EvaluateSuperResolution (evaluation mode)"
     )
@@ -68,20 +73,24 @@ def derivative_entries(
     sidecars: list[str],
     registered_t2w: list[str] | None = None,
     guided_minus_mono: list[str] | None = None,
+    uncertainty_maps: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Report entries of the normal mode (parallel lists; see the module docstring)."""
     registered_t2w = registered_t2w or [""] * len(source_files)
     differences = guided_minus_mono or [""] * len(source_files)
+    uncertainty_maps = uncertainty_maps or [""] * len(source_files)
     if not (len(source_files) == len(output_files) == len(sidecars) == len(registered_t2w)
-            == len(differences)):  # fmt: skip
+            == len(differences) == len(uncertainty_maps)):  # fmt: skip
         raise ValueError(
             f"report inputs differ in length: {len(source_files)} sources, "
             f"{len(output_files)} outputs, {len(sidecars)} sidecars, "
-            f"{len(registered_t2w)} registered references, {len(differences)} difference maps"
+            f"{len(registered_t2w)} registered references, {len(differences)} difference "
+            f"maps, {len(uncertainty_maps)} uncertainty maps"
         )
     entries = []
-    rows = zip(source_files, output_files, sidecars, registered_t2w, differences, strict=True)
-    for source, output, sidecar, t2w, difference in rows:
+    rows = zip(source_files, output_files, sidecars, registered_t2w, differences,
+               uncertainty_maps, strict=True)  # fmt: skip
+    for source, output, sidecar, t2w, difference, uncertainty in rows:
         meta = json.loads(Path(sidecar).read_text())
         entry = {
             "title": f"{Path(source).name} → {Path(output).name}",
@@ -93,6 +102,8 @@ def derivative_entries(
             entry["t2w_registered_path"] = t2w
         if difference:
             entry["guided_minus_mono_path"] = difference
+        if uncertainty:
+            entry["uncertainty_path"] = uncertainty
         entries.append(entry)
     return entries
 
@@ -142,6 +153,7 @@ class SubjectReport(SimpleInterface):
             _listed(self.inputs.sidecars),
             _listed(self.inputs.registered_t2w) or None,
             _listed(self.inputs.guided_minus_mono) or None,
+            _listed(self.inputs.uncertainty_maps) or None,
         )
         for report_file in _listed(self.inputs.evaluation_reports):
             entries += evaluation_entries(report_file)

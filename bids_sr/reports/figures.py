@@ -150,12 +150,15 @@ class Layer:
     data: np.ndarray
     affine: np.ndarray
     # "anatomy" (shared grey window), "contrast" (another contrast: its own grey window),
-    # "error" (own magma window) or "difference" (signed: diverging map centred at 0)
+    # "error" (own magma window), "difference" (signed: diverging map centred at 0) or
+    # "uncertainty" (non-negative: 0 … its 99.5th percentile, with a colour bar)
     kind: str = "anatomy"
 
 
 #: Signed differences: dark at 0 (like the background), blue below, orange/red above.
 DIFFERENCE_CMAP = "berlin"
+#: Non-negative maps (uncertainty): black at 0, bright where large.
+UNCERTAINTY_CMAP = "inferno"
 
 
 def difference_limit(planes: Sequence[np.ndarray]) -> float:
@@ -165,11 +168,14 @@ def difference_limit(planes: Sequence[np.ndarray]) -> float:
     return float(np.percentile(values, 99.5)) if values.size else 1.0
 
 
-def _colour_bar(fig: plt.Figure, ax: plt.Axes, image, limit: float) -> None:
-    """A small horizontal colour bar inside ``ax``'s lower edge, labelled with its range."""
+def _colour_bar(fig: plt.Figure, ax: plt.Axes, image, limit: float, signed: bool = True) -> None:
+    """A small horizontal colour bar inside ``ax``'s lower edge, labelled with its range:
+    −limit … +limit (``signed``), else 0 … limit."""
     bar = ax.inset_axes([0.08, 0.06, 0.84, 0.07])
-    colorbar = fig.colorbar(image, cax=bar, orientation="horizontal", ticks=[-limit, 0, limit])
-    colorbar.ax.set_xticklabels([f"−{limit:.3g}", "0", f"+{limit:.3g}"])
+    ticks = [-limit, 0, limit] if signed else [0, limit / 2, limit]
+    colorbar = fig.colorbar(image, cax=bar, orientation="horizontal", ticks=ticks)
+    colorbar.ax.set_xticklabels([f"−{limit:.3g}", "0", f"+{limit:.3g}"] if signed
+                                else ["0", f"{limit / 2:.3g}", f"{limit:.3g}"])  # fmt: skip
     colorbar.ax.tick_params(colors="white", labelsize=7, length=2)
     colorbar.outline.set_edgecolor("white")
 
@@ -181,7 +187,8 @@ def comparison_png(layers: Sequence[Layer], grid: DisplayGrid, *, crop: bool = T
     input, result and truth are directly comparable); contrast rows (a T2w reference) get a
     grey window of their own; error rows use ``magma`` from 0 to their 99th percentile;
     difference rows (signed, e.g. guided − mono) a diverging map centred at 0 with symmetric
-    limits (:func:`difference_limit`) and a colour bar in their last panel. The crop box is
+    limits (:func:`difference_limit`) and a colour bar in their last panel; uncertainty rows
+    ``inferno`` from 0 to that limit, with a colour bar too. The crop box is
     drawn on the coronal panels.
     """
     if not layers:
@@ -203,6 +210,8 @@ def comparison_png(layers: Sequence[Layer], grid: DisplayGrid, *, crop: bool = T
         elif layer.kind == "difference":
             limit = difference_limit(layer_planes)
             vmin, vmax, cmap = -limit, limit, DIFFERENCE_CMAP
+        elif layer.kind == "uncertainty":
+            vmin, vmax, cmap = 0.0, difference_limit(layer_planes), UNCERTAINTY_CMAP
         elif layer.kind == "contrast":
             own = np.concatenate([p.ravel() for p in layer_planes])
             (vmin, vmax), cmap = intensity_window(own), "gray"
@@ -235,8 +244,8 @@ def comparison_png(layers: Sequence[Layer], grid: DisplayGrid, *, crop: bool = T
             if row == 0:
                 title = "cortex (zoom)" if col == 3 else PLANES[col]
                 ax.set_title(title, color="white", fontsize=9)
-        if layer.kind == "difference":
-            _colour_bar(fig, axes[row][-1], shown_image, vmax)
+        if layer.kind in ("difference", "uncertainty"):
+            _colour_bar(fig, axes[row][-1], shown_image, vmax, signed=layer.kind == "difference")
         axes[row][0].set_ylabel(layer.label, color="white", fontsize=10)
     fig.tight_layout(pad=0.3)
     return figure_png(fig)

@@ -1,6 +1,9 @@
 """The per-subject HTML report: what super-resolution did to each image, and how it was made.
 
-For each output (an *entry*) the report shows orthogonal slices through the centre of the
+It opens with what a reader needs to trust each output (:mod:`bids_sr.reports.trust`: the
+method, why, its validated gain, the per-scan self-check, the uncertainty map, what data
+consistency guarantees). Then, for each output (an *entry*) the report shows orthogonal
+slices through the centre of the
 input (nearest-upsampled onto the output grid), the super-resolved result, for a guided
 output the reference and the difference guided − mono (what the reference contributed, with
 one sentence of numbers), and, in evaluation mode, the HR truth and the error map, with a
@@ -31,6 +34,7 @@ from bids_sr.reports.figures import (
     png_data_uri,
     registration_overlay_png,
 )
+from bids_sr.reports.trust import trust_section
 
 # provenance fields shown first, in this order, when the sidecar has them (case-insensitive)
 PROVENANCE_FIRST = (
@@ -118,24 +122,6 @@ def reference_suffix(sidecar: Mapping[str, Any]) -> str:
     return next((s for s in GUIDE_SUFFIXES if f"{s}Reference" in sidecar), "T2w")
 
 
-def consistency_sentence(sidecar: Mapping[str, Any]) -> str:
-    """How well the output agrees with what was acquired, in words a reader can check."""
-    model = sidecar.get("AcquisitionModel", "isotropic")
-    if model == "slice":
-        how = (f"averaged over each acquired slice ({sidecar.get('InputSliceThickness')} mm "
-               f"{sidecar.get('InputSliceProfile', 'rect')} profile, gap "
-               f"{sidecar.get('InputSliceGap')} mm)")  # fmt: skip
-    else:
-        how = "blurred like a 3D acquisition (Gaussian, FWHM 1.18 voxels) at each input voxel"
-    text = (f"Data consistency: the output, {how}, reproduces the input at "
-            f"{sidecar['DataConsistencyPSNR']} dB PSNR inside the head")  # fmt: skip
-    if sidecar.get("DataConsistencyPSNRBefore") is not None:
-        text += f" ({sidecar['DataConsistencyPSNRBefore']} dB before the correction)"
-    elif sidecar.get("DataConsistency") is False:
-        text += " (no correction: --no-data-consistency)"
-    return text + "."
-
-
 COMBINED_HEADER = ("run", "slice axis", "thickness (mm)", "registration (° / mm)", "NMI",
                    "DC average (dB)", "DC combined (dB)", "left out")  # fmt: skip
 
@@ -212,8 +198,6 @@ def entry_section(entry: Mapping[str, Any]) -> str:
             f'of {html.escape(str(sidecar["FallbackFrom"]))}</strong>: '
             f'{html.escape(str(sidecar.get("FallbackReason", "")))}.</p>'
         )
-    if sidecar.get("DataConsistencyPSNR") is not None:
-        parts.append(f'<p class="note">{html.escape(consistency_sentence(sidecar))}</p>')
     if sidecar.get("GuidedMinusMono"):
         parts.append(f'<p class="note">{html.escape(guided_sentence(sidecar))}</p>')
     parts.append(html.image(png_data_uri(comparison_png(layers, grid)), f"{title}: slices"))
@@ -248,6 +232,17 @@ def entry_section(entry: Mapping[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def uncertainty_figure(entry: Mapping[str, Any]) -> str:
+    """The output over its uncertainty map (``uncertainty_path``), centre slices, with the
+    map's colour scale: a PNG data URI."""
+    sr, sr_affine = _load(entry["output_path"])
+    spread, spread_affine = _load(entry["uncertainty_path"])
+    grid, _ = display_grid(sr, sr_affine)
+    layers = [Layer("super-resolved", sr, sr_affine),
+              Layer("uncertainty", spread, spread_affine, kind="uncertainty")]  # fmt: skip
+    return png_data_uri(comparison_png(layers, grid, crop=False))
+
+
 def build_subject_report(
     subject: str, entries: Sequence[Mapping[str, Any]], out_html: str | os.PathLike
 ) -> Path:
@@ -255,8 +250,12 @@ def build_subject_report(
 
     Each entry is a mapping with ``title``, ``input_path``, ``output_path``, ``sidecar``
     (dict) and optionally ``truth_path``, ``t2w_registered_path``,
-    ``guided_minus_mono_path`` (a signed map on any grid) and ``metrics`` (rows of
-    :func:`bids_sr.evaluation.evaluate_image`). Written atomically; returns the path.
+    ``guided_minus_mono_path`` (a signed map on any grid), ``uncertainty_path`` (a
+    self-supervised method's uncertainty map) and ``metrics`` (rows of
+    :func:`bids_sr.evaluation.evaluate_image`). The page opens with what a reader needs
+    to trust each output that is not an evaluation against a truth
+    (:mod:`bids_sr.reports.trust`), then one section per entry. Written atomically;
+    returns the path.
     """
     label = subject if subject.startswith("sub-") else f"sub-{subject}"
     for number, entry in enumerate(entries, start=1):
@@ -264,7 +263,9 @@ def build_subject_report(
         if missing:
             raise ValueError(f"report entry {number} of {label} lacks {', '.join(missing)}")
     if entries:
-        body = "\n".join(entry_section(entry) for entry in entries)
+        outputs = [entry for entry in entries if not entry.get("truth_path")]
+        sections = [trust_section(outputs, uncertainty_figure)] if outputs else []
+        body = "\n".join([*sections, *(entry_section(entry) for entry in entries)])
     else:
         body = '<p class="note">No outputs were produced for this subject.</p>'
     return html.write_text_atomic(html.page(f"bids_sr report: {label}", body), out_html)

@@ -10,22 +10,39 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from bids_sr.bids import GUIDED_MINUS_MONO_DESC, UNCERTAINTY_DESC
 from bids_sr.reports import html
 from bids_sr.reports.figures import Layer, comparison_png, display_grid, png_data_uri
 
 COLUMNS = (
     "participant_id", "session_id", "file", "method", "scale_factor", "input_voxel_size_mm",
-    "output_voxel_size_mm", "output_shape", "data_consistency_psnr", "device", "runtime_s",
+    "output_voxel_size_mm", "output_shape", "data_consistency_psnr",
+    "data_consistency_psnr_before", "self_check_l1_ratio", "uncertainty_map", "device",
+    "runtime_s",
 )  # fmt: skip
+#: desc- suffixes of maps written beside a super-resolved image: not rows of their own
+MAP_SUFFIXES = (UNCERTAINTY_DESC, GUIDED_MINUS_MONO_DESC)
+
+
+def _entities(name: str) -> dict[str, str]:
+    return dict(p.split("-", 1) for p in name.split("_")[:-1] if "-" in p)
 
 
 def collect_outputs(output_dir: Path) -> list[dict]:
-    """One row per super-resolved image found in the derivatives (from its sidecar)."""
+    """One row per super-resolved image found in the derivatives (from its sidecar); the
+    maps beside it are not images of their own: its uncertainty map (a self-supervised
+    method's ``desc-<method>Uncertainty``) fills its ``uncertainty_map`` column, and a
+    guided output's guided − mono map is left out."""
     rows = []
     for sidecar in sorted(output_dir.glob("sub-*/**/anat/*_desc-*_T1w.json")):
+        entities = _entities(sidecar.name)
+        if entities.get("desc", "").endswith(MAP_SUFFIXES):
+            continue
         meta = json.loads(sidecar.read_text())
         image = sidecar.with_name(sidecar.name[: -len(".json")] + ".nii.gz")
-        entities = dict(p.split("-", 1) for p in sidecar.name.split("_")[:-1] if "-" in p)
+        desc = f"desc-{entities['desc']}_"
+        uncertainty = image.with_name(image.name.replace(desc, f"desc-{entities['desc']}"
+                                                          f"{UNCERTAINTY_DESC}_"))  # fmt: skip
         rows.append(
             {
                 "participant_id": f"sub-{entities['sub']}",
@@ -37,6 +54,10 @@ def collect_outputs(output_dir: Path) -> list[dict]:
                 "output_voxel_size_mm": _fmt(meta.get("OutputVoxelSize")),
                 "output_shape": _fmt(meta.get("OutputShape")),
                 "data_consistency_psnr": _fmt(meta.get("DataConsistencyPSNR")),
+                "data_consistency_psnr_before": _fmt(meta.get("DataConsistencyPSNRBefore")),
+                "self_check_l1_ratio": _fmt(meta.get("SelfCheckL1Ratio")),
+                "uncertainty_map": (uncertainty.relative_to(output_dir).as_posix()
+                                    if uncertainty.exists() else "n/a"),  # fmt: skip
                 "device": meta.get("Device", "n/a"),
                 "runtime_s": f"{meta['RunTime']:.2f}" if "RunTime" in meta else "n/a",
                 "_image": image,

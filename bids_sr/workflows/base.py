@@ -107,7 +107,9 @@ def _add_super_resolution(
     workflow, report, t1w_files: list[str], config: Config, plan: MethodPlan
 ) -> None:
     wf_settings = config.workflow
-    outputs = []  # (source T1w, ds workflow, (reference wf, anat wf) of a guided output or None)
+    # (source T1w, ds workflow, (reference wf, anat wf) of a guided output or None,
+    #  the uncertainty map's ds workflow of a self-supervised output or None)
+    outputs = []
     anat_wfs = {}  # (T1w, method) → its anat workflow, for --combine-runs
     for t1w_file in t1w_files:
         tag = _file_tag(t1w_file)
@@ -171,6 +173,7 @@ def _add_super_resolution(
                     ("outputnode.report_json", "inputnode.report_json"),
                 ]),
             ])  # fmt: skip
+            ds_map = None
             if method in SELF_SUPERVISED_METHODS:
                 ds_map = init_ds_uncertainty_wf(
                     bids_dir=config.execution.bids_dir,
@@ -197,17 +200,22 @@ def _add_super_resolution(
                 _add_guided_minus_mono(workflow, config, t1w_file, method, anat_wf,
                                        guided_here, metadata)  # fmt: skip
             guide = (ref_wf, anat_wf) if guided_here and ref_wf is not None else None
-            outputs.append((t1w_file, ds_wf, guide))
+            outputs.append((t1w_file, ds_wf, guide, ds_map))
     outputs += _add_combinations(workflow, config, plan, anat_wfs)
     merge_files = pe.Node(niu.Merge(len(outputs)), name="merge_outputs")
     merge_meta = pe.Node(niu.Merge(len(outputs)), name="merge_sidecars")
     merge_t2w = pe.Node(niu.Merge(len(outputs)), name="merge_registered_t2w")
     merge_difference = pe.Node(niu.Merge(len(outputs)), name="merge_guided_minus_mono")
-    for number, (_, ds_wf, guide) in enumerate(outputs, start=1):
+    merge_uncertainty = pe.Node(niu.Merge(len(outputs)), name="merge_uncertainty")
+    for number, (_, ds_wf, guide, ds_map) in enumerate(outputs, start=1):
         workflow.connect([
             (ds_wf, merge_files, [("outputnode.out_file", f"in{number}")]),
             (ds_wf, merge_meta, [("outputnode.out_meta", f"in{number}")]),
         ])  # fmt: skip
+        if ds_map is None:
+            setattr(merge_uncertainty.inputs, f"in{number}", "")
+        else:  # the written derivative, so the report names the file a user finds
+            workflow.connect(ds_map, "outputnode.out_file", merge_uncertainty, f"in{number}")
         if guide is None:
             setattr(merge_t2w.inputs, f"in{number}", "")  # no registration overlay
             setattr(merge_difference.inputs, f"in{number}", "")  # no mono twin
@@ -218,12 +226,13 @@ def _add_super_resolution(
                 (guide[0], merge_t2w, [("outputnode.t2w_on_sr_grid", f"in{number}")]),
                 (guide[1], merge_difference, [("outputnode.difference_file", f"in{number}")]),
             ])  # fmt: skip
-    report.inputs.source_files = [t1w_file for t1w_file, _, _ in outputs]
+    report.inputs.source_files = [t1w_file for t1w_file, *_ in outputs]
     workflow.connect([
         (merge_files, report, [("out", "output_files")]),
         (merge_meta, report, [("out", "sidecars")]),
         (merge_t2w, report, [("out", "registered_t2w")]),
         (merge_difference, report, [("out", "guided_minus_mono")]),
+        (merge_uncertainty, report, [("out", "uncertainty_maps")]),
     ])  # fmt: skip
 
 
@@ -258,7 +267,7 @@ def _add_guided_minus_mono(workflow, config: Config, t1w_file: str, method: str,
 def _add_combinations(workflow, config: Config, plan: MethodPlan, anat_wfs: dict) -> list:
     """--combine-runs: per group of runs (:attr:`MethodPlan.run_groups`) and per method all
     of them ran, one ``combine_<tag>_<method>_wf`` and its ``ds_combined_*`` sink; returns
-    their report rows ``(reference run, ds workflow, None)``."""
+    their report rows ``(reference run, ds workflow, None, None)``."""
     rows = []
     for runs in plan.run_groups:
         methods = [m for m in plan.methods.get(runs[0], [])
@@ -298,7 +307,7 @@ def _add_combinations(workflow, config: Config, plan: MethodPlan, anat_wfs: dict
                 (combine_wf, ds_wf, [("outputnode.out_file", "inputnode.in_file"),
                                      ("outputnode.report_json", "inputnode.report_json")]),
             ])  # fmt: skip
-            rows.append((runs[0], ds_wf, None))
+            rows.append((runs[0], ds_wf, None, None))
     return rows
 
 

@@ -7,7 +7,15 @@ from pathlib import Path
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from bids_sr.bids import bids_uri, combined_path, derivative_path, desc_label, strip_prefix
+from bids_sr.bids import (
+    GUIDED_MINUS_MONO_DESC,
+    UNCERTAINTY_DESC,
+    bids_uri,
+    combined_path,
+    derivative_path,
+    desc_label,
+    strip_prefix,
+)
 from bids_sr.guidance import mono_twin
 from bids_sr.interfaces.bids import (
     CopyToDerivatives,
@@ -107,9 +115,6 @@ def init_ds_combined_wf(
     return workflow
 
 
-#: The desc- suffix of a self-supervised method's uncertainty map (``desc-selfsrUncertainty``).
-UNCERTAINTY_DESC = "Uncertainty"
-
 #: Report fields that score the super-resolved image against the acquired one: true of that
 #: image, not of a map derived from it (an uncertainty or a guided − mono difference)
 IMAGE_ONLY_FIELDS = ["DataConsistency", "DataConsistencyPSNR", "DataConsistencyPSNRBefore"]
@@ -145,10 +150,6 @@ def init_ds_uncertainty_wf(
     sink.inputs.omit_fields = IMAGE_ONLY_FIELDS
     return _ds_map_wf(sink, node_name="ds_uncertainty", name=name)
 
-
-#: The desc- suffix of a guided output's difference to its mono twin
-#: (``desc-srrecnnT2wGuidedMinusMono``); the sidecar field with its numbers has the same name.
-GUIDED_MINUS_MONO_DESC = "GuidedMinusMono"
 
 
 def init_ds_guided_minus_mono_wf(
