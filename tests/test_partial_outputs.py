@@ -3,8 +3,8 @@ not when the whole run ends (issue 42: a long selfsr training of one subject hel
 files of another subject that had finished 25 minutes earlier).
 
 Nipype's MultiProc submits nothing while the running nodes hold every processor, not even
-the datasinks that run in the main process; :class:`bids_sr.cli.plugin.MultiProcPlugin`
-runs those as soon as their inputs are ready.
+the datasinks that run in the main process, and its Linear runs every participant's
+super-resolution before any datasink; :mod:`bids_sr.cli.plugin` fixes both.
 """
 
 from __future__ import annotations
@@ -34,15 +34,16 @@ def _written(out: Path, subject: str) -> float:
     return max(f.stat().st_mtime for f in files)
 
 
-@pytest.mark.slow  # two participant runs (~20 s idle, ~70 s on busy cores)
-def test_each_subject_is_written_before_the_next_one_finishes(tmp_path):
+@pytest.mark.slow  # a two-participant run each (~20 s idle, ~70 s on busy cores)
+@pytest.mark.parametrize("plugin", ["MultiProc", "Linear"])
+def test_each_subject_is_written_before_the_next_one_finishes(tmp_path, plugin):
     """Two participants, each node taking every processor (--omp-nthreads = --nprocs), so
     the two super-resolutions run one after the other: the first participant's image,
     sidecar and report must exist before the second's super-resolution finishes."""
     out, work = tmp_path / "out", tmp_path / "work"
     code = main([str(DEMO), str(out), "participant", "--participant-label", "01", "03",
                  "--method", "bspline", "--nprocs", "2", "--omp-nthreads", "2",
-                 "-w", str(work), "--skip-bids-validation"])  # fmt: skip
+                 "--plugin", plugin, "-w", str(work), "--skip-bids-validation"])  # fmt: skip
     assert code == 0
     finished = {subject: _finished(work, subject) for subject in ("01", "03")}
     first, second = sorted(finished, key=finished.get)

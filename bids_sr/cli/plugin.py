@@ -7,6 +7,9 @@ not a traceback. For MultiProc, :class:`MultiProcPlugin` gives each worker proce
 parent-death signal (Linux ``prctl(PR_SET_PDEATHSIG)``; elsewhere a watchdog thread that
 polls the parent's pid), so ``kill -9`` of the main process takes its workers with it, and
 :func:`stop_workers` ends them when the main process is told to stop (SIGTERM, Ctrl-C).
+Both local plugins write a participant's derivatives and report as soon as it is done:
+MultiProc runs ready datasinks even while the workers are busy, and :class:`LinearPlugin`
+runs one participant after the other.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ from traceback import format_exception
 from typing import Any
 
 import numpy as np
+from nipype.pipeline import plugins
 from nipype.pipeline.engine import MapNode
 from nipype.pipeline.plugins import multiproc
+from nipype.utils.misc import str2bool
 
 from bids_sr.bids import EXIT_USAGE, BIDSError
 from bids_sr.config import Config
@@ -87,15 +92,18 @@ class MultiProcPlugin(multiproc.MultiProcPlugin):
         derivatives and report then waited for another subject's long training. Those
         nodes (``run_without_submitting``: they copy files and draw a report) take no
         worker, so they run here as soon as their inputs are ready."""
-        self._run_local_nodes(updatehash, graph)
+        # until none is ready: a sink makes the merges ready, the merges the report
+        while self._run_local_nodes(updatehash, graph):
+            pass
         super()._send_procs_to_workers(updatehash=updatehash, graph=graph)
 
-    def _run_local_nodes(self, updatehash, graph) -> None:
+    def _run_local_nodes(self, updatehash, graph) -> int:
+        """Run the ready ``run_without_submitting`` nodes here; return how many ran."""
         ready = np.flatnonzero(~self.proc_done & (self.depidx.sum(axis=0) == 0).__array__())
-        for jobid in ready:
+        local = [jobid for jobid in ready if self.procs[jobid].run_without_submitting
+                 and not isinstance(self.procs[jobid], MapNode)]  # fmt: skip
+        for jobid in local:
             node = self.procs[jobid]
-            if not node.run_without_submitting or isinstance(node, MapNode):
-                continue
             self.proc_done[jobid] = True
             self.proc_pending[jobid] = True
             if self._local_hash_check(jobid, graph):
@@ -109,6 +117,7 @@ class MultiProcPlugin(multiproc.MultiProcPlugin):
             self._task_finished_cb(jobid)
             self._remove_node_dirs()
             self._stats = None  # Nipype logs its queue again
+        return len(local)
 
     def _submit_job(self, node, updatehash=False):
         self._taskid += 1
@@ -131,6 +140,33 @@ class MultiProcPlugin(multiproc.MultiProcPlugin):
         self._taskresult[taskid] = result
 
 
+class LinearPlugin(plugins.LinearPlugin):
+    """Nipype's Linear, one connected part of the graph (one participant) after the other.
+
+    Nipype runs the nodes in one topological order of the whole graph, generation by
+    generation: every participant's super-resolution first, then every datasink, so no
+    participant's files appear before the last one is computed. Here each connected
+    component runs in turn; a failure in one does not stop the others (unless
+    ``stop_on_first_crash``), and the first error is raised at the end, as Nipype does."""
+
+    def run(self, graph, config, updatehash=False):
+        import networkx as nx
+
+        order = {node: index for index, node in enumerate(graph.nodes())}
+        parts = sorted(nx.weakly_connected_components(graph),
+                       key=lambda part: min(order[node] for node in part))  # fmt: skip
+        errors = []
+        for part in parts:
+            try:
+                super().run(graph.subgraph(part).copy(), config, updatehash=updatehash)
+            except Exception as exc:
+                errors.append(exc)
+                if str2bool(config["execution"]["stop_on_first_crash"]):
+                    break
+        if errors:
+            raise errors[0]
+
+
 def stop_workers(runner: Any) -> None:
     """Kill the worker processes of a MultiProc ``runner`` (no-op for other plugins)."""
     pool = getattr(runner, "pool", None)
@@ -145,8 +181,6 @@ def stop_workers(runner: Any) -> None:
 def make_plugin(config: Config) -> Any:
     """The plugin object for ``Workflow.run``; BIDSError (64) for an unknown plugin or
     ``plugin_args`` it refuses."""
-    from nipype.pipeline import plugins
-
     settings = config.plugin_settings()
     name, args = settings["plugin"], settings["plugin_args"]
     if not isinstance(name, str) or not name.isidentifier():
@@ -158,7 +192,8 @@ def make_plugin(config: Config) -> Any:
                                       or value <= 0):  # fmt: skip
                 raise BIDSError(f"plugin_args: {key} must be a positive number, got {value!r}",
                                 EXIT_USAGE)  # fmt: skip
-    cls = MultiProcPlugin if name == "MultiProc" else getattr(plugins, f"{name}Plugin", None)
+    ours = {"MultiProc": MultiProcPlugin, "Linear": LinearPlugin}
+    cls = ours.get(name) or getattr(plugins, f"{name}Plugin", None)
     if cls is None:
         known = sorted(n[: -len("Plugin")] for n in dir(plugins) if n.endswith("Plugin") and n[0]
                        .isupper() and n != "Plugin")  # fmt: skip

@@ -82,6 +82,13 @@ def init_single_subject_wf(
     return workflow
 
 
+def _report_merge(n_inputs: int, name: str) -> pe.Node:
+    """A Merge that gathers a participant's outputs for its report. It runs in the main
+    process (``run_without_submitting``, like the datasinks), so the report does not
+    wait for a free worker while other participants compute (:mod:`bids_sr.cli.plugin`)."""
+    return pe.Node(niu.Merge(n_inputs), name=name, run_without_submitting=True)
+
+
 def _add_t2w_reference(workflow, t1w_file: str, t2w_file: str, config: Config, tag: str,
                        suffix: str = "T2w"):  # fmt: skip
     """Register the reference (T2w or FLAIR, ``suffix``) to the T1w, resample it onto the
@@ -202,11 +209,11 @@ def _add_super_resolution(
             guide = (ref_wf, anat_wf) if guided_here and ref_wf is not None else None
             outputs.append((t1w_file, ds_wf, guide, ds_map))
     outputs += _add_combinations(workflow, config, plan, anat_wfs)
-    merge_files = pe.Node(niu.Merge(len(outputs)), name="merge_outputs")
-    merge_meta = pe.Node(niu.Merge(len(outputs)), name="merge_sidecars")
-    merge_t2w = pe.Node(niu.Merge(len(outputs)), name="merge_registered_t2w")
-    merge_difference = pe.Node(niu.Merge(len(outputs)), name="merge_guided_minus_mono")
-    merge_uncertainty = pe.Node(niu.Merge(len(outputs)), name="merge_uncertainty")
+    merge_files = _report_merge(len(outputs), "merge_outputs")
+    merge_meta = _report_merge(len(outputs), "merge_sidecars")
+    merge_t2w = _report_merge(len(outputs), "merge_registered_t2w")
+    merge_difference = _report_merge(len(outputs), "merge_guided_minus_mono")
+    merge_uncertainty = _report_merge(len(outputs), "merge_uncertainty")
     for number, (_, ds_wf, guide, ds_map) in enumerate(outputs, start=1):
         workflow.connect([
             (ds_wf, merge_files, [("outputnode.out_file", f"in{number}")]),
@@ -338,7 +345,7 @@ def _add_evaluation(
     wf_settings = config.workflow
     learned = [m for m in plan.all_methods if m not in INTERPOLATION_METHODS]
     given = {learned[0]: str(wf_settings.weights)} if wf_settings.weights and learned else {}
-    merge_reports = pe.Node(niu.Merge(len(t1w_files)), name="merge_evaluations")
+    merge_reports = _report_merge(len(t1w_files), "merge_evaluations")
     for number, t1w_file in enumerate(t1w_files, start=1):
         tag = _file_tag(t1w_file)
         # the baselines are always scored: a T1w whose methods were all skipped gets them
