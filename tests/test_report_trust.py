@@ -213,3 +213,12 @@ def test_group_summary_puts_uncertainty_maps_in_their_own_column(tmp_path):
     assert by_method["selfsr"]["data_consistency_psnr_before"] == "38.42"
     text = page.read_text()
     assert "2 super-resolved image(s)" in text and "<th>uncertainty_map</th>" in text
+
+
+@pytest.mark.slow  # headless browser
+def test_first_screen_renders_in_headless_chromium(tmp_path, chromium):
+    from conftest import assert_renders_in_chromium
+
+    paths, sidecar, _ = _selfsr_like(tmp_path)
+    report = build_subject_report("01", [{"sidecar": sidecar, **paths}], tmp_path / "sub-01.html")
+    assert_renders_in_chromium(chromium, report, tmp_path, n_images=2)  # uncertainty + slices
