@@ -173,6 +173,9 @@ def test_first_screen_of_a_bspline_output_and_of_a_guided_one(tmp_path):
                                 tmp_path / "sub-02.html").read_text()  # fmt: skip
     check = _rows(_first_section(text))["Self-check on this scan"]
     assert "With the reference: 0.610, without: 0.710; the reference was used." in check
+    from bids_sr.reports.trust import self_check_text
+
+    assert "no self-check" in self_check_text({"Method": "selfsr"})  # the filters learner
 
 
 def test_report_node_gets_the_uncertainty_map(tmp_path):

@@ -115,6 +115,8 @@ def gain_text(sidecar: Mapping[str, Any], evidence=None) -> str:
 def self_check_text(sidecar: Mapping[str, Any]) -> str:
     """The per-scan self-check of a method that learns from the scan, in words."""
     ratio = sidecar.get("SelfCheckL1Ratio")
+    if ratio is None and str(sidecar.get("Method", "")).startswith("selfsr"):
+        return "Not recorded: this per-scan model (closed-form filters) has no self-check."
     if ratio is None:
         return (f"None: {sidecar.get('Method', 'this method')} does not learn from the scan; "
                 "its evidence is the model card above.")  # fmt: skip
