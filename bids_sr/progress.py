@@ -5,7 +5,8 @@ A run that trains ``selfsr`` for half an hour must not look hung: :func:`track` 
 loop's iterable and logs ``<what>: step i/N (p%), <elapsed> elapsed, about <left> left``
 on the ``bids_sr`` logger at the first step, then whenever ``interval`` seconds (30 by
 default, so at least one line a minute even with slow steps) have passed since the last
-line, and at the last step. Lines are time-throttled, not count-throttled, so a fast loop
+line, and at the last step, prefixed with the image being processed (:func:`subject`).
+Lines are time-throttled, not count-throttled, so a fast loop
 writes two lines and a slow one a line every ``interval``. ``bar=True`` (``--progress``)
 adds a tqdm bar on stderr. Logging goes through :mod:`logging`, so the lines reach the
 terminal from Nipype's worker processes, which inherit the app's handlers.
@@ -19,6 +20,8 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TypeVar
 
 LOGGER = logging.getLogger("bids_sr")
@@ -26,6 +29,19 @@ LOGGER = logging.getLogger("bids_sr")
 INTERVAL_S = 30.0
 
 T = TypeVar("T")
+#: What the current loops work on (e.g. ``sub-03_T1w.nii.gz``), prefixed to their lines so
+#: that lines of several images computed at once can be told apart; set with :func:`subject`.
+_SUBJECT: ContextVar[str] = ContextVar("bids_sr_progress_subject", default="")
+
+
+@contextmanager
+def subject(text: str) -> Iterator[None]:
+    """Within the block, progress lines start with ``text: ``."""
+    token = _SUBJECT.set(text)
+    try:
+        yield
+    finally:
+        _SUBJECT.reset(token)
 
 
 def format_duration(seconds: float) -> str:
@@ -39,6 +55,7 @@ def format_duration(seconds: float) -> str:
 def progress_line(desc: str, done: int, total: int | None, elapsed: float) -> str:
     """One progress line: step/total, percentage, elapsed time and the estimated time left
     (from the mean time per step so far)."""
+    desc = f"{_SUBJECT.get()}: {desc}" if _SUBJECT.get() else desc
     if not total:
         return f"{desc}: step {done}, {format_duration(elapsed)} elapsed"
     left = elapsed / done * (total - done) if done else math.inf

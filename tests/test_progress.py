@@ -10,7 +10,7 @@ import sys
 import textwrap
 
 from bids_sr.cli.parser import parse_args
-from bids_sr.progress import Progress, format_duration, progress_line, track
+from bids_sr.progress import Progress, format_duration, progress_line, subject, track
 
 
 class FakeClock:
@@ -34,6 +34,17 @@ def test_progress_line_says_step_total_elapsed_and_what_is_left():
     assert progress_line("x", 0, 10, 0.0).endswith("about ? left")
     assert progress_line("registration", 7, None, 3725.0) == "registration: step 7, 1:02:05 elapsed"
     assert format_duration(59.6) == "0:01:00"
+
+
+def test_lines_name_the_image_being_processed(caplog):
+    """Several images train at once under MultiProc: each line says which one it is about."""
+    caplog.set_level(logging.INFO, logger="bids_sr")
+    with subject("sub-03_T1w.nii.gz"):
+        list(track(range(2), desc="selfsr: training"))
+    list(track(range(2), desc="after"))
+    lines = _messages(caplog)
+    assert lines[0].startswith("sub-03_T1w.nii.gz: selfsr: training: step 0/2")
+    assert lines[-1].startswith("after: step 2/2")
 
 
 def test_track_logs_first_every_interval_and_last(caplog):

@@ -53,6 +53,7 @@ from bids_sr.image import (
     upsampled_affine,
     voxel_sizes,
 )
+from bids_sr.progress import subject
 from bids_sr.superresolve import GUIDED_METHODS, METHODS, REFERENCE_SUFFIXES, super_resolve
 
 LOGGER = logging.getLogger("nipype.interface")
@@ -207,7 +208,8 @@ class SuperResolve(SimpleInterface):
             provenance.update(requested_method=method, fallback_from=method,
                               fallback_reason=f"{reason}; ran {note}")  # fmt: skip
             method, weights, reference = fallback, None, None
-        self._super_resolve(runtime, volume, method, weights, reference, provenance)
+        with subject(Path(self.inputs.in_file).name):  # progress lines name the image
+            self._super_resolve(runtime, volume, method, weights, reference, provenance)
         return runtime
 
     def _super_resolve(
