@@ -150,7 +150,7 @@ def test_first_screen_of_a_bspline_output_and_of_a_guided_one(tmp_path):
     assert rows["Why this method"].startswith("Auto chose bspline (cubic B-spline")
     assert "the baseline the learned methods are measured against" in \
         rows["Validated gain over B-spline"]  # fmt: skip
-    assert "does not learn from the scan" in rows["Self-check on this scan"]
+    assert "bspline is an interpolation; it learns nothing" in rows["Self-check on this scan"]
     assert "148.9 dB" in rows["Data consistency"] and "by construction" in rows["Data consistency"]
     assert "45.1 dB" in rows["Data consistency"]
     assert "<img" not in first  # no uncertainty map for bspline
@@ -164,6 +164,8 @@ def test_first_screen_of_a_bspline_output_and_of_a_guided_one(tmp_path):
     assert rows["Why this method"].startswith("fsrcnn was requested (--method). Warning: no")
     assert rows["Validated gain over B-spline"].startswith("Not validated")
     assert rows["Data consistency"].startswith("Off (--no-data-consistency)")
+    assert "does not learn from the scan; its evidence is the model card" in \
+        rows["Self-check on this scan"]  # fmt: skip
     assert "by construction" not in rows["Data consistency"]
     # a selfsr-t2w self-check with its guide check
     paths_g, guided, _ = _selfsr_like(tmp_path, "sub-02")

@@ -117,6 +117,8 @@ def self_check_text(sidecar: Mapping[str, Any]) -> str:
     ratio = sidecar.get("SelfCheckL1Ratio")
     if ratio is None and str(sidecar.get("Method", "")).startswith("selfsr"):
         return "Not recorded: this per-scan model (closed-form filters) has no self-check."
+    if ratio is None and sidecar.get("Method") in INTERPOLATION:
+        return f"None: {sidecar['Method']} is an interpolation; it learns nothing to check."
     if ratio is None:
         return (f"None: {sidecar.get('Method', 'this method')} does not learn from the scan; "
                 "its evidence is the model card above.")  # fmt: skip
