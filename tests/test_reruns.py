@@ -127,6 +127,7 @@ def test_every_input_a_super_resolve_node_reads_is_in_its_hash(tmp_path):
     from bids_sr.config import Config, Execution
     from bids_sr.workflows.anatomical import init_anat_sr_wf
     from bids_sr.workflows.base import init_bids_sr_wf
+    from bids_sr.workflows.evaluation import init_evaluation_wf
 
     t1w = tmp_path / "sub-01_T1w.nii.gz"
     nib.save(nib.Nifti1Image(np.ones((8, 8, 4), np.float32), np.diag([1, 1, 3, 1])), t1w)
@@ -148,6 +149,8 @@ def test_every_input_a_super_resolve_node_reads_is_in_its_hash(tmp_path):
     digests = learned.inputs.read_files
     assert str(weights.with_name("srrecnn_x1x1x4.card.json")) in digests
     assert "shipped weights" in digests
+    evaluation = init_evaluation_wf(t1w_file=str(t1w), methods=["srrecnn"], scale=[2.0])
+    assert "shipped weights" in evaluation.get_node("evaluate").inputs.read_files
 
     config = Config(execution=Execution(bids_dir=DEMO, output_dir=tmp_path / "o",
                                         work_dir=tmp_path / "w"))  # fmt: skip
@@ -293,15 +296,29 @@ def test_node_larger_than_the_memory_limit_fails_fast_in_one_line(tmp_path):
     assert not out.exists()
 
 
-def test_plugin_memory_below_every_node_fails_fast(tmp_path):
+@pytest.mark.parametrize("value", ["0.001", ".nan"])
+def test_plugin_memory_below_every_node_fails_fast(tmp_path, value):
     config = tmp_path / "plugin.yml"
-    config.write_text("plugin: MultiProc\nplugin_args:\n  memory_gb: 0.001\n")
+    config.write_text(f"plugin: MultiProc\nplugin_args:\n  memory_gb: {value}\n")
     out = tmp_path / "out"
     proc = _cli(DEMO, out, "participant", "--participant-label", "01", "--method", "bspline",
                 "-w", tmp_path / "w", "--plugin-config", config, "--skip-bids-validation",
                 timeout=60)  # fmt: skip
     assert proc.returncode == 64, proc.stderr[-2000:]
-    assert "memory_gb 0.001" in _error_line(proc.stderr)
+    assert "memory_gb" in _error_line(proc.stderr)
+    assert not out.exists()
+
+
+def test_sidecar_that_is_a_fifo_is_refused_not_a_hang(tmp_path, demo_copy):
+    """Probe in the same direction: a named pipe as sidecar blocked the first read for ever."""
+    sidecar = demo_copy / "sub-01" / "anat" / "sub-01_T1w.json"
+    sidecar.unlink(missing_ok=True)
+    os.mkfifo(sidecar)
+    out = tmp_path / "out"
+    proc = _cli(demo_copy, out, "participant", "--participant-label", "01", "--method",
+                "nearest", "-w", tmp_path / "w", "--skip-bids-validation", timeout=90)  # fmt: skip
+    assert proc.returncode == 65, proc.stderr[-2000:]
+    assert "not a regular file" in _error_line(proc.stderr)
     assert not out.exists()
 
 

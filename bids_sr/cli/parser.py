@@ -326,7 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="YAML file with 'plugin:' and 'plugin_args:' for Nipype (overrides --plugin)",
     )
     perf.add_argument(
-        "-w", "--work-dir", type=Path, default=Path("work"), help="Nipype working directory"
+        "-w", "--work-dir", type=Path, default=Path("work"),
+        help="Nipype working directory (reuse it to resume; a folder of its own: not "
+        "bids_dir or inside it, not the output_dir itself)",
     )
     perf.add_argument("--random-seed", type=int, default=0, help="seed for every random step")
     perf.add_argument(

@@ -138,7 +138,7 @@ def make_plugin(config: Config) -> Any:
         for key in ("n_procs", "n_gpu_procs", "memory_gb"):
             value = args.get(key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
-                                      or value <= 0):  # fmt: skip
+                                      or not 0 < value < float("inf")):  # NaN too  # fmt: skip
                 raise BIDSError(f"plugin_args: {key} must be a positive number, got {value!r}",
                                 EXIT_USAGE)  # fmt: skip
     cls = MultiProcPlugin if name == "MultiProc" else getattr(plugins, f"{name}Plugin", None)

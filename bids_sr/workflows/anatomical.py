@@ -26,11 +26,11 @@ def estimate_mem_gb(t1w_file: str, scale: list[float], output_resolution: float 
     return round(max(0.5, 12 * 4 * voxels / 1024**3 + 0.3), 2)
 
 
-def files_read_by_node(method: str, weights: Path | None) -> dict[str, str]:
-    """sha256 of the files a SuperResolve node of ``method`` reads without their being File
-    inputs (Nipype hashes those): the model card beside ``weights``, and the shipped
-    weights and cards (the default weights, the selfsr priors, a guided method's mono
-    twin). Empty for interpolation, which reads none."""
+def files_read_by_node(method: str, weights: str | Path | None) -> dict[str, str]:
+    """sha256 of the files a node running ``method`` (SuperResolve, an evaluation) reads
+    without their being File inputs (Nipype hashes those): the model card beside
+    ``weights``, and the shipped weights and cards (the default weights, the selfsr priors,
+    a guided method's mono twin). Empty for interpolation, which reads none."""
     if method in INTERPOLATION_METHODS:
         return {}
     found = {"shipped weights": shipped_weights_digest()}
