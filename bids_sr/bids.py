@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bids_sr.__about__ import __url__, __version__
-from bids_sr.fileio import write_json_atomic
+from bids_sr.fileio import write_json_atomic, write_text_atomic
 
 # BIDS Apps execution-spec exit codes
 LOGGER = logging.getLogger("bids_sr")
@@ -387,8 +387,12 @@ def derivative_path(
     ``sub-01/ses-1/anat/sub-01_ses-1_acq-mprage_res-hi_desc-bspline_T1w.nii.gz``.
     Entities of ``extra`` that BIDS does not order (``from``, ``to``, ``mode`` of a
     transform) come after the source's, before ``res``/``desc``; ``desc=None`` adds none.
+    Images are always written gzip-compressed, so a ``.nii`` source gives ``.nii.gz``: the
+    name says what the file holds.
     """
     entities, source_suffix, source_ext = parse_entities(source)
+    if source_ext == ".nii":
+        source_ext = ".nii.gz"
     entities = {k: v for k, v in entities.items() if k not in ("res", "desc")}
     entities.update(extra or {})
     if res:
@@ -492,15 +496,19 @@ images; the group level aggregates them into `group_desc-evaluation_metrics.*`.
 
 
 def write_dataset_description(bids_dir: Path, output_dir: Path) -> Path:
-    """Write (or refresh) the derivatives' dataset_description.json and README."""
+    """Write (or refresh) the derivatives' dataset_description.json, README and .bidsignore.
+
+    The description comes first and every file is written atomically: a run stopped in
+    between leaves a folder that is a BIDS derivatives dataset, never a README without one."""
+    description = write_json_atomic(dataset_description(bids_dir),
+                                    output_dir / "dataset_description.json")  # fmt: skip
     readme = output_dir / "README.md"
     if not readme.exists():
-        readme.write_text(DERIVATIVES_README.format(version=__version__))
+        write_text_atomic(DERIVATIVES_README.format(version=__version__), readme)
     # reports and logs are not BIDS files: tell the validator (as fMRIPrep does)
-    (output_dir / ".bidsignore").write_text(
-        "logs/\n*.html\ngroup_*\n*_xfm.txt\n*_desc-evaluation_metrics.*\n"
-    )
-    return write_json_atomic(dataset_description(bids_dir), output_dir / "dataset_description.json")
+    write_text_atomic("logs/\n*.html\ngroup_*\n*_xfm.txt\n*_desc-evaluation_metrics.*\n",
+                      output_dir / ".bidsignore")  # fmt: skip
+    return description
 
 
 def resolution_field(voxel_size: Sequence[float], method: str, res: str = "hi") -> dict:

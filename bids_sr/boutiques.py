@@ -54,6 +54,7 @@ _TYPE_RULES: dict[str, dict[str, Any]] = {
     "_positive_int": {"type": "Number", "integer": True, "minimum": 1},
     "_positive_float": {"type": "Number", "minimum": 0, "exclusive-minimum": True},
     "_factor": {"type": "Number", "minimum": 1},
+    "_mem_gb": {"type": "Number", "minimum": 1},  # bids_sr.cli.parser.MIN_MEM_GB
     "_overlap": {"type": "Number", "minimum": 0, "maximum": 0.9},
     "_existing_file": {"type": "File"},
     "_existing_dir": {"type": "File"},  # Boutiques File covers folders

@@ -107,6 +107,10 @@ def read_sidecar(image_file: str | os.PathLike, *, strict: bool = False) -> dict
     the file (the CLI refuses such sidecars before running; nodes then read them leniently).
     """
     path = sidecar_path(image_file)
+    if path.exists() and not path.is_file():  # a FIFO or device would block the read for ever
+        if strict:
+            raise ValueError(f"{path}: sidecar is not a regular file")
+        return {}
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:

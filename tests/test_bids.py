@@ -32,7 +32,8 @@ DEMO = Path(__file__).resolve().parents[1] / "bids_sr" / "data" / "demo"
         ),
         (
             "sub-02/anat/sub-02_acq-fast_ce-gad_rec-norm_run-2_T1w.nii",
-            "sub-02/anat/sub-02_acq-fast_ce-gad_rec-norm_run-2_res-hi_desc-bspline_T1w.nii",
+            # images are always written compressed: the name says so
+            "sub-02/anat/sub-02_acq-fast_ce-gad_rec-norm_run-2_res-hi_desc-bspline_T1w.nii.gz",
         ),
         (
             "sub-03/anat/sub-03_desc-old_T1w.nii.gz",

@@ -2,11 +2,13 @@
 output folder another run is writing into.
 
 Both are ``flock`` locks on a hidden file (closed by the kernel when the process dies, even
-under ``kill -9``, so a crashed run never leaves a stale lock behind). The work directory's
-lock is exclusive: Nipype's node folders cannot be shared by two runs. The output folder's
-lock is shared by every run writing there; a run takes it exclusively only to delete the
-folder after its own failure, or to remove stale temporary files, i.e. only when no other
-run uses it.
+under ``kill -9``, so a crashed run never leaves a stale lock behind), each its own file: a
+folder that is both (the parser refuses ``-w`` equal to the output folder, but a bind mount
+can alias one folder under two paths) never has a run wait for its own exclusive lock.
+The work directory's lock is exclusive: Nipype's node folders cannot be shared by two runs.
+The output folder's lock is shared by every run writing there; a run takes it exclusively
+only to delete the folder after its own failure, or to remove stale temporary files, i.e.
+only when no other run uses it; the group level takes it exclusively while it summarises.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from bids_sr.bids import EXIT_CANT_CREATE, EXIT_IO, BIDSError
 
 LOCK_NAME = ".bids_sr.lock"
+WORK_LOCK_NAME = ".bids_sr_work.lock"
 
 
 def _open_error(path: Path, exc: OSError, what: str) -> BIDSError:
@@ -30,7 +33,7 @@ class WorkDirLock:
     """Exclusive lock of a Nipype work directory; a second run exits with 73 and a clear line."""
 
     def __init__(self, work_dir: Path):
-        self.path = Path(work_dir) / LOCK_NAME
+        self.path = Path(work_dir) / WORK_LOCK_NAME
         self.fd: int | None = None
 
     def __enter__(self) -> WorkDirLock:
@@ -94,6 +97,24 @@ class OutputDirLock:
             os.close(fd)  # the folder was removed under us: start again
         raise BIDSError(f"{self.output_dir}: output directory keeps disappearing",
                         EXIT_CANT_CREATE)  # fmt: skip
+
+    def acquire_exclusive(self) -> None:
+        """Take the lock exclusively, without waiting (the group level: it reads what the
+        participant runs wrote, so none may be writing); BIDSError (73) when a run holds it."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise _open_error(self.output_dir, exc, "output directory") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise BIDSError(
+                f"{self.output_dir}: a bids_sr run is in progress there (it holds {LOCK_NAME}); "
+                "run the group level when it has finished",
+                EXIT_CANT_CREATE,
+            ) from None
+        self.fd = fd
 
     def try_exclusive(self) -> bool:
         """Upgrade to an exclusive lock without waiting; True when no other run holds the

@@ -48,6 +48,19 @@ def _positive_float(text: str) -> float:
     return value
 
 
+#: The least --mem-gb that can run anything: every run's subject report node reserves 1 GB
+#: (workflows/base.py); Nipype's MultiProc waits for ever for memory it will never have.
+MIN_MEM_GB = 1.0
+
+
+def _mem_gb(text: str) -> float:
+    value = _positive_float(text)
+    if value < MIN_MEM_GB:
+        raise argparse.ArgumentTypeError(
+            f"{text} GB is too little: a run needs at least {MIN_MEM_GB:g} GB")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -296,7 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="threads per process (default: min(8, nprocs))",
     )
     perf.add_argument(
-        "--mem-gb", "--mem_gb", type=_positive_float, metavar="GB", help="memory limit in GB"
+        "--mem-gb", "--mem_gb", type=_mem_gb, metavar="GB",
+        help=f"memory limit in GB (at least {MIN_MEM_GB:g}); a node that declares more stops "
+        "the run before anything runs",
     )
     perf.add_argument(
         "--plugin",
@@ -311,7 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="YAML file with 'plugin:' and 'plugin_args:' for Nipype (overrides --plugin)",
     )
     perf.add_argument(
-        "-w", "--work-dir", type=Path, default=Path("work"), help="Nipype working directory"
+        "-w", "--work-dir", type=Path, default=Path("work"),
+        help="Nipype working directory (reuse it to resume; a folder of its own: not "
+        "bids_dir or inside it, not the output_dir itself)",
     )
     perf.add_argument("--random-seed", type=int, default=0, help="seed for every random step")
     perf.add_argument(
@@ -391,6 +408,10 @@ def parse_args(argv: list[str] | None = None) -> Config:
 
     if output_dir.resolve() == bids_dir.resolve():
         parser.error(f"output_dir {output_dir} must not be the bids_dir")
+    if work_dir.resolve() == output_dir.resolve():
+        # Nipype's cache and the selfsr models would sit among the derivatives
+        parser.error(f"work directory {work_dir} must not be the output_dir; use a folder of "
+                     "its own (e.g. a work/ beside or inside it)")  # fmt: skip
     if _inside(work_dir, bids_dir):
         parser.error(f"work directory {work_dir} must not be inside bids_dir {bids_dir}")
     if _inside(output_dir, bids_dir) and not _inside(output_dir, bids_dir / "derivatives"):

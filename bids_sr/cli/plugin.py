@@ -178,6 +178,22 @@ def stop_workers(runner: Any) -> None:
     pool.shutdown(wait=False, cancel_futures=True)
 
 
+def check_node_memory(workflow: Any, config: Config) -> None:
+    """BIDSError (64) when a node declares more memory than MultiProc may use
+    (``--mem-gb`` or ``plugin_args: memory_gb``): Nipype would only warn, then run it anyway
+    past the limit, or, under 0.01 GB, wait for ever."""
+    settings = config.plugin_settings()
+    limit = settings["plugin_args"].get("memory_gb")
+    if settings["plugin"] not in ("MultiProc", "LegacyMultiProc") or limit is None:
+        return
+    biggest = max(workflow._get_all_nodes(), key=lambda node: node.mem_gb, default=None)
+    if biggest is None or biggest.mem_gb <= limit:
+        return
+    given = "plugin_args memory_gb" if "memory_gb" in config.nipype.plugin_args else "--mem-gb"
+    raise BIDSError(f"{given} {limit:g}: node {biggest.fullname} declares {biggest.mem_gb:g} GB; "
+                    "allow at least that much", EXIT_USAGE)  # fmt: skip
+
+
 def make_plugin(config: Config) -> Any:
     """The plugin object for ``Workflow.run``; BIDSError (64) for an unknown plugin or
     ``plugin_args`` it refuses."""
@@ -189,7 +205,7 @@ def make_plugin(config: Config) -> Any:
         for key in ("n_procs", "n_gpu_procs", "memory_gb"):
             value = args.get(key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
-                                      or value <= 0):  # fmt: skip
+                                      or not 0 < value < float("inf")):  # NaN too  # fmt: skip
                 raise BIDSError(f"plugin_args: {key} must be a positive number, got {value!r}",
                                 EXIT_USAGE)  # fmt: skip
     ours = {"MultiProc": MultiProcPlugin, "Linear": LinearPlugin}

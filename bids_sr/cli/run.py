@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from bids_sr.bids import (
@@ -223,26 +224,45 @@ def run_participant(config: Config) -> int:
     return EXIT_OK
 
 
-def _new_files(output_dir: Path, write) -> set[Path]:
-    """Call ``write()``; return the files under ``output_dir`` it created."""
+@contextmanager
+def _signals_deferred():
+    """SIGINT and SIGTERM that arrive inside the block are delivered when it ends: what it
+    writes, and the record of it, are never cut in half."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _new_files(output_dir: Path, write, into: set[Path]) -> None:
+    """Call ``write()``; add the files under ``output_dir`` it created to ``into``, even
+    when it fails part-way (the clean-up after a failure must know them)."""
     before = {p for p in output_dir.rglob("*") if p.is_file()}
-    write()
-    return {p for p in output_dir.rglob("*") if p.is_file()} - before
+    try:
+        write()
+    finally:
+        into |= {p for p in output_dir.rglob("*") if p.is_file()} - before
 
 
 def _run_workflow(config: Config, plan, t1w_by_subject, brain_masks, runner) -> float:
     """Write the dataset description and configuration, then run the workflow; on failure,
     remove the output folder only if this run created it and it holds nothing else."""
+    from bids_sr.cli.plugin import check_node_memory
     from bids_sr.workflows.base import init_bids_sr_wf
     from bids_sr.workflows.cache import forget_vanished_results
 
     output_dir = config.execution.output_dir
     created = not output_dir.exists()
     lock = OutputDirLock(output_dir)
-    lock.acquire()
     ours = {output_dir / LOCK_NAME} if created else set()
     started = time.time()
     try:
+        with _signals_deferred():  # the folder it creates and its lock come together
+            lock.acquire()
         _check_writable(output_dir)
         if lock.try_exclusive():  # no other run writes here: their temporaries are stale
             for path in remove_stale_temporaries(output_dir):
@@ -254,10 +274,12 @@ def _run_workflow(config: Config, plan, t1w_by_subject, brain_masks, runner) -> 
             config.execution.log_dir.mkdir(parents=True, exist_ok=True)
             config.save(config.execution.log_dir / f"bids_sr_{config.execution.run_uuid}.toml")
 
-        ours |= _new_files(output_dir, prepare)
+        with _signals_deferred():
+            _new_files(output_dir, prepare, ours)
         workflow = init_bids_sr_wf(
             config=config, t1w_by_subject=t1w_by_subject, brain_masks=brain_masks, plan=plan
         )
+        check_node_memory(workflow, config)
         forget_vanished_results(Path(config.execution.work_dir) / workflow.name)
         start = time.perf_counter()
         workflow.run(plugin=runner)
@@ -277,7 +299,8 @@ def _remove_if_only_ours(output_dir: Path, ours: set[Path], lock: OutputDirLock)
         return
     present = {p for p in output_dir.rglob("*") if p.is_file()}
     if present <= ours:
-        shutil.rmtree(output_dir, ignore_errors=True)
+        with _signals_deferred():  # a second Ctrl-C does not leave half a folder
+            shutil.rmtree(output_dir, ignore_errors=True)
     else:
         lock.shared()
 
@@ -300,15 +323,27 @@ def _brain_masks(config: Config, t1w_by_subject: dict[str, list[str]]) -> dict[s
 
 def run_group(config: Config) -> int:
     """Summarise the participant-level outputs (TSV + HTML), and aggregate the evaluation
-    tables when there are any (mean ± SD per method, paired difference to bspline)."""
-    from bids_sr.reports.summary import write_group_summary
-
+    tables when there are any (mean ± SD per method, paired difference to bspline).
+    A participant run still writing there (it holds the output folder's lock) stops it
+    (73): a summary of half the outputs would look complete."""
     output_dir = config.execution.output_dir
     if not (output_dir / "dataset_description.json").exists():
         raise BIDSError(
             f"{output_dir}: no bids_sr derivatives here; run the participant level first",
             EXIT_DATA,
         )
+    lock = OutputDirLock(output_dir)
+    lock.acquire_exclusive()  # no participant run is writing what the summary reads
+    try:
+        _write_group_outputs(output_dir)
+    finally:
+        lock.release()
+    return EXIT_OK
+
+
+def _write_group_outputs(output_dir: Path) -> None:
+    from bids_sr.reports.summary import write_group_summary
+
     tsv, html = write_group_summary(output_dir)
     LOGGER.info("group summary: %s and %s", tsv, html)
     tables = sorted(output_dir.glob("sub-*/**/*_desc-evaluation_metrics.tsv"))
@@ -325,7 +360,6 @@ def run_group(config: Config) -> int:
             rows, output_dir / "group_desc-evaluation_metrics.html", summary=summary
         )
         LOGGER.info("evaluation of %d image(s): %s and %s", len(tables), tsv, html)
-    return EXIT_OK
 
 
 def _stop(signum, frame) -> None:

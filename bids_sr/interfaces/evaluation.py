@@ -89,6 +89,11 @@ class EvaluateSuperResolutionInputSpec(BaseInterfaceInputSpec):
     report_methods = traits.List(
         traits.Str, desc="methods whose results are kept as images (default: every method)"
     )
+    read_files = traits.Dict(
+        traits.Str, traits.Str,
+        desc="sha256 of each file the node reads beyond its File inputs (the shipped weights, "
+        "a weights file's card): in its hash, so that an edited or upgraded file reruns it",
+    )  # fmt: skip
 
 
 class EvaluateSuperResolutionOutputSpec(TraitedSpec):

@@ -103,6 +103,16 @@ class SuperResolveInputSpec(BaseInterfaceInputSpec):
         True, usedefault=True,
         desc="correct the result so that it projects back onto the input (acquisition model)",
     )
+    in_metadata = traits.Dict(
+        desc="the input's JSON sidecar (BIDS metadata: SliceThickness, ...); an input, not a "
+        "file the node opens, so that editing the sidecar reruns the node (Nipype's cache "
+        "hashes inputs only); default: the sidecar beside in_file"
+    )
+    read_files = traits.Dict(
+        traits.Str, traits.Str,
+        desc="sha256 of each file the node reads beyond its File inputs (the weights' model "
+        "card, the shipped weights): in its hash, so that an edited or upgraded file reruns it",
+    )  # fmt: skip
     model_dir = traits.Str(
         nohash=True,
         desc="folder where a self-supervised method (selfsr) saves its per-scan model and "
@@ -147,12 +157,18 @@ class SuperResolve(SimpleInterface):
             affine, optional_input(self.inputs.scale), optional_input(self.inputs.output_resolution)
         )
 
+    def _metadata(self) -> dict:
+        """The input's sidecar metadata: ``in_metadata``, else read beside ``in_file``."""
+        if isdefined(self.inputs.in_metadata):
+            return dict(self.inputs.in_metadata)
+        return read_sidecar(self.inputs.in_file)
+
     def _acquisition(self, affine: np.ndarray) -> Acquisition:
         """The acquisition model of the input: header voxel sizes, sidecar, user's options."""
         return describe_acquisition(
             voxel_sizes(affine),
             slice_thickness=optional_input(self.inputs.slice_thickness),
-            sidecar_thickness=read_sidecar(self.inputs.in_file).get("SliceThickness"),
+            sidecar_thickness=self._metadata().get("SliceThickness"),
             profile=self.inputs.slice_profile,
         )
 

@@ -53,6 +53,7 @@ from bids_sr.selfsr.filters import apply_plane_filters, head_region, learn_plane
 from bids_sr.selfsr.fusion import fuse_orientations
 from bids_sr.selfsr.pairs import inplane_axes
 from bids_sr.selfsr.store import (
+    ForeignModelError,
     checksum,
     filters_from_tensors,
     filters_to_tensors,
@@ -252,8 +253,12 @@ class _Learning:
         path = folder / f"selfsr-{self.learner}-{key[:24]}.safetensors"
         timing = path.with_name(path.name.replace(".safetensors", ".json"))
         if path.exists():
-            tensors, record = load_model(path)
-            return _Found(tensors, record, path, True, _learn_seconds(timing))
+            try:
+                tensors, record = load_model(path, key=key)
+            except ForeignModelError as exc:
+                LOGGER.warning("%s; not reused: retraining", exc)
+            else:
+                return _Found(tensors, record, path, True, _learn_seconds(timing))
         start = time.perf_counter()
         axis = int(self.acquisition.slice_axis)
         # the acquired slices, brought to the output grid in-plane only: the training data

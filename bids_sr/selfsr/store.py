@@ -52,9 +52,16 @@ def save_model(tensors: dict[str, np.ndarray], path: str | os.PathLike, metadata
     return path
 
 
-def load_model(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
+class ForeignModelError(ValueError):
+    """A cached model whose header holds another key than its file name promises: it was
+    learned from another scan or with other settings (copied or renamed into the cache)."""
+
+
+def load_model(path: str | os.PathLike, key: str | None = None
+               ) -> tuple[dict[str, np.ndarray], dict]:  # fmt: skip
     """Read a model written by :func:`save_model`: its tensors and metadata; ValueError naming
-    the file if it is not one."""
+    the file if it is not one, :class:`ForeignModelError` when ``key`` is given and the
+    header's key differs (the name alone is no proof of what the model learned from)."""
     from safetensors import safe_open
 
     try:
@@ -62,7 +69,14 @@ def load_model(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
             header = json.loads((handle.metadata() or {}).get("bids_sr.selfsr", "{}"))
             if header.get("format") != FORMAT:
                 raise ValueError("not a bids_sr.selfsr model of this version")
+            if key is not None and header.get("key") != key:
+                raise ForeignModelError(
+                    f"learned from another scan or with other settings (its key "
+                    f"{str(header.get('key'))[:12]}…, this scan's {key[:12]}…)"
+                )
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+    except ForeignModelError as exc:
+        raise ForeignModelError(f"{path}: {exc}") from exc
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from exc
     except Exception as exc:  # safetensors raises its own error types for corrupt files

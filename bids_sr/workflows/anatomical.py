@@ -10,10 +10,12 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 from nipype.utils.gpu_count import gpu_count
 
+from bids_sr.fileio import card_path, read_sidecar, sha256_file
 from bids_sr.image import hr_shape, requested_factors
 from bids_sr.interfaces.guidance import MonoTwin
 from bids_sr.interfaces.superresolve import SuperResolve
 from bids_sr.superresolve import INTERPOLATION_METHODS, SELF_SUPERVISED_METHODS
+from bids_sr.weights_lookup import shipped_weights_digest
 
 
 def estimate_mem_gb(t1w_file: str, scale: list[float], output_resolution: float | None) -> float:
@@ -22,6 +24,20 @@ def estimate_mem_gb(t1w_file: str, scale: list[float], output_resolution: float 
     factors = requested_factors(img.affine, scale, output_resolution)
     voxels = float(np.prod(hr_shape(img.shape[:3], factors)))
     return round(max(0.5, 12 * 4 * voxels / 1024**3 + 0.3), 2)
+
+
+def files_read_by_node(method: str, weights: str | Path | None) -> dict[str, str]:
+    """sha256 of the files a node running ``method`` (SuperResolve, an evaluation) reads
+    without their being File inputs (Nipype hashes those): the model card beside
+    ``weights``, and the shipped weights and cards (the default weights, the selfsr priors,
+    a guided method's mono twin). Empty for interpolation, which reads none."""
+    if method in INTERPOLATION_METHODS:
+        return {}
+    found = {"shipped weights": shipped_weights_digest()}
+    card = card_path(weights) if weights else None
+    if card is not None and card.is_file():
+        found[str(card)] = sha256_file(card)
+    return found
 
 
 def uses_gpu(method: str, device: str) -> bool:
@@ -78,7 +94,10 @@ def init_anat_sr_wf(
     ``guided_minus_mono``; output ``difference_file``: guided − mono ('' when none ran).
     ``model_dir``: where a self-supervised method (selfsr) keeps its per-scan model, so a
     rerun reuses it; such a method also has the output ``uncertainty_file``.
-    ``t1w_file`` is used only to size the node's memory request for schedulers.
+    ``t1w_file`` sizes the node's memory request for schedulers, and its sidecar's values
+    become a node input (``in_metadata``), so that editing the sidecar reruns the node;
+    files the node reads that are not File inputs (a model card, the shipped weights) enter
+    its hash as digests (``read_files``).
     """
     workflow = pe.Workflow(name=name)
     reference_fields = ["reference", "reference_usable", "reference_summary"]
@@ -106,7 +125,10 @@ def init_anat_sr_wf(
     optional.update(fallback_method=fallback_method, fallback_note=fallback_note,
                     reference_problem=reference_problem)  # fmt: skip
     optional.update(model_dir=str(model_dir) if model_dir and self_supervised else None)
+    optional.update(read_files=files_read_by_node(method, weights) or None)
     settings.update({key: value for key, value in optional.items() if value is not None})
+    # the sidecar's values, not its path: an edit reruns the node (and only this node)
+    settings["in_metadata"] = read_sidecar(t1w_file)
     # GPU nodes take one of MultiProc's n_gpu_procs slots per CPU thread they declare
     # (nipype counts min(n_procs, n_gpu_procs)); the GPU does the work, so they declare 1.
     on_gpu = uses_gpu(method, device)

@@ -409,6 +409,9 @@ def init_bids_sr_wf(
             "crashfile_format": "txt",
             "stop_on_first_crash": config.nipype.stop_on_first_crash,
             "remove_unnecessary_outputs": False,
+            # a file input that changes reruns its node even when its size and time stamp
+            # stay (a mask or T2w replaced with `cp -p`, `rsync -a`, an archive)
+            "hash_method": "content",
         }
     )
     if config.nipype.plugin in ("MultiProc", "LegacyMultiProc"):

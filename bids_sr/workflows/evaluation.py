@@ -10,6 +10,7 @@ from nipype.pipeline import engine as pe
 from bids_sr.evaluation import evaluation_methods
 from bids_sr.interfaces.evaluation import EvaluateSuperResolution
 from bids_sr.interfaces.registration import RegisterT2wToT1w
+from bids_sr.workflows.anatomical import files_read_by_node
 
 
 def estimate_mem_gb(t1w_file: str, n_methods: int) -> float:
@@ -64,6 +65,11 @@ def init_evaluation_wf(
     if report_methods is not None:
         settings["report_methods"] = list(report_methods)
     settings.update({k: v for k, v in (acquisition_settings or {}).items() if v is not None})
+    read = {}
+    for method in evaluation_methods(methods):  # the shipped weights, the given ones' cards
+        read.update(files_read_by_node(method, (weights or {}).get(method)))
+    if read:
+        settings["read_files"] = read
     evaluate = pe.Node(
         EvaluateSuperResolution(**settings),
         name="evaluate",
