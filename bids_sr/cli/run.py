@@ -89,14 +89,14 @@ def _check_writable(output_dir: Path) -> None:
 
 
 def _check_images(t1w_by_subject: dict[str, list[str]], others=()) -> None:
-    """Load every T1w (and T2w in ``others``) once before running: corrupt, 4D, 2D, empty or
-    NaN images stop the run."""
+    """Load every T1w (and reference in ``others``) once before running: corrupt, complex,
+    4D, 2D, empty or NaN images stop the run, and so does a constant T1w."""
     from bids_sr.image import ImageError, load_volume
 
     paths = [path for files in t1w_by_subject.values() for path in files]
     for path in dict.fromkeys([*paths, *others]):
         try:
-            load_volume(path)
+            load_volume(path, reject_constant=path in paths)
         except ImageError as exc:
             raise BIDSError(str(exc), EXIT_DATA) from exc
 

@@ -1,0 +1,79 @@
+"""Inputs and arguments a careful or hostile user tries (issue 43, items 7 and 9–15): each is
+refused up front in one line naming the file, or run with a warning that the log and the
+output sidecar both carry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+SUB01_T1W = "sub-01/anat/sub-01_T1w.nii.gz"
+
+
+def _error_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("bids_sr: error:")]
+
+
+def _refused(result, code: int, *fragments: str, out: Path) -> str:
+    """The run stopped before writing anything, with one error line holding ``fragments``."""
+    got, err = result
+    assert got == code, err
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("bids_sr: error: "), err
+    assert all(fragment in lines[0] for fragment in fragments), lines[0]
+    assert "Traceback" not in err and not out.exists()
+    return lines[0]
+
+
+def _replace_data(path: Path, data: np.ndarray) -> None:
+    """Rewrite the image at ``path`` with ``data`` (its own dtype), keeping the affine."""
+    img = nib.load(path)
+    nib.save(nib.Nifti1Image(data, img.affine), path)
+
+
+def _bspline(run_cli, bids_dir: Path, out: Path, work: Path, label: str, *extra):
+    return run_cli(bids_dir, out, "participant", "--participant-label", label, "--method",
+                   "bspline", "-w", work, "--skip-bids-validation", *extra)  # fmt: skip
+
+
+# ----------------------------------------------------------------- 9. constant image
+
+
+def test_a_constant_image_is_refused_before_running(tmp_path, run_cli, demo_copy):
+    """Before: the checks passed, the super-resolution node failed with "mask selects no
+    voxels" (exit 1, no file named; auto trained selfsr for 2 minutes first)."""
+    t1w = demo_copy / SUB01_T1W
+    _replace_data(t1w, np.full(nib.load(t1w).shape, 100, np.int16))
+    out = tmp_path / "out"
+    result = _bspline(run_cli, demo_copy, out, tmp_path / "w", "01")
+    _refused(result, 65, str(t1w), "constant (every voxel is 100)", out=out)
+
+
+# ----------------------------------------------------------------- 11. complex data
+
+
+def test_complex_data_is_refused_naming_the_file(tmp_path, run_cli, demo_copy):
+    """Before: exit 0 with only numpy ComplexWarnings, the imaginary part silently dropped.
+    Refused rather than turned into a magnitude: a phase-rotated complex image could be a
+    reconstruction step the user did not mean to skip; the line says what to give."""
+    t1w = demo_copy / SUB01_T1W
+    magnitude = np.asarray(nib.load(t1w).dataobj, dtype=np.float32)
+    _replace_data(t1w, (magnitude * np.exp(0.3j)).astype(np.complex64))
+    out = tmp_path / "out"
+    result = _bspline(run_cli, demo_copy, out, tmp_path / "w", "01")
+    _refused(result, 65, str(t1w), "complex-valued", "magnitude", out=out)
+
+
+def test_a_constant_guide_still_loads_but_not_as_an_image_to_super_resolve(tmp_path):
+    """A constant reference is harmless (the guided methods find it carries nothing); a
+    constant image to super-resolve has no head to find."""
+    from bids_sr.image import ImageError, load_volume
+
+    path = tmp_path / "flat.nii.gz"
+    nib.save(nib.Nifti1Image(np.full((6, 6, 6), 3.0, np.float32), np.eye(4)), path)
+    assert load_volume(path).data.max() == 3.0
+    with pytest.raises(ImageError, match=r"flat\.nii\.gz: image is constant"):
+        load_volume(path, reject_constant=True)
