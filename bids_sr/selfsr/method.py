@@ -252,8 +252,13 @@ class _Learning:
         path = folder / f"selfsr-{self.learner}-{key[:24]}.safetensors"
         timing = path.with_name(path.name.replace(".safetensors", ".json"))
         if path.exists():
-            tensors, record = load_model(path)
-            return _Found(tensors, record, path, True, _learn_seconds(timing))
+            try:
+                tensors, record = load_model(path)
+            except ValueError as exc:  # truncated or corrupt (a killed copy, a full disk)
+                LOGGER.warning("%s; discarding the cached model and learning it again", exc)
+                path.unlink(missing_ok=True)
+            else:
+                return _Found(tensors, record, path, True, _learn_seconds(timing))
         start = time.perf_counter()
         axis = int(self.acquisition.slice_axis)
         # the acquired slices, brought to the output grid in-plane only: the training data
