@@ -9,6 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import DEMO
 
 SUB01_T1W = "sub-01/anat/sub-01_T1w.nii.gz"
 
@@ -77,3 +78,32 @@ def test_a_constant_guide_still_loads_but_not_as_an_image_to_super_resolve(tmp_p
     assert load_volume(path).data.max() == 3.0
     with pytest.raises(ImageError, match=r"flat\.nii\.gz: image is constant"):
         load_volume(path, reject_constant=True)
+
+
+# ----------------------------------------------------------------- 15. tiles below the field
+
+
+@pytest.mark.parametrize(
+    "methods, tile, fragment",
+    [
+        (["srrecnn"], "1", "below the 24 voxels that srrecnn's receptive field needs"),
+        (["espcn", "bspline"], "7", "below the 8 voxels that espcn's"),
+        (["auto"], "30", "below the 42 voxels that srgan's"),
+    ],
+)
+def test_a_tile_smaller_than_the_receptive_field_is_a_usage_error(tmp_path, run_cli, methods,
+                                                                  tile, fragment):  # fmt: skip
+    """Before: --tile-size 1 was silently enlarged to 24, into ~8000 tiles (120 s, not 6 s)."""
+    out = tmp_path / "out"
+    result = run_cli(DEMO, out, "participant", "--participant-label", "01", "-w", tmp_path / "w",
+                     "--method", *methods, "--tile-size", tile)  # fmt: skip
+    _refused(result, 64, fragment, f"at least {fragment.split()[2]}", out=out)
+
+
+def test_tile_sizes_the_networks_accept_pass_the_parser(tmp_path):
+    from bids_sr.cli.parser import parse_args
+
+    base = [str(DEMO), str(tmp_path / "out"), "participant", "-w", str(tmp_path / "w")]
+    assert parse_args([*base, "--method", "espcn", "--tile-size", "8"]).workflow.tile_size == 8
+    assert parse_args([*base, "--method", "bspline", "--tile-size", "1"]).workflow.tile_size == 1
+    assert parse_args([*base, "--tile-size", "42"]).workflow.tile_size == 42
