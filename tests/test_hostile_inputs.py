@@ -4,12 +4,14 @@ output sidecar both carry."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import DEMO
+from conftest import DEMO, REPO
 
 SUB01_T1W = "sub-01/anat/sub-01_T1w.nii.gz"
 
@@ -38,6 +40,57 @@ def _replace_data(path: Path, data: np.ndarray) -> None:
 def _bspline(run_cli, bids_dir: Path, out: Path, work: Path, label: str, *extra):
     return run_cli(bids_dir, out, "participant", "--participant-label", label, "--method",
                    "bspline", "-w", work, "--skip-bids-validation", *extra)  # fmt: skip
+
+
+# ----------------------------------------------------------------- 7. a node fails
+
+# a method whose output is NaN (interpolation patched before the forked workers start)
+_FAILING_NODE_SCRIPT = """
+import sys
+import numpy as np
+from bids_sr import superresolve
+from bids_sr.image import hr_shape
+
+def nan_interpolate(lr, factors, method):
+    return np.full(hr_shape(lr.shape, factors), np.nan, dtype=np.float32)
+
+superresolve.interpolate = nan_interpolate
+from bids_sr.cli.run import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_failed_node_is_one_line_on_the_console_and_its_traceback_is_in_the_log(tmp_path):
+    """Before: Nipype printed the traceback three times (80–110 lines, on stdout and stderr)
+    before the one line, which did not name the input."""
+    out = tmp_path / "out"
+    argv = [DEMO, out, "participant", "--participant-label", "01", "--method", "nearest",
+            "-w", tmp_path / "w", "--nprocs", "2", "--skip-bids-validation"]  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", _FAILING_NODE_SCRIPT, *map(str, argv)],
+                          capture_output=True, text=True, timeout=600, cwd=REPO)  # fmt: skip
+    assert proc.returncode == 65, proc.stderr[-3000:]
+    console = proc.stdout + proc.stderr
+    assert "Traceback" not in console and "could not run node" not in console, console
+    errors = _error_lines(proc.stderr)
+    assert len(errors) == 1 and "ERROR" not in console, console
+    assert "NaN or Inf" in errors[0] and str(DEMO / SUB01_T1W) in errors[0], errors[0]
+    crash = Path(errors[0].split("crash file ")[1].rstrip(")"))
+    assert crash.is_file() and "Traceback" in crash.read_text()
+    logs = list((out / "logs").glob("bids_sr_*.log"))
+    assert len(logs) == 1 and "Traceback" in logs[0].read_text() and "NaN" in logs[0].read_text()
+
+
+def test_crash_input_names_the_raw_file_a_node_worked_on(tmp_path):
+    from bids_sr.cli.failures import crash_input
+
+    crash = tmp_path / "crash.txt"
+    crash.write_text("Node: x\n\nNode inputs:\n\nin_file = /work/sr.nii.gz\n"
+                     "method = nearest\nsource_file = /data/sub-01_T1w.nii.gz\n\n"
+                     "Traceback (most recent call last):\n  t1w_file = /elsewhere\n")  # fmt: skip
+    assert crash_input(crash) == "/data/sub-01_T1w.nii.gz"
+    crash.write_text("Node inputs:\n\nin_file = <undefined>\n")
+    assert crash_input(crash) is None
+    assert crash_input(tmp_path / "absent.txt") is None
 
 
 # ----------------------------------------------------------------- 9. constant image

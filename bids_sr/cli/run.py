@@ -7,7 +7,6 @@ leaves no partial output behind.
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import signal
@@ -38,8 +37,9 @@ from bids_sr.bids import (
     validate_dataset,
     write_dataset_description,
 )
-from bids_sr.cli.failures import crash_files, describe_failure, exit_code_for
+from bids_sr.cli.failures import crash_files, crash_input, describe_failure, exit_code_for
 from bids_sr.cli.locks import LOCK_NAME, OutputDirLock, WorkDirLock
+from bids_sr.cli.logs import log_file, setup_console
 from bids_sr.cli.parser import parse_args
 from bids_sr.cli.preflight import (
     check_output_dir,
@@ -59,21 +59,6 @@ __all__ = ["main", "resolve_methods", "run_group", "run_participant"]
 class Stopped(BaseException):
     """The run was told to stop (SIGTERM); a BaseException, so that no ``except Exception``
     on the way (Nipype's included) swallows it."""
-
-
-def _setup_logging(verbose: int) -> None:
-    """Progress (INFO) of bids_sr is shown by default, DEBUG with -v; other libraries show
-    their warnings only (their INFO with -v)."""
-    logging.basicConfig(level=logging.INFO if verbose >= 1 else logging.WARNING,
-                        format="%(asctime)s [bids_sr] %(levelname)s: %(message)s")  # fmt: skip
-    LOGGER.setLevel(logging.DEBUG if verbose >= 1 else logging.INFO)
-    nipype_level = "INFO" if verbose >= 1 else "WARNING"
-    from nipype import config as nipype_config
-    from nipype import logging as nipype_logging
-
-    nipype_config.set("logging", "workflow_level", nipype_level)
-    nipype_config.set("logging", "interface_level", nipype_level)
-    nipype_logging.update_logging(nipype_config)
 
 
 def _check_writable(output_dir: Path) -> None:
@@ -255,12 +240,19 @@ def _run_workflow(config: Config, plan, t1w_by_subject, brain_masks, runner) -> 
             config.save(config.execution.log_dir / f"bids_sr_{config.execution.run_uuid}.toml")
 
         ours |= _new_files(output_dir, prepare)
+        log_path = config.execution.log_dir / f"bids_sr_{config.execution.run_uuid}.log"
+        ours.add(log_path)
         workflow = init_bids_sr_wf(
             config=config, t1w_by_subject=t1w_by_subject, brain_masks=brain_masks, plan=plan
         )
         forget_vanished_results(Path(config.execution.work_dir) / workflow.name)
         start = time.perf_counter()
-        workflow.run(plugin=runner)
+        with log_file(log_path):
+            try:
+                workflow.run(plugin=runner)
+            except BaseException as exc:  # in full in the log; one line on the console
+                LOGGER.error("the run failed", exc_info=exc, extra={"console": False})
+                raise
         return time.perf_counter() - start
     except BaseException:
         if created and not crash_files(config.execution.log_dir, started):
@@ -335,7 +327,7 @@ def _stop(signum, frame) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns (and exits with) a BIDS Apps exit code."""
     config = parse_args(argv)
-    _setup_logging(config.execution.verbose)
+    setup_console(config.execution.verbose)
     # threads per process follow --omp-nthreads (containers default these variables to 1)
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[variable] = str(config.nipype.omp_nthreads)
@@ -356,10 +348,12 @@ def main(argv: list[str] | None = None) -> int:
                          "resume\n")  # fmt: skip
         code = EXIT_FAILURE
     except Exception as exc:  # a node failed (Nipype re-raises it), or an OS error here
-        LOGGER.debug("the failure in full", exc_info=exc)
         message, code, node = describe_failure(exc)
         crashes = crash_files(config.execution.log_dir, started)
         where = []
+        source = crash_input(crashes[-1]) if crashes else None
+        if source and source not in message:
+            where.append(f"input {source}")
         if node:
             where.append(f"node {node}")
         if crashes:
