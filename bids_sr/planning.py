@@ -326,6 +326,32 @@ def t1w_acquisition(config: Config, t1w_file: str) -> Acquisition:
         raise BIDSError(f"{t1w_file}: {exc}", EXIT_USAGE) from exc
 
 
+def warn_acquisition_metadata(t1w_file: str, acquisition: Acquisition) -> None:
+    """Warn where the model of how ``t1w_file`` was acquired departs from its sidecar: an
+    invalid ``SliceThickness`` replaced by the slice spacing (the output sidecar's
+    ``InputSliceThicknessSource`` says so too), or an ``MRAcquisitionType`` the voxel sizes
+    contradict (the model follows the voxel sizes; the warning says which one was used)."""
+    from bids_sr.fileio import read_sidecar
+
+    name = Path(t1w_file).name
+    source = acquisition.thickness_source or ""
+    if source.startswith("slice spacing ("):
+        LOGGER.warning("%s: %s; the slice thickness is taken as the slice spacing, %g mm "
+                       "(--slice-thickness sets it)", name, source[len("slice spacing ("):-1],
+                       acquisition.thickness)  # fmt: skip
+    declared = read_sidecar(t1w_file).get("MRAcquisitionType")
+    sizes = "×".join(f"{s:g}" for s in acquisition.spacing) + " mm"
+    if declared == "3D" and acquisition.family == "slice":
+        LOGGER.warning("%s: the sidecar says MRAcquisitionType 3D, but the voxel sizes %s have "
+                       "one coarse axis (%d): modelled as a 2D scan, slices %g mm thick (%s "
+                       "profile)", name, sizes, acquisition.slice_axis, acquisition.thickness,
+                       acquisition.profile)  # fmt: skip
+    elif declared == "2D" and acquisition.family == "isotropic":
+        LOGGER.warning("%s: the sidecar says MRAcquisitionType 2D, but the voxel sizes %s are "
+                       "nearly isotropic: modelled as an isotropic (3D) acquisition", name,
+                       sizes)  # fmt: skip
+
+
 def _extents(t1w_file: str, reference_file: str, factors: Sequence[float]
              ) -> list[tuple[int, float, float]]:  # fmt: skip
     """Per upsampled T1w axis: (axis, the reference's voxel extent along it — the projection
@@ -482,7 +508,9 @@ def plan_methods(
     for files in t1w_by_subject.values():
         for t1w_file in files:
             factors = t1w_factors(config, t1w_file)
-            t1w_acquisition(config, t1w_file)  # impossible slice options stop here (exit 64)
+            acquisition = t1w_acquisition(config, t1w_file)  # impossible options: exit 64
+            if not wf_settings.evaluate:  # evaluation simulates its input's acquisition
+                warn_acquisition_metadata(t1w_file, acquisition)
             references = describe_references(t1w_file, candidates.get(t1w_file, {}), factors,
                                              evaluate=wf_settings.evaluate)  # fmt: skip
             methods, reference = _expand(config, t1w_file, factors, references, plan,

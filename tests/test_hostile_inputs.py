@@ -4,6 +4,7 @@ output sidecar both carry."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -160,3 +161,60 @@ def test_tile_sizes_the_networks_accept_pass_the_parser(tmp_path):
     assert parse_args([*base, "--method", "espcn", "--tile-size", "8"]).workflow.tile_size == 8
     assert parse_args([*base, "--method", "bspline", "--tile-size", "1"]).workflow.tile_size == 1
     assert parse_args([*base, "--tile-size", "42"]).workflow.tile_size == 42
+
+
+# ----------------------------------------------------------------- 10. acquisition metadata
+
+
+@pytest.mark.parametrize("value", [0, -1, 1000, "4mm", float("nan"), True, [3.6]])
+def test_an_invalid_sidecar_thickness_falls_back_on_the_spacing_and_says_so(value):
+    from bids_sr.acquisition import describe_acquisition
+
+    acq = describe_acquisition((1.0, 1.0, 4.0), sidecar_thickness=value)
+    assert acq.thickness == 4.0
+    source = acq.describe()["InputSliceThicknessSource"]
+    assert source.startswith(f"slice spacing (sidecar SliceThickness {value!r} is invalid"), source
+
+
+def test_the_thickness_source_names_the_option_the_sidecar_or_the_spacing():
+    from bids_sr.acquisition import describe_acquisition
+
+    spacing = (1.0, 1.0, 4.0)
+    assert describe_acquisition(spacing, sidecar_thickness=3.6).thickness_source == "sidecar"
+    assert describe_acquisition(spacing, sidecar_thickness="3.6").thickness == 3.6
+    chosen = describe_acquisition(spacing, slice_thickness=2.0, sidecar_thickness=3.6)
+    assert (chosen.thickness, chosen.thickness_source) == (2.0, "option")
+    assert describe_acquisition(spacing).describe()["InputSliceThicknessSource"] == "slice spacing"
+    assert "InputSliceThicknessSource" not in describe_acquisition((1.0, 1.0, 1.2)).describe()
+
+
+def _small_2d_scan(bids_dir: Path, **sidecar) -> Path:
+    """sub-03's 2D scan (1×1×4 mm) cut to 48×48×12 voxels, with ``sidecar`` fields."""
+    t1w = bids_dir / "sub-03/anat/sub-03_T1w.nii.gz"
+    img = nib.load(t1w)
+    data = np.asarray(img.dataobj)[60:108, 80:128, 15:27]
+    nib.save(nib.Nifti1Image(data, img.affine), t1w)
+    sidecar_file = t1w.with_name("sub-03_T1w.json")
+    sidecar_file.write_text(json.dumps({**json.loads(sidecar_file.read_text()), **sidecar}))
+    return t1w
+
+
+def test_invalid_thickness_and_a_3d_label_on_a_2d_scan_are_warned_and_recorded(
+    tmp_path, run_cli, demo_copy, caplog
+):  # fmt: skip
+    """Before: "SliceThickness": "4mm" was replaced by the spacing without a word, and a
+    sidecar saying 3D for 1×1×4 mm voxels was not questioned."""
+    _small_2d_scan(demo_copy, SliceThickness="4mm", MRAcquisitionType="3D")
+    out = tmp_path / "out"
+    with caplog.at_level("WARNING", logger="bids_sr"):
+        code, err = _bspline(run_cli, demo_copy, out, tmp_path / "w", "03")
+    assert code == 0, err
+    warned = " | ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert "sub-03_T1w.nii.gz: sidecar SliceThickness '4mm' is invalid" in warned, warned
+    assert "taken as the slice spacing, 4 mm" in warned, warned
+    assert "MRAcquisitionType 3D, but the voxel sizes 1×1×4 mm" in warned, warned
+    assert "modelled as a 2D scan, slices 4 mm thick" in warned, warned
+    sidecar = json.loads(next(out.glob("sub-03/anat/*desc-bspline_T1w.json")).read_text())
+    assert sidecar["AcquisitionModel"] == "slice" and sidecar["InputSliceThickness"] == 4.0
+    assert sidecar["InputSliceThicknessSource"].startswith(
+        "slice spacing (sidecar SliceThickness '4mm' is invalid")
