@@ -218,3 +218,76 @@ def test_invalid_thickness_and_a_3d_label_on_a_2d_scan_are_warned_and_recorded(
     assert sidecar["AcquisitionModel"] == "slice" and sidecar["InputSliceThickness"] == 4.0
     assert sidecar["InputSliceThicknessSource"].startswith(
         "slice spacing (sidecar SliceThickness '4mm' is invalid")
+
+
+# ----------------------------------------------------------------- 13. another session's guide
+
+
+def _two_session_guide(bids_dir: Path) -> None:
+    """sub-02 gets a T2w in ses-1 only (sub-01's on a 1 mm grid, finer than the T1w, as a
+    stand-in): ses-2's T1w has none."""
+    target = bids_dir / "sub-02/ses-1/anat/sub-02_ses-1_T2w.nii.gz"
+    t2w = nib.load(bids_dir / "sub-01/anat/sub-01_T2w.nii.gz")
+    fine = np.kron(np.asarray(t2w.dataobj), np.ones((2, 2, 2), np.int16))
+    nib.save(nib.Nifti1Image(fine, t2w.affine @ np.diag([0.5, 0.5, 0.5, 1.0])), target)
+    target.with_name("sub-02_ses-1_T2w.json").write_text('{"MRAcquisitionType": "3D"}')
+
+
+def _planned_metadata(monkeypatch, run_cli, bids_dir: Path, tmp_path: Path, *extra):
+    """Run the CLI up to the workflow (built, not run): (exit code, stderr, sidecar fields of
+    every output)."""
+    from bids_sr.cli import run as cli_run
+    from bids_sr.workflows.base import init_bids_sr_wf
+
+    built = []
+
+    def build_only(config, plan, t1w_by_subject, brain_masks, runner):
+        built.append(init_bids_sr_wf(config=config, t1w_by_subject=t1w_by_subject,
+                                     brain_masks=brain_masks, plan=plan))  # fmt: skip
+        return 0.0
+
+    monkeypatch.setattr(cli_run, "_run_workflow", build_only)
+    code, err = run_cli(bids_dir, tmp_path / "out", "participant", "--participant-label", "02",
+                        "--session-label", "2", "-w", tmp_path / "w", "--skip-bids-validation",
+                        "--method", "srrecnn-t2w", *extra)  # fmt: skip
+    metadata = []
+    for workflow in built:
+        for node in workflow._get_all_nodes():
+            fields = getattr(node.inputs, "extra_metadata", None)
+            if isinstance(fields, dict) and fields:
+                metadata.append(fields)
+    return code, err, metadata
+
+
+def test_a_guide_from_another_session_is_warned_about_and_recorded(
+    tmp_path, run_cli, demo_copy, monkeypatch, caplog
+):  # fmt: skip
+    """Before: only an INFO line said that ses-2's T1w was guided by ses-1's T2w."""
+    _two_session_guide(demo_copy)
+    with caplog.at_level("WARNING", logger="bids_sr"):
+        code, err, metadata = _planned_metadata(monkeypatch, run_cli, demo_copy, tmp_path)
+    assert code == 0, err
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("sub-02_ses-2_T1w.nii.gz: its T2w comes from another session (ses-1)" in m
+               and "--reference-session same" in m for m in warned), warned  # fmt: skip
+    guided = [m for m in metadata if "T2wReference" in m and "ReferenceSession" in m]
+    assert guided and guided[0]["ReferenceSession"] == "1", metadata  # the output's sidecar
+    assert "lesions" in guided[0]["ReferenceSessionWarning"]
+
+
+def test_reference_session_same_forbids_a_guide_from_another_session(
+    tmp_path, run_cli, demo_copy, monkeypatch, caplog
+):  # fmt: skip
+    _two_session_guide(demo_copy)
+    with caplog.at_level("WARNING", logger="bids_sr"):
+        code, err, metadata = _planned_metadata(monkeypatch, run_cli, demo_copy, tmp_path,
+                                                "--reference-session", "same")  # fmt: skip
+    assert code == 0, err
+    assert not [m for m in metadata if "T2wReference" in m or "ReferenceSession" in m], metadata
+    assert not any("another session" in r.getMessage() for r in caplog.records)
+    # forced, the missing same-session guide stops the run before anything is written
+    out = tmp_path / "forced"
+    result = run_cli(demo_copy, out, "participant", "--participant-label", "02",
+                     "--session-label", "2", "-w", tmp_path / "w2", "--skip-bids-validation",
+                     "--reference-suffix", "T2w", "--reference-session", "same")  # fmt: skip
+    _refused(result, 66, "sub-02_ses-2_T1w.nii.gz: no T2w", out=out)

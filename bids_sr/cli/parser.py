@@ -178,6 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
         "to srrecnn (bspline when srrecnn has no weights) and the sidecar says so",
     )
     sr.add_argument(
+        "--reference-session",
+        choices=["any", "same"],
+        default="any",
+        help="any: a T2w or FLAIR of another session may guide a T1w when its own session has "
+        "none (a warning, and ReferenceSession in the output sidecar; lesions and anatomy "
+        "can change between sessions); same: only a reference of the T1w's own session",
+    )
+    sr.add_argument(
         "--reference-suffix",
         nargs="+",
         choices=GUIDE_SUFFIXES,
@@ -475,6 +483,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
             methods=methods,
             t2w_reference=opts.t2w_reference,
             reference_suffixes=suffixes,
+            reference_session=opts.reference_session,
             evaluate=opts.evaluate,
             degradation=opts.degradation,
             derivatives=list(opts.derivatives or []),

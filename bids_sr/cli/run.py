@@ -32,6 +32,7 @@ from bids_sr.bids import (
     group_runs,
     load_derivative_layouts,
     load_layout,
+    reference_session,
     select_participants,
     select_reference,
     validate_dataset,
@@ -110,7 +111,8 @@ def _find_references(layout, config: Config, t1w_by_subject: dict[str, list[str]
             candidates = {}
             for suffix in suffixes:
                 mode = config.workflow.t2w_reference if suffix == "T2w" else "auto"
-                path = select_reference(layout, t1w_file, suffix, mode)
+                path = select_reference(layout, t1w_file, suffix, mode,
+                                        config.workflow.reference_session == "same")  # fmt: skip
                 if path:
                     candidates[suffix] = path
             if candidates:
@@ -199,6 +201,12 @@ def run_participant(config: Config) -> int:
             for t1w_file, reference in plan.t2w.items():
                 LOGGER.info("%s: guided by the %s %s", Path(t1w_file).name,
                             plan.reference_suffix(t1w_file), reference)  # fmt: skip
+                session = reference_session(t1w_file, reference)
+                if session and any(plan.guides(t1w_file, m) for m in plan.methods[t1w_file]):
+                    LOGGER.warning("%s: its %s comes from another session (ses-%s); lesions "
+                                   "and anatomy can change between sessions "
+                                   "(--reference-session same forbids it)", Path(t1w_file).name,
+                                   plan.reference_suffix(t1w_file), session)  # fmt: skip
             elapsed = _run_workflow(config, plan, t1w_by_subject, brain_masks, runner)
     finally:
         stop_workers(runner)
