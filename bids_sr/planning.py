@@ -352,6 +352,24 @@ def warn_acquisition_metadata(t1w_file: str, acquisition: Acquisition) -> None:
                        sizes)  # fmt: skip
 
 
+def warn_thick_slice_truth(t1w_file: str) -> None:
+    """``--evaluate`` takes each T1w as the truth: warn when its voxel sizes are those of a
+    2D scan (thick slices), whose scores then measure a blurred truth along the slice axis."""
+    import nibabel as nib
+
+    from bids_sr.acquisition import coarse_axis
+    from bids_sr.image import voxel_sizes
+
+    sizes = voxel_sizes(nib.load(t1w_file).affine)
+    axis = coarse_axis(sizes)
+    if axis is not None:
+        LOGGER.warning("%s: --evaluate takes it as the truth, but its voxel sizes %s are those "
+                       "of a 2D scan (thick slices along axis %d): its scores measure how well "
+                       "a blurred truth is recovered; evaluate on a 3D (isotropic) scan",
+                       Path(t1w_file).name, "×".join(f"{s:g}" for s in sizes) + " mm",
+                       axis)  # fmt: skip
+
+
 def _extents(t1w_file: str, reference_file: str, factors: Sequence[float]
              ) -> list[tuple[int, float, float]]:  # fmt: skip
     """Per upsampled T1w axis: (axis, the reference's voxel extent along it — the projection
@@ -511,6 +529,8 @@ def plan_methods(
             acquisition = t1w_acquisition(config, t1w_file)  # impossible options: exit 64
             if not wf_settings.evaluate:  # evaluation simulates its input's acquisition
                 warn_acquisition_metadata(t1w_file, acquisition)
+            else:
+                warn_thick_slice_truth(t1w_file)
             references = describe_references(t1w_file, candidates.get(t1w_file, {}), factors,
                                              evaluate=wf_settings.evaluate)  # fmt: skip
             methods, reference = _expand(config, t1w_file, factors, references, plan,

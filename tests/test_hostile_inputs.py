@@ -223,6 +223,9 @@ def test_invalid_thickness_and_a_3d_label_on_a_2d_scan_are_warned_and_recorded(
 # ----------------------------------------------------------------- 13. another session's guide
 
 
+SES2_T2W = ("--participant-label", "02", "--session-label", "2", "--method", "srrecnn-t2w")
+
+
 def _two_session_guide(bids_dir: Path) -> None:
     """sub-02 gets a T2w in ses-1 only (sub-01's on a 1 mm grid, finer than the T1w, as a
     stand-in): ses-2's T1w has none."""
@@ -233,7 +236,7 @@ def _two_session_guide(bids_dir: Path) -> None:
     target.with_name("sub-02_ses-1_T2w.json").write_text('{"MRAcquisitionType": "3D"}')
 
 
-def _planned_metadata(monkeypatch, run_cli, bids_dir: Path, tmp_path: Path, *extra):
+def _build_only(monkeypatch, run_cli, bids_dir: Path, tmp_path: Path, *argv):
     """Run the CLI up to the workflow (built, not run): (exit code, stderr, sidecar fields of
     every output)."""
     from bids_sr.cli import run as cli_run
@@ -247,9 +250,8 @@ def _planned_metadata(monkeypatch, run_cli, bids_dir: Path, tmp_path: Path, *ext
         return 0.0
 
     monkeypatch.setattr(cli_run, "_run_workflow", build_only)
-    code, err = run_cli(bids_dir, tmp_path / "out", "participant", "--participant-label", "02",
-                        "--session-label", "2", "-w", tmp_path / "w", "--skip-bids-validation",
-                        "--method", "srrecnn-t2w", *extra)  # fmt: skip
+    code, err = run_cli(bids_dir, tmp_path / "out", "participant", "-w", tmp_path / "w",
+                        "--skip-bids-validation", *argv)  # fmt: skip
     metadata = []
     for workflow in built:
         for node in workflow._get_all_nodes():
@@ -265,7 +267,7 @@ def test_a_guide_from_another_session_is_warned_about_and_recorded(
     """Before: only an INFO line said that ses-2's T1w was guided by ses-1's T2w."""
     _two_session_guide(demo_copy)
     with caplog.at_level("WARNING", logger="bids_sr"):
-        code, err, metadata = _planned_metadata(monkeypatch, run_cli, demo_copy, tmp_path)
+        code, err, metadata = _build_only(monkeypatch, run_cli, demo_copy, tmp_path, *SES2_T2W)
     assert code == 0, err
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any("sub-02_ses-2_T1w.nii.gz: its T2w comes from another session (ses-1)" in m
@@ -280,8 +282,8 @@ def test_reference_session_same_forbids_a_guide_from_another_session(
 ):  # fmt: skip
     _two_session_guide(demo_copy)
     with caplog.at_level("WARNING", logger="bids_sr"):
-        code, err, metadata = _planned_metadata(monkeypatch, run_cli, demo_copy, tmp_path,
-                                                "--reference-session", "same")  # fmt: skip
+        code, err, metadata = _build_only(monkeypatch, run_cli, demo_copy, tmp_path, *SES2_T2W,
+                                          "--reference-session", "same")  # fmt: skip
     assert code == 0, err
     assert not [m for m in metadata if "T2wReference" in m or "ReferenceSession" in m], metadata
     assert not any("another session" in r.getMessage() for r in caplog.records)
@@ -291,3 +293,73 @@ def test_reference_session_same_forbids_a_guide_from_another_session(
                      "--session-label", "2", "-w", tmp_path / "w2", "--skip-bids-validation",
                      "--reference-suffix", "T2w", "--reference-session", "same")  # fmt: skip
     _refused(result, 66, "sub-02_ses-2_T1w.nii.gz: no T2w", out=out)
+
+
+
+# ----------------------------------------------------------------- 14. evaluation and outputs
+
+
+def _warnings(caplog) -> str:
+    return " | ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+
+
+def test_evaluating_on_a_thick_slice_scan_is_warned_about(tmp_path, run_cli, monkeypatch, caplog):
+    """Before: sub-03's 1×1×4 mm scan was taken as the truth without a word."""
+    with caplog.at_level("WARNING", logger="bids_sr"):
+        code, err, _ = _build_only(monkeypatch, run_cli, DEMO, tmp_path, "--participant-label",
+                                   "03", "--evaluate", "--method", "bspline")  # fmt: skip
+    assert code == 0, err
+    assert ("sub-03_T1w.nii.gz: --evaluate takes it as the truth, but its voxel sizes "
+            "1×1×4 mm are those of a 2D scan") in _warnings(caplog)  # fmt: skip
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="bids_sr"):
+        _build_only(monkeypatch, run_cli, DEMO, tmp_path / "iso", "--participant-label", "01",
+                    "--evaluate", "--method", "bspline")  # fmt: skip
+    assert "as the truth" not in _warnings(caplog)
+
+
+def test_a_brain_mask_on_another_grid_is_warned_about(tmp_path, run_cli, monkeypatch, caplog):
+    """Before: a mask on a 1 mm grid for a 2 mm T1w was resampled without a word."""
+    derivatives = tmp_path / "masks"
+    anat = derivatives / "sub-01" / "anat"
+    anat.mkdir(parents=True)
+    (derivatives / "dataset_description.json").write_text(json.dumps(
+        {"Name": "masks", "BIDSVersion": "1.9.0", "DatasetType": "derivative"}))  # fmt: skip
+    t1w = nib.load(DEMO / SUB01_T1W)
+    inside = (np.asarray(t1w.dataobj) > 100).astype(np.uint8)
+    fine = np.kron(inside, np.ones((2, 2, 2), np.uint8))
+    mask = anat / "sub-01_desc-brain_mask.nii.gz"
+    nib.save(nib.Nifti1Image(fine, t1w.affine @ np.diag([0.5, 0.5, 0.5, 1.0])), mask)
+    argv = ("--participant-label", "01", "--evaluate", "--method", "bspline", "--derivatives",
+            derivatives)  # fmt: skip
+    with caplog.at_level("WARNING", logger="bids_sr"):
+        code, err, _ = _build_only(monkeypatch, run_cli, DEMO, tmp_path, *argv)
+    assert code == 0, err
+    assert (f"{mask}: brain mask on another grid than sub-01_T1w.nii.gz ((168, 204, 168) "
+            "voxels of 1×1×1 mm against the T1w's (84, 102, 84) of 2×2×2 mm)") in _warnings(
+        caplog)  # fmt: skip
+    nib.save(nib.Nifti1Image(inside, t1w.affine), mask)  # the T1w's own grid: nothing to say
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="bids_sr"):
+        _build_only(monkeypatch, run_cli, DEMO, tmp_path / "same", *argv)
+    assert "another grid" not in _warnings(caplog)
+
+
+def test_an_output_folder_of_another_bids_sr_version_is_not_relabelled(tmp_path, run_cli):
+    """Before: its GeneratedBy was rewritten to this version, the old files kept."""
+    from bids_sr.__about__ import __version__
+
+    out = tmp_path / "out"
+    old_run = out / "sub-01" / "anat" / "sub-01_res-hi_desc-bspline_T1w.json"
+    old_run.parent.mkdir(parents=True)
+    old_run.write_text("{}")
+    description = {"Name": "bids_sr outputs", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
+                   "GeneratedBy": [{"Name": "bids_sr", "Version": "0.0.9"}]}  # fmt: skip
+    (out / "dataset_description.json").write_text(json.dumps(description))
+    code, err = _bspline(run_cli, DEMO, out, tmp_path / "w", "01")
+    assert code == 73, err
+    assert _error_lines(err) == [err.strip()], err
+    assert f"{out}: holds the derivatives of bids_sr 0.0.9, and this is {__version__}" in err
+    assert json.loads((out / "dataset_description.json").read_text()) == description
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == [
+        "dataset_description.json", old_run.name]

@@ -48,6 +48,7 @@ from bids_sr.cli.preflight import (
     check_output_names,
     check_sidecars,
     check_weights_files,
+    grid_difference,
 )
 from bids_sr.config import Config
 from bids_sr.fileio import remove_stale_temporaries
@@ -293,6 +294,11 @@ def _brain_masks(config: Config, t1w_by_subject: dict[str, list[str]]) -> dict[s
             mask = find_brain_mask(layouts, path)
             if mask:
                 masks[path] = mask
+                difference = grid_difference(mask, path)
+                if difference:
+                    LOGGER.warning("%s: brain mask on another grid than %s (%s): resampled "
+                                   "to it through both headers' world coordinates", mask,
+                                   Path(path).name, difference)  # fmt: skip
             else:
                 LOGGER.warning("no desc-brain_mask derivative for %s: computing one", path)
     return masks
