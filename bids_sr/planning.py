@@ -303,7 +303,7 @@ def t1w_acquisition(config: Config, t1w_file: str) -> Acquisition:
     """
     import nibabel as nib
 
-    from bids_sr.acquisition import AcquisitionError, describe_acquisition
+    from bids_sr.acquisition import AcquisitionError, describe_acquisition, simulated_acquisition
     from bids_sr.fileio import read_sidecar
     from bids_sr.image import voxel_sizes
 
@@ -313,6 +313,13 @@ def t1w_acquisition(config: Config, t1w_file: str) -> Acquisition:
         spacing = tuple(float(f) for f in factors)
         if wf_settings.degradation != "slice":
             return Acquisition(spacing=spacing)
+        try:  # the slices the evaluation node will simulate: a gap above the spacing stops here
+            simulated_acquisition(voxel_sizes(nib.load(t1w_file).affine), factors,
+                                  thickness=wf_settings.slice_thickness, gap=wf_settings.slice_gap,
+                                  profile=wf_settings.slice_profile)  # fmt: skip
+        except AcquisitionError as exc:
+            raise BIDSError(f"{t1w_file}: {exc} (--slice-gap/--slice-thickness against the "
+                            "simulated slice spacing)", EXIT_USAGE) from exc  # fmt: skip
         return Acquisition(spacing=spacing, slice_axis=int(max(range(3), key=factors.__getitem__)),
                            thickness=max(spacing), profile=wf_settings.slice_profile)  # fmt: skip
     try:

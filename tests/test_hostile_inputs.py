@@ -363,3 +363,15 @@ def test_an_output_folder_of_another_bids_sr_version_is_not_relabelled(tmp_path,
     assert json.loads((out / "dataset_description.json").read_text()) == description
     assert sorted(p.name for p in out.rglob("*") if p.is_file()) == [
         "dataset_description.json", old_run.name]
+
+
+def test_an_evaluation_slice_gap_above_the_spacing_is_a_usage_error(tmp_path, run_cli):
+    """Before: the evaluation node failed ("slice thickness must be positive, got -1 mm"),
+    exit 1, after a 77-line traceback."""
+    out = tmp_path / "out"
+    result = run_cli(DEMO, out, "participant", "--participant-label", "01", "--evaluate",
+                     "--degradation", "slice", "--scale", "1", "1", "3", "--slice-gap", "7",
+                     "--method", "bspline", "-w", tmp_path / "w",
+                     "--skip-bids-validation")  # fmt: skip
+    _refused(result, 64, str(DEMO / SUB01_T1W), "slice thickness must be positive, got -1 mm",
+             out=out)  # fmt: skip
