@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -100,13 +100,15 @@ class Acquisition:
 
     ``spacing``: the input voxel sizes (mm) per array axis; ``slice_axis``: the slice axis of
     a 2D scan (None: an isotropic 3D acquisition); ``thickness`` (mm) and ``profile``: the
-    slice profile along it.
+    slice profile along it; ``thickness_source``: where the thickness came from (see
+    :func:`describe_acquisition`; provenance only, not part of equality).
     """
 
     spacing: tuple[float, float, float]
     slice_axis: int | None = None
     thickness: float | None = None
     profile: str = "rect"
+    thickness_source: str | None = field(default=None, compare=False)
 
     @property
     def family(self) -> str:
@@ -138,6 +140,8 @@ class Acquisition:
                 InputSliceGap=round(float(self.gap), 4),
                 InputSliceProfile=self.profile,
             )
+            if self.thickness_source:
+                fields["InputSliceThicknessSource"] = self.thickness_source
         return fields
 
 
@@ -162,7 +166,9 @@ def describe_acquisition(
 
     The slice axis is ``slice_axis`` when given, else the coarse axis (:func:`coarse_axis`).
     Thickness: ``slice_thickness`` (the user's ``--slice-thickness``), else the sidecar's
-    ``SliceThickness`` when it is plausible, else the spacing. Raises
+    ``SliceThickness`` when it is plausible, else the spacing; ``thickness_source`` says
+    which: ``option``, ``sidecar``, ``slice spacing``, or ``slice spacing (sidecar
+    SliceThickness X is invalid: why)`` — the caller warns about the last. Raises
     :class:`AcquisitionError` for a thickness ≤ 0 or above 3 spacings, an unknown profile,
     or a 2D model asked of an image whose voxel sizes are all equal.
     """
@@ -179,15 +185,29 @@ def describe_acquisition(
                 f"voxel sizes {_mm(sizes)} have no coarse slice axis"
             )
         return Acquisition(spacing=sizes)
-    thickness = sizes[axis]
+    thickness, source = sizes[axis], "slice spacing"
     if slice_thickness is not None:
-        thickness = _checked_thickness(float(slice_thickness), sizes[axis])
+        thickness, source = _checked_thickness(float(slice_thickness), sizes[axis]), "option"
     elif sidecar_thickness is not None:
         try:
-            thickness = _checked_thickness(float(sidecar_thickness), sizes[axis])
-        except (AcquisitionError, TypeError, ValueError):
-            thickness = sizes[axis]  # implausible metadata: fall back on the spacing
-    return Acquisition(spacing=sizes, slice_axis=axis, thickness=thickness, profile=profile)
+            thickness, source = _sidecar_thickness(sidecar_thickness, sizes[axis]), "sidecar"
+        except AcquisitionError as exc:  # implausible metadata: fall back on the spacing
+            source = (f"slice spacing (sidecar SliceThickness {sidecar_thickness!r} is "
+                      f"invalid: {exc})")  # fmt: skip
+    return Acquisition(spacing=sizes, slice_axis=axis, thickness=thickness, profile=profile,
+                       thickness_source=source)  # fmt: skip
+
+
+def _sidecar_thickness(value: object, spacing: float) -> float:
+    """A sidecar's ``SliceThickness`` checked like the option; AcquisitionError if it is not
+    a plausible number of millimetres (``"4mm"``, a list, NaN, 0, −1, 1000 …)."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise AcquisitionError("not a number of millimetres") from None
+    return _checked_thickness(number, spacing)
 
 
 def _checked_thickness(thickness: float, spacing: float) -> float:

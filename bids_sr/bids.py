@@ -556,9 +556,19 @@ def select_t2w(layout, t1w_file: str, mode: str = "auto") -> str | None:
     return select_reference(layout, t1w_file, "T2w", mode)
 
 
-def select_reference(layout, t1w_file: str, suffix: str, mode: str = "auto") -> str | None:
+def reference_session(t1w_file: str, reference_file: str) -> str | None:
+    """The session of ``reference_file`` when it is another one than ``t1w_file``'s (both
+    labelled, and different), else None: a guide from another session may show lesions or
+    anatomy that changed since, which the guided output would then carry."""
+    theirs = parse_entities(str(reference_file))[0].get("ses")
+    ours = parse_entities(str(t1w_file))[0].get("ses")
+    return theirs if theirs is not None and ours is not None and theirs != ours else None
+
+
+def select_reference(layout, t1w_file: str, suffix: str, mode: str = "auto",
+                     same_session: bool = False) -> str | None:  # fmt: skip
     """The image of ``suffix`` (T2w, FLAIR) to guide one T1w: same session first, else the
-    closest session, else none.
+    closest session (only the same session with ``same_session``), else none.
 
     ``mode`` is ``auto``, ``none``, or a path pattern with ``{subject}`` and ``{session}``
     placeholders (e.g. ``/refs/sub-{subject}_T2w.nii.gz``) for references outside the
@@ -575,6 +585,8 @@ def select_reference(layout, t1w_file: str, suffix: str, mode: str = "auto") -> 
                             "exist", EXIT_MISSING)  # fmt: skip
         return str(path)
     candidates = query_images(layout, subject, suffix)
+    if same_session:
+        candidates = [c for c in candidates if parse_entities(c)[0].get("ses") == session]
     if not candidates:
         return None
 

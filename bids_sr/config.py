@@ -63,6 +63,8 @@ class Workflow:
     methods: list[str] = field(default_factory=lambda: ["auto"])
     t2w_reference: str = "auto"
     reference_suffixes: list[str] | None = None
+    #: ``any``: a reference of another session may guide (with a warning); ``same``: not
+    reference_session: str = "any"
     evaluate: bool = False
     degradation: str = "gaussian"
     derivatives: list[Path] = field(default_factory=list)

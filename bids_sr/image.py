@@ -189,13 +189,17 @@ def check_memory(path: str | os.PathLike, header, available: int | None = None) 
         )
 
 
-def load_volume(path: str | os.PathLike) -> Volume:
+def load_volume(path: str | os.PathLike, *, reject_constant: bool = False) -> Volume:
     """Load a 3D NIfTI as float32, checking it is something we can super-resolve.
 
     Raises :class:`ImageError` naming the file for: unreadable/corrupt files, a header that
     declares more data than memory can hold (checked before reading), non-3D data (a 4D
     file with a single volume is accepted and squeezed), a zero, singular or non-finite
-    affine, all-zero images and NaN/Inf.
+    affine, complex-valued data (refused rather than silently cast: the imaginary part
+    would be dropped; give the magnitude), all-zero images and NaN/Inf. With
+    ``reject_constant`` (an image to super-resolve) also a constant image: it has no head
+    to find and nothing to super-resolve (a constant *guide* is allowed: it is simply of no
+    use, and the guided methods find that out).
     """
     path = Path(path)
     try:
@@ -203,6 +207,11 @@ def load_volume(path: str | os.PathLike) -> Volume:
     except Exception as exc:  # nibabel raises many types for corrupt files
         raise ImageError(f"{path}: cannot read NIfTI image ({type(exc).__name__}: {exc})") from exc
     check_memory(path, img.header)
+    if np.dtype(img.get_data_dtype()).kind == "c":  # casting would drop the imaginary part
+        raise ImageError(
+            f"{path}: complex-valued image ({img.get_data_dtype()}); give the magnitude image "
+            "(BIDS part-mag), e.g. computed as abs() of this one"
+        )
     try:
         data = np.asarray(img.dataobj, dtype=np.float32)
     except MemoryError as exc:
@@ -220,6 +229,9 @@ def load_volume(path: str | os.PathLike) -> Volume:
     if not np.any(data):
         raise ImageError(f"{path}: image is all zeros")
     check_geometry(path, img.affine)
+    low, high = float(data.min()), float(data.max())
+    if reject_constant and low == high:
+        raise ImageError(f"{path}: image is constant (every voxel is {low:g})")
     header = img.header.copy()
     return Volume(data=data, affine=np.asarray(img.affine, dtype=float), header=header)
 

@@ -35,6 +35,7 @@ from bids_sr import weights_lookup
 from bids_sr.image import as_factors, hr_shape
 from bids_sr.interpolation import upsample
 from bids_sr.models.registry import (
+    MIN_TILE_CORE,
     MethodSpec,
     format_factors,
     get_spec,
@@ -338,7 +339,7 @@ def super_resolve_network(
     amp_dtype = _amp_dtype(amp, dev)
     margin = int(model.receptive_radius)
     tile = int(tile_size or spec.default_tile)
-    min_tile = 2 * margin + 4
+    min_tile = 2 * margin + MIN_TILE_CORE
     if tile < min_tile:
         warnings.warn(
             f"tile_size {tile} is too small for {method}'s receptive field; using {min_tile}",

@@ -303,7 +303,7 @@ def t1w_acquisition(config: Config, t1w_file: str) -> Acquisition:
     """
     import nibabel as nib
 
-    from bids_sr.acquisition import AcquisitionError, describe_acquisition
+    from bids_sr.acquisition import AcquisitionError, describe_acquisition, simulated_acquisition
     from bids_sr.fileio import read_sidecar
     from bids_sr.image import voxel_sizes
 
@@ -313,6 +313,13 @@ def t1w_acquisition(config: Config, t1w_file: str) -> Acquisition:
         spacing = tuple(float(f) for f in factors)
         if wf_settings.degradation != "slice":
             return Acquisition(spacing=spacing)
+        try:  # the slices the evaluation node will simulate: a gap above the spacing stops here
+            simulated_acquisition(voxel_sizes(nib.load(t1w_file).affine), factors,
+                                  thickness=wf_settings.slice_thickness, gap=wf_settings.slice_gap,
+                                  profile=wf_settings.slice_profile)  # fmt: skip
+        except AcquisitionError as exc:
+            raise BIDSError(f"{t1w_file}: {exc} (--slice-gap/--slice-thickness against the "
+                            "simulated slice spacing)", EXIT_USAGE) from exc  # fmt: skip
         return Acquisition(spacing=spacing, slice_axis=int(max(range(3), key=factors.__getitem__)),
                            thickness=max(spacing), profile=wf_settings.slice_profile)  # fmt: skip
     try:
@@ -324,6 +331,50 @@ def t1w_acquisition(config: Config, t1w_file: str) -> Acquisition:
         )
     except AcquisitionError as exc:
         raise BIDSError(f"{t1w_file}: {exc}", EXIT_USAGE) from exc
+
+
+def warn_acquisition_metadata(t1w_file: str, acquisition: Acquisition) -> None:
+    """Warn where the model of how ``t1w_file`` was acquired departs from its sidecar: an
+    invalid ``SliceThickness`` replaced by the slice spacing (the output sidecar's
+    ``InputSliceThicknessSource`` says so too), or an ``MRAcquisitionType`` the voxel sizes
+    contradict (the model follows the voxel sizes; the warning says which one was used)."""
+    from bids_sr.fileio import read_sidecar
+
+    name = Path(t1w_file).name
+    source = acquisition.thickness_source or ""
+    if source.startswith("slice spacing ("):
+        LOGGER.warning("%s: %s; the slice thickness is taken as the slice spacing, %g mm "
+                       "(--slice-thickness sets it)", name, source[len("slice spacing ("):-1],
+                       acquisition.thickness)  # fmt: skip
+    declared = read_sidecar(t1w_file).get("MRAcquisitionType")
+    sizes = "×".join(f"{s:g}" for s in acquisition.spacing) + " mm"
+    if declared == "3D" and acquisition.family == "slice":
+        LOGGER.warning("%s: the sidecar says MRAcquisitionType 3D, but the voxel sizes %s have "
+                       "one coarse axis (%d): modelled as a 2D scan, slices %g mm thick (%s "
+                       "profile)", name, sizes, acquisition.slice_axis, acquisition.thickness,
+                       acquisition.profile)  # fmt: skip
+    elif declared == "2D" and acquisition.family == "isotropic":
+        LOGGER.warning("%s: the sidecar says MRAcquisitionType 2D, but the voxel sizes %s are "
+                       "nearly isotropic: modelled as an isotropic (3D) acquisition", name,
+                       sizes)  # fmt: skip
+
+
+def warn_thick_slice_truth(t1w_file: str) -> None:
+    """``--evaluate`` takes each T1w as the truth: warn when its voxel sizes are those of a
+    2D scan (thick slices), whose scores then measure a blurred truth along the slice axis."""
+    import nibabel as nib
+
+    from bids_sr.acquisition import coarse_axis
+    from bids_sr.image import voxel_sizes
+
+    sizes = voxel_sizes(nib.load(t1w_file).affine)
+    axis = coarse_axis(sizes)
+    if axis is not None:
+        LOGGER.warning("%s: --evaluate takes it as the truth, but its voxel sizes %s are those "
+                       "of a 2D scan (thick slices along axis %d): its scores measure how well "
+                       "a blurred truth is recovered; evaluate on a 3D (isotropic) scan",
+                       Path(t1w_file).name, "×".join(f"{s:g}" for s in sizes) + " mm",
+                       axis)  # fmt: skip
 
 
 def _extents(t1w_file: str, reference_file: str, factors: Sequence[float]
@@ -482,7 +533,11 @@ def plan_methods(
     for files in t1w_by_subject.values():
         for t1w_file in files:
             factors = t1w_factors(config, t1w_file)
-            t1w_acquisition(config, t1w_file)  # impossible slice options stop here (exit 64)
+            acquisition = t1w_acquisition(config, t1w_file)  # impossible options: exit 64
+            if not wf_settings.evaluate:  # evaluation simulates its input's acquisition
+                warn_acquisition_metadata(t1w_file, acquisition)
+            else:
+                warn_thick_slice_truth(t1w_file)
             references = describe_references(t1w_file, candidates.get(t1w_file, {}), factors,
                                              evaluate=wf_settings.evaluate)  # fmt: skip
             methods, reference = _expand(config, t1w_file, factors, references, plan,

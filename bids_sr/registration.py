@@ -45,7 +45,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -61,8 +61,12 @@ FLIP_RAS_LPS = np.diag([-1.0, -1.0, 1.0])
 
 #: Initial alignments: centres of mass ("moments"), centres of the image boxes ("geometry"),
 #: or the scanner coordinates as they are ("header": no initial translation; best for two
-#: scans of one session whose FOVs differ, e.g. a thick-slab T2w of part of the head).
-INITIALISATIONS = ("moments", "geometry", "header")
+#: scans of one session whose FOVs differ, e.g. a thick-slab T2w of part of the head: its
+#: centre of mass lies far from the T1w's, and "moments" started 29 mm off). "auto": "header"
+#: when the two images share a space (:func:`share_a_space`), "moments" when they do not or
+#: when the
+#: header start fails the quality check (:data:`QUALITY_THRESHOLD`).
+INITIALISATIONS = ("auto", "moments", "geometry", "header")
 
 #: Registrations whose NMI (module docstring) falls below this value are considered failed.
 #: Chosen from measurements at native resolution (benchmarks/registration_quality.py, four
@@ -372,7 +376,7 @@ def register_rigid(
     fixed: ImageLike,
     moving: ImageLike,
     *,
-    initialisation: str = "moments",
+    initialisation: str = "auto",
     sampling_fraction: float = 0.15,
     seed: int = 0,
     levels: Sequence[int] = (4, 2, 1),
@@ -407,6 +411,44 @@ def register_rigid(
     if len(levels) != len(smoothing) or not levels:
         raise ValueError("levels and smoothing need one value per resolution level")
     fixed_image, moving_image = _as_sitk(fixed), _as_sitk(moving)
+    settings = dict(sampling_fraction=sampling_fraction, seed=seed, levels=levels,
+                    smoothing=smoothing, iterations=iterations, histogram_bins=histogram_bins,
+                    max_samples=max_samples, threads=threads)  # fmt: skip
+    if initialisation != "auto":
+        return _register(fixed_image, moving_image, initialisation, **settings)
+    if not share_a_space(fixed_image, moving_image):  # another session or scanner frame
+        return _register(fixed_image, moving_image, "moments", **settings)
+    result = _register(fixed_image, moving_image, "header", **settings)
+    if result.quality >= QUALITY_THRESHOLD:  # aligned (a small overlap is the FOV's, not
+        return result  # the start's: moments would not cover more of the T1w)
+    retried = _register(fixed_image, moving_image, "moments", **settings)
+    best = max((retried, result), key=lambda r: (r.usable, r.quality))
+    return replace(best, initialisation=f"{best.initialisation} (header failed the quality "
+                                        "check; moments tried)")  # fmt: skip
+
+
+def share_a_space(fixed: sitk.Image, moving: sitk.Image, fraction: float = 0.5) -> bool:
+    """Whether the headers alone place ``moving`` on ``fixed``: at least ``fraction`` of the
+    moving image's foreground falls on the fixed image's foreground, however little of the
+    fixed image the moving one covers (a slab of part of the head shares the T1w's space)."""
+    moving_mask = foreground_mask(sitk.GetArrayFromImage(moving))
+    if not moving_mask.any():
+        return False
+    fixed_mask = sitk.GetImageFromArray(
+        foreground_mask(sitk.GetArrayFromImage(fixed)).astype(np.uint8)
+    )
+    fixed_mask.CopyInformation(fixed)
+    on_fixed = sitk.GetArrayFromImage(
+        _resample_onto(fixed_mask, moving, sitk.Euler3DTransform(), 0)
+    ) > 0  # fmt: skip
+    return float((on_fixed & moving_mask).sum()) >= fraction * float(moving_mask.sum())
+
+
+def _register(fixed_image: sitk.Image, moving_image: sitk.Image, initialisation: str, *,
+              sampling_fraction: float, seed: int, levels: Sequence[int],
+              smoothing: Sequence[float], iterations: int, histogram_bins: int,
+              max_samples: int | None, threads: int | None) -> RigidResult:  # fmt: skip
+    """One registration from one initial alignment (:func:`register_rigid`)."""
     transform = _initial_transform(fixed_image, moving_image, initialisation)
 
     method = sitk.ImageRegistrationMethod()

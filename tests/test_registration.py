@@ -434,3 +434,30 @@ def test_real_t2w_to_t1w_registration_recovers_known_motion():
         assert registration_quality(fixed, moved_t2, spoiled)[0] < QUALITY_THRESHOLD
     other = _at_2mm(_shared("real_multicontrast/openms_patient07_T2.nii.gz"))
     assert registration_quality(fixed, other, baseline.transform)[0] < QUALITY_THRESHOLD
+
+
+# ------------------------------------------------- a same-session slab of part of the head
+
+
+def test_a_slab_of_part_of_the_head_registers_from_the_scanner_coordinates():
+    """The demo's T2w cut to a 40 mm slab at the top of the head (same session, same scanner
+    space as the T1w). From the images' centres of mass (the old default start) it landed
+    43 mm off and failed the quality check; started from the headers it stays in place
+    (issue 43 item 12)."""
+    demo = Path(__file__).resolve().parents[1] / "bids_sr" / "data" / "demo" / "sub-01" / "anat"
+    t1w = load_volume(demo / "sub-01_T1w.nii.gz")
+    t2w = nib.load(demo / "sub-01_T2w.nii.gz")
+    slab = t2w.slicer[:, :, 55:75]  # world coordinates kept: the header still places it
+    fixed = sitk_image_from_array(t1w.data, t1w.affine)
+    moving = sitk_image_from_array(np.asarray(slab.dataobj, np.float32), slab.affine)
+    result = register_rigid(fixed, moving)  # initialisation="auto"
+    assert result.translation_mm < 1.0 and result.rotation_degrees < 1.0, result.summary()
+    assert result.quality >= QUALITY_THRESHOLD and result.initialisation == "header"
+    from bids_sr.registration import share_a_space
+
+    assert share_a_space(fixed, moving)
+    # 90 mm away in the scanner frame (another session): not one space, moments would start
+    shifted = slab.affine.copy()
+    shifted[:3, 3] += [0.0, 0.0, 90.0]
+    away = sitk_image_from_array(np.asarray(slab.dataobj, np.float32), shifted)
+    assert not share_a_space(fixed, away)

@@ -399,3 +399,21 @@ def test_a_random_guide_is_the_real_reference_or_a_new_contrast_slightly_misregi
         else:  # a new contrast (maybe non-monotonic in the T1w's): neither T1w nor reference
             assert np.abs(guide - volume)[head].mean() > 0.01
             assert np.abs(guide - real)[head].mean() > 0.01
+
+
+def test_an_unreadable_cached_model_is_discarded_and_learned_again(scan, tmp_path, caplog):
+    """A truncated cache entry (a killed copy, a full disk) used to fail every rerun until
+    the user found and deleted it (issue 43 item 8)."""
+    _, lr, acq = scan
+    run = dict(learner="filters", seed=1, model_dir=tmp_path)
+    first, report = super_resolve_selfsr(lr, (1, 1, 3), acq, **run)
+    cached = next(tmp_path.glob("selfsr-filters-*.safetensors"))
+    cached.write_bytes(cached.read_bytes()[: cached.stat().st_size // 2])
+    with caplog.at_level("WARNING", logger="bids_sr"):
+        again, report2 = super_resolve_selfsr(lr, (1, 1, 3), acq, **run)
+    assert report2["model_reused"] is False
+    assert report2["weights_sha256"] == report["weights_sha256"]  # the same model, rewritten
+    np.testing.assert_array_equal(first, again)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(cached.name in m and "learning it again" in m for m in warned), warned
+    assert load_model(cached)[1]["learner"] == "filters"

@@ -94,3 +94,26 @@ def crash_files(log_dir: Path | None, since: float) -> list[Path]:
         return []
     found = [p for p in Path(log_dir).glob("crash-*") if p.stat().st_mtime >= since - 1]
     return sorted(found, key=lambda p: p.stat().st_mtime)
+
+
+#: Node inputs naming the raw file a node works on, most telling first
+_INPUT_FIELDS = ("source_file", "t1w_file", "in_file")
+_INPUT_LINE = re.compile(r"^(?P<field>\w+) = (?P<value>/.+)$")
+
+
+def crash_input(crash: Path) -> str | None:
+    """The input file of the node a crash file reports (its ``source_file``, ``t1w_file``
+    or ``in_file``), so the one-line error names the file even when the node's message
+    does not; None when the crash file names none."""
+    try:
+        lines = Path(crash).read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    found = {}
+    for line in lines:
+        if line.startswith("Traceback"):
+            break
+        match = _INPUT_LINE.match(line.strip())
+        if match and match.group("field") in _INPUT_FIELDS:
+            found[match.group("field")] = match.group("value")
+    return next((found[field] for field in _INPUT_FIELDS if field in found), None)

@@ -71,6 +71,23 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _check_tile_size(parser: argparse.ArgumentParser, tile: int, methods: list[str]) -> None:
+    """A usage error for a ``--tile-size`` below what a requested network's receptive field
+    needs (auto and all may run any of them): a tiny tile would be enlarged anyway, into
+    thousands of tiles (120 s instead of 6 s for an 80³ volume)."""
+    from bids_sr.models.registry import get_spec
+    from bids_sr.superresolve import NETWORK_METHODS
+
+    wide = {"auto", "all"} & set(methods)
+    networks = NETWORK_METHODS if wide else [m for m in methods if m in NETWORK_METHODS]
+    if not networks:
+        return
+    needed, widest = max((get_spec(m).min_tile(), m) for m in networks)
+    if tile < needed:
+        parser.error(f"--tile-size {tile} is below the {needed} voxels that {widest}'s "
+                     f"receptive field needs; give at least {needed}")  # fmt: skip
+
+
 def _overlap(text: str) -> float:
     try:
         value = float(text)
@@ -174,6 +191,14 @@ def build_parser() -> argparse.ArgumentParser:
         "to srrecnn (bspline when srrecnn has no weights) and the sidecar says so",
     )
     sr.add_argument(
+        "--reference-session",
+        choices=["any", "same"],
+        default="any",
+        help="any: a T2w or FLAIR of another session may guide a T1w when its own session has "
+        "none (a warning, and ReferenceSession in the output sidecar; lesions and anatomy "
+        "can change between sessions); same: only a reference of the T1w's own session",
+    )
+    sr.add_argument(
         "--reference-suffix",
         nargs="+",
         choices=GUIDE_SUFFIXES,
@@ -217,7 +242,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="none",
         help="mixed precision for networks on CUDA (ignored on CPU)",
     )
-    sr.add_argument("--tile-size", type=_positive_int, metavar="N", help="inference tile size")
+    sr.add_argument(
+        "--tile-size",
+        type=_positive_int,
+        metavar="N",
+        help="inference tile edge in input voxels; at least what the network's receptive "
+        "field needs (twice its radius plus 4: 24 for srrecnn and fsrcnn, 8 for espcn, 42 "
+        "for srgan; with auto or all, the largest of them)",
+    )
     sr.add_argument(
         "--tile-overlap",
         type=_overlap,
@@ -445,6 +477,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
     suffixes = list(dict.fromkeys(opts.reference_suffix)) if opts.reference_suffix else None
     if suffixes == ["T2w"] and opts.t2w_reference == "none":
         parser.error("--reference-suffix T2w and --t2w-reference none exclude each other")
+    if opts.tile_size is not None:
+        _check_tile_size(parser, opts.tile_size, methods)
     omp = opts.omp_nthreads or min(8, opts.nprocs)
     if omp > opts.nprocs:
         parser.error(f"--omp-nthreads ({omp}) must not exceed --nprocs ({opts.nprocs})")
@@ -477,6 +511,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
             methods=methods,
             t2w_reference=opts.t2w_reference,
             reference_suffixes=suffixes,
+            reference_session=opts.reference_session,
             evaluate=opts.evaluate,
             degradation=opts.degradation,
             derivatives=list(opts.derivatives or []),

@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from bids_sr.__about__ import __version__
 from bids_sr.bids import (
     EXIT_CANT_CREATE,
     EXIT_DATA,
@@ -136,9 +137,16 @@ def _generator_name(description: dict) -> str:
     return str(first.get("Name", "") if isinstance(first, dict) else "")
 
 
+def _generator_version(description: dict) -> str:
+    generated = description.get("GeneratedBy") or [{}]
+    first = generated[0] if isinstance(generated, list) and generated else {}
+    return str(first.get("Version", "") if isinstance(first, dict) else "")
+
+
 def check_output_dir(output_dir: Path) -> None:
     """BIDSError (73) when ``output_dir`` already holds another pipeline's derivatives
-    (e.g. fMRIPrep's): its dataset_description.json and reports must not be overwritten."""
+    (e.g. fMRIPrep's): its dataset_description.json and reports must not be overwritten;
+    or another bids_sr version's: rewriting ``GeneratedBy`` would relabel its outputs."""
     description = Path(output_dir) / "dataset_description.json"
     if not description.exists():
         return
@@ -154,3 +162,30 @@ def check_output_dir(output_dir: Path) -> None:
             "choose an empty folder or a bids_sr one",
             EXIT_CANT_CREATE,
         )
+    version = _generator_version(data)
+    if version != __version__:  # GeneratedBy would be rewritten over the old version's files
+        raise BIDSError(
+            f"{output_dir}: holds the derivatives of bids_sr {version or '(no version)'}, and "
+            f"this is {__version__}: its files would be relabelled as this version's; choose "
+            "a new output folder (or remove this one)",
+            EXIT_CANT_CREATE,
+        )
+
+
+
+def grid_difference(mask_file: str, image_file: str) -> str | None:
+    """How a brain mask's voxel grid differs from its image's (shape, voxel sizes; the
+    affine to 0.01 mm), or None when they match. The evaluation resamples such a mask by
+    its world coordinates, which is right only if both headers are: the user is told."""
+    import nibabel as nib
+    import numpy as np
+
+    mask, image = nib.load(mask_file), nib.load(image_file)
+    if mask.shape[:3] == image.shape[:3] and np.allclose(mask.affine, image.affine, atol=1e-2):
+        return None
+    return (f"{mask.shape[:3]} voxels of {_sizes(mask)} against the T1w's {image.shape[:3]} of "
+            f"{_sizes(image)}")  # fmt: skip
+
+
+def _sizes(img) -> str:
+    return "×".join(f"{float(z):g}" for z in img.header.get_zooms()[:3]) + " mm"

@@ -7,7 +7,6 @@ leaves no partial output behind.
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import signal
@@ -34,13 +33,15 @@ from bids_sr.bids import (
     group_runs,
     load_derivative_layouts,
     load_layout,
+    reference_session,
     select_participants,
     select_reference,
     validate_dataset,
     write_dataset_description,
 )
-from bids_sr.cli.failures import crash_files, describe_failure, exit_code_for
+from bids_sr.cli.failures import crash_files, crash_input, describe_failure, exit_code_for
 from bids_sr.cli.locks import LOCK_NAME, OutputDirLock, WorkDirLock
+from bids_sr.cli.logs import log_file, setup_console
 from bids_sr.cli.parser import parse_args
 from bids_sr.cli.preflight import (
     check_output_dir,
@@ -48,6 +49,7 @@ from bids_sr.cli.preflight import (
     check_output_names,
     check_sidecars,
     check_weights_files,
+    grid_difference,
 )
 from bids_sr.config import Config
 from bids_sr.fileio import remove_stale_temporaries
@@ -60,21 +62,6 @@ __all__ = ["main", "resolve_methods", "run_group", "run_participant"]
 class Stopped(BaseException):
     """The run was told to stop (SIGTERM); a BaseException, so that no ``except Exception``
     on the way (Nipype's included) swallows it."""
-
-
-def _setup_logging(verbose: int) -> None:
-    """Progress (INFO) of bids_sr is shown by default, DEBUG with -v; other libraries show
-    their warnings only (their INFO with -v)."""
-    logging.basicConfig(level=logging.INFO if verbose >= 1 else logging.WARNING,
-                        format="%(asctime)s [bids_sr] %(levelname)s: %(message)s")  # fmt: skip
-    LOGGER.setLevel(logging.DEBUG if verbose >= 1 else logging.INFO)
-    nipype_level = "INFO" if verbose >= 1 else "WARNING"
-    from nipype import config as nipype_config
-    from nipype import logging as nipype_logging
-
-    nipype_config.set("logging", "workflow_level", nipype_level)
-    nipype_config.set("logging", "interface_level", nipype_level)
-    nipype_logging.update_logging(nipype_config)
 
 
 def _check_writable(output_dir: Path) -> None:
@@ -90,14 +77,14 @@ def _check_writable(output_dir: Path) -> None:
 
 
 def _check_images(t1w_by_subject: dict[str, list[str]], others=()) -> None:
-    """Load every T1w (and T2w in ``others``) once before running: corrupt, 4D, 2D, empty or
-    NaN images stop the run."""
+    """Load every T1w (and reference in ``others``) once before running: corrupt, complex,
+    4D, 2D, empty or NaN images stop the run, and so does a constant T1w."""
     from bids_sr.image import ImageError, load_volume
 
     paths = [path for files in t1w_by_subject.values() for path in files]
     for path in dict.fromkeys([*paths, *others]):
         try:
-            load_volume(path)
+            load_volume(path, reject_constant=path in paths)
         except ImageError as exc:
             raise BIDSError(str(exc), EXIT_DATA) from exc
 
@@ -126,7 +113,8 @@ def _find_references(layout, config: Config, t1w_by_subject: dict[str, list[str]
             candidates = {}
             for suffix in suffixes:
                 mode = config.workflow.t2w_reference if suffix == "T2w" else "auto"
-                path = select_reference(layout, t1w_file, suffix, mode)
+                path = select_reference(layout, t1w_file, suffix, mode,
+                                        config.workflow.reference_session == "same")  # fmt: skip
                 if path:
                     candidates[suffix] = path
             if candidates:
@@ -215,6 +203,12 @@ def run_participant(config: Config) -> int:
             for t1w_file, reference in plan.t2w.items():
                 LOGGER.info("%s: guided by the %s %s", Path(t1w_file).name,
                             plan.reference_suffix(t1w_file), reference)  # fmt: skip
+                session = reference_session(t1w_file, reference)
+                if session and any(plan.guides(t1w_file, m) for m in plan.methods[t1w_file]):
+                    LOGGER.warning("%s: its %s comes from another session (ses-%s); lesions "
+                                   "and anatomy can change between sessions "
+                                   "(--reference-session same forbids it)", Path(t1w_file).name,
+                                   plan.reference_suffix(t1w_file), session)  # fmt: skip
             elapsed = _run_workflow(config, plan, t1w_by_subject, brain_masks, runner)
     finally:
         stop_workers(runner)
@@ -276,13 +270,20 @@ def _run_workflow(config: Config, plan, t1w_by_subject, brain_masks, runner) -> 
 
         with _signals_deferred():
             _new_files(output_dir, prepare, ours)
+        log_path = config.execution.log_dir / f"bids_sr_{config.execution.run_uuid}.log"
+        ours.add(log_path)
         workflow = init_bids_sr_wf(
             config=config, t1w_by_subject=t1w_by_subject, brain_masks=brain_masks, plan=plan
         )
         check_node_memory(workflow, config)
         forget_vanished_results(Path(config.execution.work_dir) / workflow.name)
         start = time.perf_counter()
-        workflow.run(plugin=runner)
+        with log_file(log_path):
+            try:
+                workflow.run(plugin=runner)
+            except BaseException as exc:  # in full in the log; one line on the console
+                LOGGER.error("the run failed", exc_info=exc, extra={"console": False})
+                raise
         return time.perf_counter() - start
     except BaseException:
         if created and not crash_files(config.execution.log_dir, started):
@@ -316,6 +317,11 @@ def _brain_masks(config: Config, t1w_by_subject: dict[str, list[str]]) -> dict[s
             mask = find_brain_mask(layouts, path)
             if mask:
                 masks[path] = mask
+                difference = grid_difference(mask, path)
+                if difference:
+                    LOGGER.warning("%s: brain mask on another grid than %s (%s): resampled "
+                                   "to it through both headers' world coordinates", mask,
+                                   Path(path).name, difference)  # fmt: skip
             else:
                 LOGGER.warning("no desc-brain_mask derivative for %s: computing one", path)
     return masks
@@ -369,7 +375,7 @@ def _stop(signum, frame) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns (and exits with) a BIDS Apps exit code."""
     config = parse_args(argv)
-    _setup_logging(config.execution.verbose)
+    setup_console(config.execution.verbose)
     # threads per process follow --omp-nthreads (containers default these variables to 1)
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[variable] = str(config.nipype.omp_nthreads)
@@ -390,10 +396,12 @@ def main(argv: list[str] | None = None) -> int:
                          "resume\n")  # fmt: skip
         code = EXIT_FAILURE
     except Exception as exc:  # a node failed (Nipype re-raises it), or an OS error here
-        LOGGER.debug("the failure in full", exc_info=exc)
         message, code, node = describe_failure(exc)
         crashes = crash_files(config.execution.log_dir, started)
         where = []
+        source = crash_input(crashes[-1]) if crashes else None
+        if source and source not in message:
+            where.append(f"input {source}")
         if node:
             where.append(f"node {node}")
         if crashes:

@@ -39,7 +39,7 @@ CARRIED_METADATA = (
 # The acquisition model's fields (bids_sr.acquisition.Acquisition.describe)
 ACQUISITION_FIELDS = (
     "AcquisitionModel", "InputSliceAxis", "InputSliceSpacing", "InputSliceThickness",
-    "InputSliceGap", "InputSliceProfile",
+    "InputSliceGap", "InputSliceProfile", "InputSliceThicknessSource",
 )  # fmt: skip
 
 

@@ -31,7 +31,10 @@ class _RegisterT2wToT1wInputSpec(BaseInterfaceInputSpec):
     t1w_file = File(exists=True, mandatory=True, desc="T1w NIfTI (fixed image)")
     t2w_file = File(exists=True, mandatory=True, desc="T2w NIfTI (moving image)")
     initialisation = traits.Enum(
-        *INITIALISATIONS, usedefault=True, desc="initial alignment: moments, geometry or header"
+        *INITIALISATIONS,
+        usedefault=True,
+        desc="initial alignment: auto (the scanner coordinates when both images share a "
+        "space, else or on failure their centres of mass), moments, geometry or header",
     )
     seed = traits.Int(0, usedefault=True, desc="seed of the metric's random sample")
     num_threads = traits.Int(1, usedefault=True, desc="ITK threads (1 is bit-for-bit reproducible)")

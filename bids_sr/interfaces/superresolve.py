@@ -204,7 +204,7 @@ class SuperResolve(SimpleInterface):
         return f"the {suffix} registration failed the quality check (overlap {overlap} too small)"
 
     def _run_interface(self, runtime):
-        volume = load_volume(self.inputs.in_file)
+        volume = load_volume(self.inputs.in_file, reject_constant=True)
         factors = effective_factors(volume.data.shape, self._factors(volume.affine))
         method, weights = self.inputs.method, optional_input(self.inputs.weights)
         provenance = {}

@@ -19,6 +19,9 @@ from torch import nn
 from bids_sr.models import espcn, fsrcnn, srgan, srrecnn
 from bids_sr.weights_lookup import WEIGHTS_DIR, default_weights_path, format_factors
 
+#: Voxels of a tile's trusted core along each axis, inside its receptive-field margins
+MIN_TILE_CORE = 4
+
 __all__ = ["WEIGHTS_DIR", "MethodSpec", "format_factors", "get_spec", "list_methods"]
 
 
@@ -55,6 +58,11 @@ class MethodSpec:
     def receptive_radius(self, config: dict[str, Any] | None = None) -> int:
         """Receptive-field radius in input-grid voxels (the minimum tile margin)."""
         return int(self.radius({**self.default_config, **(config or {})}))
+
+    def min_tile(self, config: dict[str, Any] | None = None) -> int:
+        """The smallest inference tile edge (input-grid voxels): a trusted core of
+        :data:`MIN_TILE_CORE` voxels inside a margin of the receptive radius on each side."""
+        return 2 * self.receptive_radius(config) + MIN_TILE_CORE
 
     @property
     def learned_upsampling(self) -> bool:

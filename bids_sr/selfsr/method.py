@@ -255,8 +255,11 @@ class _Learning:
         if path.exists():
             try:
                 tensors, record = load_model(path, key=key)
-            except ForeignModelError as exc:
+            except ForeignModelError as exc:  # another scan's model under this name
                 LOGGER.warning("%s; not reused: retraining", exc)
+            except ValueError as exc:  # truncated or corrupt (a killed copy, a full disk)
+                LOGGER.warning("%s; discarding the cached model and learning it again", exc)
+                path.unlink(missing_ok=True)
             else:
                 return _Found(tensors, record, path, True, _learn_seconds(timing))
         start = time.perf_counter()

@@ -9,7 +9,7 @@ from pathlib import Path
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from bids_sr.bids import bids_uri, desc_label, parse_entities, reference_uri
+from bids_sr.bids import bids_uri, desc_label, parse_entities, reference_session, reference_uri
 from bids_sr.config import Config
 from bids_sr.interfaces.reports import SubjectReport
 from bids_sr.planning import MethodPlan
@@ -160,6 +160,13 @@ def _add_super_resolution(
                 metadata[f"{suffix}Reference"] = reference_uri(t2w_file,
                                                                config.execution.bids_dir)
                 metadata["ReferenceSuffix"] = suffix
+                session = reference_session(t1w_file, t2w_file)
+                if session:  # guided from another session: the sidecar says so
+                    metadata["ReferenceSession"] = session
+                    metadata["ReferenceSessionWarning"] = (
+                        f"the {suffix} reference comes from session {session}, not this T1w's; "
+                        "lesions and anatomy can change between sessions"
+                    )
             choice = plan.method_choice(t1w_file, method)
             if choice:
                 metadata["MethodChoice"] = choice
