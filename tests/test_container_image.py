@@ -43,7 +43,7 @@ IMAGE = f"localhost/bids_sr:{__version__}-cpu"
 PODMAN = ["podman", "--runtime", "runc"]
 MIRROR = os.environ.get("DEBIAN_MIRROR", "http://deb.debian.org/debian")
 BUILD_TIMEOUT = 1800
-RUN_TIMEOUT = 1800
+RUN_TIMEOUT = 3600  # a loaded 2-core machine took over 30 min for selfsr on sub-03
 # sidecar and description fields that legitimately differ between two runs or two places
 VOLATILE = {"RunTime", "DatasetLinks", "SourceDatasets", "GeneratedBy"}
 LABELS = ("01", "03")  # as `make demo`
@@ -75,13 +75,21 @@ def _nobody() -> tuple[int, int]:
 
 
 def _podman_run(*args: str, mounts: list[str] = (), timeout: float = RUN_TIMEOUT):
-    """`podman run` the image offline, read-only, as the host's `nobody`."""
+    """`podman run` the image offline, read-only, as the host's `nobody`.
+
+    The container is named so that a timeout removes it: killing the podman client would
+    leave the container running.
+    """
     uid, gid = _nobody()
+    name = f"bids_sr_test_{os.getpid()}_{time.monotonic_ns()}"
     command = [
-        *PODMAN, "run", "--rm", "--network", "none", "--read-only", "--user", f"{uid}:{gid}",
-        *mounts, IMAGE, *args,
+        *PODMAN, "run", "--rm", "--name", name, "--network", "none", "--read-only",
+        "--user", f"{uid}:{gid}", *mounts, IMAGE, *args,
     ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    finally:
+        subprocess.run([*PODMAN, "rm", "--force", "--ignore", name], capture_output=True)
 
 
 def _folder_for_nobody(parent: Path, name: str) -> Path:
