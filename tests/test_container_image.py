@@ -44,8 +44,9 @@ PODMAN = ["podman", "--runtime", "runc"]
 MIRROR = os.environ.get("DEBIAN_MIRROR", "http://deb.debian.org/debian")
 BUILD_TIMEOUT = 1800
 RUN_TIMEOUT = 3600  # a loaded 2-core machine took over 30 min for selfsr on sub-03
-# sidecar and description fields that legitimately differ between two runs or two places
-VOLATILE = {"RunTime", "DatasetLinks", "SourceDatasets", "GeneratedBy"}
+# sidecar and description fields that legitimately differ between two runs or two places;
+# `Weights` is the installed file's path, compared by name (its checksum is compared whole)
+VOLATILE = {"RunTime", "PeakMemoryMb", "DatasetLinks", "SourceDatasets", "GeneratedBy"}
 LABELS = ("01", "03")  # as `make demo`
 
 
@@ -202,7 +203,10 @@ def test_derivatives_valid_and_tagged(demo_runs):
 
 def _comparable(value):
     if isinstance(value, dict):
-        return {k: _comparable(v) for k, v in value.items() if k not in VOLATILE}
+        return {
+            k: Path(v).name if k == "Weights" and isinstance(v, str) else _comparable(v)
+            for k, v in value.items() if k not in VOLATILE
+        }
     if isinstance(value, list):
         return [_comparable(v) for v in value]
     return value
@@ -247,6 +251,6 @@ def test_host_user_reads_and_deletes_the_outputs(demo_runs):
     read = subprocess.run(["sh", "-c", f"find '{inside}' -type f -exec cat {{}} + | wc -c"],
                           **as_nobody)
     assert read.returncode == 0 and int(read.stdout) > 0, read.stderr
-    removed = subprocess.run(["rm", "-r", str(inside)], **as_nobody)
+    removed = subprocess.run(["find", str(inside), "-mindepth", "1", "-delete"], **as_nobody)
     assert removed.returncode == 0, removed.stderr
-    assert not inside.exists()
+    assert not any(inside.iterdir())
