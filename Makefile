@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 DEMO_OUT ?= out/demo
 
-.PHONY: install demo test lint benchmark clean
+.PHONY: install demo test lint benchmark image clean
 
 $(BIN)/bids_sr: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ lint: install
 
 test: install lint
 	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
+
+# The container image, CPU variant, built here with podman from a local Debian base (needs
+# root the first time: it installs podman, runc and debootstrap). See docs/container.md.
+image:
+	scripts/build_image.sh
 
 benchmark: install
 	$(BIN)/python benchmarks/inference.py

@@ -1,10 +1,11 @@
 """The Dockerfile: lint, the instructions we rely on, and its pip install line in a fresh venv.
 
-No Docker engine runs on the test machines, so the image itself is not built here. What can
-be checked without one is checked: hadolint's rules, the final stage's shape (non-root user,
-entrypoint, labels, environment, nothing but Python and the venv), the consistency between
-the CUDA base, the torch index and CuPy, and that the builder's exact `pip install` line
-installs a working `bids_sr` into a fresh virtual environment (CPU variant).
+Building and running the image needs podman and root: tests/test_container_image.py does
+that (marked `container`). What can be checked without an engine is checked here: hadolint's
+rules, the final stage's shape (non-root user, entrypoint, labels, environment, nothing but
+Python and the venv), the consistency between the CUDA base, the torch index and CuPy, and
+that the builder's exact `pip install` line installs a working `bids_sr` into a fresh virtual
+environment (CPU variant).
 """
 
 from __future__ import annotations
@@ -121,8 +122,11 @@ def test_stages_and_variants(dockerfile):
     for name in ("builder-cuda", "builder-cpu", "runtime-cuda", "runtime-cpu", "builder"):
         assert name in stages, f"stage {name} missing"
     assert stages["builder"].base == "builder-${VARIANT}"
+    # builder and final image start from the same base, so the venv's Python is the runtime's
+    assert stages["runtime"].base == "runtime-${VARIANT}"
+    assert stages["builder-base"].base == "runtime"
     final = ordered[-1]
-    assert final.base == "runtime-${VARIANT}", "the last stage must be the runtime image"
+    assert final.base == "runtime", "the last stage must be the runtime image"
     assert stages["runtime-cuda"].base == "${CUDA_BASE}"
     assert stages["runtime-cpu"].base == "${CPU_BASE}"
     assert re.match(r"nvidia/cuda:12\.\d+\.\d+-(cudnn-)?runtime-ubuntu", global_args["CUDA_BASE"])
@@ -138,7 +142,8 @@ def test_cuda_base_matches_torch_and_cupy(dockerfile):
     assert cuda_env["PIP_EXTRA_INDEX_URL"] == "https://download.pytorch.org/whl/${TORCH_CUDA}"
     assert cuda_env["BIDS_SR_EXTRAS"] == "[gpu]"
     cpu_env = _pairs(stages["builder-cpu"].all("ENV")[0])
-    assert cpu_env["PIP_EXTRA_INDEX_URL"].endswith("/whl/cpu")
+    assert cpu_env["PIP_EXTRA_INDEX_URL"] == "${TORCH_INDEX_URL}"
+    assert _arg_defaults(stages["builder-cpu"])["TORCH_INDEX_URL"].endswith("/whl/cpu")
     assert cpu_env["BIDS_SR_EXTRAS"] == ""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert any(
@@ -159,7 +164,7 @@ def test_torch_pin_satisfies_the_package(dockerfile):
 def test_final_stage_is_small_non_root_with_entrypoint(dockerfile):
     _, stages, ordered = dockerfile
     final = ordered[-1]
-    runtime_stages = [final, stages["runtime-cuda"], stages["runtime-cpu"]]
+    runtime_stages = [final, stages["runtime"], stages["runtime-cuda"], stages["runtime-cpu"]]
     for stage in runtime_stages:
         for command in stage.all("RUN"):
             for words in re.findall(r"apt-get install ([^&|;]*)", command):
@@ -174,7 +179,7 @@ def test_final_stage_is_small_non_root_with_entrypoint(dockerfile):
     assert users, "no USER in the final stage"
     user = users[-1].split(":")[0]
     assert user not in ("root", "0")
-    created = re.search(r"useradd .*--uid (\d+)", " ".join(final.all("RUN")))
+    created = re.search(r"useradd .*--uid (\d+)", " ".join(stages["runtime"].all("RUN")))
     assert created and created.group(1) == user
     assert json.loads(final.all("ENTRYPOINT")[-1]) == ["bids_sr"]
 
