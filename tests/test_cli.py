@@ -214,6 +214,7 @@ def test_learned_method_without_weights_stops_before_running(tmp_path, run_cli):
     _assert_clean_failure(*result, 65, "--weights", out)
 
 
+@pytest.mark.slow
 def test_network_through_cli_with_given_weights(tmp_path, run_cli):
     """A learned method runs end to end with --weights (here an untrained ESPCN file)."""
     import torch

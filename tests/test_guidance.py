@@ -13,6 +13,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import DEMO
 from scipy import ndimage
 
 from bids_sr.guidance import (
@@ -254,7 +255,7 @@ def test_only_a_guided_workflow_has_a_mono_twin_with_the_same_settings():
 
     from bids_sr.workflows.anatomical import init_anat_sr_wf
 
-    t1w = str(Path(__file__).resolve().parents[1] / "bids_sr" / "data" / "demo" / "sub-01"
+    t1w = str(DEMO / "sub-01"
               / "anat" / "sub-01_T1w.nii.gz")  # fmt: skip
     common = {"t1w_file": t1w, "scale": [1.0, 1.0, 3.0], "device": "cpu", "seed": 3,
               "slice_thickness": 5.0, "data_consistency": False}  # fmt: skip

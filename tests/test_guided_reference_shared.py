@@ -20,10 +20,10 @@ Gaussian, then data consistency) transfers 0.086 (slice) and 0.11 (×2): the bou
 apart.
 """
 
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
 from scipy import ndimage
 
 from bids_sr.acquisition import enforce_consistency
@@ -33,7 +33,7 @@ from bids_sr.image import load_volume, voxel_sizes
 from bids_sr.superresolve import super_resolve
 from bids_sr.weights_lookup import default_weights_path
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_multicontrast"
+SHARED = SHARED_DATA / "real_multicontrast"
 T1W = SHARED / "openms_patient19_T1.nii.gz"
 T2W = SHARED / "openms_patient19_T2.nii.gz"
 FLAIR = SHARED / "openms_patient19_FLAIR.nii.gz"
@@ -61,6 +61,8 @@ def _brain_psnr(hr, affine, method: str, factors, degradation: str,
     rows = evaluate_image(hr, affine, factors=factors, degradation=degradation,
                           methods=[method], reference=reference, device="cpu")  # fmt: skip
     return next(row["psnr_brain"] for row in rows if row["method"] == method)
+
+pytestmark = [pytest.mark.shared_data, pytest.mark.slow]
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import DEMO
 from safetensors import safe_open
 
 from bids_sr.training.cli import main as train_main
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "bids_sr" / "data" / "demo"
 FAST = ["--patch-size", "8", "--batch-size", "4", "--nthreads", "1", "--device", "cpu",
         "--quiet", "--val-every", "5"]
 
