@@ -5,9 +5,8 @@ interpolation baseline and for the shipped network, on each validation image.
 """
 
 
-import numpy as np
 import pytest
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, centre_crop
 
 from bids_sr.evaluation import evaluate_image
 from bids_sr.image import load_volume
@@ -27,15 +26,10 @@ pytestmark = [
 ]
 
 
-def _centre(data: np.ndarray, size: int = 96) -> np.ndarray:
-    starts = [(n - size) // 2 for n in data.shape]
-    return data[tuple(slice(s, s + size) for s in starts)]
-
-
 @pytest.mark.parametrize("name", list(IMAGES))
 def test_consistency_keeps_isotropic_x2_results(name):
     volume = load_volume(IMAGES[name])
-    hr = _centre(volume.data)
+    hr = centre_crop(volume.data)
     scores = {}
     for enforce in (False, True):
         rows = evaluate_image(hr, volume.affine, factors=2, degradation="gaussian",

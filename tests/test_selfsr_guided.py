@@ -81,6 +81,7 @@ def test_adding_the_reference_input_keeps_the_networks_output(unshuffle):
         add_reference_input(state)
 
 
+@pytest.mark.slow
 def test_a_guide_with_the_t1ws_edges_helps(pair, mono, tmp_path):
     guided, report = _run(pair, pair[1], tmp_path)
     assert report["guided"] is True and report["method"] == "selfsr-t2w"
@@ -91,6 +92,7 @@ def test_a_guide_with_the_t1ws_edges_helps(pair, mono, tmp_path):
     assert guided > mono + 1.0, (guided, mono)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["noise", "constant"])
 def test_a_guide_that_carries_nothing_costs_at_most_0_2_db(pair, mono, tmp_path, kind):
     rng = np.random.default_rng(1)

@@ -32,6 +32,7 @@ def thick_dataset(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_thick_slice_default_run_is_consistent_with_the_input(thick_dataset, tmp_path, run_cli):
     out = tmp_path / "out"
     code, err = run_cli(thick_dataset, out, "participant", "--output-resolution", "2",
