@@ -95,6 +95,7 @@ def test_several_methods_each_write_a_derivative_and_the_report(demo_run):
         assert "Evaluation metrics" not in page
 
 
+@pytest.mark.slow
 def test_rerun_reuses_work_directory(demo_run):
     from bids_sr.cli.run import main
 

@@ -107,6 +107,7 @@ def test_a_guide_that_carries_nothing_costs_at_most_0_2_db(pair, mono, tmp_path,
     assert "did not help" in report["fallback_reason"]
 
 
+@pytest.mark.slow
 def test_guided_models_are_keyed_by_their_guide(pair, tmp_path, monkeypatch):
     monkeypatch.setattr("bids_sr.selfsr.network.MAX_ITERATIONS", 20)
     monkeypatch.setattr("bids_sr.selfsr.network.MIN_ITERATIONS", 20)
@@ -146,6 +147,7 @@ def test_guided_selfsr_is_wired_as_a_guided_method_with_selfsr_as_its_twin():
     assert fallback.method == "selfsr" and "without the reference" in fallback.note
 
 
+@pytest.mark.slow
 def test_a_guided_model_starts_from_the_guided_prior_and_is_keyed_by_it(pair, tmp_path,
                                                                         monkeypatch):  # fmt: skip
     """The guided per-scan network fine-tunes :data:`bids_sr.selfsr.method.GUIDED_PRIOR`

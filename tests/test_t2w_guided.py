@@ -372,6 +372,7 @@ def test_t2w_reference_option_is_checked(tmp_path, run_cli):
     assert code == 66 and "sub-01_T2w.nii.gz" in err and not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_failed_registration_falls_back_end_to_end(tmp_path, run_cli, monkeypatch,
                                                    no_shipped_weights, demo_t2w_guides):
     """A registration below the quality threshold (forced: no NMI reaches 1.99) keeps the
