@@ -1,4 +1,5 @@
-# Quick start: `make demo` (install + run on the bundled demo dataset), `make test`.
+# Quick start: `make demo` (install + run on the bundled demo dataset), `make test` (fast),
+# `make test-all` (fast, then slow).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -7,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 DEMO_OUT ?= out/demo
 
-.PHONY: install demo test lint benchmark image clean
+.PHONY: install demo test test-slow test-all lint benchmark image clean
 
 $(BIN)/bids_sr: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +30,18 @@ demo: install
 lint: install
 	$(BIN)/ruff check bids_sr tests benchmarks scripts
 
+# Two suites split by marker. `make test`: every module on small inputs, a few minutes on two
+# cores. `make test-slow`: the tests marked slow (full participant runs, training beyond a few
+# steps, browser, pip/venv, SLURM, shared data). `make test-all` runs both, nothing twice.
+# pytest exits 5 when a selection holds no tests (e.g. PYTEST_ARGS="-k name"): not a failure.
+PYTEST := $(BIN)/python -m pytest -ra --durations=15
 test: install lint
-	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow and not slurm" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+test-slow: install
+	$(PYTEST) -m "slow or slurm" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+test-all: test test-slow
 
 # The container image, CPU variant, built here with podman from a local Debian base (needs
 # root the first time: it installs podman, runc and debootstrap). See docs/container.md.

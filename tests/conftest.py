@@ -1,5 +1,6 @@
-"""Shared fixtures: the demo dataset, a CLI runner, the shared data folder, and a check
-that an HTML report renders in headless Chromium."""
+"""Paths and helpers shared by the tests: the demo dataset, a CLI runner, the shared data
+folder, tiny untrained weights, a centre crop, and a check that an HTML report renders in
+headless Chromium."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import matplotlib.image as mpimg
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,3 +99,26 @@ def assert_renders_in_chromium(binary: str, report: Path, workdir: Path, n_image
         capture_output=True, text=True, timeout=120,
     ).stdout  # fmt: skip
     assert f'data-loaded="{n_images}/{n_images}"' in dom, dom[:500]
+
+
+#: the architecture of :func:`tiny_weights`: a two-layer network, seconds to build and run
+TINY = {"layers": 2, "features": 4}
+
+
+def tiny_weights(path: Path, method: str = "srrecnn-t2w") -> Path:
+    """An untrained tiny ``method`` network saved as a ×2 weights file (a test fixture, not a
+    model): what the tests that wire a learned or guided method into a workflow need."""
+    import torch
+
+    from bids_sr.models.registry import get_spec
+    from bids_sr.models.weights import save_weights
+
+    torch.manual_seed(0)
+    return save_weights(get_spec(method).build(TINY), path, method=method, config=TINY,
+                        factors=(2, 2, 2), card={"note": "untrained, test fixture"})  # fmt: skip
+
+
+def centre_crop(data: np.ndarray, size: int = 96) -> np.ndarray:
+    """The central ``size``³ block of a volume (keeps the shared-data checks small)."""
+    starts = [(n - size) // 2 for n in data.shape]
+    return data[tuple(slice(s, s + size) for s in starts)]

@@ -6,6 +6,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import DEMO
 
 from bids_sr.config import Config, Execution, Workflow
 from bids_sr.image import factors_for_resolution
@@ -224,9 +225,8 @@ def test_the_demo_2d_scan_takes_the_thick_slice_path(tmp_path):
     """The bundled demo's sub-03 (axial slices 4 mm apart, 3.6 mm thick) is planned as a 2D
     scan with the shipped cards: its acquisition comes from the sidecar, and ``auto`` picks
     the self-supervised thick-slice method — what `make demo` shows."""
-    demo = Path(__file__).resolve().parents[1] / "bids_sr" / "data" / "demo"
-    t1w = str(demo / "sub-03" / "anat" / "sub-03_T1w.nii.gz")
-    config = Config(execution=Execution(bids_dir=demo, output_dir=tmp_path / "out"),
+    t1w = str(DEMO / "sub-03" / "anat" / "sub-03_T1w.nii.gz")
+    config = Config(execution=Execution(bids_dir=DEMO, output_dir=tmp_path / "out"),
                     workflow=Workflow(methods=["auto"], output_resolution=1.0))  # fmt: skip
     acquisition = t1w_acquisition(config, t1w)
     assert acquisition.family == "slice" and acquisition.slice_axis == 2

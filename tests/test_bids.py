@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import DEMO
 
 from bids_sr.bids import (
     EXIT_MISSING,
@@ -19,8 +20,6 @@ from bids_sr.bids import (
     query_images,
     select_participants,
 )
-
-DEMO = Path(__file__).resolve().parents[1] / "bids_sr" / "data" / "demo"
 
 
 @pytest.mark.parametrize(
@@ -94,8 +93,7 @@ def test_participant_without_t1w_is_skipped_when_others_have_one(tmp_path, caplo
     (tmp_path / "sub-05" / "anat").mkdir(parents=True)
     (tmp_path / "sub-05" / "anat" / "sub-05_FLAIR.nii.gz").write_bytes(b"")
     (tmp_path / "sub-06" / "anat").mkdir(parents=True)
-    demo = Path(__file__).resolve().parents[1] / "bids_sr" / "data" / "demo"
-    demo_t1w = demo / "sub-01" / "anat" / "sub-01_T1w.nii.gz"
+    demo_t1w = DEMO / "sub-01" / "anat" / "sub-01_T1w.nii.gz"
     shutil.copy(demo_t1w, tmp_path / "sub-06" / "anat" / "sub-06_T1w.nii.gz")
     layout = load_layout(tmp_path, ["05", "06"], validate=False)
     found = collect_t1w(layout, ["05", "06"])

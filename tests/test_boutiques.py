@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import DEMO
 
 from bids_sr.boutiques import (
     DESCRIPTOR_PATH,
@@ -18,9 +19,6 @@ from bids_sr.boutiques import (
     generate_descriptor,
 )
 from bids_sr.cli.parser import build_parser
-
-REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "bids_sr" / "data" / "demo"
 
 
 def _bosh() -> str | None:

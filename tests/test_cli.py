@@ -95,6 +95,7 @@ def test_several_methods_each_write_a_derivative_and_the_report(demo_run):
         assert "Evaluation metrics" not in page
 
 
+@pytest.mark.slow
 def test_rerun_reuses_work_directory(demo_run):
     from bids_sr.cli.run import main
 
@@ -214,6 +215,7 @@ def test_learned_method_without_weights_stops_before_running(tmp_path, run_cli):
     _assert_clean_failure(*result, 65, "--weights", out)
 
 
+@pytest.mark.slow
 def test_network_through_cli_with_given_weights(tmp_path, run_cli):
     """A learned method runs end to end with --weights (here an untrained ESPCN file)."""
     import torch

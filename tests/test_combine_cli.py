@@ -8,12 +8,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import DEMO
 
 from bids_sr.acquisition import Acquisition, project
 from bids_sr.image import upsampled_affine
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "bids_sr" / "data" / "demo"
 FACTOR = 3
 RUNS = {"ax": 2, "sag": 0}  # acq- label → slice axis
 

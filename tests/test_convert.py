@@ -11,13 +11,14 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED_DATA
 
 from bids_sr.models import convert, registry
 from bids_sr.models.weights import card_path, load_model
 
 torch.set_num_threads(1)
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+DATA = SHARED_DATA
 ORIGINALS = DATA / "original_weights"
 needs_originals = pytest.mark.skipif(
     not ORIGINALS.is_dir(), reason=f"original weights not available at {ORIGINALS}"
@@ -151,6 +152,7 @@ def test_cli_errors(tmp_path, capsys):
 
 
 # ----------------------------------------------------------------- golden checks
+@pytest.mark.shared_data
 @needs_originals
 def test_fsrcnn_original_reproduces_lr_at_even_samples(tmp_path):
     import nibabel as nib
@@ -175,6 +177,7 @@ def test_fsrcnn_original_reproduces_lr_at_even_samples(tmp_path):
     assert card["licence"].startswith("none stated") and "255" in card["original_intensity"]
 
 
+@pytest.mark.shared_data
 @needs_originals
 @pytest.mark.skipif(not (DATA / "real_t1" / "chris_T1w.nii.gz").exists(), reason="no real T1w")
 def test_srrecnn_original_beats_cubic_on_real_t1(tmp_path):
@@ -206,6 +209,7 @@ def test_srrecnn_original_beats_cubic_on_real_t1(tmp_path):
     assert psnr(sr) > psnr(ilr) + 1.0
 
 
+@pytest.mark.shared_data
 @needs_originals
 def test_multimodal_srrecnn_imports():
     model_path = ORIGINALS / "MultiSRReCNN3D_10Layers_IsoScalex2.caffemodel"

@@ -4,34 +4,32 @@ The correction must not cost an isotropic ×2 result more than 0.2 dB of brain P
 interpolation baseline and for the shipped network, on each validation image.
 """
 
-from pathlib import Path
 
-import numpy as np
 import pytest
+from conftest import SHARED_DATA, centre_crop
 
 from bids_sr.evaluation import evaluate_image
 from bids_sr.image import load_volume
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = SHARED_DATA
 IMAGES = {
     "chris": SHARED / "real_t1" / "chris_T1w.nii.gz",
     "openms19": SHARED / "real_multicontrast" / "openms_patient19_T1.nii.gz",
 }
-pytestmark = pytest.mark.skipif(
-    not all(p.exists() for p in IMAGES.values()),
-    reason="../shared/data (validation scans chris_T1w, openms_patient19) is absent",
-)
-
-
-def _centre(data: np.ndarray, size: int = 96) -> np.ndarray:
-    starts = [(n - size) // 2 for n in data.shape]
-    return data[tuple(slice(s, s + size) for s in starts)]
+pytestmark = [
+    pytest.mark.shared_data,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not all(p.exists() for p in IMAGES.values()),
+        reason="../shared/data (validation scans chris_T1w, openms_patient19) is absent",
+    ),
+]
 
 
 @pytest.mark.parametrize("name", list(IMAGES))
 def test_consistency_keeps_isotropic_x2_results(name):
     volume = load_volume(IMAGES[name])
-    hr = _centre(volume.data)
+    hr = centre_crop(volume.data)
     scores = {}
     for enforce in (False, True):
         rows = evaluate_image(hr, volume.affine, factors=2, degradation="gaussian",

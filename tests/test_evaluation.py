@@ -1,11 +1,11 @@
 """Evaluation mode: protocol, rows, TSV + sidecar, and that B-spline beats nearest."""
 
 import json
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
 from scipy import ndimage
 
 from bids_sr import evaluation
@@ -18,7 +18,7 @@ from bids_sr.evaluation import (
 )
 from bids_sr.image import upsampled_affine
 
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+SHARED = SHARED_DATA
 AFFINE = np.array([[-1.0, 0, 0, 90], [0, 1.0, 0, -126], [0, 0, 1.0, -72], [0, 0, 0, 1]])
 
 

@@ -77,6 +77,7 @@ def test_evaluation_group_level(evaluation_run):
     assert (out / "group_summary.tsv").exists()  # the output summary is still written
 
 
+@pytest.mark.slow
 def test_evaluation_report_renders(evaluation_run, chromium, tmp_path):
     report = evaluation_run / "sub-01.html"
     page = report.read_text()

@@ -85,6 +85,7 @@ def nearest_run(tmp_path_factory):
     return argv, out, work, (out / SUB01).read_bytes()
 
 
+@pytest.mark.slow
 def test_rerun_after_deleting_the_output_folder_rebuilds_it(nearest_run, run_cli, caplog):
     argv, out, _, original = nearest_run
     shutil.rmtree(out)
@@ -99,6 +100,7 @@ def test_rerun_after_deleting_the_output_folder_rebuilds_it(nearest_run, run_cli
     assert logging.getLogger("bids_sr").getEffectiveLevel() == logging.INFO
 
 
+@pytest.mark.slow
 def test_rerun_rebuilds_a_deleted_or_truncated_output(nearest_run, run_cli):
     argv, out, _, original = nearest_run
     image = out / SUB01
@@ -114,6 +116,7 @@ def test_rerun_rebuilds_a_deleted_or_truncated_output(nearest_run, run_cli):
     assert (out / "sub-01.html").is_file()
 
 
+@pytest.mark.slow
 def test_rerun_reruns_a_node_whose_cached_file_vanished(nearest_run, run_cli):
     argv, out, work, original = nearest_run
     [sr_file] = list(work.rglob("super_resolve/*_res-hi_*T1w.nii.gz")) or list(
@@ -238,6 +241,7 @@ except Exception as exc:
 """
 
 
+@pytest.mark.slow
 def test_network_with_nan_weights_never_writes_its_output(tmp_path):
     """The interface of every method writes through save_volume: NaN weights that slipped
     past the checks still give an error, not an all-NaN image. (In a child process: torch
@@ -619,6 +623,7 @@ def _wait_for_workers(proc: subprocess.Popen, n: int = 2) -> list[int]:
     return workers
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
 def test_killed_run_leaves_no_workers_and_resumes(tmp_path, how):
@@ -673,6 +678,7 @@ def test_a_dead_worker_fails_the_run_instead_of_hanging(tmp_path):
     assert "WorkerDied: the worker process running wf.dies died" in proc.stdout, proc.stdout
 
 
+@pytest.mark.slow
 def test_stale_temporary_files_are_removed_by_the_next_run(nearest_run, run_cli):
     argv, out, _, _ = nearest_run
     stale = out / "sub-01" / "anat" / ".sub-01_res-hi_desc-nearest_T1w.nii.gz.k2j4h5l6.tmp.nii.gz"
@@ -696,6 +702,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_file_size_limit_on_the_output_is_an_io_error(nearest_run, tmp_path):
     """The work directory holds every result (small files only are written there now); the
     output image (3 MB) exceeds RLIMIT_FSIZE: exit 74 and one clear line."""

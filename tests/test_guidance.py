@@ -13,6 +13,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import DEMO, tiny_weights
 from scipy import ndimage
 
 from bids_sr.guidance import (
@@ -23,8 +24,6 @@ from bids_sr.guidance import (
     reference_only_structure_check,
     structure_transfer,
 )
-
-TINY = {"layers": 2, "features": 4}
 
 
 def _phantom(shape=(40, 40, 40)) -> tuple[np.ndarray, np.ndarray]:
@@ -37,17 +36,6 @@ def _phantom(shape=(40, 40, 40)) -> tuple[np.ndarray, np.ndarray]:
     return t1w, t2w
 
 
-def _tiny_weights(path: Path, method: str) -> Path:
-    import torch
-
-    from bids_sr.models.registry import get_spec
-    from bids_sr.models.weights import save_weights
-
-    torch.manual_seed(0)
-    return save_weights(get_spec(method).build(TINY), path, method=method, config=TINY,
-                        factors=(2, 2, 2), card={"note": "untrained, test fixture"})  # fmt: skip
-
-
 # ------------------------------------------------------------------------- mono twin
 def test_mono_twin_and_its_weights(tmp_path, monkeypatch):
     from bids_sr import weights_lookup
@@ -57,7 +45,7 @@ def test_mono_twin_and_its_weights(tmp_path, monkeypatch):
         mono_twin("srrecnn")
     # the shipped naming pairs: srrecnn-t2w_<suffix> → srrecnn_<suffix> beside it
     guided = tmp_path / "srrecnn-t2w_x1x1x4.safetensors"
-    paired = _tiny_weights(tmp_path / "srrecnn_x1x1x4.safetensors", "srrecnn")
+    paired = tiny_weights(tmp_path / "srrecnn_x1x1x4.safetensors", "srrecnn")
     assert mono_twin_weights("srrecnn-t2w", str(guided), (1, 1, 4)) == paired
     # otherwise the twin's shipped weights for the factors; none at all: FileNotFoundError
     empty = tmp_path / "empty"
@@ -137,7 +125,7 @@ def test_reference_only_check_runs_the_guided_method(tmp_path):
     with bspline, which ignores the reference: its transfer is exactly 0."""
     t1w, t2w = _phantom()
     lr = ndimage.zoom(t1w, 0.5, order=1)
-    weights = _tiny_weights(tmp_path / "g.safetensors", "srrecnn-t2w")
+    weights = tiny_weights(tmp_path / "g.safetensors", "srrecnn-t2w")
     options = {"mask": t2w > 0, "count": 2, "diameter_mm": 6.0}
     result = reference_only_structure_check(lr, (2, 2, 2), t2w, method="srrecnn-t2w",
                                             weights=str(weights), **options)  # fmt: skip
@@ -254,7 +242,7 @@ def test_only_a_guided_workflow_has_a_mono_twin_with_the_same_settings():
 
     from bids_sr.workflows.anatomical import init_anat_sr_wf
 
-    t1w = str(Path(__file__).resolve().parents[1] / "bids_sr" / "data" / "demo" / "sub-01"
+    t1w = str(DEMO / "sub-01"
               / "anat" / "sub-01_T1w.nii.gz")  # fmt: skip
     common = {"t1w_file": t1w, "scale": [1.0, 1.0, 3.0], "device": "cpu", "seed": 3,
               "slice_thickness": 5.0, "data_consistency": False}  # fmt: skip

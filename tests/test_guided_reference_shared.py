@@ -20,10 +20,10 @@ Gaussian, then data consistency) transfers 0.086 (slice) and 0.11 (×2): the bou
 apart.
 """
 
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA, centre_crop
 from scipy import ndimage
 
 from bids_sr.acquisition import enforce_consistency
@@ -33,7 +33,7 @@ from bids_sr.image import load_volume, voxel_sizes
 from bids_sr.superresolve import super_resolve
 from bids_sr.weights_lookup import default_weights_path
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_multicontrast"
+SHARED = SHARED_DATA / "real_multicontrast"
 T1W = SHARED / "openms_patient19_T1.nii.gz"
 T2W = SHARED / "openms_patient19_T2.nii.gz"
 FLAIR = SHARED / "openms_patient19_FLAIR.nii.gz"
@@ -51,16 +51,13 @@ CASES = {
 }
 
 
-def _centre(data: np.ndarray, size: int = 96) -> np.ndarray:
-    starts = [(n - size) // 2 for n in data.shape]
-    return data[tuple(slice(s, s + size) for s in starts)]
-
-
 def _brain_psnr(hr, affine, method: str, factors, degradation: str,
                 reference: np.ndarray | None = None) -> float:  # fmt: skip
     rows = evaluate_image(hr, affine, factors=factors, degradation=degradation,
                           methods=[method], reference=reference, device="cpu")  # fmt: skip
     return next(row["psnr_brain"] for row in rows if row["method"] == method)
+
+pytestmark = [pytest.mark.shared_data, pytest.mark.slow]
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -72,8 +69,8 @@ def test_guided_model_helps_and_ignores_useless_references(case):
     if not default_weights_path(method, factors).exists():
         pytest.skip(f"no shipped {method} weights at {'x'.join(map(str, factors))}")
     volume = load_volume(T1W)
-    hr = _centre(volume.data)
-    t2w = _centre(load_volume(reference_file).data)
+    hr = centre_crop(volume.data)
+    t2w = centre_crop(load_volume(reference_file).data)
     mono = _brain_psnr(hr, volume.affine, "srrecnn", factors, degradation)
     references = {
         "real": t2w,
@@ -94,9 +91,9 @@ def _simulated(factors, degradation: str) -> dict:
     """The evaluation protocol's LR T1w, normalised T2w, brain mask and acquisition."""
     volume = load_volume(T1W)
     arrays: dict = {}
-    evaluate_image(_centre(volume.data), volume.affine, factors=factors, device="cpu",
-                   degradation=degradation, methods=[], reference=_centre(load_volume(T2W).data),
-                   arrays=arrays)  # fmt: skip
+    evaluate_image(centre_crop(volume.data), volume.affine, factors=factors, device="cpu",
+                   degradation=degradation, methods=[],
+                   reference=centre_crop(load_volume(T2W).data), arrays=arrays)  # fmt: skip
     return arrays
 
 

@@ -1,15 +1,15 @@
 """The brain mask finds the brain of a synthetic head and a plausible volume on a real scan."""
 
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
 
 from bids_sr.image import voxel_sizes
 from bids_sr.masks import brain_mask, largest_component, otsu_threshold
 
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+SHARED = SHARED_DATA
 
 
 def _synthetic_head(shape=(48, 48, 48), zoom=2.0, seed=0):
@@ -67,6 +67,7 @@ def test_brain_mask_rejects_bad_input():
         brain_mask(np.ones((8, 8)))
 
 
+@pytest.mark.slow
 @pytest.mark.shared_data
 def test_colin27_brain_volume_is_plausible():
     path = SHARED / "real_t1" / "colin27_ch2_T1w.nii.gz"

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import REPO
 from scipy import ndimage
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "pretrain_selfsr.py"
+SCRIPT = REPO / "scripts" / "pretrain_selfsr.py"
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from conftest import SHARED_DATA
 
 from bids_sr.image import foreground_mask, load_volume, upsampled_affine
 from bids_sr.registration import (
@@ -26,7 +27,7 @@ from bids_sr.registration import (
     write_itk_transform,
 )
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+DATA = SHARED_DATA
 FLIP = np.diag([-1.0, -1.0, 1.0])
 
 
@@ -401,6 +402,7 @@ _FAST = dict(seed=0, sampling_fraction=0.04, levels=(2, 1), smoothing=(1.0, 0.0)
 
 
 @pytest.mark.shared_data
+@pytest.mark.slow
 def test_real_t1w_registration_recovers_known_motion():
     fixed = _at_2mm(_shared("real_t1/colin27_ch2_T1w.nii.gz"))
     truth = _true_transform(fixed)
@@ -411,6 +413,7 @@ def test_real_t1w_registration_recovers_known_motion():
 
 
 @pytest.mark.shared_data
+@pytest.mark.slow
 def test_real_t2w_to_t1w_registration_recovers_known_motion():
     """openms patient19's T2 moved by a known motion, registered to its T1.
 

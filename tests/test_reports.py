@@ -195,6 +195,7 @@ def test_group_aggregation_of_hand_made_rows(tmp_path):
 
 
 # ----------------------------------------------------------------- headless Chromium
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(report_files, tmp_path, chromium):
     entry = {"title": "T1w ×2 bspline", "sidecar": {"Method": "bspline"}, **report_files}
     report = build_subject_report("01", [entry], tmp_path / "sub-01.html")

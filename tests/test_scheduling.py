@@ -6,6 +6,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from conftest import DEMO
 from nipype.pipeline import engine as pe
 
 from bids_sr.config import Config, Execution, Nipype, Workflow
@@ -14,8 +15,6 @@ from bids_sr.workflows import anatomical
 from bids_sr.workflows.anatomical import estimate_mem_gb, uses_gpu
 from bids_sr.workflows.base import init_bids_sr_wf
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "bids_sr" / "data" / "demo"
 T1W = {
     "01": [str(DEMO / "sub-01" / "anat" / "sub-01_T1w.nii.gz")],
     "02": [

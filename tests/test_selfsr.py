@@ -54,6 +54,7 @@ def test_degrade_axis_applies_the_acquisition_model_along_one_axis(scan):
     np.testing.assert_allclose(degraded, upsample(slices, (3, 1, 1)), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_selfsr_through_the_dispatcher_shape_determinism_and_uncertainty(tmp_path):
     hr = _blobs((24, 24, 24), seed=4)  # small: the CNN's minimum budget takes seconds
     acq = simulated_acquisition((1.0, 1.0, 1.0), (1, 1, 3))
@@ -98,6 +99,7 @@ def test_selfsr_filters_beat_bspline_and_the_model_is_reused(scan, tmp_path):
     np.testing.assert_array_equal(first, second)
 
 
+@pytest.mark.slow
 def test_selfsr_handles_gaps_and_non_integer_factors():
     hr = _blobs((20, 22, 25), seed=5)
     acq = simulated_acquisition((1.0, 1.0, 1.0), (1, 1, 2.5), thickness=2.0)  # 0.5 mm gap
@@ -126,6 +128,7 @@ def test_each_kept_inplane_axis_is_degraded_with_the_other_kept_sharp():
     assert inplane_orientations(1, [0, 2]) == [(0, 2), (2, 0)]
 
 
+@pytest.mark.slow
 def test_an_inplane_axis_blurred_at_acquisition_gives_no_training_pairs():
     """A scan whose second in-plane axis was acquired coarser (blurred along it) trains on
     the sharp axis only; a scan sharp along both trains on both, and reports which."""
@@ -146,6 +149,7 @@ def test_an_inplane_axis_blurred_at_acquisition_gives_no_training_pairs():
     assert summary["training_axes"] == [0, 1]
 
 
+@pytest.mark.slow
 def test_a_collapsed_network_is_detected_and_trained_again(monkeypatch):
     """A network whose residual died (it returns its B-spline input) scores 1.0 on its own
     pairs; train_plane_net then trains again at half the rate and reports the attempts."""
@@ -178,6 +182,7 @@ def test_a_collapsed_network_is_detected_and_trained_again(monkeypatch):
     assert summary["attempts"] == 2 and summary["self_check_l1_ratio"] < network.COLLAPSED_RATIO
 
 
+@pytest.mark.slow
 def test_the_shipped_slice_family_prior_is_the_starting_point(scan, tmp_path, monkeypatch):
     """selfsr fine-tunes the shipped prior (scripts/pretrain_selfsr.py): the file matches
     its card, loads into the per-scan network, is named in the report, and is part of the

@@ -81,6 +81,7 @@ def test_adding_the_reference_input_keeps_the_networks_output(unshuffle):
         add_reference_input(state)
 
 
+@pytest.mark.slow
 def test_a_guide_with_the_t1ws_edges_helps(pair, mono, tmp_path):
     guided, report = _run(pair, pair[1], tmp_path)
     assert report["guided"] is True and report["method"] == "selfsr-t2w"
@@ -91,6 +92,7 @@ def test_a_guide_with_the_t1ws_edges_helps(pair, mono, tmp_path):
     assert guided > mono + 1.0, (guided, mono)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["noise", "constant"])
 def test_a_guide_that_carries_nothing_costs_at_most_0_2_db(pair, mono, tmp_path, kind):
     rng = np.random.default_rng(1)
@@ -105,6 +107,7 @@ def test_a_guide_that_carries_nothing_costs_at_most_0_2_db(pair, mono, tmp_path,
     assert "did not help" in report["fallback_reason"]
 
 
+@pytest.mark.slow
 def test_guided_models_are_keyed_by_their_guide(pair, tmp_path, monkeypatch):
     monkeypatch.setattr("bids_sr.selfsr.network.MAX_ITERATIONS", 20)
     monkeypatch.setattr("bids_sr.selfsr.network.MIN_ITERATIONS", 20)
@@ -144,6 +147,7 @@ def test_guided_selfsr_is_wired_as_a_guided_method_with_selfsr_as_its_twin():
     assert fallback.method == "selfsr" and "without the reference" in fallback.note
 
 
+@pytest.mark.slow
 def test_a_guided_model_starts_from_the_guided_prior_and_is_keyed_by_it(pair, tmp_path,
                                                                         monkeypatch):  # fmt: skip
     """The guided per-scan network fine-tunes :data:`bids_sr.selfsr.method.GUIDED_PRIOR`

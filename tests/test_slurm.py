@@ -32,11 +32,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import DEMO, REPO
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "bids_sr" / "data" / "demo"
 INSTALL = REPO / "scripts" / "install_slurm.sh"
 SBIN = "/usr/sbin:/sbin"
 PARTICIPANT_ARGS = ["--participant-label", "01", "02", "--method", "linear", "--scale", "2"]

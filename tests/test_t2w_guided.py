@@ -16,7 +16,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import DEMO
+from conftest import DEMO, tiny_weights
 
 from bids_sr.bids import BIDSError, derivative_path, desc_label
 from bids_sr.config import Config, Execution, Workflow
@@ -27,7 +27,6 @@ SUB01_T2W = str(DEMO / "sub-01" / "anat" / "sub-01_T2w.nii.gz")
 SUB02 = [str(DEMO / "sub-02" / f"ses-{s}" / "anat" / f"sub-02_ses-{s}_T1w.nii.gz") for s in (1, 2)]
 T1W = {"01": [SUB01], "02": SUB02}
 T2W = {SUB01: SUB01_T2W}
-TINY = {"layers": 2, "features": 4}
 
 
 def _weights_dirs(monkeypatch, folder: Path) -> None:
@@ -72,17 +71,6 @@ def write_evidence_card(folder: Path, method: str, family: str, factors: list[fl
     card = {"method": method, "needs_t2w": method == "srrecnn-t2w", "evidence": [record]}
     (folder / f"{stem}.card.json").write_text(json.dumps(card))
     return folder / f"{stem}.safetensors"
-
-
-def _tiny_weights(path: Path, method: str = "srrecnn-t2w") -> Path:
-    import torch
-
-    from bids_sr.models.registry import get_spec
-    from bids_sr.models.weights import save_weights
-
-    torch.manual_seed(0)
-    return save_weights(get_spec(method).build(TINY), path, method=method, config=TINY,
-                        factors=(2, 2, 2), card={"note": "untrained, test fixture"})  # fmt: skip
 
 
 def _config(tmp_path, **workflow) -> Config:
@@ -137,7 +125,7 @@ def test_all_guided_fallback_and_weights_rules(tmp_path, no_shipped_weights, dem
     plan = plan_methods(_config(tmp_path, methods=["srrecnn-t2w"], evaluate=True), T1W, T2W)
     assert plan.methods == {SUB01: ["srrecnn-t2w"], SUB02[0]: [], SUB02[1]: []}
     # --weights with auto: the method the file was made for
-    weights = _tiny_weights(tmp_path / "mine.safetensors")
+    weights = tiny_weights(tmp_path / "mine.safetensors")
     plan = plan_methods(_config(tmp_path, methods=["auto"], weights=weights), T1W, T2W)
     assert plan.all_methods == ["srrecnn-t2w"] and "method of --weights" in plan.choices[SUB01]
     (tmp_path / "junk.safetensors").write_bytes(b"not weights")
@@ -150,7 +138,7 @@ def test_all_guided_fallback_and_weights_rules(tmp_path, no_shipped_weights, dem
 def _guided_run_of_sub01(tmp_path: Path, run_cli) -> tuple[Path, dict]:
     """``--method srrecnn-t2w`` (tiny weights, ×1.5) on demo participant 01: the output
     folder and the guided output's sidecar."""
-    weights = _tiny_weights(tmp_path / "g.safetensors")
+    weights = tiny_weights(tmp_path / "g.safetensors")
     out = tmp_path / "out"
     code, err = run_cli(DEMO, out, "participant", "--participant-label", "01", "--method",
                         "srrecnn-t2w", "--weights", weights, "--scale", "1.5", "--device", "cpu",
@@ -180,7 +168,7 @@ def test_superresolve_falls_back_when_the_registration_fails(tmp_path, monkeypat
 
     monkeypatch.chdir(tmp_path)
     t1w, t2w = _small_pair(tmp_path)
-    weights = _tiny_weights(tmp_path / "g.safetensors")
+    weights = tiny_weights(tmp_path / "g.safetensors")
     summary = {"RegistrationQualityNMI": 1.01, "RegistrationQualityThreshold": 1.028,
                "RegistrationUsable": False}  # fmt: skip
     common = dict(in_file=str(t1w), method="srrecnn-t2w", scale=[2.0], weights=str(weights),
@@ -218,7 +206,7 @@ def test_evaluation_leaves_out_guided_methods_when_the_registration_fails(tmp_pa
     hr[12:20, 12:20, 12:20] = 40
     nib.save(nib.Nifti1Image(hr, np.eye(4)), tmp_path / "t1w.nii.gz")
     nib.save(nib.Nifti1Image(120 - hr, np.eye(4)), tmp_path / "t2w.nii.gz")
-    weights = _tiny_weights(tmp_path / "g.safetensors")
+    weights = tiny_weights(tmp_path / "g.safetensors")
     settings = dict(in_file=str(tmp_path / "t1w.nii.gz"), methods=["srrecnn-t2w"], device="cpu",
                     weights={"srrecnn-t2w": str(weights)},
                     reference_file=str(tmp_path / "t2w.nii.gz"),
@@ -252,8 +240,8 @@ def guided_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("guided")
     (root / "no_weights").mkdir()
-    weights = _tiny_weights(root / "srrecnn-t2w_tiny.safetensors")
-    _tiny_weights(root / "srrecnn_tiny.safetensors", "srrecnn")
+    weights = tiny_weights(root / "srrecnn-t2w_tiny.safetensors")
+    tiny_weights(root / "srrecnn_tiny.safetensors", "srrecnn")
     out = root / "out"
     stale = out / derivative_path(SUB02[0], desc="srrecnnT2wGuidedMinusMono")
     stale.parent.mkdir(parents=True)
@@ -384,6 +372,7 @@ def test_t2w_reference_option_is_checked(tmp_path, run_cli):
     assert code == 66 and "sub-01_T2w.nii.gz" in err and not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_failed_registration_falls_back_end_to_end(tmp_path, run_cli, monkeypatch,
                                                    no_shipped_weights, demo_t2w_guides):
     """A registration below the quality threshold (forced: no NMI reaches 1.99) keeps the
@@ -404,7 +393,7 @@ def test_failed_registration_falls_back_end_to_end(tmp_path, run_cli, monkeypatc
 def test_evaluation_graph_registers_the_t2w_of_guided_t1w_only(tmp_path, no_shipped_weights):
     from bids_sr.workflows.base import init_bids_sr_wf
 
-    weights = _tiny_weights(tmp_path / "g.safetensors")
+    weights = tiny_weights(tmp_path / "g.safetensors")
     config = _config(tmp_path, methods=["srrecnn-t2w"], evaluate=True, weights=weights)
     plan = plan_methods(config, T1W, T2W)
     workflow = init_bids_sr_wf(config=config, t1w_by_subject=T1W, plan=plan)

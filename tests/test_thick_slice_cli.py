@@ -7,11 +7,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import DEMO
 
 from bids_sr.acquisition import Acquisition, project
-
-REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "bids_sr" / "data" / "demo"
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +32,7 @@ def thick_dataset(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_thick_slice_default_run_is_consistent_with_the_input(thick_dataset, tmp_path, run_cli):
     out = tmp_path / "out"
     code, err = run_cli(thick_dataset, out, "participant", "--output-resolution", "2",
@@ -98,6 +97,7 @@ def test_slice_thickness_on_an_isotropic_image_is_a_usage_error(tmp_path, run_cl
     assert len(err.strip().splitlines()) == 1 and not out.exists()
 
 
+@pytest.mark.slow
 def test_selfsr_end_to_end_writes_its_uncertainty_map_and_reuses_its_model(
     thick_dataset, tmp_path, run_cli
 ):
@@ -133,6 +133,7 @@ def test_selfsr_end_to_end_writes_its_uncertainty_map_and_reuses_its_model(
     assert again["ModelReused"] is True and again["WeightsSha256"] == meta["WeightsSha256"]
 
 
+@pytest.mark.slow
 def test_guided_selfsr_end_to_end_shows_what_the_t2w_contributed(
     thick_dataset, tmp_path, run_cli, monkeypatch
 ):

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import DEMO
 from safetensors import safe_open
 
 from bids_sr.training.cli import main as train_main
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "bids_sr" / "data" / "demo"
 FAST = ["--patch-size", "8", "--batch-size", "4", "--nthreads", "1", "--device", "cpu",
         "--quiet", "--val-every", "5"]
 
@@ -72,6 +70,7 @@ def test_supervised_loss_decreases_and_outputs(espcn_run):
     assert card["validation"]["acceptance"]["met"] == (delta >= 1.5)
 
 
+@pytest.mark.slow
 def test_trained_weights_run_in_the_app(espcn_run, tmp_path, run_cli):
     weights = espcn_run / "espcn_x2x2x2.safetensors"
     out = tmp_path / "out"
@@ -83,6 +82,7 @@ def test_trained_weights_run_in_the_app(espcn_run, tmp_path, run_cli):
     assert nib.load(image).shape == (168, 204, 168)
 
 
+@pytest.mark.slow
 def test_srgan_content_loss_decreases(tmp_path):
     out = tmp_path / "srgan"
     assert train("srgan", out, "--iterations", "30", "--pretrain-iterations", "15",

@@ -3,11 +3,10 @@ contrast randomisation, checkpoints."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from conftest import DEMO
 
 from bids_sr.image import load_volume
 from bids_sr.interpolation import upsample
@@ -21,8 +20,7 @@ from bids_sr.training.data import (
     resample_rigid,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-T1W = REPO / "bids_sr" / "data" / "demo" / "sub-01" / "anat" / "sub-01_T1w.nii.gz"
+T1W = DEMO / "sub-01" / "anat" / "sub-01_T1w.nii.gz"
 
 
 @pytest.fixture(scope="module")
