@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = evaluate_image(
             volume.data, volume.affine, factors=factors, degradation="slice",
             methods=args.methods, source=args.image.name,
-            model_dir=f"{args.model_dir}/{setting}" if args.model_dir else None,
+            model_dir=f"{args.model_dir}/{setting}" if args.model_dir else None, tissues=True,
         )  # fmt: skip
         print(f"\n{args.image.name} simulated {setting} slices "
               f"({time.perf_counter() - start:.0f} s)")  # fmt: skip

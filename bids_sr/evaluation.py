@@ -105,7 +105,7 @@ def evaluate_image(
     data_consistency: bool = True,
     auto_choice: str | None = None,
     model_dir: str | None = None,
-    tissues: bool = True,
+    tissues: bool = False,
 ) -> list[dict[str, Any]]:
     """Score each method (plus the baselines) on the simulated LR version of ``hr``.
 
@@ -132,7 +132,8 @@ def evaluate_image(
     self-supervised method keeps its per-scan models (a second evaluation reuses them).
     ``tissues``: add the downstream-agreement columns (:data:`TISSUE_COLUMNS` and
     ``segmentation_s``, see :func:`add_tissue_agreement`) for bspline and the requested
-    methods; they stay empty without ``antspyx``.
+    methods; they stay empty without ``antspyx``. Off by default: ``--evaluate`` turns it
+    on; the benchmarks and card validations that only need PSNR/SSIM skip its cost.
     """
     if on_error not in ("raise", "record"):
         raise ValueError(f"on_error must be 'raise' or 'record', got {on_error!r}")

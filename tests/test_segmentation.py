@@ -93,7 +93,8 @@ def test_atropos_on_the_demo_t1w_self_dice_is_one_and_blur_lowers_it():
 def _small_demo_evaluation(**kwargs):
     volume = load_volume(DEMO_T1W)
     return evaluate_image(volume.data, volume.affine, factors=(1, 1, 2), degradation="slice",
-                          methods=["bspline"], source=DEMO_T1W.name, **kwargs)  # fmt: skip
+                          methods=["bspline"], source=DEMO_T1W.name, tissues=True,
+                          **kwargs)  # fmt: skip
 
 
 def test_tsv_has_tissue_columns_na_without_antspyx(tmp_path, monkeypatch, caplog):

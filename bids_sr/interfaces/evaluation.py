@@ -167,6 +167,7 @@ class EvaluateSuperResolution(SimpleInterface):
             acquisition=acquisition,
             data_consistency=self.inputs.data_consistency,
             auto_choice=optional_input(self.inputs.auto_choice),
+            tissues=True,
         )
         rows = [{key: _plain(value) for key, value in row.items()} for row in rows]
 
