@@ -16,11 +16,17 @@ Protocol (the same for every method, so scores are comparable):
    with ``data_range = 1.0`` (the normalised robust range of the truth), inside a brain mask
    (given, e.g. a BIDS mask derivative, or :func:`bids_sr.masks.brain_mask` of the truth) and
    on the whole volume.
+5. Downstream agreement: with ``antspyx`` installed, the truth, cubic B-spline and every
+   requested method's result are segmented into CSF/GM/WM inside that brain mask with the
+   same ANTs Atropos settings (:mod:`bids_sr.segmentation`), and each result's segmentation
+   is compared with the truth's (:data:`TISSUE_COLUMNS`). Without ``antspyx`` those columns
+   are n/a and the log says once how to get them.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -35,17 +41,35 @@ from bids_sr.fileio import write_text_atomic
 from bids_sr.image import as_factors, robust_normalisation, upsampled_affine, voxel_sizes
 from bids_sr.masks import brain_mask
 from bids_sr.metrics import compute_metrics
+from bids_sr.segmentation import (
+    INSTALL_HINT,
+    atropos_available,
+    timed_segmentation,
+    tissue_agreement,
+)
 from bids_sr.superresolve import super_resolve
+
+LOGGER = logging.getLogger(__name__)
 
 BASELINES = ("nearest", "linear", "bspline")
 DATA_RANGE = 1.0  # the truth is robust-normalised: its bright-tissue range is [0, 1]
 METRIC_COLUMNS = ("psnr_brain", "ssim_brain", "psnr_whole", "ssim_whole", "gradient_error_brain")
+#: downstream agreement with the truth's tissue segmentation (see bids_sr.segmentation)
+TISSUE_COLUMNS = ("dice_gm", "dice_wm", "dice_csf", "gm_volume_error")
+#: the interpolation baseline whose result is segmented too (nearest/linear are not: cost)
+SEGMENTED_BASELINE = "bspline"
+_hint_logged = False
 
 
 def format_scale(factors: Sequence[float]) -> str:
     """``"2"`` for isotropic factors, ``"1x1x4"`` otherwise (integers without decimals)."""
     text = [f"{f:g}" for f in factors]
     return text[0] if len(set(text)) == 1 else "x".join(text)
+
+
+def is_segmented(method: str) -> bool:
+    """Whether the evaluation segments ``method``'s result (bspline and every SR method)."""
+    return method not in BASELINES or method == SEGMENTED_BASELINE
 
 
 def evaluation_methods(methods: Iterable[str]) -> list[str]:
@@ -81,6 +105,7 @@ def evaluate_image(
     data_consistency: bool = True,
     auto_choice: str | None = None,
     model_dir: str | None = None,
+    tissues: bool = False,
 ) -> list[dict[str, Any]]:
     """Score each method (plus the baselines) on the simulated LR version of ``hr``.
 
@@ -105,6 +130,10 @@ def evaluate_image(
     ``auto_choice``: the method ``auto`` picks for this simulated input; a row ``auto``
     repeats its scores with ``auto_choice`` naming it. ``model_dir``: where a
     self-supervised method keeps its per-scan models (a second evaluation reuses them).
+    ``tissues``: add the downstream-agreement columns (:data:`TISSUE_COLUMNS` and
+    ``segmentation_s``, see :func:`add_tissue_agreement`) for bspline and the requested
+    methods; they stay empty without ``antspyx``. Off by default: ``--evaluate`` turns it
+    on; the benchmarks and card validations that only need PSNR/SSIM skip its cost.
     """
     if on_error not in ("raise", "record"):
         raise ValueError(f"on_error must be 'raise' or 'record', got {on_error!r}")
@@ -178,8 +207,16 @@ def evaluate_image(
         rows.append(row)
         if method == auto_choice:
             rows.append({**row, "method": "auto", "auto_choice": auto_choice})
-        if arrays is not None:
+        if arrays is not None or (tissues and is_segmented(method)):
             results[method] = sr
+    truth_labels = None
+    if tissues:
+        try:
+            truth_labels = add_tissue_agreement(rows, truth, mask, hr_spacing, results)
+        except Exception:
+            if on_error == "raise":
+                raise
+            LOGGER.exception("tissue segmentation failed: its columns are n/a")
     if arrays is not None:
         arrays.update(
             truth=truth,
@@ -190,8 +227,50 @@ def evaluate_image(
             sr=results,
             reference=guide,
             acquisition=model,
+            truth_labels=truth_labels,
         )
     return rows
+
+
+def add_tissue_agreement(
+    rows: Sequence[dict[str, Any]],
+    truth: np.ndarray,
+    mask: np.ndarray,
+    spacing: Sequence[float],
+    results: Mapping[str, np.ndarray],
+) -> np.ndarray | None:
+    """Fill each row's :data:`TISSUE_COLUMNS` and ``segmentation_s``, in place.
+
+    Segments ``truth`` and the result of bspline and of every non-interpolation method in
+    ``results`` (method → image on the truth's grid) inside ``mask`` with the same Atropos
+    settings, and scores each against the truth's segmentation; an ``auto`` row gets the
+    scores of the method it chose. Rows of nearest and linear (and of failed methods) stay
+    None. Returns the truth's label map, or None without ``antspyx`` (logged once, with how
+    to install it). ``segmentation_cpu_s`` (not in the TSV) is the CPU time of each.
+    """
+    global _hint_logged
+    for row in rows:
+        for name in (*TISSUE_COLUMNS, "segmentation_s"):
+            row.setdefault(name, None)
+    if not atropos_available():
+        if not _hint_logged:
+            LOGGER.warning(INSTALL_HINT)
+            _hint_logged = True
+        return None
+    truth_labels, seconds, cpu = timed_segmentation(truth, mask, spacing)
+    LOGGER.info("tissue segmentation of the truth: %.1f s (CPU %.1f s)", seconds, cpu)
+    scores: dict[str, dict[str, Any]] = {}
+    for method, image in results.items():
+        if not is_segmented(method):
+            continue
+        labels, seconds, cpu = timed_segmentation(image, mask, spacing)
+        scores[method] = {**tissue_agreement(truth_labels, labels), "segmentation_s": seconds,
+                          "segmentation_cpu_s": cpu}  # fmt: skip
+    for row in rows:
+        method = row.get("auto_choice") if row["method"] == "auto" else row["method"]
+        if method in scores:
+            row.update(scores[method])
+    return truth_labels
 
 
 def evaluation_columns() -> dict[str, dict[str, str]]:
@@ -277,6 +356,7 @@ def evaluation_columns() -> dict[str, dict[str, str]]:
             "data-consistency correction when it ran.",
             "Units": "dB",
         },
+        **tissue_columns(mask_note),
         "auto_choice": {
             "LongName": "Method auto chose",
             "Description": "On the row whose method is auto: the method that --method auto "
@@ -284,6 +364,40 @@ def evaluation_columns() -> dict[str, dict[str, str]]:
             "Units": "n/a",
         },
     }
+
+
+def tissue_columns(mask_note: str) -> dict[str, dict[str, str]]:
+    """Sidecar entries of the downstream-agreement columns (:data:`TISSUE_COLUMNS` and
+    ``segmentation_s``)."""
+    how = (
+        "ANTs Atropos (antspyx; k-means initialisation, 3 classes, MRF 0.2 over 1 voxel, 5 "
+        f"iterations) of the truth and of this result, with the same settings, {mask_note}, "
+        "on the truth's grid; the classes ordered by T1w intensity: CSF, GM, WM. Only "
+        "bspline and the super-resolution methods are segmented; n/a for nearest and linear "
+        "and when antspyx is not installed (pip install 'bids_sr[seg]')"
+    )
+    tissue_names = {"gm": "grey matter", "wm": "white matter", "csf": "cerebrospinal fluid"}
+    columns = {
+        f"dice_{key}": {
+            "LongName": f"Dice of {name}",
+            "Description": f"Dice overlap 2|A and B| / (|A| + |B|) of the {name} label of this "
+            f"result's tissue segmentation with the truth's: {how}. 1 is perfect.",
+            "Units": "n/a",
+        }
+        for key, name in tissue_names.items()
+    }
+    columns["gm_volume_error"] = {
+        "LongName": "Grey-matter volume error",
+        "Description": "Signed grey-matter volume of this result's segmentation minus the "
+        f"truth's, in percent of the truth's grey-matter volume: {how}. 0 is perfect.",
+        "Units": "%",
+    }
+    columns["segmentation_s"] = {
+        "LongName": "Segmentation time",
+        "Description": "Wall-clock time of the Atropos segmentation of this result.",
+        "Units": "s",
+    }
+    return columns
 
 
 def _format(value: Any) -> str:

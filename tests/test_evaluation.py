@@ -116,7 +116,8 @@ def test_tsv_and_sidecar_round_trip(tmp_path):
     path = write_metrics_tsv(rows, tmp_path / "sub-01_desc-evaluation_metrics.tsv")
     lines = path.read_text().splitlines()
     assert lines[0].split("\t") == list(evaluation_columns())
-    assert lines[2].split("\t")[4:] == ["n/a"] * 9  # metrics, runtime, device, DC, auto
+    # metrics, runtime, device, DC, tissue agreement + segmentation time, auto
+    assert lines[2].split("\t")[4:] == ["n/a"] * 14
     assert "31.2346" in lines[1] and "ignored" not in path.read_text()
     sidecar = json.loads(path.with_suffix(".json").read_text())
     assert set(sidecar) == set(lines[0].split("\t"))

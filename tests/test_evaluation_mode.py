@@ -20,7 +20,13 @@ from bids_sr.bids import (
     run_validator,
 )
 from bids_sr.config import Config, Execution, Workflow
-from bids_sr.evaluation import evaluate_image, evaluation_columns, read_metrics_tsv
+from bids_sr.evaluation import (
+    TISSUE_COLUMNS,
+    evaluate_image,
+    evaluation_columns,
+    read_metrics_tsv,
+)
+from bids_sr.segmentation import atropos_available
 
 TSV = "sub-01/anat/sub-01_desc-evaluation_metrics.tsv"
 
@@ -58,6 +64,14 @@ def test_evaluation_table_and_sidecar(evaluation_run):
     assert sidecar["psnr_brain"]["Units"] == "dB"
     assert sidecar["Sources"] == ["bids:raw:sub-01/anat/sub-01_T1w.nii.gz"]
     assert sidecar["Degradation"] == "gaussian" and "brain_mask" in sidecar["Mask"]
+    # downstream agreement: bspline segmented with antspyx, n/a without (sidecar says which)
+    assert by["nearest"]["dice_gm"] is None and by["linear"]["dice_gm"] is None
+    if atropos_available():
+        assert 0.5 < by["bspline"]["dice_gm"] <= 1 and by["bspline"]["segmentation_s"] > 0
+        assert sidecar["TissueSegmentation"].startswith("ANTs Atropos")
+    else:
+        assert all(by["bspline"][c] is None for c in TISSUE_COLUMNS)
+        assert "bids_sr[seg]" in sidecar["TissueSegmentation"]
     # evaluation mode writes no image into the derivatives, and they stay valid BIDS
     assert not list(out.rglob("*.nii*"))
     assert run_validator(out) == []
@@ -68,12 +82,13 @@ def test_evaluation_table_and_sidecar(evaluation_run):
 def test_evaluation_group_level(evaluation_run):
     out = evaluation_run
     summary = read_metrics_tsv(out / "group_desc-evaluation_metrics.tsv")
-    assert len(summary) == 3 * 5  # methods × metrics
+    tissue = len(TISSUE_COLUMNS) if atropos_available() else 0  # bspline's, with antspyx
+    assert len(summary) == 3 * 5 + tissue  # methods × metrics
     psnr = {s["method"]: s for s in summary if s["metric"] == "psnr_brain"}
     assert psnr["bspline"]["diff_mean"] is None and psnr["nearest"]["n_paired"] == 1
     assert psnr["nearest"]["diff_mean"] < 0  # nearest is worse than bspline on this image
     page = (out / "group_desc-evaluation_metrics.html").read_text()
-    assert page.count("data:image/png;base64,") == 5  # one box plot per metric
+    assert page.count("data:image/png;base64,") == 5 + tissue  # one box plot per metric
     assert (out / "group_summary.tsv").exists()  # the output summary is still written
 
 

@@ -6,7 +6,8 @@ reference, run the protocol, and write into the node's folder
 
 - ``metrics.tsv`` + ``metrics.json``: one row per method (the baselines nearest, linear and
   bspline always), BIDS-style, with the sidecar describing every column plus ``Sources``,
-  ``Mask`` and ``Degradation``;
+  ``Mask``, ``Degradation`` and ``TissueSegmentation`` (what segmented the images for the
+  Dice columns, or why they are empty);
 - the images the report shows: ``truth.nii.gz`` (normalised, cropped HR), ``input.nii.gz``
   (the simulated LR image) and ``sr_<method>.nii.gz`` (each kept method);
 - ``report.json``: where those images are, and the rows (for the subject report).
@@ -43,6 +44,7 @@ from bids_sr.evaluation import evaluate_image, sidecar_path, write_metrics_tsv
 from bids_sr.image import load_volume, save_volume
 from bids_sr.interfaces.superresolve import optional_input
 from bids_sr.masks import mask_on_grid
+from bids_sr.segmentation import provenance as segmentation_provenance
 from bids_sr.superresolve import GUIDED_METHODS, METHODS, REFERENCE_SUFFIXES
 
 COMPUTED_MASK = "bids_sr.masks.brain_mask of the HR image"
@@ -170,6 +172,7 @@ class EvaluateSuperResolution(SimpleInterface):
             acquisition=acquisition,
             data_consistency=self.inputs.data_consistency,
             auto_choice=optional_input(self.inputs.auto_choice),
+            tissues=True,
         )
         rows = [{key: _plain(value) for key, value in row.items()} for row in rows]
 
@@ -183,6 +186,7 @@ class EvaluateSuperResolution(SimpleInterface):
             **(acquisition.describe() if acquisition else {"AcquisitionModel": "isotropic"}),
             ScaleFactor=list(self.inputs.scale),
             Mask=mask_source,
+            **segmentation_provenance(),
             SoftwareVersion=f"bids_sr {__version__}",
         )
         if isdefined(self.inputs.reference_summary):

@@ -24,13 +24,22 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from bids_sr.evaluation import METRIC_COLUMNS, read_metrics_tsv, write_tsv  # noqa: E402
+from bids_sr.evaluation import (  # noqa: E402
+    METRIC_COLUMNS,
+    TISSUE_COLUMNS,
+    read_metrics_tsv,
+    write_tsv,
+)
 from bids_sr.reports import html  # noqa: E402
 from bids_sr.reports.figures import figure_png, png_data_uri  # noqa: E402
 
 BASELINE = "bspline"
 HIGHER_IS_BETTER = {"psnr_brain": True, "ssim_brain": True, "psnr_whole": True,
-                    "ssim_whole": True, "gradient_error_brain": False}  # fmt: skip
+                    "ssim_whole": True, "gradient_error_brain": False,
+                    "dice_gm": True, "dice_wm": True, "dice_csf": True}  # fmt: skip
+#: signed errors, best at 0 (the GM volume error of the tissue segmentation)
+BEST_AT_ZERO = ("gm_volume_error",)
+GROUP_METRICS = (*METRIC_COLUMNS, *TISSUE_COLUMNS)
 
 
 def load_tables(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
@@ -58,7 +67,7 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float,
 def aggregate(
     rows: Iterable[Mapping[str, Any]],
     *,
-    metrics: Sequence[str] = METRIC_COLUMNS,
+    metrics: Sequence[str] = GROUP_METRICS,
     baseline: str = BASELINE,
 ) -> list[dict[str, Any]]:
     """Summary rows, one per (degradation, scale, method, metric), in first-seen order.
@@ -120,7 +129,8 @@ def group_columns(baseline: str = BASELINE) -> dict[str, dict[str, str]]:
         "scale": {"LongName": "Scale factor", "Description": "Upsampling factor.", **text},
         "method": {"LongName": "Method", "Description": "bids_sr method name.", **text},
         "metric": {"LongName": "Metric", "Description": "A column of the subject-level "
-                   "metrics table (psnr_* in dB, ssim_* and gradient_error_brain unitless).",
+                   "metrics table (psnr_* in dB, ssim_*, gradient_error_brain and dice_* "
+                   "unitless, gm_volume_error in %).",
                    **text},
         "n": {"LongName": "Images", "Description": "Number of images with a value.", **text},
         "mean": {"LongName": "Mean", "Description": "Mean over images.", "Units": "metric"},
@@ -189,6 +199,7 @@ def build_group_report(
     ]
     for metric in dict.fromkeys(row["metric"] for row in summary):
         better = "higher" if HIGHER_IS_BETTER.get(metric, True) else "lower"
+        better = "closer to 0" if metric in BEST_AT_ZERO else better
         parts.append(f"<h2>{html.escape(metric)} ({better} is better)</h2>")
         body = []
         for row in summary:

@@ -26,6 +26,7 @@ import numpy as np
 from scipy import ndimage
 
 from bids_sr.bids import GUIDE_SUFFIXES
+from bids_sr.evaluation import TISSUE_COLUMNS
 from bids_sr.reports import html
 from bids_sr.reports.figures import (
     Layer,
@@ -35,6 +36,7 @@ from bids_sr.reports.figures import (
     registration_overlay_png,
 )
 from bids_sr.reports.trust import trust_section
+from bids_sr.segmentation import INSTALL_HINT
 
 # provenance fields shown first, in this order, when the sidecar has them (case-insensitive)
 PROVENANCE_FIRST = (
@@ -165,6 +167,23 @@ def guided_sentence(sidecar: Mapping[str, Any]) -> str:
             "T1w intensity units).")  # fmt: skip
 
 
+def tissue_section(metrics: Sequence[Mapping[str, Any]]) -> str:
+    """The downstream-agreement table (Dice per tissue, GM volume error, segmentation time)
+    of the segmented methods, or a note saying how to get it when no row has it."""
+    rows = [row for row in metrics if row.get("dice_gm") is not None]
+    if not rows:
+        return f'<p class="note">No tissue segmentation: {html.escape(INSTALL_HINT)}.</p>'
+    header = ("method", *TISSUE_COLUMNS, "segmentation_s")
+    return "\n".join([
+        "<h3>Tissue segmentation agreement</h3>",
+        html.table(header, ([row.get(k) for k in header] for row in rows)),
+        '<p class="note">The truth and each result segmented into CSF, GM and WM by ANTs '
+        "Atropos (k-means, 3 classes, same settings) inside the brain mask; Dice of each "
+        "tissue against the truth's segmentation (1 is perfect) and the GM volume error in % "
+        "of the truth's GM volume (0 is perfect); segmentation_s: Atropos time per image.</p>",
+    ])  # fmt: skip
+
+
 def entry_section(entry: Mapping[str, Any]) -> str:
     """The HTML of one output: figure, optional overlay and metrics, provenance."""
     title = str(entry.get("title") or Path(entry["output_path"]).name)
@@ -227,6 +246,7 @@ def entry_section(entry: Mapping[str, Any]) -> str:
             "the robust-normalised truth; gradient error: relative L2 error of the gradient "
             "magnitude (lower is better).</p>"
         )
+        parts.append(tissue_section(metrics))
     parts.append("<h3>Provenance</h3>")
     parts.append(html.key_value_table(provenance(entry.get("sidecar") or {})))
     return "\n".join(parts)
