@@ -254,9 +254,7 @@ def test_only_a_guided_workflow_has_a_mono_twin_with_the_same_settings():
 
     from bids_sr.workflows.anatomical import init_anat_sr_wf
 
-    t1w = str(Path(__file__).resolve().parents[1] / "bids_sr" / "data" / "demo" / "sub-01"
-              / "anat" / "sub-01_T1w.nii.gz")  # fmt: skip
-    common = {"t1w_file": t1w, "scale": [1.0, 1.0, 3.0], "device": "cpu", "seed": 3,
+    common = {"scale": [1.0, 1.0, 3.0], "device": "cpu", "seed": 3,
               "slice_thickness": 5.0, "data_consistency": False}  # fmt: skip
     for method, guided in (("srrecnn", False), ("bspline", False), ("srrecnn-t2w", False)):
         wf = init_anat_sr_wf(method=method, guided=guided, **common)
