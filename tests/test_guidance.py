@@ -168,7 +168,7 @@ def test_mono_twin_node_skips_a_fallback_and_reports_missing_weights(tmp_path, m
                       method="srrecnn-t2w", scale=[2.0], device="cpu").run()  # fmt: skip
     assert json.loads(Path(result.outputs.merged_report).read_text()) == json.loads(
         report.read_text())  # the fallback already ran the unguided model: nothing to compare
-    assert result.outputs.difference_file == "" and not list(tmp_path.rglob("sr.nii.gz"))
+    assert result.outputs.difference_file == "" and not list(tmp_path.rglob("*_sr.nii.gz"))
 
     monkeypatch.setattr(weights_lookup, "WEIGHTS_DIR", tmp_path)  # no srrecnn weights here
     image, report = _guided_report(tmp_path, weights=str(tmp_path / "own.safetensors"))
