@@ -61,7 +61,7 @@ def build_pipeline(bids_dir: Path, out_dir: Path, subjects: list[str], work_dir:
     grab.inputs.template_args = {"t1w": [["subject", "subject"]]}
     grab.iterables = ("subject", subjects)
 
-    sr_wf = init_anat_sr_wf(device="cpu")  # method="auto": decided per image at run time
+    sr_wf = init_anat_sr_wf()  # method="auto": decided per image when it runs; GPU if visible
 
     summary = pe.Node(
         niu.Function(input_names=["sr_file", "method", "method_choice"],
