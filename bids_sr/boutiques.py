@@ -62,7 +62,15 @@ _TYPE_RULES: dict[str, dict[str, Any]] = {
 }
 
 
-def _input_id(action: argparse.Action) -> str:
+_FLAG_ACTIONS = (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._CountAction)
+
+
+def input_id(action: argparse.Action) -> str:
+    """The input's id: the argparse ``dest``, except for a flag, which is named by what it
+    does when set (``--no-data-consistency`` → ``no_data_consistency``, not its
+    ``data_consistency`` dest: a platform's "Data consistency: true" would turn it off)."""
+    if isinstance(action, _FLAG_ACTIONS):
+        return _flag(action).lstrip("-").replace("-", "_")
     return action.dest
 
 
@@ -77,14 +85,15 @@ _WORDS = {
 
 
 def _name(action: argparse.Action) -> str:
-    """A human-readable name: ``bids_dir`` → 'BIDS directory', ``mem_gb`` → 'Mem (GB)'."""
-    words = [_WORDS.get(word, word) for word in action.dest.split("_")]
+    """A human-readable name from the input's id: ``bids_dir`` → 'BIDS directory',
+    ``mem_gb`` → 'Memory (GB)', ``no_data_consistency`` → 'No data consistency'."""
+    words = [_WORDS.get(word, word) for word in input_id(action).split("_")]
     text = " ".join(words)
     return text[0].upper() + text[1:]
 
 
 def _value_key(action: argparse.Action) -> str:
-    return f"[{action.dest.upper()}]"
+    return f"[{input_id(action).upper()}]"
 
 
 def _flag(action: argparse.Action) -> str:
@@ -105,20 +114,30 @@ def _type_rule(action: argparse.Action) -> dict[str, Any]:
     return dict(_TYPE_RULES[name])
 
 
+def _is_list(action: argparse.Action) -> bool:
+    return action.nargs in ("+", "*") or (isinstance(action.nargs, int) and action.nargs > 1)
+
+
 def _default(action: argparse.Action) -> Any:
-    """A default worth stating: fixed, plain, and not machine dependent; else None."""
+    """A default worth stating: fixed, plain, and not machine dependent; else None. A list
+    input's default is a list (argparse's ``--method`` default is the string 'auto', which
+    Boutiques rejects for a list input: ``'auto' is not of type 'array'``)."""
     value = action.default
     if value is None or value is argparse.SUPPRESS or action.dest in MACHINE_DEPENDENT_DEFAULTS:
         return None
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
+    values = list(value) if isinstance(value, list | tuple) else [value]
+    if not values or any(isinstance(v, bool) or not isinstance(v, str | int | float)
+                         for v in values):  # fmt: skip
         return None
-    return value
+    if _is_list(action):
+        return values
+    return None if isinstance(value, list | tuple) else value
 
 
 def describe_action(action: argparse.Action) -> dict[str, Any]:
     """One Boutiques input for one argparse action."""
     entry: dict[str, Any] = {
-        "id": _input_id(action),
+        "id": input_id(action),
         "name": _name(action),
         "description": (action.help or "").strip(),
         "value-key": _value_key(action),
@@ -126,9 +145,7 @@ def describe_action(action: argparse.Action) -> dict[str, Any]:
     }
     if action.option_strings:
         entry["command-line-flag"] = _flag(action)
-    if isinstance(
-        action, argparse._StoreTrueAction | argparse._StoreFalseAction | argparse._CountAction
-    ):
+    if isinstance(action, _FLAG_ACTIONS):
         entry["type"] = "Flag"
         if isinstance(action, argparse._CountAction):
             entry["description"] += " (the flag given once; repeat it on the command line)"
@@ -159,7 +176,7 @@ def _inputs(parser: argparse.ArgumentParser) -> list[argparse.Action]:
 def _groups(parser: argparse.ArgumentParser) -> list[dict[str, Any]]:
     groups = []
     for group in parser._action_groups:
-        members = [a.dest for a in group._group_actions if a in _inputs(parser)]
+        members = [input_id(a) for a in group._group_actions if a in _inputs(parser)]
         if not members or group.title in ("positional arguments", "options"):
             continue
         group_id = "".join(c if c.isalnum() else "_" for c in group.title.lower())

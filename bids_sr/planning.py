@@ -283,6 +283,29 @@ def choose_auto(
     return AutoChoice(best.method, best.shipped_weights, sentence, fallback, reference)
 
 
+def auto_choice(
+    factors: Sequence[float],
+    family: str,
+    *,
+    references: Sequence[Reference] = (),
+    weights: Path | str | None = None,
+    t2w_mode: str = "auto",
+) -> AutoChoice:
+    """What ``auto`` runs on one image: the one decision shared by the command line's plan
+    (:func:`plan_methods`) and a :class:`bids_sr.interfaces.superresolve.SuperResolve` node
+    left at ``method='auto'``, which makes it at run time from the same evidence.
+
+    With ``weights`` (``--weights``), the method those weights were made for; else
+    :func:`choose_auto` on the model cards, for the image's scale ``factors``, acquisition
+    ``family`` and candidate guides (``references``, :func:`describe_references`).
+    """
+    if weights is not None:
+        method = weights_method(Path(weights))
+        return AutoChoice(method, Path(weights),
+                          f"auto chose {method}, the method of --weights {weights}")  # fmt: skip
+    return choose_auto(factors, family, t2w_mode=t2w_mode, references=references)
+
+
 def finest(references: Sequence[Reference]) -> Reference | None:
     """The finest reference along the SR axes; on a tie (within 1 %), the first suffix of
     :data:`bids_sr.bids.GUIDE_SUFFIXES` (T2w before FLAIR)."""
@@ -441,7 +464,6 @@ def _expand(
     factors: tuple[float, float, float],
     references: Sequence[Reference],
     plan: MethodPlan,
-    given_method: str | None,
 ) -> tuple[list[str], Reference | None]:
     """The concrete methods of one T1w (``all`` and ``auto`` replaced, duplicates dropped)
     and the reference ``auto`` chose to guide its pick (None: not a guided pick).
@@ -459,18 +481,15 @@ def _expand(
                 and (m not in GUIDED_METHODS or (top and REFERENCE_SUFFIXES[m] == top.suffix))
             ]  # fmt: skip
         elif token == "auto":
-            if given_method:
-                method = given_method
-                sentence = f"auto chose {method}, the method of --weights {config.workflow.weights}"
-            else:
-                choice = choose_auto(factors, family, t2w_mode=config.workflow.t2w_reference,
-                                     references=references)  # fmt: skip
-                method, sentence = choice.method, choice.sentence
-                auto_reference = choice.reference
-                if choice.weights is not None:
-                    plan.weights.setdefault(t1w_file, {})[method] = choice.weights
-                if choice.fallback is not None:
-                    plan.method_fallbacks.setdefault(t1w_file, {})[method] = choice.fallback
+            choice = auto_choice(factors, family, references=references,
+                                 weights=config.workflow.weights,
+                                 t2w_mode=config.workflow.t2w_reference)  # fmt: skip
+            method, sentence = choice.method, choice.sentence
+            auto_reference = choice.reference
+            if choice.weights is not None and config.workflow.weights is None:
+                plan.weights.setdefault(t1w_file, {})[method] = choice.weights
+            if choice.fallback is not None:
+                plan.method_fallbacks.setdefault(t1w_file, {})[method] = choice.fallback
             plan.auto_methods[t1w_file] = method
             plan.choices[t1w_file] = sentence
             LOGGER.info("%s: %s", Path(t1w_file).name, sentence)
@@ -526,9 +545,6 @@ def plan_methods(
     """
     wf_settings = config.workflow
     candidates = {t1w: _candidates(value) for t1w, value in (t2w_files or {}).items()}
-    given_method = None
-    if wf_settings.weights is not None and "auto" in wf_settings.methods:
-        given_method = weights_method(wf_settings.weights)
     plan = MethodPlan()
     for files in t1w_by_subject.values():
         for t1w_file in files:
@@ -540,8 +556,7 @@ def plan_methods(
                 warn_thick_slice_truth(t1w_file)
             references = describe_references(t1w_file, candidates.get(t1w_file, {}), factors,
                                              evaluate=wf_settings.evaluate)  # fmt: skip
-            methods, reference = _expand(config, t1w_file, factors, references, plan,
-                                         given_method)  # fmt: skip
+            methods, reference = _expand(config, t1w_file, factors, references, plan)
             _warn_unvalidated(config, t1w_file, methods, factors, plan)
             guided = [m for m in methods if m in GUIDED_METHODS]
             if guided:

@@ -277,14 +277,33 @@ def test_dockerfile_pip_install_line_in_fresh_venv(tmp_path):
     BIDS_SR_FULL_INSTALL_TEST=1 to install every dependency from scratch (minutes).
     PIP_NO_COMPILE only skips writing .pyc files; the command itself is the Dockerfile's.
     """
-    source = tmp_path / "src"  # the build context, as .dockerignore and COPY leave it
+    source = _source_tree(tmp_path / "src")  # the build context, as .dockerignore and COPY
+    python, site_packages, env = _fresh_venv(tmp_path / "venv")
+    command = dockerfile_install_command(str(python), source)
+    install = subprocess.run(
+        command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=1500
+    )
+    assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
+    _assert_installed(python, site_packages, env, tmp_path)
+
+
+def _source_tree(source: Path) -> Path:
+    """What building the package needs, copied outside the checkout (as a clone or the
+    container's build context holds it)."""
     source.mkdir()
     shutil.copy2(REPO / "pyproject.toml", source)
     shutil.copy2(REPO / "README.md", source)
     shutil.copytree(
         REPO / "bids_sr", source / "bids_sr", ignore=shutil.ignore_patterns("__pycache__")
     )
-    env_dir = tmp_path / "venv"
+    return source
+
+
+def _fresh_venv(env_dir: Path) -> tuple[Path, Path, dict[str, str]]:
+    """A new virtual environment: its python, its site-packages, and the environment to
+    run it in. To stay fast it sees the test interpreter's packages through a .pth file, so
+    pip checks the dependencies against them and installs only bids_sr itself; set
+    BIDS_SR_FULL_INSTALL_TEST=1 to install every dependency from scratch (minutes)."""
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
     site_packages = Path(
@@ -296,26 +315,25 @@ def test_dockerfile_pip_install_line_in_fresh_venv(tmp_path):
     if os.environ.get("BIDS_SR_FULL_INSTALL_TEST") != "1":
         overlay = sysconfig.get_paths()["purelib"]
         (site_packages / "zz_test_overlay.pth").write_text(overlay + "\n")
-    command = dockerfile_install_command(str(python), source)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
     env["PIP_NO_COMPILE"] = "1"
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-    install = subprocess.run(
-        command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=1500
-    )
-    assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
+    return python, site_packages, env
 
+
+def _assert_installed(python: Path, site_packages: Path, env: dict[str, str], cwd: Path) -> None:
+    """`bids_sr --version` runs from the venv, and the package and its data (demo dataset,
+    Boutiques descriptor, weights) come from the venv's site-packages, not the checkout."""
     version = subprocess.run(
-        [str(env_dir / "bin" / "bids_sr"), "--version"],
+        [str(python.parent / "bids_sr"), "--version"],
         capture_output=True,
         text=True,
         env=env,
-        cwd=tmp_path,
+        cwd=cwd,
         timeout=120,
     )
     assert version.returncode == 0, version.stderr
     assert version.stdout.strip() == f"bids_sr {__version__}"
-    # the package data (demo dataset, Boutiques descriptor, weights) were installed with it
     probe = (
         "import importlib.resources as r, bids_sr, torch; d = r.files('bids_sr') / 'data'; "
         "print((d / 'boutiques.json').is_file(), "
@@ -323,13 +341,39 @@ def test_dockerfile_pip_install_line_in_fresh_venv(tmp_path):
         "bids_sr.__file__)"
     )
     data = subprocess.run(
-        [str(python), "-c", probe], capture_output=True, text=True, env=env, cwd=tmp_path
+        [str(python), "-c", probe], capture_output=True, text=True, env=env, cwd=cwd
     )
     assert data.returncode == 0, data.stderr
     has_descriptor, has_demo, torch_version, package_file = data.stdout.split()
     assert has_descriptor == "True" and has_demo == "True"
     assert Path(package_file).is_relative_to(site_packages), "bids_sr not installed in the venv"
     assert torch_version.split("+")[0] == _dockerfile_torch_version()
+
+
+@pytest.mark.slow
+def test_pip_install_of_a_wheel_outside_the_checkout(tmp_path):
+    """The path for users without a checkout or a container: build the wheel from a source
+    tree (`pip wheel .`, as `pip install .` does), install it into a fresh venv, and run
+    `bids_sr --version` from a folder outside the checkout."""
+    source = _source_tree(tmp_path / "src")
+    python, site_packages, env = _fresh_venv(tmp_path / "venv")
+    build = subprocess.run(
+        [str(python), "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(tmp_path / "dist"),
+         "."],
+        capture_output=True, text=True, env=env, cwd=source, timeout=1500,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    wheels = sorted((tmp_path / "dist").glob("bids_sr-*.whl"))
+    assert [w.name for w in wheels] == [f"bids_sr-{__version__}-py3-none-any.whl"]
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", str(wheels[0])],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=1500,
+    )  # fmt: skip
+    assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
+    shutil.rmtree(source)  # nothing may come from the source tree any more
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    _assert_installed(python, site_packages, env, elsewhere)
 
 
 def test_install_line_extraction():

@@ -135,7 +135,9 @@ def test_every_input_a_super_resolve_node_reads_is_in_its_hash(tmp_path):
     sidecar.write_text(json.dumps({"SliceThickness": 2.5}))
 
     def hashed(**kwargs):
-        wf = init_anat_sr_wf(t1w_file=str(t1w), scale=[1, 1, 3], **kwargs)
+        # the command line passes the sidecar's values (workflows.base), so an edit reruns
+        wf = init_anat_sr_wf(in_metadata=json.loads(sidecar.read_text()), scale=[1, 1, 3],
+                             **kwargs)  # fmt: skip
         node = wf.get_node("super_resolve")
         node.inputs.in_file = str(t1w)
         return node.inputs.get_hashval(hash_method="content")[1]
@@ -144,7 +146,7 @@ def test_every_input_a_super_resolve_node_reads_is_in_its_hash(tmp_path):
     sidecar.write_text(json.dumps({"SliceThickness": 2.0}))
     assert hashed(method="bspline") != before
     weights = REPO / "bids_sr" / "data" / "weights" / "srrecnn_x1x1x4.safetensors"
-    learned = init_anat_sr_wf(t1w_file=str(t1w), scale=[1, 1, 3], method="srrecnn",
+    learned = init_anat_sr_wf(scale=[1, 1, 3], method="srrecnn",
                               weights=weights).get_node("super_resolve")  # fmt: skip
     digests = learned.inputs.read_files
     assert str(weights.with_name("srrecnn_x1x1x4.card.json")) in digests

@@ -313,7 +313,7 @@ def test_guided_output_shows_what_the_reference_contributed(guided_run):
     assert meta["MonoWeights"] == str(weights.with_name("srrecnn_tiny.safetensors").resolve())
     assert 0 < meta["MonoDataConsistencyPSNR"] < 999  # the twin ran with data consistency
     work = out.parent / "work" / "bids_sr_wf"
-    twins = sorted(work.glob("single_subject_*_wf/*/mono_twin/sr.nii.gz"))
+    twins = sorted(work.glob("single_subject_*_wf/*/mono_twin/*_sr.nii.gz"))
     assert [p.parts[-3] for p in twins] == ["anat_t1w_srrecnn_t2w_wf"]  # sub-01 only
     assert not list(work.glob("single_subject_02_wf/**/mono_twin"))
     guided = load_volume(out / derivative_path(SUB01, desc="srrecnnT2w"))

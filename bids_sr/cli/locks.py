@@ -133,7 +133,20 @@ class OutputDirLock:
         if self.fd is not None:
             fcntl.flock(self.fd, fcntl.LOCK_SH)
 
-    def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+    def release(self, *, remove: bool = False) -> None:
+        """Give the lock back. With ``remove`` (after a successful run), first delete the
+        lock file when no other run holds the folder, so that a finished derivatives
+        folder holds derivatives only. A run that opened the file just before sees it gone
+        once it has its lock and starts again with a new one (:meth:`acquire`); a file that
+        another lock of this process holds (``-w`` equal to the output folder) is never
+        free, so it stays."""
+        if self.fd is None:
+            return
+        if remove and self.try_exclusive():
+            try:
+                if os.stat(self.path).st_ino == os.fstat(self.fd).st_ino:
+                    self.path.unlink()
+            except FileNotFoundError:
+                pass
+        os.close(self.fd)
+        self.fd = None

@@ -112,13 +112,27 @@ def _existing_dir(text: str) -> Path:
     return path.absolute()
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's defaults formatter, stating a default only where there is one to state:
+    not None (the help says what happens then, e.g. "default: all"), not a flag's own
+    True/False (``--no-data-consistency (default: True)`` reads as the opposite), and not
+    twice when the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        flag = isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction)
+        if action.default is None or flag or "default" in text.lower():
+            return text
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser; also the source of the Boutiques descriptor, so keep help texts useful."""
     parser = BIDSAppParser(
         prog="bids_sr",
         description="Super-resolve anatomical brain MRI (T1w) of a BIDS dataset into a "
         "BIDS derivatives dataset.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("bids_dir", type=Path, help="the root folder of a BIDS dataset")
     parser.add_argument(
@@ -184,11 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--t2w-reference",
         default="auto",
         metavar="{auto,none,PATTERN}",
-        help="the T2w that guides srrecnn-t2w: auto = the participant's T2w of the same "
-        "session, else of the closest session; none = no T2w; or a path pattern with "
-        "{subject} and {session}, e.g. /refs/sub-{subject}_T2w.nii.gz. Without a T2w, or when "
-        "its rigid registration to the T1w fails the quality check, srrecnn-t2w falls back "
-        "to srrecnn (bspline when srrecnn has no weights) and the sidecar says so",
+        help="the T2w that guides srrecnn-t2w and selfsr-t2w: auto = the participant's T2w "
+        "of the same session, else of the closest session; none = no T2w; or a path pattern "
+        "with {subject} and {session}, e.g. /refs/sub-{subject}_T2w.nii.gz. Without a T2w, "
+        "or when its rigid registration to the T1w fails the quality check, srrecnn-t2w "
+        "falls back to srrecnn (bspline when srrecnn has no weights) and selfsr-t2w to "
+        "selfsr, and the sidecar says so (default: auto)",
     )
     sr.add_argument(
         "--reference-session",
@@ -203,9 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         choices=GUIDE_SUFFIXES,
         metavar="SUFFIX",
-        help="the contrasts that may guide a T1w: T2w (srrecnn-t2w) and/or FLAIR "
-        "(srrecnn-flair), each found like the T2w of --t2w-reference auto (same session "
-        "first). Default: both, and auto picks per T1w the finest along the super-resolved "
+        help="the contrasts that may guide a T1w: T2w (srrecnn-t2w, selfsr-t2w) and/or FLAIR "
+        "(srrecnn-flair, selfsr-flair), each found like the T2w of --t2w-reference auto (same "
+        "session first). Default: both, and auto picks per T1w the finest along the super-resolved "
         "axes for which a guided model's card shows a gain (a tie: T2w). Given, it is forced: "
         "a T1w that would be guided and has none of them stops the run",
     )

@@ -254,6 +254,7 @@ def _run_workflow(config: Config, plan, t1w_by_subject, brain_masks, runner) -> 
     lock = OutputDirLock(output_dir)
     ours = {output_dir / LOCK_NAME} if created else set()
     started = time.time()
+    finished = False
     try:
         with _signals_deferred():  # the folder it creates and its lock come together
             lock.acquire()
@@ -284,13 +285,14 @@ def _run_workflow(config: Config, plan, t1w_by_subject, brain_masks, runner) -> 
             except BaseException as exc:  # in full in the log; one line on the console
                 LOGGER.error("the run failed", exc_info=exc, extra={"console": False})
                 raise
+        finished = True
         return time.perf_counter() - start
     except BaseException:
         if created and not crash_files(config.execution.log_dir, started):
             _remove_if_only_ours(output_dir, ours, lock)
         raise
     finally:
-        lock.release()
+        lock.release(remove=finished)  # a finished folder keeps no .bids_sr.lock
 
 
 def _remove_if_only_ours(output_dir: Path, ours: set[Path], lock: OutputDirLock) -> None:

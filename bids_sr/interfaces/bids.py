@@ -27,6 +27,7 @@ from nipype.interfaces.base import (
 from bids_sr.__about__ import __version__
 from bids_sr.bids import bids_uri, derivative_path, resolution_field
 from bids_sr.fileio import atomic_path, read_sidecar, sidecar_path, write_text_atomic
+from bids_sr.superresolve import SELF_SUPERVISED_METHODS
 
 # Acquisition metadata that remains true of a super-resolved image of the same acquisition
 CARRIED_METADATA = (
@@ -77,6 +78,18 @@ def _camel(key: str) -> str:
     return "".join(part.capitalize() for part in key.split("_"))
 
 
+def weights_field(method: str | None, weights: str | None) -> str | None:
+    """The sidecar's ``Weights``: the file a learned method ran with, or, for a per-scan
+    method (``selfsr``), what its model is: a path inside the work directory (which users
+    delete, and which differs between reruns) would identify nothing; its checksum
+    (``WeightsSha256``) does."""
+    if not weights or method not in SELF_SUPERVISED_METHODS:
+        return weights
+    return (f"per-scan model learned by {method} from this image, not shipped "
+            f"({Path(weights).name}, kept in the work directory's selfsr_models/; "
+            "identified by WeightsSha256)")  # fmt: skip
+
+
 def build_sidecar(source_file: str, bids_dir: str, desc: str, res: str, report: dict) -> dict:
     """The sidecar of one super-resolved image (BIDS fields first, provenance after).
 
@@ -101,6 +114,7 @@ def build_sidecar(source_file: str, bids_dir: str, desc: str, res: str, report: 
         **_source_metadata(source_file),
         "Method": method,
         "RequestedMethod": report.get("requested_method"),
+        "MethodChoice": report.get("method_choice"),
         "FallbackFrom": fallback_from,
         "FallbackReason": report.get("fallback_reason"),
         **report.get("registration", {}),
@@ -126,6 +140,8 @@ def build_sidecar(source_file: str, bids_dir: str, desc: str, res: str, report: 
         value = report.get(key)
         if isinstance(value, dict):  # e.g. guide_check's figures: their keys as fields too
             value = {_camel(k): v for k, v in value.items()}
+        if key == "weights":
+            value = weights_field(method, value)
         if value is not None:
             sidecar[_camel(key)] = value
     return {k: v for k, v in sidecar.items() if v is not None}

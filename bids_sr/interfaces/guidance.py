@@ -24,6 +24,7 @@ from nipype.interfaces.base import File, TraitedSpec, traits
 from bids_sr.fileio import write_json_atomic
 from bids_sr.guidance import guided_minus_mono, mono_twin, mono_twin_weights
 from bids_sr.image import load_volume, save_volume, voxel_sizes
+from bids_sr.interfaces.bids import weights_field
 from bids_sr.interfaces.superresolve import SuperResolve, SuperResolveInputSpec
 from bids_sr.superresolve import GUIDED_METHODS
 
@@ -93,7 +94,7 @@ class MonoTwin(SuperResolve):
         self._results["difference_file"] = str(difference)
         return {
             "MonoModel": twin,
-            "MonoWeights": run.get("weights"),
+            "MonoWeights": weights_field(twin, run.get("weights")),
             "MonoWeightsSha256": run.get("weights_sha256"),
             "MonoDataConsistencyPSNR": run.get("data_consistency_psnr"),
             "Mask": "brain mask of the mono output (bids_sr.masks.brain_mask)",

@@ -61,9 +61,18 @@ LOGGER = logging.getLogger("nipype.interface")
 PROGRESS = logging.getLogger("bids_sr")
 
 
+#: The contrasts a guided method can take, in the order a tie prefers them.
+GUIDE_CONTRASTS = tuple(dict.fromkeys(REFERENCE_SUFFIXES.values()))
+
+
 class SuperResolveInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="low-resolution 3D NIfTI image")
-    method = traits.Enum(*METHODS, usedefault=True, desc="super-resolution method")
+    method = traits.Enum(
+        "auto", *METHODS, usedefault=True,
+        desc="super-resolution method; auto (the default, as on the command line): chosen "
+        "when the node runs, from the model cards' evidence for this image's acquisition "
+        "family and factors (outputs method and method_choice say what and why)",
+    )
     scale = traits.List(
         traits.Float, minlen=1, maxlen=3, desc="one factor or three per-axis factors"
     )
@@ -79,6 +88,16 @@ class SuperResolveInputSpec(BaseInterfaceInputSpec):
     reference_problem = traits.Str(
         desc="why no reference is given although one was found (e.g. not finer than the input)"
     )
+    reference_source = File(
+        exists=True,
+        desc="method auto: the reference as acquired (native space, e.g. the raw T2w), whose "
+        "header tells whether it is finer than the input along the axes being "
+        "super-resolved, as the command line judges it; without it auto picks no guided "
+        "method",
+    )
+    reference_suffix = traits.Enum(
+        *GUIDE_CONTRASTS, usedefault=True, desc="method auto: the contrast of reference_source"
+    )
     fallback_method = traits.Enum(
         *METHODS, desc="what a guided method runs instead when the reference is missing or "
         "unusable (unset: that is an error)"
@@ -93,7 +112,10 @@ class SuperResolveInputSpec(BaseInterfaceInputSpec):
         False, usedefault=True, nohash=True,
         desc="show progress bars on stderr (not hashed: a cached result stays valid)",
     )
-    out_name = traits.Str("sr.nii.gz", usedefault=True, desc="output file name")
+    out_name = traits.Str(
+        desc="output file name (default: the input's name with '_sr', e.g. "
+        "sub-01_T1w_sr.nii.gz)"
+    )
     slice_thickness = traits.Float(
         desc="slice thickness (mm) of a 2D input (default: the sidecar's SliceThickness, "
         "else the slice spacing)"
@@ -135,6 +157,11 @@ class SuperResolveOutputSpec(TraitedSpec):
         desc="a self-supervised method's uncertainty map on the output grid (half the "
         "absolute difference of its two through-plane orientations, in input intensity units)"
     )
+    method = traits.Str(desc="the method that ran (auto's choice, or a guided method's fallback)")
+    method_choice = traits.Str(
+        desc="why that method: auto's MethodChoice sentence (the model card's evidence), or "
+        "that it was named"
+    )
 
 
 def optional_input(value):
@@ -143,10 +170,26 @@ def optional_input(value):
 
 
 class SuperResolve(SimpleInterface):
-    """Super-resolve one 3D image with the method named in ``method``.
+    """Super-resolve one 3D image with the method named in ``method`` (default ``auto``).
 
     Intensities are normalised with robust percentiles before the method and restored after,
     so the output is on the input's scale; both percentiles go in the report.
+
+    With ``method='auto'`` the node decides when it runs, from the same evidence as the
+    command line (:func:`bids_sr.planning.auto_choice`): the image's header and sidecar give
+    its acquisition family and factors, the shipped model cards the validated gains; a
+    guided method is considered only with ``reference_source`` (its header must be finer
+    along the axes being super-resolved) and runs only with ``reference_file`` (the
+    reference registered onto the output grid), else its validated fallback runs.
+
+    Inputs: ``in_file`` (mandatory), ``method``, ``scale`` or ``output_resolution``,
+    ``weights``, ``reference_file``/``reference_usable``/``reference_summary``/
+    ``reference_source``/``reference_suffix`` (guides), ``fallback_method``,
+    ``slice_thickness``/``slice_profile`` (2D scans), ``data_consistency``, ``device``,
+    ``tile_size``/``tile_overlap``/``amp`` (networks), ``seed``, ``model_dir`` (selfsr),
+    ``out_name``. Outputs: ``out_file`` (the super-resolved image, named after the input),
+    ``report_json`` (everything the sidecar records), ``method`` and ``method_choice`` (what
+    ran and why), ``uncertainty_file`` (selfsr's map, when it ran).
     """
 
     input_spec = SuperResolveInputSpec
@@ -183,11 +226,26 @@ class SuperResolve(SimpleInterface):
             )
         return robust_normalisation(ref.data).apply(ref.data)
 
-    def _fallback_reason(self) -> str | None:
-        """Why a guided method cannot use its reference (None: it can, or needs none)."""
-        if self.inputs.method not in GUIDED_METHODS:
+    def _auto_choice(self, affine: np.ndarray):
+        """What ``auto`` runs on ``in_file``: :func:`bids_sr.planning.auto_choice` on the
+        image's factors and acquisition family and, with ``reference_source``, its guide."""
+        from bids_sr.planning import auto_choice, describe_references
+
+        factors = self._factors(affine)
+        references = []
+        if isdefined(self.inputs.reference_source):
+            references = describe_references(
+                self.inputs.in_file, {self.inputs.reference_suffix: self.inputs.reference_source},
+                factors,
+            )  # fmt: skip
+        return auto_choice(factors, self._acquisition(affine).family, references=references,
+                           weights=optional_input(self.inputs.weights))  # fmt: skip
+
+    def _fallback_reason(self, method: str) -> str | None:
+        """Why a guided ``method`` cannot use its reference (None: it can, or needs none)."""
+        if method not in GUIDED_METHODS:
             return None
-        suffix = REFERENCE_SUFFIXES[self.inputs.method]
+        suffix = REFERENCE_SUFFIXES[method]
         if not isdefined(self.inputs.reference_file):
             return optional_input(self.inputs.reference_problem) or (
                 f"no {suffix} reference was found for this T1w"
@@ -207,26 +265,47 @@ class SuperResolve(SimpleInterface):
         volume = load_volume(self.inputs.in_file, reject_constant=True)
         factors = effective_factors(volume.data.shape, self._factors(volume.affine))
         method, weights = self.inputs.method, optional_input(self.inputs.weights)
+        fallback = optional_input(self.inputs.fallback_method)
+        note = optional_input(self.inputs.fallback_note)
         provenance = {}
+        if method == "auto":
+            choice = self._auto_choice(volume.affine)
+            method, weights = choice.method, str(choice.weights) if choice.weights else None
+            provenance["method_choice"] = choice.sentence
+            if choice.fallback is not None and fallback is None:
+                fallback, note = choice.fallback.method, choice.fallback.note
+            PROGRESS.info("%s: %s", Path(self.inputs.in_file).name, choice.sentence)
         if isdefined(self.inputs.reference_summary):
             provenance["registration"] = dict(self.inputs.reference_summary)
-        reason = self._fallback_reason()
+        reason = self._fallback_reason(method)
         if reason is None:
-            reference = self._reference(hr_shape(volume.data.shape, factors))
+            guided = self.inputs.method != "auto" or method in GUIDED_METHODS
+            reference = self._reference(hr_shape(volume.data.shape, factors)) if guided else None
         else:
-            if not isdefined(self.inputs.fallback_method):
+            if fallback is None:
                 raise ValueError(f"{self.inputs.in_file}: {method} needs a "
                                  f"{REFERENCE_SUFFIXES[method]}: {reason}")
-            fallback = self.inputs.fallback_method
-            note = optional_input(self.inputs.fallback_note) or fallback
+            note = note or fallback
             LOGGER.warning("%s: %s; running %s instead of %s", self.inputs.in_file, reason,
                            fallback, method)  # fmt: skip
-            provenance.update(requested_method=method, fallback_from=method,
-                              fallback_reason=f"{reason}; ran {note}")  # fmt: skip
+            provenance.update(fallback_from=method, fallback_reason=f"{reason}; ran {note}")
             method, weights, reference = fallback, None, None
         with subject(Path(self.inputs.in_file).name):  # progress lines name the image
-            self._super_resolve(runtime, volume, method, weights, reference, provenance)
+            report = self._super_resolve(runtime, volume, method, weights, reference,
+                                         provenance)  # fmt: skip
+        self._results["method"] = report.get("method", method)
+        self._results["method_choice"] = provenance.get(
+            "method_choice", f"{self.inputs.method} was named (method input)"
+        )
         return runtime
+
+    def _out_name(self) -> str:
+        """``out_name``, else the input's name with ``_sr`` (sub-01_T1w → sub-01_T1w_sr)."""
+        if isdefined(self.inputs.out_name):
+            return self.inputs.out_name
+        name = Path(self.inputs.in_file).name
+        stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else Path(name).stem
+        return f"{stem}_sr.nii.gz"
 
     def _super_resolve(
         self, runtime, volume: Volume, method: str, weights: str | None,
@@ -261,14 +340,14 @@ class SuperResolve(SimpleInterface):
         out_affine = upsampled_affine(volume.affine, factors)
         if "map" in maps:  # a difference of intensities: scaled, not shifted, back
             spread = maps.pop("map") * np.float32(norm.high - norm.low)
-            name = self.inputs.out_name.replace(".nii", "_uncertainty.nii")
+            name = self._out_name().replace(".nii", "_uncertainty.nii")
             self._results["uncertainty_file"] = str(
                 save_volume(spread, out_affine, Path(runtime.cwd) / name, volume.header)
             )
         out_file = save_volume(
             norm.restore(hr),
             out_affine,
-            Path(runtime.cwd) / self.inputs.out_name,
+            Path(runtime.cwd) / self._out_name(),
             volume.header,
         )
         report.update(

@@ -1,29 +1,77 @@
-"""init_anat_sr_wf: super-resolve one T1w image."""
+"""init_anat_sr_wf: super-resolve one T1w image.
+
+Nothing here reads a file: the T1w may be known only when the workflow runs (a
+DataGrabber, iterables). The super-resolution node's memory request comes from the T1w's
+header when the node is about to run (:class:`SuperResolveMemory`, with MultiProc), or from
+the ``mem_gb`` hint given to :func:`init_anat_sr_wf` (what cluster plugins, which size jobs
+before they run, use).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from nipype.interfaces import utility as niu
+from nipype.interfaces.base import isdefined
 from nipype.pipeline import engine as pe
 from nipype.utils.gpu_count import gpu_count
 
-from bids_sr.fileio import card_path, read_sidecar, sha256_file
+from bids_sr.fileio import card_path, sha256_file
 from bids_sr.image import hr_shape, requested_factors
 from bids_sr.interfaces.guidance import MonoTwin
 from bids_sr.interfaces.superresolve import SuperResolve
 from bids_sr.superresolve import INTERPOLATION_METHODS, SELF_SUPERVISED_METHODS
 from bids_sr.weights_lookup import shipped_weights_digest
 
+try:  # nipype >= 1.11: MultiProc asks a node's estimator once its inputs are known
+    from nipype.utils.ram_estimator import RamEstimator
+except ImportError:  # older nipype: the hint (or DEFAULT_MEM_GB) stands
+    RamEstimator = object
+
+#: A SuperResolve node's memory request before its input is known, without a hint (GB).
+DEFAULT_MEM_GB = 1.0
+
+
+def mem_gb_for(shape: Sequence[int], affine: np.ndarray, scale: Sequence[float] | None,
+               output_resolution: float | None) -> float:  # fmt: skip
+    """Memory a SuperResolve node needs, from the output size (about 12 float32 copies)."""
+    factors = requested_factors(affine, list(scale) if scale else None, output_resolution)
+    voxels = float(np.prod(hr_shape(tuple(shape[:3]), factors)))
+    return round(max(0.5, 12 * 4 * voxels / 1024**3 + 0.3), 2)
+
 
 def estimate_mem_gb(t1w_file: str, scale: list[float], output_resolution: float | None) -> float:
-    """Memory a SuperResolve node needs, from the output size (about 12 float32 copies)."""
+    """:func:`mem_gb_for` from a T1w's header (the data are not loaded)."""
     img = nib.load(t1w_file)
-    factors = requested_factors(img.affine, scale, output_resolution)
-    voxels = float(np.prod(hr_shape(img.shape[:3], factors)))
-    return round(max(0.5, 12 * 4 * voxels / 1024**3 + 0.3), 2)
+    return mem_gb_for(img.shape, img.affine, scale, output_resolution)
+
+
+class SuperResolveMemory(RamEstimator):
+    """Nipype RAM estimator of a SuperResolve node: :func:`mem_gb_for` from the header of its
+    ``in_file`` and its ``scale``/``output_resolution``, asked when the node is ready to run
+    (its input path known), so a workflow needs no file to be built."""
+
+    def __call__(self, inputs) -> tuple[float, str]:
+        if not isdefined(inputs.in_file):
+            return DEFAULT_MEM_GB, "in_file undefined: default"
+        scale = inputs.scale if isdefined(inputs.scale) else None
+        resolution = inputs.output_resolution if isdefined(inputs.output_resolution) else None
+        try:
+            mem_gb = estimate_mem_gb(inputs.in_file, scale, resolution)
+        except (OSError, nib.filebasedimages.ImageFileError) as exc:  # the node reports it
+            return DEFAULT_MEM_GB, f"{inputs.in_file}: header unreadable ({exc})"
+        return mem_gb, f"{Path(inputs.in_file).name}: {mem_gb} GB from its header"
+
+
+def _sr_node(interface: SuperResolve, name: str, mem_gb: float | None, n_procs: int) -> pe.Node:
+    """A node sized by the ``mem_gb`` hint, then by its input's header at run time."""
+    node = pe.Node(interface, name=name, mem_gb=mem_gb or DEFAULT_MEM_GB, n_procs=n_procs)
+    if RamEstimator is not object and mem_gb is None:
+        node.ram_estimator = SuperResolveMemory()
+    return node
 
 
 def files_read_by_node(method: str, weights: str | Path | None) -> dict[str, str]:
@@ -53,9 +101,8 @@ def uses_gpu(method: str, device: str) -> bool:
 
 def init_anat_sr_wf(
     *,
-    t1w_file: str,
-    method: str,
-    scale: list[float],
+    method: str = "auto",
+    scale: list[float] | None = None,
     output_resolution: float | None = None,
     weights: Path | None = None,
     device: str = "auto",
@@ -73,19 +120,25 @@ def init_anat_sr_wf(
     reference_problem: str | None = None,
     data_consistency: bool = True,
     model_dir: Path | None = None,
+    mem_gb: float | None = None,
+    in_metadata: dict | None = None,
     name: str = "anat_sr_wf",
 ) -> pe.Workflow:
-    """Super-resolve one T1w image with ``method``.
+    """Super-resolve one T1w image with ``method`` (default ``auto``, as the command line).
 
-    Inputs (``inputnode``): ``t1w`` — the LR T1w path; with ``guided`` also ``reference``
-    (the registered T2w on the output grid), ``reference_usable`` and ``reference_summary``
-    (from :func:`bids_sr.workflows.reference.init_t2w_reference_wf`). A guided method whose
-    reference is missing (``guided`` False) or unusable runs ``fallback_method`` instead
-    (``fallback_note``: why that one), inside its node, and the report says so
-    (``reference_problem``: why a T2w that was found does not guide).
+    Inputs (``inputnode``): ``t1w`` — the LR T1w path (known at build time or only when
+    the workflow runs); with ``guided`` also ``reference`` (the registered T2w or FLAIR on
+    the output grid), ``reference_usable`` and ``reference_summary`` (from
+    :func:`bids_sr.workflows.reference.init_t2w_reference_wf`), and, with ``auto``,
+    ``reference_source`` (the reference as acquired: auto guides only when it is finer).
+    A guided method whose reference is missing (``guided`` False) or unusable runs
+    ``fallback_method`` instead (``fallback_note``: why that one), inside its node, and the
+    report says so (``reference_problem``: why a T2w that was found does not guide).
     Outputs (``outputnode``): ``sr_file`` — the super-resolved image on the upsampled grid
-    (intensities on the input's scale); ``report_json`` — what was done (method, factors,
-    voxel sizes, device, runtime) for the sidecar.
+    (intensities on the input's scale, named after the input); ``report_json`` — what was
+    done (method, factors, voxel sizes, device, runtime) for the sidecar; ``method`` and
+    ``method_choice`` — what ran and why (``auto``: the model card's evidence, decided when
+    the node runs, as :func:`bids_sr.planning.auto_choice` decides for the command line).
 
     ``slice_thickness``/``slice_profile`` describe a 2D input (see bids_sr.acquisition);
     ``data_consistency`` corrects the result so that it projects back onto the input.
@@ -93,22 +146,30 @@ def init_anat_sr_wf(
     also runs the mono twin when the reference was used, and ``report_json`` carries
     ``guided_minus_mono``; output ``difference_file``: guided − mono ('' when none ran).
     ``model_dir``: where a self-supervised method (selfsr) keeps its per-scan model, so a
-    rerun reuses it; such a method also has the output ``uncertainty_file``.
-    ``t1w_file`` sizes the node's memory request for schedulers, and its sidecar's values
-    become a node input (``in_metadata``), so that editing the sidecar reruns the node;
-    files the node reads that are not File inputs (a model card, the shipped weights) enter
-    its hash as digests (``read_files``).
+    rerun reuses it; such a method (and ``auto``, which may choose one) also has the output
+    ``uncertainty_file`` (undefined when no selfsr ran).
+    ``mem_gb``: the node's memory request, for plugins that size jobs before they run
+    (SLURM); without it MultiProc sizes the node from the T1w's header when it is ready.
+    ``in_metadata``: the T1w sidecar's values (the command line passes them, so that
+    editing the sidecar reruns the node; without it the node reads the sidecar when it
+    runs); files the node reads that are not File inputs (a model card, the shipped
+    weights) enter its hash as digests (``read_files``).
+    No file of the input is read while the workflow is built.
     """
     workflow = pe.Workflow(name=name)
     reference_fields = ["reference", "reference_usable", "reference_summary"]
+    auto = method == "auto"
+    if guided and auto:
+        reference_fields.append("reference_source")
     inputnode = pe.Node(
         niu.IdentityInterface(fields=["t1w", *(reference_fields if guided else [])]),
         name="inputnode",
     )
-    self_supervised = method in SELF_SUPERVISED_METHODS
+    self_supervised = method in SELF_SUPERVISED_METHODS or auto
     outputnode = pe.Node(
         niu.IdentityInterface(
-            fields=["sr_file", "report_json", *(["uncertainty_file"] if self_supervised else []),
+            fields=["sr_file", "report_json", "method", "method_choice",
+                    *(["uncertainty_file"] if self_supervised else []),
                     *(["difference_file"] if guided else [])]
         ),
         name="outputnode",
@@ -128,30 +189,27 @@ def init_anat_sr_wf(
     optional.update(read_files=files_read_by_node(method, weights) or None)
     settings.update({key: value for key, value in optional.items() if value is not None})
     # the sidecar's values, not its path: an edit reruns the node (and only this node)
-    settings["in_metadata"] = read_sidecar(t1w_file)
+    if in_metadata is not None:
+        settings["in_metadata"] = dict(in_metadata)
     # GPU nodes take one of MultiProc's n_gpu_procs slots per CPU thread they declare
     # (nipype counts min(n_procs, n_gpu_procs)); the GPU does the work, so they declare 1.
     on_gpu = uses_gpu(method, device)
-    super_resolve = pe.Node(
-        SuperResolve(use_gpu=on_gpu, **settings),
-        name="super_resolve",
-        mem_gb=estimate_mem_gb(t1w_file, scale, output_resolution),
-        n_procs=1 if on_gpu else omp_nthreads,
-    )
+    n_procs = 1 if on_gpu else omp_nthreads
+    super_resolve = _sr_node(SuperResolve(use_gpu=on_gpu, **settings), "super_resolve",
+                             mem_gb, n_procs)  # fmt: skip
     workflow.connect([
         (inputnode, super_resolve, [("t1w", "in_file")]),
-        (super_resolve, outputnode, [("out_file", "sr_file")]),
+        (super_resolve, outputnode, [("out_file", "sr_file"), ("method", "method"),
+                                     ("method_choice", "method_choice")]),
     ])  # fmt: skip
+    if guided and auto:
+        workflow.connect(inputnode, "reference_source", super_resolve, "reference_source")
     if guided:
         # the same settings without the guide: what the reference contributed
         twin_settings = {key: value for key, value in settings.items() if key not in (
             "weights", "fallback_method", "fallback_note", "reference_problem")}  # fmt: skip
-        mono_twin = pe.Node(
-            MonoTwin(use_gpu=on_gpu, **twin_settings),
-            name="mono_twin",
-            mem_gb=estimate_mem_gb(t1w_file, scale, output_resolution),
-            n_procs=1 if on_gpu else omp_nthreads,
-        )
+        mono_twin = _sr_node(MonoTwin(use_gpu=on_gpu, **twin_settings), "mono_twin", mem_gb,
+                             n_procs)  # fmt: skip
         workflow.connect([
             (inputnode, super_resolve, [
                 ("reference", "reference_file"),

@@ -11,6 +11,7 @@ from nipype.pipeline import engine as pe
 
 from bids_sr.bids import bids_uri, desc_label, parse_entities, reference_session, reference_uri
 from bids_sr.config import Config
+from bids_sr.fileio import read_sidecar
 from bids_sr.interfaces.reports import SubjectReport
 from bids_sr.planning import MethodPlan
 from bids_sr.superresolve import GUIDED_METHODS, INTERPOLATION_METHODS, SELF_SUPERVISED_METHODS
@@ -131,7 +132,6 @@ def _add_super_resolution(
             guided_here = plan.guides(t1w_file, method) and ref_wf is not None
             fallback = plan.fallback(t1w_file, method) if guided else None
             anat_wf = init_anat_sr_wf(
-                t1w_file=t1w_file,
                 method=method,
                 scale=wf_settings.scale,
                 output_resolution=wf_settings.output_resolution,
@@ -151,6 +151,10 @@ def _add_super_resolution(
                 data_consistency=wf_settings.data_consistency,
                 model_dir=Path(config.execution.work_dir).absolute() / "selfsr_models",
                 progress=config.execution.progress,
+                # the header was read while planning; cluster plugins size jobs from this
+                mem_gb=estimate_mem_gb(t1w_file, wf_settings.scale, wf_settings.output_resolution),
+                # the sidecar's values, not its path: an edit reruns the node (and only this node)
+                in_metadata=read_sidecar(t1w_file),
                 name=f"anat_{tag}_{_name_tag(method)}_wf",
             )
             anat_wf.inputs.inputnode.t1w = t1w_file
@@ -170,6 +174,8 @@ def _add_super_resolution(
             choice = plan.method_choice(t1w_file, method)
             if choice:
                 metadata["MethodChoice"] = choice
+                if "auto" in wf_settings.methods:  # what the user asked for: the default
+                    metadata["RequestedMethod"] = "auto"
             warning = plan.warnings.get(t1w_file, {}).get(method)
             if warning:
                 metadata["MethodWarning"] = warning
