@@ -123,7 +123,7 @@ def test_lines_reach_the_terminal_from_multiproc_workers(tmp_path):
         from nipype.interfaces.utility import Function
         from nipype.pipeline import engine as pe
         from bids_sr.cli.plugin import MultiProcPlugin
-        from bids_sr.cli.run import _setup_logging
+        from bids_sr.cli.logs import setup_console
 
         def loop():
             import os
@@ -131,7 +131,7 @@ def test_lines_reach_the_terminal_from_multiproc_workers(tmp_path):
             for _ in track(range(3), desc=f"worker {{os.getpid()}} loop"):
                 pass
 
-        _setup_logging(0)
+        setup_console(0)
         workflow = pe.Workflow(name="wf", base_dir={str(tmp_path)!r})
         workflow.add_nodes([pe.Node(Function(function=loop), name="loop")])
         workflow.run(plugin=MultiProcPlugin(plugin_args={{"n_procs": 1}}))
