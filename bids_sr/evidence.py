@@ -69,16 +69,27 @@ class Evidence:
         scales = ", ".join(dict.fromkeys(
             "×" + "x".join(f"{f:g}" for f in record["factors"]) for record in self.records
         ))  # fmt: skip
-        images = sorted({name for r in self.records for name in r["gain_over_bspline"]})
+        images = _image_list(sorted({n for r in self.records for n in r["gain_over_bspline"]}))
         card = self.weights.name.replace(".safetensors", ".card.json")
         text = (
             f"its model card ({card}) validates it on {self.family} inputs at "
             f"{scales}: at least {self.gain:+.2f} dB brain PSNR over bspline on each held-out "
-            f"image ({', '.join(images)})"
+            f"image ({images})"
         )
         if self.gain_over_mono is not None:
             text += f" and {self.gain_over_mono:+.2f} dB over the mono model"
         return text
+
+
+def _image_list(images: Sequence[str]) -> str:
+    """Held-out image names for a sentence; the many IXI subjects as one count."""
+    ixi = [name for name in images if name.startswith("IXI")]
+    named = [name for name in images if not name.startswith("IXI")]
+    if len(ixi) > 2:
+        named.append(f"{len(ixi)} IXI subjects")
+    else:
+        named += ixi
+    return ", ".join(named)
 
 
 def sr_factor(family: str, factors: Sequence[float]) -> float | None:

@@ -20,9 +20,12 @@ from bids_sr.interpolation import INTERPOLATION_ORDERS, interpolate
 NETWORK_METHODS = ("fsrcnn", "espcn", "srgan", "srrecnn", "srrecnn-t2w", "srrecnn-flair")
 FILTER_METHODS = ("gradfilter",)
 #: Learn per scan from the scan itself (2D scans only): no shipped weights. ``selfsr`` trains
-#: a small CNN (minutes), ``selfsr-filters`` closed-form filters (seconds, less gain);
-#: ``selfsr-t2w``/``selfsr-flair`` train the CNN with a registered HR T2w/FLAIR as a guide.
-SELF_SUPERVISED_METHODS = ("selfsr", "selfsr-filters", "selfsr-t2w", "selfsr-flair")
+#: a small CNN (minutes), ``selfsr-fast`` the same CNN with a short fine-tuning budget for
+#: cohorts (:data:`bids_sr.selfsr.method.FAST_ITERATIONS`), ``selfsr-filters`` closed-form
+#: filters (seconds, less gain); ``selfsr-t2w``/``selfsr-flair`` train the CNN with a
+#: registered HR T2w/FLAIR as a guide.
+SELF_SUPERVISED_METHODS = ("selfsr", "selfsr-fast", "selfsr-filters", "selfsr-t2w",
+                           "selfsr-flair")  # fmt: skip
 #: Guided methods and the BIDS suffix of the registered HR reference each takes
 #: (``reference``); the weights of one never take the other contrast.
 REFERENCE_SUFFIXES = {"srrecnn-t2w": "T2w", "srrecnn-flair": "FLAIR",
@@ -119,6 +122,7 @@ def super_resolve(
         )
     elif method in SELF_SUPERVISED_METHODS:
         from bids_sr.selfsr import super_resolve_selfsr
+        from bids_sr.selfsr.method import FAST_ITERATIONS
 
         guided = method in GUIDED_METHODS
         if guided and reference is None:
@@ -128,6 +132,7 @@ def super_resolve(
             lr, factors, acquisition, seed=seed, device=device, model_dir=model_dir,
             progress=progress, uncertainty=uncertainty,
             learner="filters" if method == "selfsr-filters" else "cnn",
+            iterations=FAST_ITERATIONS if method == "selfsr-fast" else None,
             reference=reference if guided else None,
             reference_contrast=REFERENCE_SUFFIXES[method] if guided else None,
         )

@@ -51,6 +51,7 @@ from bids_sr.guidance import mono_twin, reference_only_structure_check  # noqa: 
 from bids_sr.image import load_volume, voxel_sizes  # noqa: E402
 from bids_sr.superresolve import REFERENCE_SUFFIXES, SELF_SUPERVISED_METHODS  # noqa: E402
 from bids_sr.training.card import render_markdown  # noqa: E402
+from bids_sr.training.splits import IXI_FOLDER, ixi_split  # noqa: E402
 from bids_sr.weights_lookup import WEIGHTS_DIR  # noqa: E402
 
 #: Held-out scans (never in any shipped model's training split): the T1w and the references
@@ -69,6 +70,30 @@ VALIDATION = {
                {"T2w": "real_multicontrast/mni152_T2_1mm_brain.nii.gz"}),
 }  # fmt: skip
 DEFAULT_IMAGES = ("chris", "openms19")
+#: ``--images ixi``: the validation part of the IXI pool (bids_sr.training.splits; 2 mm T1w
+#: of one site, the sharp left-right axis is array axis 2), ``--ixi-count`` of them.
+IXI_GROUP = "ixi"
+
+
+def _ixi_validation(shared: Path, count: int | None) -> dict[str, tuple[str, dict]]:
+    """The IXI validation subjects (the first ``count`` by name) as VALIDATION entries."""
+    _, validation = ixi_split(shared)
+    names = sorted(validation)[:count] if count else sorted(validation)
+    return {name: (f"{IXI_FOLDER}/{validation[name].name}", {}) for name in names}
+
+
+def summary(gains: dict[str, float]) -> dict:
+    """Mean gain over images with its 95 % interval (t distribution), the worst image."""
+    from scipy import stats
+
+    values = np.asarray(list(gains.values()), dtype=float)
+    worst = min(gains, key=gains.get)
+    out = {"n": int(values.size), "mean": round(float(values.mean()), 3),
+           "worst": round(float(values.min()), 3), "worst_image": worst}  # fmt: skip
+    if values.size > 1:
+        half = stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size)
+        out["ci95"] = [round(float(values.mean() - half), 3), round(float(values.mean() + half), 3)]
+    return out
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -82,7 +107,11 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                         help="slice thickness / slice spacing of the simulated 2D scan")
     parser.add_argument("--profile", choices=["rect", "gaussian"], default="rect")
     parser.add_argument("--images", nargs="+", default=list(DEFAULT_IMAGES),
-                        choices=list(VALIDATION))  # fmt: skip
+                        choices=[*VALIDATION, IXI_GROUP],
+                        help=f"held-out images; {IXI_GROUP!r}: the IXI pool's validation "
+                        "subjects (bids_sr.training.splits)")  # fmt: skip
+    parser.add_argument("--ixi-count", type=int, help="with --images ixi: only the first N "
+                        "validation subjects (by name)")  # fmt: skip
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--write", action="store_true", help="store the records in the cards")
@@ -140,8 +169,11 @@ def validate(weights: Path, args: argparse.Namespace, command: str) -> dict:
         record.update(thickness_ratio=args.thickness_ratio, profile=args.profile)
     if guided:
         record.update(gain_over_mono={}, reference_only_transfer={})
+    images = {}
     for name in args.images:
-        t1w_rel, references = VALIDATION[name]
+        images.update(_ixi_validation(args.shared, args.ixi_count) if name == IXI_GROUP
+                      else {name: VALIDATION[name]})  # fmt: skip
+    for name, (t1w_rel, references) in images.items():
         if guided and suffix not in references:
             print(f"{weights.name} {name}: no {suffix}, skipped", flush=True)
             continue
@@ -188,6 +220,8 @@ def validate(weights: Path, args: argparse.Namespace, command: str) -> dict:
         print(f"{weights.name} {name} ×{'x'.join(f'{f:g}' for f in factors)} "
               f"{args.degradation}: {method} {psnr[method]:.2f} dB, bspline "
               f"{psnr['bspline']:.2f} dB", flush=True)  # fmt: skip
+    if len(record["gain_over_bspline"]) > 2:
+        record["summary_over_bspline"] = summary(record["gain_over_bspline"])
     record["command"] = command
     return record
 
@@ -203,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.write:
             card_file, card, _ = target_card(weights)
             kept = [r for r in card.get("evidence", []) if _record_key(r) != _record_key(record)]
+            card["validation_subjects"] = sorted(set(card.get("validation_subjects", []))
+                                                 | set(record["gain_over_bspline"]))  # fmt: skip
             card["evidence"] = sorted([*kept, record], key=_record_key)
             write_json_atomic(card, card_file)
             card_file.with_name(card_file.name.replace(".card.json", ".md")).write_text(

@@ -90,6 +90,11 @@ GUIDED_PRIOR_CONTRASTS = ("T2w", "FLAIR")
 FINE_TUNE_LR = 3e-4
 
 
+#: Fine-tuning steps of ``selfsr-fast``, the cohort mode: the prior adapted briefly to the
+#: scan (0 would be the prior alone). Its own card holds its evidence.
+FAST_ITERATIONS = 300
+
+
 class SelfSRError(ValueError):
     """An input the self-supervised method cannot process (the message says why)."""
 

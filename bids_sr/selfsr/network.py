@@ -342,6 +342,12 @@ def train_plane_net(
     pairs = _pairs(volume, acquisition, factor, settings.patch, reference, axes)
     steps = iterations_for(sum(p.degraded.size for p in pairs), settings)
     initial = {k: v.clone() for k, v in net.state_dict().items()}
+    if steps == 0:  # the starting point alone (no per-scan training): checked, not fitted
+        ratio = self_check(net, pairs, settings)
+        return net, {"final_loss": float("nan"), "iterations": 0,
+                     "train_s": time.perf_counter() - start, "self_check_l1_ratio": ratio,
+                     "learned": bool(ratio < COLLAPSED_RATIO), "attempts": 0,
+                     "training_axes": axes}  # fmt: skip
     for attempt in range(RETRIES + 1):
         summary = fit(net, pairs, settings, steps, rng, device=device, progress=progress,
                       desc="selfsr: training on the scan's own slices")  # fmt: skip

@@ -1,0 +1,109 @@
+"""Benchmark: wall time and peak memory of one per-scan ``selfsr`` run on a real 2D scan.
+
+The figure a cohort is planned from: learn (per-scan fine-tuning of the shipped prior),
+apply (both through-plane orientations), data consistency, on the scan's own grid and
+acquisition (header voxel sizes; thickness from ``--slice-thickness`` or the spacing),
+the default factors a participant run uses (isotropic at the finest voxel size). Each
+budget runs in its own subprocess so its peak resident memory is its own. Prints one line
+per budget and, with ``--json``, writes the figures with the machine they were taken on.
+
+    python benchmarks/selfsr_time.py ../shared/data/clinical_thick_slice/sub-03/ses-2/anat/sub-03_ses-2_T1w.nii.gz
+    python benchmarks/selfsr_time.py SCAN --budgets default fast --device cuda --json out.json
+
+``--budgets``: ``default`` (the method's own step budget), ``fast`` (the ``selfsr-fast``
+budget), or a number of fine-tuning steps (``0``: the prior alone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def _run_one(scan: Path, budget: str, device: str) -> dict:
+    """One selfsr run of ``scan`` in this process; its figures."""
+    from bids_sr.acquisition import describe_acquisition
+    from bids_sr.image import default_factors, load_volume, robust_normalisation
+    from bids_sr.selfsr import super_resolve_selfsr
+    from bids_sr.selfsr.method import FAST_ITERATIONS
+    from bids_sr.superresolve import _consistency
+
+    volume = load_volume(scan)
+    factors = default_factors(volume.affine)
+    acquisition = describe_acquisition(volume.zooms)
+    lr = robust_normalisation(volume.data).apply(volume.data)
+    iterations = {"default": None, "fast": FAST_ITERATIONS}.get(budget)
+    if iterations is None and budget != "default":
+        iterations = int(budget)
+    start = time.perf_counter()
+    hr, report = super_resolve_selfsr(lr, factors, acquisition, iterations=iterations,
+                                      device=device)  # fmt: skip
+    learned = time.perf_counter()
+    _consistency(hr, lr, acquisition, True)
+    end = time.perf_counter()
+    return {"scan": scan.name, "shape": list(volume.data.shape), "budget": budget,
+            "iterations": iterations, "device": report["device"],
+            "factors": [round(f, 3) for f in factors], "output_shape": list(hr.shape),
+            "learn_s": report["learn_s"], "apply_s": report["apply_s"],
+            "selfsr_s": round(learned - start, 2), "consistency_s": round(end - learned, 2),
+            "total_s": round(end - start, 2),
+            "self_check_l1_ratio": report["self_check_l1_ratio"],
+            "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}
+
+
+def machine() -> dict:
+    """Where the figures were taken."""
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"host": platform.node(), "cpu_count": os.cpu_count(), "torch_threads":
+            torch.get_num_threads(), "torch": torch.__version__, "gpu": gpu,
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("scan", type=Path, help="a 2D (thick-slice) NIfTI scan")
+    parser.add_argument("--budgets", nargs="+", default=["default", "fast"])
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(_run_one(args.scan, args.worker, args.device)))
+        return 0
+    if not args.scan.is_file():
+        parser.error(f"{args.scan}: no such file")
+    rows = []
+    for budget in args.budgets:
+        done = subprocess.run([sys.executable, __file__, str(args.scan), "--device",
+                               args.device, "--worker", budget],
+                              capture_output=True, text=True)  # fmt: skip
+        if done.returncode != 0:
+            print(f"{budget}: failed: {done.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+            return 1
+        row = json.loads(done.stdout.strip().splitlines()[-1])
+        rows.append(row)
+        print(f"{row['scan']} {row['shape']} → {row['output_shape']} budget {budget} "
+              f"({row['iterations']} steps) on {row['device']}: {row['total_s']:.1f} s "
+              f"(learn {row['learn_s']} s, apply {row['apply_s']} s, consistency "
+              f"{row['consistency_s']} s), peak RSS {row['peak_rss_gb']:.2f} GB", flush=True)
+    if len(rows) > 1:
+        base = rows[0]["total_s"]
+        for row in rows[1:]:
+            print(f"{row['budget']} / {rows[0]['budget']}: {row['total_s'] / base:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine(), "command": " ".join(sys.argv),
+                                         "runs": rows}, indent=1))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
