@@ -122,7 +122,7 @@ def super_resolve(
         )
     elif method in SELF_SUPERVISED_METHODS:
         from bids_sr.selfsr import super_resolve_selfsr
-        from bids_sr.selfsr.method import FAST_ITERATIONS
+        from bids_sr.selfsr.method import FAST_ITERATIONS, FAST_PRIOR, PRIOR
 
         guided = method in GUIDED_METHODS
         if guided and reference is None:
@@ -133,6 +133,8 @@ def super_resolve(
             progress=progress, uncertainty=uncertainty,
             learner="filters" if method == "selfsr-filters" else "cnn",
             iterations=FAST_ITERATIONS if method == "selfsr-fast" else None,
+            prior=(FAST_PRIOR if FAST_PRIOR.exists() else PRIOR) if method == "selfsr-fast"
+            else None,
             reference=reference if guided else None,
             reference_contrast=REFERENCE_SUFFIXES[method] if guided else None,
         )

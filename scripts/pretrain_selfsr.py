@@ -48,6 +48,7 @@ from bids_sr.selfsr.pretrain import (  # noqa: E402
     pretrain_plane_net,
 )
 from bids_sr.selfsr.store import load_model, save_model  # noqa: E402
+from bids_sr.training.splits import ixi_split  # noqa: E402
 from bids_sr.weights_lookup import WEIGHTS_DIR  # noqa: E402
 
 #: The training split (../shared/data/README.md): file, licence.
@@ -67,6 +68,10 @@ REFERENCES = {
     "mni152": ("real_multicontrast/mni152_T2_1mm_brain.nii.gz",),
 }  # fmt: skip
 STEM = "selfsr_prior"
+#: ``--ixi``: the cohort prior of ``selfsr-fast``, trained on the IXI pool's pretraining part
+#: too (never its validation part, bids_sr.training.splits)
+FAST_STEM = "selfsr_fast_prior"
+IXI_LICENCE = "CC BY-SA 3.0 (IXI, via NiChart; attribution, share-alike)"
 GUIDED_STEM = "selfsr_guided_prior"
 
 
@@ -87,6 +92,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="training images to leave out")
     parser.add_argument("--guided", action="store_true",
                         help="pretrain the guided per-scan CNN's starting point instead")
+    parser.add_argument("--ixi", type=int, metavar="N", default=0,
+                        help="also train on N acquisitions of each subject of the IXI pool's "
+                        "pretraining part, and write the selfsr-fast cohort prior")  # fmt: skip
+    parser.add_argument("--max-factor", type=float, default=FACTORS[1],
+                        help="largest slice factor drawn")  # fmt: skip
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     args = parser.parse_args(argv)
@@ -110,6 +120,15 @@ def main(argv: list[str] | None = None) -> int:
     if not subjects:
         print("--exclude: no training image left", file=sys.stderr)
         return 64
+    counts = {name: args.acquisitions for name in subjects}
+    if args.ixi:
+        pool, _ = ixi_split(args.shared)
+        if not pool:
+            print(f"{args.shared}: no IXI pool for --ixi", file=sys.stderr)
+            return 66
+        for name, path in pool.items():
+            subjects[name] = (str(path.relative_to(args.shared)), IXI_LICENCE)
+            counts[name] = args.ixi
     volumes, references = [], []
     for name, (relative, _) in subjects.items():
         paths = [args.shared / relative]
@@ -124,12 +143,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"loaded {name}: {volumes[-1].shape}, {len(references[-1])} real references",
               flush=True)  # fmt: skip
     net, summary = pretrain_plane_net(volumes, steps=args.steps, seed=args.seed,
-                                      acquisitions_per_volume=args.acquisitions,
+                                      acquisitions_per_volume=list(counts.values()),
+                                      factors=(FACTORS[0], args.max_factor),
                                       device=args.device, progress=True, init=init,
                                       references=references if args.guided else None,
                                       settings=TrainSettings(width=args.width, depth=args.depth,
                                                              unshuffle=args.unshuffle))  # fmt: skip
-    stem = GUIDED_STEM if args.guided else STEM
+    stem = GUIDED_STEM if args.guided else (FAST_STEM if args.ixi else STEM)
     weights = args.out / f"{stem}.safetensors"
     save_model(state_to_numpy(net), weights, {"learner": "cnn", "role": "prior",
                                               "depth": net.depth, "width": net.width,
@@ -147,12 +167,13 @@ def main(argv: list[str] | None = None) -> int:
             "misregistration_voxels": MAX_SHIFT_VOXELS,
             "input_gain": REFERENCE_GAIN}}  # fmt: skip
     card = {
-        "method": "selfsr-t2w, selfsr-flair" if args.guided else "selfsr", "file": weights.name,
+        "method": "selfsr-t2w, selfsr-flair" if args.guided else (
+            "selfsr-fast" if args.ixi else "selfsr"), "file": weights.name,
         "role": role,
         "architecture": f"PlaneNet (2D residual CNN, {net.depth} layers, {net.width} channels, "
                         f"pixel unshuffle {net.unshuffle}, inputs: {inputs})", **guide_note,
         "sha256": sha256_file(weights), "family": "slice",
-        "degradation": {"family": "slice", "factor": list(FACTORS),
+        "degradation": {"family": "slice", "factor": [FACTORS[0], args.max_factor],
                         "thickness_ratio": list(THICKNESS_RATIOS), "profiles": list(PROFILES),
                         "stack_axis": "random", "model": "bids_sr.acquisition"},
         "training_subjects": list(subjects), "excluded_subjects": list(args.exclude),

@@ -90,9 +90,13 @@ GUIDED_PRIOR_CONTRASTS = ("T2w", "FLAIR")
 FINE_TUNE_LR = 3e-4
 
 
-#: Fine-tuning steps of ``selfsr-fast``, the cohort mode: the prior adapted briefly to the
-#: scan (0 would be the prior alone). Its own card holds its evidence.
+#: Fine-tuning steps of ``selfsr-fast``, the cohort mode: its prior adapted briefly to the
+#: scan (0: the prior alone). Its own card holds its evidence.
 FAST_ITERATIONS = 300
+#: ``selfsr-fast``'s starting point: the slice-family prior pretrained further on the IXI
+#: pool's pretraining subjects and slice factors up to 8 (``scripts/pretrain_selfsr.py
+#: --ixi``); :data:`PRIOR` where it does not ship.
+FAST_PRIOR = WEIGHTS_DIR / "selfsr_fast_prior.safetensors"
 
 
 class SelfSRError(ValueError):
@@ -301,6 +305,7 @@ def super_resolve_selfsr(
     uncertainty: dict[str, np.ndarray] | None = None,
     reference: np.ndarray | None = None,
     reference_contrast: str | None = None,
+    prior: Path | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Super-resolve a normalised 2D scan along its slice axis; return HR and a report.
 
@@ -320,10 +325,11 @@ def super_resolve_selfsr(
     it learns on the scan's own slices — where the guide, projected onto the acquired slices
     with the acquisition model, is as sharp in-plane as the T1w targets — how the guide's
     edges relate to the T1w's, and applies that through-plane, where the guide is sharp and
-    the T1w is not. It starts from the guided prior (:data:`GUIDED_PRIOR`) where one ships
-    and ``reference_contrast`` (the guide's BIDS suffix) is one of
-    :data:`GUIDED_PRIOR_CONTRASTS`, else from the unguided prior with the guide's weights at
-    zero.
+    the T1w is not. ``prior``: the unguided CNN's starting point (default :data:`PRIOR`;
+    ``selfsr-fast`` passes :data:`FAST_PRIOR`). A guided CNN starts from the guided prior
+    (:data:`GUIDED_PRIOR`) where one ships and ``reference_contrast`` (the guide's BIDS suffix)
+    is one of :data:`GUIDED_PRIOR_CONTRASTS`, else from the unguided prior with the guide's
+    weights at zero.
     The unguided model is learned as well (reused from ``model_dir`` when there); the report's
     ``guide_check`` compares the two on the scan's own pairs, and when the guide did not help
     (``used`` false) the result and the rest of the report are the unguided model's.
@@ -345,7 +351,8 @@ def super_resolve_selfsr(
                 "register/resample it onto the output grid first"
             )
     factor = base.shape[axis] / lr.shape[axis]
-    prior = PRIOR if learner == "cnn" and PRIOR.exists() else None
+    prior = Path(prior) if prior is not None else PRIOR
+    prior = prior if learner == "cnn" and prior.exists() else None
     guided_prior = None
     if learner == "cnn" and reference_contrast in GUIDED_PRIOR_CONTRASTS and GUIDED_PRIOR.exists():
         guided_prior = GUIDED_PRIOR

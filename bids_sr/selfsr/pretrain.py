@@ -50,9 +50,11 @@ MAX_SHIFT_VOXELS = 1.0
 SYNTHETIC_BLUR = 1.0
 
 
-def random_acquisition(rng: np.random.Generator) -> tuple[Acquisition, float]:
-    """A random 2D acquisition of the slice family on a 1-voxel grid, and its factor."""
-    factor = float(rng.uniform(*FACTORS))
+def random_acquisition(rng: np.random.Generator, factors: Sequence[float] = FACTORS
+                       ) -> tuple[Acquisition, float]:  # fmt: skip
+    """A random 2D acquisition of the slice family on a 1-voxel grid (slice factor uniform
+    in ``factors``), and its factor."""
+    factor = float(rng.uniform(*factors))
     axis = int(rng.integers(3))
     spacing = [1.0, 1.0, 1.0]
     spacing[axis] = factor
@@ -97,13 +99,19 @@ def _start(init: dict[str, np.ndarray] | None, settings: TrainSettings,
 
 
 def pretrain_plane_net(
-    volumes: Sequence[np.ndarray], *, steps: int, acquisitions_per_volume: int = 4,
-    seed: int = 0, settings: TrainSettings = TrainSettings(), device: str = "cpu",
+    volumes: Sequence[np.ndarray], *, steps: int,
+    acquisitions_per_volume: int | Sequence[int] = 4, seed: int = 0,
+    factors: Sequence[float] = FACTORS, settings: TrainSettings = TrainSettings(),
+    device: str = "cpu",
     progress: bool = False, init: dict[str, np.ndarray] | None = None,
     references: Sequence[Sequence[np.ndarray]] | None = None,
 ) -> tuple[PlaneNet, dict]:  # fmt: skip
     """Train a :class:`PlaneNet` on random slice-family pairs of the HR ``volumes``
     (robust-normalised here). Returns the network and a summary of what it saw.
+
+    ``acquisitions_per_volume``: one count for all, or one per volume (many small volumes
+    of a cohort then weigh no more than a few large ones); ``factors``: the range of slice
+    factors drawn.
 
     ``init``: the arrays of an earlier prior to continue from (its architecture, not the
     settings', is the network's): pretraining longer on fresh random acquisitions, e.g. when
@@ -119,6 +127,10 @@ def pretrain_plane_net(
     if guided and len(references) != len(volumes):
         raise ValueError(f"{len(references)} reference lists for {len(volumes)} volumes")
     pairs, seen = [], []
+    counts = ([int(acquisitions_per_volume)] * len(volumes)
+              if isinstance(acquisitions_per_volume, int) else list(acquisitions_per_volume))
+    if len(counts) != len(volumes):
+        raise ValueError(f"{len(counts)} acquisition counts for {len(volumes)} volumes")
     for index, volume in enumerate(volumes):
         data = robust_normalisation(volume).apply(volume)
         real, centres = [], None
@@ -127,8 +139,8 @@ def pretrain_plane_net(
             if any(r.shape != data.shape for r in real):
                 raise ValueError(f"volume {index}: a reference's shape differs from {data.shape}")
             centres = tissue_centres(data)
-        for _ in range(acquisitions_per_volume):
-            acquisition, factor = random_acquisition(rng)
+        for _ in range(counts[index]):
+            acquisition, factor = random_acquisition(rng, factors)
             guide, kind = random_guide(data, real, centres, rng) if guided else (None, None)
             pairs += _pairs(data, acquisition, factor, settings.patch, guide)
             seen.append({"factor": round(factor, 3), "slice_axis": acquisition.slice_axis,
