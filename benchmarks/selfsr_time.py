@@ -7,7 +7,8 @@ the default factors a participant run uses (isotropic at the finest voxel size).
 budget runs in its own subprocess so its peak resident memory is its own. Prints one line
 per budget and, with ``--json``, writes the figures with the machine they were taken on.
 
-    python benchmarks/selfsr_time.py ../shared/data/clinical_thick_slice/sub-03/ses-2/anat/sub-03_ses-2_T1w.nii.gz
+    python benchmarks/selfsr_time.py \
+        ../shared/data/clinical_thick_slice/sub-03/ses-2/anat/sub-03_ses-2_T1w.nii.gz
     python benchmarks/selfsr_time.py SCAN --budgets default fast --device cuda --json out.json
 
 ``--budgets``: ``default`` (the method's own step budget), ``fast`` (the ``selfsr-fast``

@@ -50,7 +50,7 @@ def test_no_shipped_card_trained_on_an_ixi_validation_subject():
     validating = set()
     for card in cards:
         for record in card.get("evidence", []):
-            scored = {name for name in record.get("gain_over_bspline", {}) if name.startswith("IXI")}
+            scored = {n for n in record.get("gain_over_bspline", {}) if n.startswith("IXI")}
             assert scored <= set(card.get("validation_subjects", [])), card.get("method")
             validating |= scored
     pretrained = {name for card in cards for name in card.get("training_subjects", [])}
