@@ -422,3 +422,28 @@ def test_an_unreadable_cached_model_is_discarded_and_learned_again(scan, tmp_pat
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any(cached.name in m and "learning it again" in m for m in warned), warned
     assert load_model(cached)[1]["learner"] == "filters"
+
+
+def test_selfsr_fast_applies_its_prior_without_per_scan_training(scan, monkeypatch):
+    """``selfsr-fast`` (the cohort mode) runs the shipped prior with FAST_ITERATIONS steps of
+    fine-tuning — none today: no training step is taken, the scan's own pairs still check
+    the prior (self_check_l1_ratio), and the result is the prior's, not B-spline's."""
+    from bids_sr.selfsr import method, network
+    from bids_sr.superresolve import super_resolve
+
+    assert method.FAST_ITERATIONS == 0
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("selfsr-fast must not train")
+
+    monkeypatch.setattr(network, "fit", no_training)
+    hr, lr, acq = scan
+    fast, report = super_resolve(lr, (1, 1, 3), "selfsr-fast", acquisition=acq,
+                                 data_consistency=False, device="cpu")  # fmt: skip
+    base, _ = super_resolve(lr, (1, 1, 3), "bspline", acquisition=acq, data_consistency=False)
+    assert report["method"] == "selfsr-fast" and report["prior"] == method.PRIOR.name
+    assert 0 < report["self_check_l1_ratio"] < 1.5
+    assert fast.shape == hr.shape and not np.allclose(fast, base)
+    again, _ = super_resolve(lr, (1, 1, 3), "selfsr-fast", acquisition=acq,
+                             data_consistency=False, device="cpu")  # fmt: skip
+    assert np.array_equal(fast, again)

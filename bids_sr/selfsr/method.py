@@ -92,7 +92,7 @@ FINE_TUNE_LR = 3e-4
 
 #: Fine-tuning steps of ``selfsr-fast``, the cohort mode: its prior adapted briefly to the
 #: scan (0: the prior alone). Its own card holds its evidence.
-FAST_ITERATIONS = 300
+FAST_ITERATIONS = 0
 #: ``selfsr-fast``'s starting point: the slice-family prior pretrained further on the IXI
 #: pool's pretraining subjects and slice factors up to 8 (``scripts/pretrain_selfsr.py
 #: --ixi``); :data:`PRIOR` where it does not ship.
