@@ -233,3 +233,14 @@ def test_the_demo_2d_scan_takes_the_thick_slice_path(tmp_path):
     assert acquisition.thickness == pytest.approx(3.6)
     plan = plan_methods(config, {"03": [t1w]})
     assert plan.auto_methods[t1w] == "selfsr"
+
+
+@pytest.mark.parametrize("zooms", [(0.9, 0.9, 5.5), (1.0, 1.0, 6.0), (0.9, 0.9, 6.5),
+                                   (1.0, 1.0, 8.0)])  # fmt: skip
+def test_clinical_slice_thicknesses_up_to_8_mm_get_a_per_scan_method(tmp_path, zooms):
+    """With the shipped cards, a 2D T1w of 5.5–8 mm slices made isotropic at its in-plane
+    size gets a self-supervised method (records bracket factors 5–8), not B-spline."""
+    t1w = _image(tmp_path / "clinical_T1w.nii.gz", zooms)
+    choice = _choose(t1w, None, min(zooms))
+    assert choice.method in ("selfsr", "selfsr-fast"), choice.sentence
+    assert "selfsr" in choice.sentence and "dB" in choice.sentence

@@ -213,7 +213,7 @@ def test_the_shipped_slice_family_prior_is_the_starting_point(scan, tmp_path, mo
     assert len(set(tmp_path.glob("selfsr-*.safetensors")) - first) == 1  # a new model
 
 
-@pytest.mark.parametrize("card_name", ["selfsr", "selfsr-t2w", "selfsr-flair"])
+@pytest.mark.parametrize("card_name", ["selfsr", "selfsr-fast", "selfsr-t2w", "selfsr-flair"])
 def test_no_image_that_validates_a_selfsr_card_trained_the_prior(card_name):
     """Every selfsr method starts from the shipped prior, so an image the prior was
     pretrained on cannot validate it: its held-out figures would be inflated (mni152, the
