@@ -160,9 +160,9 @@ def guided_selfsr_table(cards: dict[str, dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for card in cards.values():
-        if not (card.get("method", "").startswith("selfsr-") and card.get("evidence")):
-            continue
-        suffix = card.get("reference_suffix", "?")
+        suffix = card.get("reference_suffix")
+        if not (card.get("method", "").startswith("selfsr-") and card.get("evidence") and suffix):
+            continue  # guided per-scan cards only (not selfsr-fast)
         network = cards.get(f"srrecnn-{suffix.lower()}_x1x1x4", {})
         for record in card["evidence"]:
             for image, gain in record["gain_over_bspline"].items():
@@ -241,6 +241,34 @@ def card_section(stem: str, card: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+MANY_SUBJECTS_TEXT = """### Records over many subjects
+
+Records scored on more than two images (the IXI pool's validation subjects beside chris and
+openms19): the mean gain over bspline with its 95 % interval (t distribution) and the
+worst image.
+"""
+
+
+def many_subjects_table(cards: dict[str, dict[str, Any]]) -> str:
+    """One row per record that carries a summary over its images (``summary_over_bspline``)."""
+    lines = ["| method | factors | thickness / spacing | images | mean gain (dB) | 95 % interval "
+             "| worst (dB) | worst image |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for card in cards.values():
+        for record in card.get("evidence", []):
+            summary = record.get("summary_over_bspline")
+            if not summary:
+                continue
+            low, high = summary.get("ci95", [None, None])
+            interval = f"[{low:+.2f}, {high:+.2f}]" if low is not None else "—"
+            lines.append(
+                f"| `{card.get('method', '?')}` | {format_factors(record['factors'])} "
+                f"| {record.get('thickness_ratio', '—')} | {summary['n']} "
+                f"| {summary['mean']:+.2f} | {interval} | {summary['worst']:+.2f} "
+                f"| {summary['worst_image']} |"
+            )
+    return "\n".join(lines)
+
+
 def render_models_page(weights_dir: Path = WEIGHTS_DIR) -> str:
     """The whole Models page (markdown) for the cards in ``weights_dir``."""
     cards = load_cards(weights_dir)
@@ -250,6 +278,9 @@ def render_models_page(weights_dir: Path = WEIGHTS_DIR) -> str:
     guided = guided_selfsr_table(cards)
     if len(guided.splitlines()) > 2:
         parts += [GUIDED_TEXT, guided, ""]
+    many = many_subjects_table(cards)
+    if len(many.splitlines()) > 2:
+        parts += [MANY_SUBJECTS_TEXT, many, ""]
     parts += ["## Cards", ""]
     for stem, card in cards.items():
         parts += [card_section(stem, card), ""]

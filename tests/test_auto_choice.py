@@ -232,7 +232,9 @@ def test_the_demo_2d_scan_takes_the_thick_slice_path(tmp_path):
     assert acquisition.family == "slice" and acquisition.slice_axis == 2
     assert acquisition.thickness == pytest.approx(3.6)
     plan = plan_methods(config, {"03": [t1w]})
-    assert plan.auto_methods[t1w] == "selfsr"
+    # at ×4 selfsr-fast's card guarantees more than selfsr's (+1.65 against +1.53 dB on the
+    # worse of chris and openms19): the prior alone, no per-scan training
+    assert plan.auto_methods[t1w] == "selfsr-fast"
 
 
 @pytest.mark.parametrize("zooms", [(0.9, 0.9, 5.5), (1.0, 1.0, 6.0), (0.9, 0.9, 6.5),

@@ -94,3 +94,30 @@ def test_guided_pretraining_without_a_reference_file_stops_with_its_name(
                         "--out", str(tmp_path)])  # fmt: skip
     assert code == 66 and f"{missing}: training image missing" in capsys.readouterr().err
     assert not list(tmp_path.glob("selfsr_guided_prior*"))
+
+
+def test_ixi_pretrains_the_cohort_prior_on_the_pretraining_part_only(script, shared, tmp_path):
+    """--ixi N adds the IXI pool's pretraining subjects (never its validation ones) and
+    writes the selfsr-fast prior, whose card lists them with the pool's licence."""
+    from bids_sr.training.splits import split_subjects
+
+    rng = np.random.default_rng(1)
+    pool = [f"IXI{n:03d}" for n in range(100, 134)]  # 34 subjects: 4 pretrain, 30 validate
+    for subject in pool:
+        volume = ndimage.gaussian_filter(rng.random((24, 24, 24)), 2.0) * 100.0
+        path = shared / "ixi_t1_2mm" / f"{subject}-HH-1000_T1.nii.gz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(volume.astype(np.float32), np.diag([2.0, 2.0, 2.0, 1.0])), path)
+    pretraining, validation = split_subjects(pool)
+    out = tmp_path / "out"
+    out.mkdir()
+    code = script.main(["--steps", "3", "--acquisitions", "1", "--width", "8", "--depth", "2",
+                        "--unshuffle", "1", "--exclude", "mni152", "--ixi", "1",
+                        "--max-factor", "8", "--shared", str(shared), "--out", str(out)])
+    assert code == 0
+    card = json.loads((out / "selfsr_fast_prior.card.json").read_text())
+    assert card["method"] == "selfsr-fast" and card["degradation"]["factor"] == [2.0, 8.0]
+    ixi = [s for s in card["training_subjects"] if s.startswith("IXI")]
+    assert ixi == pretraining and not set(ixi) & set(validation)
+    assert len(card["acquisitions"]) == 3 + len(pretraining)
+    assert (out / "selfsr_fast_prior.safetensors").is_file()
