@@ -114,7 +114,8 @@ def test_auto_decides_as_the_command_line_on_every_demo_t1w(tmp_path):
         assert choice.method == cli_method, t1w_file
         # the evidence sentence is the same; the command line adds why a T2w does not guide
         assert plan.choices[t1w_file].startswith(choice.sentence), t1w_file
-    assert {Path(f).name: m for f, m in plan.auto_methods.items()}["sub-03_T1w.nii.gz"] == "selfsr"
+    chosen = {Path(f).name: m for f, m in plan.auto_methods.items()}
+    assert chosen["sub-03_T1w.nii.gz"] == "selfsr-fast"
 
 
 def test_public_interfaces_and_workflows_are_exported_and_documented():
