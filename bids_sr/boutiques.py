@@ -241,8 +241,14 @@ def dumps(descriptor: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Write the descriptor to the path given (default: the packaged one)."""
-    args = sys.argv[1:] if argv is None else argv
-    target = Path(args[0]) if args else DESCRIPTOR_PATH
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bids_sr.boutiques",
+                                     description="Write the Boutiques descriptor of bids_sr, "
+                                     "generated from its command-line parser.")  # fmt: skip
+    parser.add_argument("output", nargs="?", type=Path, default=DESCRIPTOR_PATH,
+                        help=f"where to write it (default: {DESCRIPTOR_PATH.name} in the package)")
+    target = parser.parse_args(sys.argv[1:] if argv is None else argv).output
     target.write_text(dumps(generate_descriptor()))
     print(target)
     return 0

@@ -288,3 +288,13 @@ def test_bosh_one_invocation_per_input_parses_to_the_intended_config(bosh, tmp_p
         rendered = bosh_api(["exec", "simulate", str(DESCRIPTOR_PATH), "-i", str(inv_file)])
         argv = shlex.split(rendered.shell_command)[1:]
         assert _comparable(parse_args(argv)) == _intended(tmp_path, **changes), name
+
+
+def test_the_generator_prints_its_help_instead_of_writing_a_file_named_help(tmp_path, capsys):
+    from bids_sr.boutiques import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--help"])
+    assert stop.value.code == 0 and "descriptor" in capsys.readouterr().out
+    assert main([str(tmp_path / "descriptor.json")]) == 0
+    assert json.loads((tmp_path / "descriptor.json").read_text())["name"] == "bids_sr"
