@@ -213,10 +213,12 @@ def evaluate_image(
     if tissues:
         try:
             truth_labels = add_tissue_agreement(rows, truth, mask, hr_spacing, results)
-        except Exception:
-            if on_error == "raise":
-                raise
-            LOGGER.exception("tissue segmentation failed: its columns are n/a")
+        except Exception as exc:  # a downstream score: its failure must not sink the evaluation
+            LOGGER.warning("tissue segmentation failed (%s: %s): its columns are n/a",
+                           type(exc).__name__, exc)  # fmt: skip
+            for row in rows:
+                for name in (*TISSUE_COLUMNS, "segmentation_s"):
+                    row[name] = None
     if arrays is not None:
         arrays.update(
             truth=truth,

@@ -167,3 +167,22 @@ def test_group_summary_and_subject_report_show_tissue_agreement(tmp_path):
     assert "nearest" not in table
     empty = tissue_section([{**row, "dice_gm": None} for row in rows[:3]])
     assert "bids_sr[seg]" in empty and "<table" not in empty
+
+
+def test_a_failing_segmentation_leaves_the_tissue_columns_na_and_the_evaluation_goes_on(
+    monkeypatch, caplog
+):
+    """Atropos can fail on an odd image (it did on a small guided evaluation): the PSNR/SSIM
+    rows still come back, the tissue columns are n/a and one warning says why."""
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("Atropos exited with non-zero status 1")
+
+    monkeypatch.setattr(evaluation, "atropos_available", lambda: True)
+    monkeypatch.setattr(evaluation, "add_tissue_agreement", failing)
+    with caplog.at_level(logging.WARNING, logger="bids_sr"):
+        rows = _small_demo_evaluation()
+    assert {row["method"] for row in rows} >= {"bspline", "nearest"}
+    assert all(row["psnr_brain"] is not None for row in rows)
+    assert all(row[c] is None for row in rows for c in (*TISSUE_COLUMNS, "segmentation_s"))
+    assert any("tissue segmentation failed" in r.getMessage() for r in caplog.records)
