@@ -49,6 +49,7 @@ from bids_sr.evidence import card_reference_suffix  # noqa: E402
 from bids_sr.fileio import card_path, write_json_atomic  # noqa: E402
 from bids_sr.guidance import mono_twin, reference_only_structure_check  # noqa: E402
 from bids_sr.image import load_volume, voxel_sizes  # noqa: E402
+from bids_sr.reports.group import mean_ci  # noqa: E402
 from bids_sr.superresolve import REFERENCE_SUFFIXES, SELF_SUPERVISED_METHODS  # noqa: E402
 from bids_sr.training.card import render_markdown  # noqa: E402
 from bids_sr.training.splits import IXI_FOLDER, ixi_split  # noqa: E402
@@ -84,15 +85,12 @@ def _ixi_validation(shared: Path, count: int | None) -> dict[str, tuple[str, dic
 
 def summary(gains: dict[str, float]) -> dict:
     """Mean gain over images with its 95 % interval (t distribution), the worst image."""
-    from scipy import stats
-
-    values = np.asarray(list(gains.values()), dtype=float)
+    mean, low, high = mean_ci(list(gains.values()))
     worst = min(gains, key=gains.get)
-    out = {"n": int(values.size), "mean": round(float(values.mean()), 3),
-           "worst": round(float(values.min()), 3), "worst_image": worst}  # fmt: skip
-    if values.size > 1:
-        half = stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size)
-        out["ci95"] = [round(float(values.mean() - half), 3), round(float(values.mean() + half), 3)]
+    out = {"n": len(gains), "mean": round(mean, 3), "worst": round(gains[worst], 3),
+           "worst_image": worst}  # fmt: skip
+    if len(gains) > 1:
+        out["ci95"] = [round(low, 3), round(high, 3)]
     return out
 
 

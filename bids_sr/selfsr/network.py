@@ -341,14 +341,13 @@ def train_plane_net(
     axes = detailed_inplane_axes(volume, int(acquisition.slice_axis))
     pairs = _pairs(volume, acquisition, factor, settings.patch, reference, axes)
     steps = iterations_for(sum(p.degraded.size for p in pairs), settings)
-    initial = {k: v.clone() for k, v in net.state_dict().items()}
-    if steps == 0:  # the starting point alone (no per-scan training): checked, not fitted
+    # 0 steps: the starting point alone (selfsr-fast), checked on the pairs, not fitted
+    summary, ratio, attempts = {"final_loss": float("nan")}, None, 0
+    if steps == 0:
         ratio = self_check(net, pairs, settings)
-        return net, {"final_loss": float("nan"), "iterations": 0,
-                     "train_s": time.perf_counter() - start, "self_check_l1_ratio": ratio,
-                     "learned": bool(ratio < COLLAPSED_RATIO), "attempts": 0,
-                     "training_axes": axes}  # fmt: skip
-    for attempt in range(RETRIES + 1):
+    initial = {k: v.clone() for k, v in net.state_dict().items()} if steps else {}
+    for attempt in range(RETRIES + 1 if steps else 0):
+        attempts = attempt + 1
         summary = fit(net, pairs, settings, steps, rng, device=device, progress=progress,
                       desc="selfsr: training on the scan's own slices")  # fmt: skip
         ratio = self_check(net, pairs, settings)
@@ -359,7 +358,7 @@ def train_plane_net(
         settings = replace(settings, lr=settings.lr / 2)
     return net, {**summary, "iterations": steps, "train_s": time.perf_counter() - start,
                  "self_check_l1_ratio": ratio, "learned": bool(ratio < COLLAPSED_RATIO),
-                 "attempts": attempt + 1, "training_axes": axes}  # fmt: skip
+                 "attempts": attempts, "training_axes": axes}  # fmt: skip
 
 
 #: A trained network whose L1 error on its own training pairs is ≥ this fraction of the
