@@ -20,8 +20,8 @@ from bids_sr.interpolation import INTERPOLATION_ORDERS, interpolate
 NETWORK_METHODS = ("fsrcnn", "espcn", "srgan", "srrecnn", "srrecnn-t2w", "srrecnn-flair")
 FILTER_METHODS = ("gradfilter",)
 #: Learn per scan from the scan itself (2D scans only): no shipped weights. ``selfsr`` trains
-#: a small CNN (minutes), ``selfsr-fast`` the same CNN with a short fine-tuning budget for
-#: cohorts (:data:`bids_sr.selfsr.method.FAST_ITERATIONS`), ``selfsr-filters`` closed-form
+#: a small CNN (minutes), ``selfsr-fast`` the cohort mode (its prior with
+#: :data:`bids_sr.selfsr.method.FAST_ITERATIONS` steps, none today), ``selfsr-filters`` closed-form
 #: filters (seconds, less gain); ``selfsr-t2w``/``selfsr-flair`` train the CNN with a
 #: registered HR T2w/FLAIR as a guide.
 SELF_SUPERVISED_METHODS = ("selfsr", "selfsr-fast", "selfsr-filters", "selfsr-t2w",
@@ -122,7 +122,7 @@ def super_resolve(
         )
     elif method in SELF_SUPERVISED_METHODS:
         from bids_sr.selfsr import super_resolve_selfsr
-        from bids_sr.selfsr.method import FAST_ITERATIONS, FAST_PRIOR, PRIOR
+        from bids_sr.selfsr.method import FAST_ITERATIONS, fast_prior
 
         guided = method in GUIDED_METHODS
         if guided and reference is None:
@@ -133,8 +133,7 @@ def super_resolve(
             progress=progress, uncertainty=uncertainty,
             learner="filters" if method == "selfsr-filters" else "cnn",
             iterations=FAST_ITERATIONS if method == "selfsr-fast" else None,
-            prior=(FAST_PRIOR if FAST_PRIOR.exists() else PRIOR) if method == "selfsr-fast"
-            else None,
+            prior=fast_prior() if method == "selfsr-fast" else None,
             reference=reference if guided else None,
             reference_contrast=REFERENCE_SUFFIXES[method] if guided else None,
         )

@@ -99,6 +99,11 @@ FAST_ITERATIONS = 0
 FAST_PRIOR = WEIGHTS_DIR / "selfsr_fast_prior.safetensors"
 
 
+def fast_prior() -> Path:
+    """``selfsr-fast``'s starting point: :data:`FAST_PRIOR` where it ships, else :data:`PRIOR`."""
+    return FAST_PRIOR if FAST_PRIOR.exists() else PRIOR
+
+
 class SelfSRError(ValueError):
     """An input the self-supervised method cannot process (the message says why)."""
 
