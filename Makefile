@@ -59,7 +59,7 @@ benchmark: install
 	$(BIN)/python benchmarks/inference.py
 
 # The documentation site (docs/, mkdocs.yml) into site/; --strict: a broken link, anchor or
-# page fails. docs/models.md is generated: python -m bids_sr.cards_page > docs/models.md
+# page fails. docs/models.md is generated: python -m bids_sr.cards.page > docs/models.md
 $(BIN)/mkdocs: pyproject.toml | $(BIN)/bids_sr
 	$(BIN)/pip install --quiet -e ".[test,docs]"
 	touch $@

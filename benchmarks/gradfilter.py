@@ -22,13 +22,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bids_sr.cards.paths import card_path  # noqa: E402
 from bids_sr.degrade import crop_to_factor, degrade  # noqa: E402
 from bids_sr.gradfilter import (  # noqa: E402
     apply_gradient_filters,
     learn_gradient_filters,
     save_filters,
 )
-from bids_sr.gradfilter.io import card_path  # noqa: E402
 from bids_sr.gradfilter.xp import cuda_available  # noqa: E402
 from bids_sr.image import foreground_mask, load_volume, robust_normalisation  # noqa: E402
 from bids_sr.interpolation import upsample  # noqa: E402

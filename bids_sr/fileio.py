@@ -85,12 +85,6 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def card_path(path: str | os.PathLike) -> Path:
-    """The model card beside a weights file: ``<stem>.safetensors`` → ``<stem>.card.json``."""
-    path = Path(path)
-    return path.with_name(path.name.removesuffix(".safetensors") + ".card.json")
-
-
 def sidecar_path(image_file: str | os.PathLike) -> Path:
     """The JSON sidecar beside a NIfTI image (``x.nii.gz`` / ``x.nii`` → ``x.json``)."""
     name = str(image_file)

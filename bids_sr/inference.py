@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bids_sr import weights_lookup
+from bids_sr.cards import paths as card_paths
 from bids_sr.image import as_factors, hr_shape
 from bids_sr.interpolation import upsample
 from bids_sr.models.registry import (
@@ -236,7 +236,7 @@ def resolve_weights(spec: MethodSpec, factors: Sequence[float]) -> Path:
     path = spec.default_weights(factors)
     if path.exists():
         return path
-    weights_dir = weights_lookup.WEIGHTS_DIR  # read at call time: one setting for all methods
+    weights_dir = card_paths.WEIGHTS_DIR  # read at call time: one setting for all methods
     if not spec.learned_upsampling and weights_dir.is_dir():
         best: tuple[float, Path] | None = None
         for candidate in sorted(weights_dir.glob(f"{spec.name}_x*.safetensors")):

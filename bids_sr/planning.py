@@ -8,7 +8,7 @@ plan depends only on the dataset and the weights on disk, never on results compu
 the run: what a guided method does when its reference registers badly is decided inside its node
 (see :class:`bids_sr.interfaces.superresolve.SuperResolve`), so the graph has one shape.
 
-``auto`` decides from evidence only (:mod:`bids_sr.evidence`): per T1w, from its acquisition
+``auto`` decides from evidence only (:mod:`bids_sr.cards.evidence`): per T1w, from its acquisition
 family (isotropic or a 2D scan, :func:`t1w_acquisition`) and factors, the shipped weights
 whose model card validates the largest gain over bspline there on every held-out image; a
 guided model only when its card also shows a gain over its mono twin and the T2w is finer
@@ -31,6 +31,7 @@ import numpy as np
 
 from bids_sr.acquisition import Acquisition
 from bids_sr.bids import EXIT_DATA, EXIT_USAGE, BIDSError
+from bids_sr.cards.paths import format_factors
 from bids_sr.config import Config
 from bids_sr.superresolve import (
     GUIDED_METHODS,
@@ -40,7 +41,6 @@ from bids_sr.superresolve import (
     SELF_SUPERVISED_METHODS,
     default_weights,
 )
-from bids_sr.weights_lookup import format_factors
 
 LOGGER = logging.getLogger("bids_sr")
 
@@ -238,13 +238,13 @@ def choose_auto(
     the finest guides (a tie: T2w, :data:`bids_sr.bids.GUIDE_SUFFIXES` order). The best
     validated gain wins; without any, bspline.
     """
-    from bids_sr import weights_lookup
-    from bids_sr.evidence import shipped_evidence
+    from bids_sr.cards import paths as card_paths
+    from bids_sr.cards.evidence import shipped_evidence
 
     if references is None:
         references = [Reference(t2w_file, "T2w", 0.0, reference_problem)] if t2w_file else []
     scale = f"×{format_factors(factors)}"
-    weights_dir = weights_lookup.WEIGHTS_DIR
+    weights_dir = card_paths.WEIGHTS_DIR
     usable = [r for r in references if r.problem is None]
     evidence = shipped_evidence(weights_dir, family, factors, guided_ok=True)
     eligible = [r for r in usable if r.suffix in {e.reference_suffix for e in evidence}]
@@ -503,14 +503,14 @@ def _warn_unvalidated(config: Config, t1w_file: str, methods: Sequence[str],
                       factors: Sequence[float], plan: MethodPlan) -> None:  # fmt: skip
     """A learned method named explicitly outside what its card validates runs, with a
     warning in the log and the sidecar (``MethodWarning``)."""
-    from bids_sr import weights_lookup
-    from bids_sr.evidence import shipped_evidence
+    from bids_sr.cards import paths as card_paths
+    from bids_sr.cards.evidence import shipped_evidence
 
     if config.workflow.weights is not None or config.workflow.evaluate:
         return
     family = t1w_acquisition(config, t1w_file).family
     validated = {
-        e.method for e in shipped_evidence(weights_lookup.WEIGHTS_DIR, family, factors,
+        e.method for e in shipped_evidence(card_paths.WEIGHTS_DIR, family, factors,
                                            guided_ok=True)
     }  # fmt: skip
     for method in methods:

@@ -35,7 +35,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bids_sr.fileio import card_path, sha256_file, write_json_atomic, write_text_atomic  # noqa: E402
+from bids_sr.cards.paths import WEIGHTS_DIR, card_path  # noqa: E402
+from bids_sr.fileio import sha256_file, write_json_atomic, write_text_atomic  # noqa: E402
 from bids_sr.image import load_volume  # noqa: E402
 from bids_sr.selfsr.network import REFERENCE_GAIN, TrainSettings, state_to_numpy  # noqa: E402
 from bids_sr.selfsr.pretrain import (  # noqa: E402
@@ -49,7 +50,6 @@ from bids_sr.selfsr.pretrain import (  # noqa: E402
 )
 from bids_sr.selfsr.store import load_model, save_model  # noqa: E402
 from bids_sr.training.splits import ixi_split  # noqa: E402
-from bids_sr.weights_lookup import WEIGHTS_DIR  # noqa: E402
 
 #: The training split (../shared/data/README.md): file, licence.
 TRAINING = {

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Validate shipped weights on held-out scans and record the evidence in their model cards.
 
-``auto`` chooses a learned method only from these records (see :mod:`bids_sr.evidence`).
+``auto`` chooses a learned method only from these records (see :mod:`bids_sr.cards.evidence`).
 For each weights file and each requested setting this runs the evaluation protocol of a
 normal run (:func:`bids_sr.evaluation.evaluate_image`: degrade with the acquisition model,
 super-resolve, data consistency, brain PSNR) on the validation scans, which no shipped
@@ -44,16 +44,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bids_sr.acquisition import simulated_acquisition  # noqa: E402
+from bids_sr.cards.paths import WEIGHTS_DIR, card_path  # noqa: E402
+from bids_sr.cards.read import card_reference_suffix  # noqa: E402
+from bids_sr.cards.tables import render_markdown  # noqa: E402
 from bids_sr.evaluation import evaluate_image  # noqa: E402
-from bids_sr.evidence import card_reference_suffix  # noqa: E402
-from bids_sr.fileio import card_path, write_json_atomic  # noqa: E402
+from bids_sr.fileio import write_json_atomic  # noqa: E402
 from bids_sr.guidance import mono_twin, reference_only_structure_check  # noqa: E402
 from bids_sr.image import load_volume, voxel_sizes  # noqa: E402
 from bids_sr.reports.group import mean_ci  # noqa: E402
 from bids_sr.superresolve import REFERENCE_SUFFIXES, SELF_SUPERVISED_METHODS  # noqa: E402
-from bids_sr.training.card import render_markdown  # noqa: E402
 from bids_sr.training.splits import IXI_FOLDER, ixi_split  # noqa: E402
-from bids_sr.weights_lookup import WEIGHTS_DIR  # noqa: E402
 
 #: Held-out scans (never in any shipped model's training split): the T1w and the references
 #: of the same space, by BIDS suffix (a guided model is scored where its contrast exists).

@@ -1,4 +1,4 @@
-"""``auto`` decides from the model cards' evidence (bids_sr.evidence), per input."""
+"""``auto`` decides from the model cards' evidence (bids_sr.cards.evidence), per input."""
 
 import json
 from pathlib import Path
@@ -29,11 +29,11 @@ def _record(family, factors, gains, over_mono=None):
 
 @pytest.fixture
 def weights_dir(tmp_path, monkeypatch):
-    from bids_sr import weights_lookup
+    from bids_sr.cards import paths as card_paths
 
     folder = tmp_path / "weights"
     folder.mkdir()
-    monkeypatch.setattr(weights_lookup, "WEIGHTS_DIR", folder)
+    monkeypatch.setattr(card_paths, "WEIGHTS_DIR", folder)
     _card(folder, "srrecnn_x2x2x2", "srrecnn", [_record("isotropic", [2, 2, 2], {"a": 3.0})])
     _card(folder, "srrecnn_x1x1x4", "srrecnn", [
         _record("slice", [1, 1, 3], {"a": 0.4, "b": 0.6}),
@@ -111,7 +111,7 @@ def test_a_guided_margin_within_noise_does_not_choose_the_guided_model(
 ):
     """At ×5 the guided card beats its mono twin by 0.8 and 0.02 dB: the second is within
     run-to-run noise (evidence.MIN_GAIN_OVER_MONO), so auto keeps the mono model there."""
-    from bids_sr import evidence
+    from bids_sr.cards import evidence
 
     thick = _image(tmp_path / "thick5_T1w.nii.gz", (1, 1, 5))
     t2w_3d = _image(tmp_path / "3d_T2w.nii.gz", (1, 1, 1), shape=(20, 20, 60))

@@ -1,6 +1,6 @@
 """The documentation's Models page is generated from the model cards and never drifts.
 
-``docs/models.md`` must be exactly what ``python -m bids_sr.cards_page`` renders from
+``docs/models.md`` must be exactly what ``python -m bids_sr.cards.page`` renders from
 ``bids_sr/data/weights/*.card.json``: a card changed without regenerating the page (or a
 page edited by hand) fails here.
 """
@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from bids_sr.cards_page import COMMAND, load_cards, main, render_models_page
-from bids_sr.training.card import evidence_table
-from bids_sr.weights_lookup import WEIGHTS_DIR
+from bids_sr.cards.page import COMMAND, main, render_models_page
+from bids_sr.cards.paths import WEIGHTS_DIR
+from bids_sr.cards.read import load_cards
+from bids_sr.cards.tables import evidence_table
 
 REPO = Path(__file__).resolve().parents[1]
 PAGE = REPO / "docs" / "models.md"

@@ -13,8 +13,9 @@ import pytest
 import torch
 from conftest import SHARED_DATA
 
+from bids_sr.cards.paths import card_path
 from bids_sr.models import convert, registry
-from bids_sr.models.weights import card_path, load_model
+from bids_sr.models.weights import load_model
 
 torch.set_num_threads(1)
 

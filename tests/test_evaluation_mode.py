@@ -111,10 +111,10 @@ T1W = {"01": [str(DEMO / "sub-01" / "anat" / "sub-01_T1w.nii.gz")]}
 
 
 def test_resolve_methods(tmp_path, monkeypatch, caplog):
-    from bids_sr import weights_lookup
+    from bids_sr.cards import paths as card_paths
     from bids_sr.cli.run import resolve_methods
 
-    monkeypatch.setattr(weights_lookup, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(card_paths, "WEIGHTS_DIR", tmp_path)
     (tmp_path / "espcn_x2x2x2.safetensors").write_bytes(b"")
     (tmp_path / "srrecnn-t2w_x2x2x2.safetensors").write_bytes(b"")
     config = _config(tmp_path, methods=["all"])

@@ -129,9 +129,9 @@ def test_default_weights_name_and_missing_message(monkeypatch, tmp_path):
     assert default_weights_path(2).name == "gradfilter_x2x2x2.safetensors"
     assert default_weights_path((1, 1, 4)).name == "gradfilter_x1x1x4.safetensors"
     assert default_weights_path((1.5, 1.5, 1.5)).name == "gradfilter_x1.5x1.5x1.5.safetensors"
-    import bids_sr.weights_lookup as weights_lookup
+    from bids_sr.cards import paths as card_paths
 
-    monkeypatch.setattr(weights_lookup, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(card_paths, "WEIGHTS_DIR", tmp_path)
     with pytest.raises(FileNotFoundError, match=r"no shipped weights for gradfilter at ×3x3x3"):
         apply_gradient_filters(np.ones((4, 4, 4), np.float32), (3.0, 3.0, 3.0))
 

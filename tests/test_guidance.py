@@ -38,7 +38,7 @@ def _phantom(shape=(40, 40, 40)) -> tuple[np.ndarray, np.ndarray]:
 
 # ------------------------------------------------------------------------- mono twin
 def test_mono_twin_and_its_weights(tmp_path, monkeypatch):
-    from bids_sr import weights_lookup
+    from bids_sr.cards import paths as card_paths
 
     assert mono_twin("srrecnn-t2w") == "srrecnn"
     with pytest.raises(ValueError, match="not a guided method"):
@@ -50,10 +50,10 @@ def test_mono_twin_and_its_weights(tmp_path, monkeypatch):
     # otherwise the twin's shipped weights for the factors; none at all: FileNotFoundError
     empty = tmp_path / "empty"
     empty.mkdir()
-    monkeypatch.setattr(weights_lookup, "WEIGHTS_DIR", empty)
+    monkeypatch.setattr(card_paths, "WEIGHTS_DIR", empty)
     with pytest.raises(FileNotFoundError, match="no shipped weights for srrecnn"):
         mono_twin_weights("srrecnn-t2w", str(tmp_path / "mine.safetensors"), (2, 2, 2))
-    monkeypatch.setattr(weights_lookup, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(card_paths, "WEIGHTS_DIR", tmp_path)
     assert mono_twin_weights("srrecnn-t2w", None, (1, 1, 3)) == paired  # closest factors
 
 
@@ -147,7 +147,7 @@ def _guided_report(tmp_path: Path, **fields) -> tuple[Path, Path]:
 
 
 def test_mono_twin_node_skips_a_fallback_and_reports_missing_weights(tmp_path, monkeypatch):
-    from bids_sr import weights_lookup
+    from bids_sr.cards import paths as card_paths
     from bids_sr.interfaces.guidance import MonoTwin
 
     monkeypatch.chdir(tmp_path)
@@ -158,7 +158,7 @@ def test_mono_twin_node_skips_a_fallback_and_reports_missing_weights(tmp_path, m
         report.read_text())  # the fallback already ran the unguided model: nothing to compare
     assert result.outputs.difference_file == "" and not list(tmp_path.rglob("*_sr.nii.gz"))
 
-    monkeypatch.setattr(weights_lookup, "WEIGHTS_DIR", tmp_path)  # no srrecnn weights here
+    monkeypatch.setattr(card_paths, "WEIGHTS_DIR", tmp_path)  # no srrecnn weights here
     image, report = _guided_report(tmp_path, weights=str(tmp_path / "own.safetensors"))
     result = MonoTwin(in_file=str(image), guided_file=str(image), guided_report=str(report),
                       scale=[2.0], device="cpu").run()  # fmt: skip

@@ -27,11 +27,11 @@ from conftest import SHARED_DATA, centre_crop
 from scipy import ndimage
 
 from bids_sr.acquisition import enforce_consistency
+from bids_sr.cards.paths import default_weights_path
 from bids_sr.evaluation import evaluate_image
 from bids_sr.guidance import insert_structures, reference_only_structure_check, structure_transfer
 from bids_sr.image import load_volume, voxel_sizes
 from bids_sr.superresolve import super_resolve
-from bids_sr.weights_lookup import default_weights_path
 
 SHARED = SHARED_DATA / "real_multicontrast"
 T1W = SHARED / "openms_patient19_T1.nii.gz"

@@ -33,11 +33,11 @@ def _card(folder: Path, stem: str, method: str, suffix: str | None, over_mono=No
 
 @pytest.fixture
 def weights_dir(tmp_path, monkeypatch):
-    from bids_sr import weights_lookup
+    from bids_sr.cards import paths as card_paths
 
     folder = tmp_path / "weights"
     folder.mkdir()
-    monkeypatch.setattr(weights_lookup, "WEIGHTS_DIR", folder)
+    monkeypatch.setattr(card_paths, "WEIGHTS_DIR", folder)
     _card(folder, "srrecnn_x1x1x3", "srrecnn", None)
     _card(folder, "srrecnn-t2w_x1x1x3", "srrecnn-t2w", "T2w", over_mono={"a": 1.2})
     _card(folder, "srrecnn-flair_x1x1x3", "srrecnn-flair", "FLAIR", over_mono={"a": 1.1})

@@ -7,13 +7,13 @@ import json
 
 import pytest
 
+from bids_sr.cards.paths import WEIGHTS_DIR
 from bids_sr.training.splits import (
     IXI_VALIDATION_COUNT,
     ixi_split,
     ixi_subject,
     split_subjects,
 )
-from bids_sr.weights_lookup import WEIGHTS_DIR
 
 
 def test_pool_file_names_give_the_ixi_identifier():
@@ -60,7 +60,7 @@ def test_no_shipped_card_trained_on_an_ixi_validation_subject():
 def test_an_evidence_sentence_counts_many_ixi_subjects():
     from pathlib import Path
 
-    from bids_sr.evidence import Evidence
+    from bids_sr.cards.evidence import Evidence
 
     record = {"factors": [1, 1, 3], "gain_over_bspline": {
         "chris": 1.0, **{f"IXI{n:03d}": 0.5 for n in range(30)}}}

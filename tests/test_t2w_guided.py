@@ -31,9 +31,9 @@ T2W = {SUB01: SUB01_T2W}
 
 def _weights_dirs(monkeypatch, folder: Path) -> None:
     """Point every shipped-weights lookup at ``folder``."""
-    from bids_sr import weights_lookup
+    from bids_sr.cards import paths as card_paths
 
-    monkeypatch.setattr(weights_lookup, "WEIGHTS_DIR", folder)
+    monkeypatch.setattr(card_paths, "WEIGHTS_DIR", folder)
 
 
 def _demo_t2w_guides(monkeypatch) -> None:

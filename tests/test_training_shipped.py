@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from bids_sr.cards.paths import WEIGHTS_DIR
+from bids_sr.cards.tables import shipped_scores_table
 from bids_sr.models.weights import sha256sum
-from bids_sr.training.card import shipped_scores_table
-from bids_sr.weights_lookup import WEIGHTS_DIR
 
 ALL_CARDS = sorted(WEIGHTS_DIR.glob("*.card.json"))
 #: Cards of per-scan methods ship no weights ("weights": null): only evidence.
@@ -84,7 +84,7 @@ def test_shipped_card_and_weights(card_file: Path):
 def test_evidence_table_says_where_a_guide_was_not_used():
     """A guided selfsr record whose guide failed the scan's own check shows selfsr's result
     (+0.00 over mono), and the table says why."""
-    from bids_sr.training.card import evidence_table
+    from bids_sr.cards.tables import evidence_table
 
     record = {"family": "slice", "degradation": "slice", "factors": [1, 1, 5],
               "thickness_ratio": 1.0, "gain_over_bspline": {"a": 1.7, "b": 1.5},

@@ -8,8 +8,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from bids_sr.cards.paths import card_path
 from bids_sr.models import registry
-from bids_sr.models.weights import WeightsError, card_path, load_model, save_weights, sha256sum
+from bids_sr.models.weights import WeightsError, load_model, save_weights, sha256sum
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from bids_sr import weights_lookup
+from bids_sr.cards import paths as card_paths
 from bids_sr.gradfilter.features import FEATURE_HALO, local_features, structure_tensor
 from bids_sr.gradfilter.filterset import FilterSet
 from bids_sr.gradfilter.io import file_sha256, load_filters
@@ -31,7 +31,7 @@ TAP_BLOCK = {"cpu": 2**18, "cuda": 2**24}
 
 def default_weights_path(factors: float | Sequence[float]) -> Path:
     """Shipped filter file for ``factors``: ``gradfilter_x2x2x2.safetensors`` etc."""
-    return weights_lookup.default_weights_path("gradfilter", as_factors(factors))
+    return card_paths.default_weights_path("gradfilter", as_factors(factors))
 
 
 def slab_buckets(block: Any, filterset: FilterSet, backend: ArrayBackend) -> Any:
@@ -138,7 +138,7 @@ def apply_gradient_filters(
     if weights is None:
         path = default_weights_path(factors)
         if not path.is_file():
-            label = weights_lookup.format_factors(factors)
+            label = card_paths.format_factors(factors)
             raise FileNotFoundError(
                 f"no shipped weights for gradfilter at ×{label}; train them with "
                 f"`bids_sr-train gradfilter BIDS_DIR OUT_DIR --scale ...` or pass --weights PATH"

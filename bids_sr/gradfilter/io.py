@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from bids_sr.fileio import atomic_path, card_path
+from bids_sr.cards.paths import card_path
+from bids_sr.fileio import atomic_path
 from bids_sr.fileio import sha256_file as file_sha256
 from bids_sr.gradfilter.filterset import FilterSet
 

@@ -60,7 +60,7 @@ class LearnGradientFilters(SimpleInterface):
     output_spec = LearnGradientFiltersOutputSpec
 
     def _run_interface(self, runtime):
-        from bids_sr.gradfilter.io import card_path
+        from bids_sr.cards.paths import card_path
         from bids_sr.training.gradfilter import train_gradfilter
 
         out = train_gradfilter(

@@ -16,8 +16,8 @@ from typing import Any
 
 from torch import nn
 
+from bids_sr.cards.paths import WEIGHTS_DIR, default_weights_path, format_factors
 from bids_sr.models import espcn, fsrcnn, srgan, srrecnn
-from bids_sr.weights_lookup import WEIGHTS_DIR, default_weights_path, format_factors
 
 #: Voxels of a tile's trusted core along each axis, inside its receptive-field margins
 MIN_TILE_CORE = 4

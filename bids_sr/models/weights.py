@@ -22,7 +22,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from bids_sr.fileio import atomic_path, card_path
+from bids_sr.cards.paths import card_path
+from bids_sr.fileio import atomic_path
 from bids_sr.fileio import sha256_file as sha256sum
 
 FORMAT = "bids_sr-weights"

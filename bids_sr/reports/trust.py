@@ -6,7 +6,7 @@ Per super-resolved image, in this order and in plain sentences:
 2. why it was chosen: the sidecar's ``MethodChoice`` (``auto``), the reason of a fallback,
    or that it was requested, with the ``MethodWarning`` when its card does not back it;
 3. its validated gain over B-spline for this kind of input (acquisition family and scale
-   factors), read from the shipped model cards (:mod:`bids_sr.evidence`), the same
+   factors), read from the shipped model cards (:mod:`bids_sr.cards.evidence`), the same
    evidence ``auto`` decides from;
 4. the per-scan self-check, when the method learned from the scan (``selfsr``): its error
    on the scan's own slices relative to B-spline's (``SelfCheckL1Ratio``), and for a
@@ -44,12 +44,12 @@ def _factors_text(factors: Any) -> str:
 
 
 def card_evidence(sidecar: Mapping[str, Any]):
-    """The shipped model card's evidence (:class:`bids_sr.evidence.Evidence`) for the
+    """The shipped model card's evidence (:class:`bids_sr.cards.evidence.Evidence`) for the
     output's method on inputs like this one (its ``AcquisitionModel`` family and
     ``ScaleFactor``), or None. When several weights of the method are validated, the one
     the output ran with (``Weights``) if it is among them, else the best."""
-    from bids_sr import weights_lookup
-    from bids_sr.evidence import shipped_evidence
+    from bids_sr.cards import paths
+    from bids_sr.cards.evidence import shipped_evidence
 
     method, factors = sidecar.get("Method"), sidecar.get("ScaleFactor")
     if not method or not factors or method in INTERPOLATION:
@@ -57,7 +57,7 @@ def card_evidence(sidecar: Mapping[str, Any]):
     if isinstance(factors, (int, float)):
         factors = [factors] * 3
     family = sidecar.get("AcquisitionModel", "isotropic")
-    found = [e for e in shipped_evidence(weights_lookup.WEIGHTS_DIR, family, factors,
+    found = [e for e in shipped_evidence(paths.WEIGHTS_DIR, family, factors,
                                          guided_ok=True) if e.method == method]  # fmt: skip
     used = Path(str(sidecar.get("Weights", ""))).name
     return next((e for e in found if e.weights.name == used), found[0] if found else None)
@@ -102,7 +102,7 @@ def gain_text(sidecar: Mapping[str, Any], evidence=None) -> str:
                 f"for {where}; treat the result as unproven.")  # fmt: skip
     images = sorted({name for record in evidence.records for name in record["gain_over_bspline"]})
     scales = ", ".join(dict.fromkeys(_factors_text(r["factors"]) for r in evidence.records))
-    card = evidence.weights.name.replace(".safetensors", ".card.json")
+    card = evidence.card_file.name
     text = (f"At least {evidence.gain:+.2f} dB brain PSNR over bspline on every held-out "
             f"image ({', '.join(images)}) of {family} inputs at {scales}, from its model card "
             f"({card}).")  # fmt: skip

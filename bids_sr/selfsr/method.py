@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from bids_sr.acquisition import Acquisition, project
+from bids_sr.cards.paths import WEIGHTS_DIR
 from bids_sr.fileio import write_json_atomic
 from bids_sr.interpolation import upsample
 from bids_sr.selfsr.filters import apply_plane_filters, head_region, learn_plane_filters
@@ -61,7 +62,6 @@ from bids_sr.selfsr.store import (
     model_key,
     save_model,
 )
-from bids_sr.weights_lookup import WEIGHTS_DIR
 
 LEARNERS = ("cnn", "filters")
 #: Version of the per-scan training recipe, part of a cached model's key (2: lr 3e-4, up to

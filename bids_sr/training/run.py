@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 
 from bids_sr import __version__
+from bids_sr.cards.paths import card_path, format_factors
+from bids_sr.cards.write import update_card, write_markdown
 from bids_sr.image import load_volume, voxel_sizes
-from bids_sr.models.weights import card_path, sha256sum
-from bids_sr.training.card import render_markdown, update_card, validation_scores
-from bids_sr.weights_lookup import format_factors
+from bids_sr.models.weights import sha256sum
+from bids_sr.training.scores import validation_scores
 
 CPU_NOTE = (
     "Trained on CPU with a reduced budget ({iterations} iterations, {wall:.0f} s); "
@@ -77,7 +78,7 @@ def _evaluate_and_finish(args, factors, selection, weights: Path, card_extra: di
             "No validation scores: no held-out participants were given (--validation-label)"
             if not selection["val_images"] else "Evaluation skipped (--no-evaluate).")]
     card = update_card(card_path(weights), extra)
-    weights.with_name(weights.name[:-12] + ".md").write_text(render_markdown(card))
+    write_markdown(card, card_path(weights))
     return weights
 
 

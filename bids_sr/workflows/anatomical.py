@@ -19,12 +19,12 @@ from nipype.interfaces.base import isdefined
 from nipype.pipeline import engine as pe
 from nipype.utils.gpu_count import gpu_count
 
-from bids_sr.fileio import card_path, sha256_file
+from bids_sr.cards.paths import card_path, shipped_weights_digest
+from bids_sr.fileio import sha256_file
 from bids_sr.image import hr_shape, requested_factors
 from bids_sr.interfaces.guidance import MonoTwin
 from bids_sr.interfaces.superresolve import SuperResolve
 from bids_sr.superresolve import INTERPOLATION_METHODS, SELF_SUPERVISED_METHODS
-from bids_sr.weights_lookup import shipped_weights_digest
 
 try:  # nipype >= 1.11: MultiProc asks a node's estimator once its inputs are known
     from nipype.utils.ram_estimator import RamEstimator

@@ -23,15 +23,26 @@ A method that learns per scan and ships no weights (``selfsr``) has a card too, 
 ``"weights": null``: its records are found the same way, and its :class:`Evidence` names the
 card itself in place of a weights file.
 
-Part of the numerical core (reads JSON only).
+Why these queries live with the cards, not with ``auto`` (:mod:`bids_sr.planning.auto`): they
+answer one question about the cards' contents — what does a card's evidence prove for an
+input of this family and factor — and three readers ask it: ``auto`` (which method to
+pick), the plan's warning for a method named outside its evidence, and the report's
+trust section. The record format they read is the one the validation writes into the
+cards; keeping the reader in the card subsystem keeps one owner of that format, and leaves
+to :mod:`bids_sr.planning.auto` only the decision made from the answers (which reference
+guides, the fallback, the sentence).
+
+Reads JSON only.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from bids_sr.cards.paths import CARD_SUFFIX, card_files, card_path, weights_beside
+from bids_sr.cards.read import card_reference_suffix, read_card, ships_no_weights
 
 #: A record validates factors within this distance of its own.
 FACTOR_TOLERANCE = 0.25
@@ -62,7 +73,12 @@ class Evidence:
     @property
     def shipped_weights(self) -> Path | None:
         """The weights file to run with, or None for a method that ships none."""
-        return None if self.weights.name.endswith(".card.json") else self.weights
+        return None if self.weights.name.endswith(CARD_SUFFIX) else self.weights
+
+    @property
+    def card_file(self) -> Path:
+        """The model card that holds the records (for a method without weights, ``weights``)."""
+        return self.weights if self.shipped_weights is None else card_path(self.weights)
 
     def sentence(self) -> str:
         """How the log and the sidecar's MethodChoice state the evidence."""
@@ -70,9 +86,8 @@ class Evidence:
             "×" + "x".join(f"{f:g}" for f in record["factors"]) for record in self.records
         ))  # fmt: skip
         images = _image_list(sorted({n for r in self.records for n in r["gain_over_bspline"]}))
-        card = self.weights.name.replace(".safetensors", ".card.json")
         text = (
-            f"its model card ({card}) validates it on {self.family} inputs at "
+            f"its model card ({self.card_file.name}) validates it on {self.family} inputs at "
             f"{scales}: at least {self.gain:+.2f} dB brain PSNR over bspline on each held-out "
             f"image ({images})"
         )
@@ -104,14 +119,6 @@ def sr_factor(family: str, factors: Sequence[float]) -> float | None:
     if values[2] <= 1 or values[2] > values[0] * 1.1:
         return None
     return values[2]
-
-
-def card_reference_suffix(card: dict) -> str | None:
-    """The BIDS suffix of the reference a card's model takes (None: a mono model). Cards
-    written before FLAIR guidance say only ``needs_t2w``."""
-    if card.get("reference_suffix"):
-        return str(card["reference_suffix"])
-    return "T2w" if card.get("needs_t2w") else None
 
 
 def _positive(record: dict, guided: bool) -> bool:
@@ -172,19 +179,19 @@ def shipped_evidence(
     Evidence says the contrast its model takes (``reference_suffix``).
     """
     found = []
-    for card_file in sorted(Path(weights_dir).glob("*.card.json")):
+    for card_file in card_files(weights_dir):
         try:
-            card = json.loads(card_file.read_text())
+            card = read_card(card_file)
         except (OSError, ValueError):
             continue
         suffix = card_reference_suffix(card)
         guided = suffix is not None
         if guided and not guided_ok:
             continue
-        if "weights" in card and card["weights"] is None:
+        if ships_no_weights(card):
             weights = card_file  # a per-scan method: the card is all it ships
         else:
-            weights = card_file.with_name(card_file.name.replace(".card.json", ".safetensors"))
+            weights = weights_beside(card_file)
             if not weights.exists():
                 continue
         evidence = validated(weights, card.get("method", ""), card, family, factors,

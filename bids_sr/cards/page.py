@@ -6,28 +6,29 @@ decides from, the guided per-scan methods against ``selfsr``) lives in the model
 site never carries a table that the cards do not back; ``tests/test_cards_page.py`` fails
 when the committed ``docs/models.md`` differs from what it renders.
 
-    python -m bids_sr.cards_page > docs/models.md
+    python -m bids_sr.cards.page > docs/models.md
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bids_sr.fileio import write_text_atomic
-from bids_sr.training.card import (
+from bids_sr.cards import paths
+from bids_sr.cards.paths import format_factors
+from bids_sr.cards.read import load_cards
+from bids_sr.cards.tables import (
     evidence_table,
     score_table,
     shipped_evidence_table,
     shipped_scores_table,
 )
-from bids_sr.weights_lookup import WEIGHTS_DIR, format_factors
+from bids_sr.fileio import write_text_atomic
 
-COMMAND = "python -m bids_sr.cards_page > docs/models.md"
+COMMAND = "python -m bids_sr.cards.page > docs/models.md"
 
 INTRO = f"""# Models
 
@@ -81,14 +82,6 @@ shipped guided network of the same contrast (`srrecnn-t2w_x1x1x4`, `srrecnn-flai
 is shown where it has a record at the same setting, with its gain over its own mono twin in
 brackets.
 """
-
-
-def load_cards(weights_dir: Path) -> dict[str, dict[str, Any]]:
-    """Every ``*.card.json`` in ``weights_dir``, by stem (``srrecnn_x2x2x2``), sorted."""
-    return {
-        path.name.removesuffix(".card.json"): json.loads(path.read_text())
-        for path in sorted(Path(weights_dir).glob("*.card.json"))
-    }
 
 
 def _cell(value: Any) -> str:
@@ -269,8 +262,10 @@ def many_subjects_table(cards: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def render_models_page(weights_dir: Path = WEIGHTS_DIR) -> str:
-    """The whole Models page (markdown) for the cards in ``weights_dir``."""
+def render_models_page(weights_dir: Path | None = None) -> str:
+    """The whole Models page (markdown) for the cards in ``weights_dir`` (default: the
+    shipped weights, :data:`bids_sr.cards.paths.WEIGHTS_DIR`)."""
+    weights_dir = paths.WEIGHTS_DIR if weights_dir is None else weights_dir
     cards = load_cards(weights_dir)
     parts = [INTRO, "## Shipped cards", "", overview_table(cards), "",
              SCORES_TEXT, shipped_scores_table(weights_dir), "",
@@ -289,9 +284,9 @@ def render_models_page(weights_dir: Path = WEIGHTS_DIR) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Write the Models page to stdout (or ``--output``)."""
-    parser = argparse.ArgumentParser(prog="python -m bids_sr.cards_page",
+    parser = argparse.ArgumentParser(prog="python -m bids_sr.cards.page",
                                      description=__doc__.splitlines()[0])
-    parser.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR,
+    parser.add_argument("--weights-dir", type=Path, default=paths.WEIGHTS_DIR,
                         help="folder of *.card.json (default: the shipped weights)")
     parser.add_argument("--output", type=Path, help="write here instead of stdout")
     args = parser.parse_args(argv)
