@@ -252,7 +252,7 @@ def run_one(path: Path, factors, ratio, method: str, weights, model_dir=None,
 
 
 def _auto(factors) -> str:
-    from bids_sr.planning import choose_auto
+    from bids_sr.planning.auto import choose_auto
 
     return choose_auto(factors, "slice", None).method
 

@@ -47,7 +47,7 @@ class Execution:
 @dataclass
 class Workflow:
     """What to compute. ``methods``: method names, ``all`` or ``auto`` (resolved per T1w by
-    :func:`bids_sr.planning.plan_methods`; one derivative each); ``t2w_reference``: how the
+    :func:`bids_sr.planning.plan.plan_methods`; one derivative each); ``t2w_reference``: how the
     T2w guiding ``srrecnn-t2w`` is found (``auto``, ``none`` or a path pattern, see
     :func:`bids_sr.bids.select_t2w`); ``reference_suffixes``: the contrasts allowed to guide
     (``T2w``, ``FLAIR``; None: both, ``auto`` picks; given: forced, a T1w whose guided method

@@ -10,7 +10,10 @@ from conftest import DEMO
 
 from bids_sr.config import Config, Execution, Workflow
 from bids_sr.image import factors_for_resolution
-from bids_sr.planning import choose_auto, plan_methods, reference_problem, t1w_acquisition
+from bids_sr.planning.auto import choose_auto
+from bids_sr.planning.inputs import t1w_acquisition
+from bids_sr.planning.plan import plan_methods
+from bids_sr.planning.references import reference_problem
 
 
 def _card(folder: Path, stem: str, method: str, records: list[dict]) -> None:

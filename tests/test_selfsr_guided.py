@@ -11,7 +11,7 @@ from bids_sr.acquisition import project, simulated_acquisition
 from bids_sr.guidance import mono_twin, mono_twin_weights
 from bids_sr.masks import brain_mask
 from bids_sr.metrics import psnr
-from bids_sr.planning import fallback_for
+from bids_sr.planning.fallback import fallback_for
 from bids_sr.selfsr import SelfSRError, super_resolve_selfsr
 from bids_sr.selfsr.network import PlaneNet, _architecture, add_reference_input, net_from_numpy
 from bids_sr.superresolve import GUIDED_METHODS, REFERENCE_SUFFIXES, super_resolve

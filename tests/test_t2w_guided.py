@@ -20,7 +20,7 @@ from conftest import DEMO, tiny_weights
 
 from bids_sr.bids import BIDSError, derivative_path, desc_label
 from bids_sr.config import Config, Execution, Workflow
-from bids_sr.planning import plan_methods
+from bids_sr.planning.plan import plan_methods
 
 SUB01 = str(DEMO / "sub-01" / "anat" / "sub-01_T1w.nii.gz")
 SUB01_T2W = str(DEMO / "sub-01" / "anat" / "sub-01_T2w.nii.gz")
@@ -40,9 +40,9 @@ def _demo_t2w_guides(monkeypatch) -> None:
     """Let the demo's T2w guide: it is as coarse as the T1w (2 mm), which planning rejects
     (a reference must be finer along the SR axes); the tests that exercise registration and
     guided inference accept an equal resolution instead."""
-    from bids_sr import planning
+    from bids_sr.planning import references
 
-    monkeypatch.setattr(planning, "REFERENCE_FINER", 1.01)
+    monkeypatch.setattr(references, "REFERENCE_FINER", 1.01)
 
 
 @pytest.fixture

@@ -24,7 +24,8 @@ from bids_sr.bids import (
 )
 from bids_sr.config import Config
 from bids_sr.fileio import read_sidecar
-from bids_sr.planning import MethodPlan, t1w_factors
+from bids_sr.planning.inputs import t1w_factors
+from bids_sr.planning.plan import MethodPlan
 from bids_sr.superresolve import INTERPOLATION_METHODS, NETWORK_METHODS, default_weights
 
 

@@ -21,21 +21,19 @@ from bids_sr.bids import (
     EXIT_CANT_CREATE,
     EXIT_DATA,
     EXIT_FAILURE,
-    EXIT_MISSING,
     EXIT_OK,
-    GUIDE_SUFFIXES,
     LOGGER,
     BIDSError,
     check_dataset,
     check_sessions,
     collect_t1w,
     find_brain_mask,
+    find_references,
     group_runs,
     load_derivative_layouts,
     load_layout,
     reference_session,
     select_participants,
-    select_reference,
     validate_dataset,
     write_dataset_description,
 )
@@ -53,7 +51,8 @@ from bids_sr.cli.preflight import (
 )
 from bids_sr.config import Config
 from bids_sr.fileio import remove_stale_temporaries
-from bids_sr.planning import MethodPlan, plan_methods, resolve_methods
+from bids_sr.planning.plan import MethodPlan, plan_methods, resolve_methods
+from bids_sr.planning.references import candidate_suffixes
 from bids_sr.superresolve import GUIDED_METHODS
 
 __all__ = ["main", "resolve_methods", "run_group", "run_participant"]
@@ -89,43 +88,16 @@ def _check_images(t1w_by_subject: dict[str, list[str]], others=()) -> None:
             raise BIDSError(str(exc), EXIT_DATA) from exc
 
 
-def _reference_suffixes(config: Config) -> list[str]:
-    """The contrasts that may guide a T1w in this run (none when no requested method may
-    use one): ``--reference-suffix``, else T2w and FLAIR; T2w not with --t2w-reference none."""
+def candidate_references(layout, config: Config, t1w_by_subject: dict[str, list[str]]
+                         ) -> dict[str, dict[str, str]]:  # fmt: skip
+    """Per T1w, the candidate references by suffix: the contrasts planning allows in this
+    run (:func:`bids_sr.planning.references.candidate_suffixes`), listed by the BIDS query
+    :func:`bids_sr.bids.find_references` with the run's reference options."""
     wf_settings = config.workflow
-    if not any(m in GUIDED_METHODS or m in ("all", "auto") for m in wf_settings.methods):
-        return []
-    suffixes = wf_settings.reference_suffixes or list(GUIDE_SUFFIXES)
-    return [s for s in suffixes if not (s == "T2w" and wf_settings.t2w_reference == "none")]
-
-
-def _find_references(layout, config: Config, t1w_by_subject: dict[str, list[str]]
-                     ) -> dict[str, dict[str, str]]:  # fmt: skip
-    """Per T1w, the candidate references by suffix (:func:`bids_sr.bids.select_reference`;
-    the T2w as --t2w-reference says). A forced ``--reference-suffix`` that finds none of its
-    contrasts for a T1w stops the run (exit 66)."""
-    suffixes = _reference_suffixes(config)
-    if not suffixes:
-        return {}
-    found: dict[str, dict[str, str]] = {}
-    for files in t1w_by_subject.values():
-        for t1w_file in files:
-            candidates = {}
-            for suffix in suffixes:
-                mode = config.workflow.t2w_reference if suffix == "T2w" else "auto"
-                path = select_reference(layout, t1w_file, suffix, mode,
-                                        config.workflow.reference_session == "same")  # fmt: skip
-                if path:
-                    candidates[suffix] = path
-            if candidates:
-                found[t1w_file] = candidates
-            elif config.workflow.reference_suffixes:
-                raise BIDSError(
-                    f"{t1w_file}: no {' or '.join(suffixes)} of this participant to guide it "
-                    f"(--reference-suffix {' '.join(suffixes)})",
-                    EXIT_MISSING,
-                )
-    return found
+    return find_references(layout, t1w_by_subject, candidate_suffixes(config),
+                           t2w_mode=wf_settings.t2w_reference,
+                           same_session=wf_settings.reference_session == "same",
+                           forced=bool(wf_settings.reference_suffixes))  # fmt: skip
 
 
 def _collect_inputs(config: Config) -> tuple[object, dict[str, list[str]]]:
@@ -176,7 +148,7 @@ def run_participant(config: Config) -> int:
 
     check_output_dir(config.execution.output_dir)
     layout, t1w_by_subject = _collect_inputs(config)
-    references = _find_references(layout, config, t1w_by_subject)
+    references = candidate_references(layout, config, t1w_by_subject)
     reference_files = [path for found in references.values() for path in found.values()]
     _check_images(t1w_by_subject, reference_files)
     t1w_files = [f for files in t1w_by_subject.values() for f in files]

@@ -176,7 +176,7 @@ class SuperResolve(SimpleInterface):
     so the output is on the input's scale; both percentiles go in the report.
 
     With ``method='auto'`` the node decides when it runs, from the same evidence as the
-    command line (:func:`bids_sr.planning.auto_choice`): the image's header and sidecar give
+    command line (:func:`bids_sr.planning.auto.auto_choice`): the image's header and sidecar give
     its acquisition family and factors, the shipped model cards the validated gains; a
     guided method is considered only with ``reference_source`` (its header must be finer
     along the axes being super-resolved) and runs only with ``reference_file`` (the
@@ -227,9 +227,10 @@ class SuperResolve(SimpleInterface):
         return robust_normalisation(ref.data).apply(ref.data)
 
     def _auto_choice(self, affine: np.ndarray):
-        """What ``auto`` runs on ``in_file``: :func:`bids_sr.planning.auto_choice` on the
+        """What ``auto`` runs on ``in_file``: :func:`bids_sr.planning.auto.auto_choice` on the
         image's factors and acquisition family and, with ``reference_source``, its guide."""
-        from bids_sr.planning import auto_choice, describe_references
+        from bids_sr.planning.auto import auto_choice
+        from bids_sr.planning.references import describe_references
 
         factors = self._factors(affine)
         references = []

@@ -25,8 +25,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from bids_sr.bids import GUIDE_SUFFIXES
 from bids_sr.evaluation import TISSUE_COLUMNS
+from bids_sr.planning.references import GUIDE_SUFFIXES
 from bids_sr.reports import html
 from bids_sr.reports.figures import (
     Layer,

@@ -138,7 +138,7 @@ def init_anat_sr_wf(
     (intensities on the input's scale, named after the input); ``report_json`` — what was
     done (method, factors, voxel sizes, device, runtime) for the sidecar; ``method`` and
     ``method_choice`` — what ran and why (``auto``: the model card's evidence, decided when
-    the node runs, as :func:`bids_sr.planning.auto_choice` decides for the command line).
+    the node runs, as :func:`bids_sr.planning.auto.auto_choice` decides for the command line).
 
     ``slice_thickness``/``slice_profile`` describe a 2D input (see bids_sr.acquisition);
     ``data_consistency`` corrects the result so that it projects back onto the input.

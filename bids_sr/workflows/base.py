@@ -13,7 +13,7 @@ from bids_sr.bids import bids_uri, desc_label, parse_entities, reference_session
 from bids_sr.config import Config
 from bids_sr.fileio import read_sidecar
 from bids_sr.interfaces.reports import SubjectReport
-from bids_sr.planning import MethodPlan
+from bids_sr.planning.plan import MethodPlan
 from bids_sr.superresolve import GUIDED_METHODS, INTERPOLATION_METHODS, SELF_SUPERVISED_METHODS
 from bids_sr.workflows.anatomical import estimate_mem_gb, init_anat_sr_wf
 from bids_sr.workflows.combine import init_combine_runs_wf
@@ -54,7 +54,7 @@ def init_single_subject_wf(
 ) -> pe.Workflow:
     """Process every T1w of one participant, write the derivatives, then the subject report.
 
-    ``plan`` (:func:`bids_sr.planning.plan_methods`) says which methods each T1w gets and
+    ``plan`` (:func:`bids_sr.planning.plan.plan_methods`) says which methods each T1w gets and
     which T2w guides it; without one, every method of ``config.workflow.methods`` runs on
     every T1w, unguided. Normal mode: one ``anat_<entities>_<method>_wf`` and
     ``ds_<entities>_<method>_wf`` per T1w (all sessions, acquisitions and runs) and method,
@@ -412,7 +412,7 @@ def init_bids_sr_wf(
     """The whole participant-level run: one single-subject workflow per participant.
 
     ``brain_masks`` (evaluation mode) maps a T1w path to its brain-mask derivative; ``plan``
-    the methods and T2w of each T1w (:func:`bids_sr.planning.plan_methods`; default: every
+    the methods and T2w of each T1w (:func:`bids_sr.planning.plan.plan_methods`; default: every
     method of the configuration on every T1w, unguided)."""
     workflow = pe.Workflow(name="bids_sr_wf")
     workflow.base_dir = str(Path(config.execution.work_dir))
