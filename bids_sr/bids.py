@@ -548,11 +548,6 @@ def fill_t2w_pattern(pattern: str, subject: str, session: str | None) -> str:
     return pattern.replace("{subject}", subject).replace("{session}", session or "")
 
 
-def select_t2w(layout, t1w_file: str, mode: str = "auto") -> str | None:
-    """The T2w to guide one T1w (:func:`select_reference` of suffix ``T2w``)."""
-    return select_reference(layout, t1w_file, "T2w", mode)
-
-
 def reference_session(t1w_file: str, reference_file: str) -> str | None:
     """The session of ``reference_file`` when it is another one than ``t1w_file``'s (both
     labelled, and different), else None: a guide from another session may show lesions or

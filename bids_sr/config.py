@@ -49,7 +49,7 @@ class Workflow:
     """What to compute. ``methods``: method names, ``all`` or ``auto`` (resolved per T1w by
     :func:`bids_sr.planning.plan.plan_methods`; one derivative each); ``t2w_reference``: how the
     T2w guiding ``srrecnn-t2w`` is found (``auto``, ``none`` or a path pattern, see
-    :func:`bids_sr.bids.select_t2w`); ``reference_suffixes``: the contrasts allowed to guide
+    :func:`bids_sr.bids.select_reference`); ``reference_suffixes``: the contrasts allowed to guide
     (``T2w``, ``FLAIR``; None: both, ``auto`` picks; given: forced, a T1w whose guided method
     has none of them stops the run); ``evaluate``: treat each T1w as the HR truth,
     degrade it with ``degradation``, score the methods (see :mod:`bids_sr.evaluation`)

@@ -133,7 +133,7 @@ def test_public_interfaces_and_workflows_are_exported_and_documented():
                 if trait_name.startswith("trait_") or trait_name in ("args", "environ"):
                     continue
                 assert trait.desc, f"{name}.{trait_name} has no desc"
-    assert {"init_anat_sr_wf", "init_t2w_reference_wf", "init_bids_sr_wf"} <= set(
+    assert {"init_anat_sr_wf", "init_reference_wf", "init_bids_sr_wf"} <= set(
         workflows.__all__
     )
     for name in workflows.__all__:

@@ -65,10 +65,10 @@ def test_auto_guides_with_the_only_reference_of_either_contrast(tmp_path, weight
     t2w = _image(tmp_path / "sub-01_T2w.nii.gz", (1, 1, 1))
     flair = _image(tmp_path / "sub-01_FLAIR.nii.gz", (1, 1, 1))
     plan = _plan(thick, {"T2w": t2w})
-    assert plan.methods[thick] == ["srrecnn-t2w"] and plan.t2w[thick] == t2w
+    assert plan.methods[thick] == ["srrecnn-t2w"] and plan.reference_files[thick] == t2w
     assert plan.reference_suffix(thick) == "T2w"
     plan = _plan(thick, {"FLAIR": flair})
-    assert plan.methods[thick] == ["srrecnn-flair"] and plan.t2w[thick] == flair
+    assert plan.methods[thick] == ["srrecnn-flair"] and plan.reference_files[thick] == flair
     assert plan.reference_suffix(thick) == "FLAIR"
     flair_weights = weights_dir / "srrecnn-flair_x1x1x3.safetensors"
     assert plan.weights_for(thick, "srrecnn-flair") == flair_weights
@@ -82,10 +82,10 @@ def test_auto_takes_the_finest_reference_and_t2w_on_a_tie(tmp_path, weights_dir,
     t2w_3d = _image(tmp_path / "sub-01_T2w.nii.gz", (1, 1, 1))
     t2w_2mm = _image(tmp_path / "sub-01_acq-2mm_T2w.nii.gz", (0.5, 0.5, 2.0))  # finer than 3
     plan = _plan(thick, {"T2w": t2w_2mm, "FLAIR": flair_3d})
-    assert plan.methods[thick] == ["srrecnn-flair"] and plan.t2w[thick] == flair_3d
+    assert plan.methods[thick] == ["srrecnn-flair"] and plan.reference_files[thick] == flair_3d
     assert "the T2w sub-01_acq-2mm_T2w.nii.gz is not used: the FLAIR" in plan.choices[thick]
     plan = _plan(thick, {"T2w": t2w_3d, "FLAIR": flair_3d})
-    assert plan.methods[thick] == ["srrecnn-t2w"] and plan.t2w[thick] == t2w_3d
+    assert plan.methods[thick] == ["srrecnn-t2w"] and plan.reference_files[thick] == t2w_3d
     # a T2w that is not finer than the T1w along the slice axis does not count
     t2w_thick = _image(tmp_path / "sub-01_acq-thick_T2w.nii.gz", (0.5, 0.5, 3.0))
     plan = _plan(thick, {"T2w": t2w_thick, "FLAIR": _image(
@@ -102,7 +102,7 @@ def test_auto_needs_evidence_for_the_reference_contrast(tmp_path, weights_dir, t
     plan = _plan(thick, {"T2w": t2w_2mm, "FLAIR": flair_3d})
     assert plan.methods[thick] == ["srrecnn-t2w"] and plan.reference_suffix(thick) == "T2w"
     plan = _plan(thick, {"FLAIR": flair_3d})
-    assert plan.methods[thick] == ["srrecnn"] and thick not in plan.t2w
+    assert plan.methods[thick] == ["srrecnn"] and thick not in plan.reference_files
 
 
 def test_named_guided_methods_take_their_own_contrast(tmp_path, weights_dir, thick, caplog):
@@ -110,11 +110,11 @@ def test_named_guided_methods_take_their_own_contrast(tmp_path, weights_dir, thi
     flair = _image(tmp_path / "sub-01_FLAIR.nii.gz", (1, 1, 1))
     both = {"T2w": t2w, "FLAIR": flair}
     plan = _plan(thick, both, methods=["srrecnn-flair"])
-    assert plan.t2w[thick] == flair and plan.guides(thick, "srrecnn-flair")
+    assert plan.reference_files[thick] == flair and plan.guides(thick, "srrecnn-flair")
     assert not plan.guides(thick, "srrecnn-t2w")
     # one reference per T1w: the first guided method named gets it, the other falls back
     plan = _plan(thick, both, methods=["srrecnn-t2w", "srrecnn-flair"])
-    assert plan.t2w[thick] == t2w and not plan.guides(thick, "srrecnn-flair")
+    assert plan.reference_files[thick] == t2w and not plan.guides(thick, "srrecnn-flair")
     assert "no FLAIR reference" in caplog.text
     # all: the guided methods of the finest reference's contrast only (a tie: T2w)
     plan = _plan(thick, both, methods=["all"])
@@ -212,4 +212,4 @@ def test_the_sidecar_and_transform_name_the_flair(tmp_path, weights_dir, thick):
     assert minus.inputs.extra_metadata["FLAIRReference"] == meta["FLAIRReference"]
     assert minus.inputs.extra_metadata["ReferenceSuffix"] == "FLAIR"
     assert "T2w" not in minus.inputs.extra_metadata["Description"]
-    assert any(n.startswith("t2w_") for n in names)  # the reference workflow
+    assert any(n.startswith("reference_") for n in names)  # the reference workflow

@@ -52,7 +52,8 @@ def report_files(tmp_path):
         "input_path": _write(lr, LR_AFFINE, tmp_path / "sub-01_T1w.nii.gz"),
         "output_path": _write(sr, hr_affine, tmp_path / "sub-01_res-2_desc-bspline_T1w.nii.gz"),
         "truth_path": _write(truth, hr_affine, tmp_path / "truth.nii.gz"),
-        "t2w_registered_path": _write(truth.max() - truth, hr_affine, tmp_path / "t2w.nii.gz"),
+        "registered_reference_path": _write(truth.max() - truth, hr_affine,
+                                            tmp_path / "t2w.nii.gz"),
     }
 
 
@@ -93,16 +94,16 @@ def test_subject_report_is_self_contained(report_files, tmp_path):
     figure = mpimg.imread(io.BytesIO(base64.b64decode(images[0])), format="png")
     assert figure.shape[0] > 300 and figure[..., :3].std() > 0.05  # 5 rows, not blank
     # the reference row has a grey window of its own: a T2w 1000× brighter is not saturated
-    bright = _write(1000 * nib.load(report_files["t2w_registered_path"]).get_fdata(),
+    bright = _write(1000 * nib.load(report_files["registered_reference_path"]).get_fdata(),
                     upsampled_affine(LR_AFFINE, (2, 2, 2)), tmp_path / "bright.nii.gz")  # fmt: skip
-    out = build_subject_report("01", [{**entry, "t2w_registered_path": bright}],
+    out = build_subject_report("01", [{**entry, "registered_reference_path": bright}],
                                tmp_path / "sub-01c.html")  # fmt: skip
     shown = re.findall(r'src="data:image/png;base64,([^"]+)"', out.read_text())[0]
     np.testing.assert_allclose(mpimg.imread(io.BytesIO(base64.b64decode(shown)), format="png"),
                                figure, atol=0.02)  # fmt: skip
     without = dict(report_files)
-    del without["t2w_registered_path"]
-    out = build_subject_report("01", [{**entry, **without, "t2w_registered_path": None}],
+    del without["registered_reference_path"]
+    out = build_subject_report("01", [{**entry, **without, "registered_reference_path": None}],
                                tmp_path / "sub-01b.html")  # fmt: skip
     fewer = re.findall(r'src="data:image/png;base64,([^"]+)"', out.read_text())
     assert len(fewer) == 1

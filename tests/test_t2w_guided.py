@@ -96,7 +96,7 @@ def test_auto_picks_validated_mono_or_bspline_per_t1w(tmp_path, no_shipped_weigh
     assert "no shipped model card validates a gain over bspline" in plan.choices[SUB01]
     # the demo T2w is as coarse as the T1w: never a guide, and the sentence says why
     assert "is not used: it is not finer than the T1w" in plan.choices[SUB01]
-    assert plan.t2w == {}  # no guided method runs: nothing to register
+    assert plan.reference_files == {}  # no guided method runs: nothing to register
     # validated weights for both models: the demo's 2 mm T2w still cannot guide
     write_evidence_card(no_shipped_weights, "srrecnn", "isotropic", [2, 2, 2], {"a": 1.0})
     write_evidence_card(no_shipped_weights, "srrecnn-t2w", "isotropic", [2, 2, 2], {"a": 2.0},
@@ -223,8 +223,8 @@ def test_evaluation_leaves_out_guided_methods_when_the_registration_fails(tmp_pa
     wf = init_evaluation_wf(t1w_file=str(tmp_path / "t1w.nii.gz"), methods=["srrecnn-t2w"],
                             scale=[2.0], guided=True)  # fmt: skip
     edges = {(u.name, v.name): d["connect"] for u, v, d in wf._graph.edges(data=True)}
-    assert ("registered_t2w", "reference_file") in edges[("register_t2w", "evaluate")]
-    assert ("usable", "reference_usable") in edges[("register_t2w", "evaluate")]
+    assert ("registered_t2w", "reference_file") in edges[("register_reference", "evaluate")]
+    assert ("usable", "reference_usable") in edges[("register_reference", "evaluate")]
 
 
 # ------------------------------------------------------------------------ end to end
@@ -398,8 +398,8 @@ def test_evaluation_graph_registers_the_t2w_of_guided_t1w_only(tmp_path, no_ship
     plan = plan_methods(config, T1W, T2W)
     workflow = init_bids_sr_wf(config=config, t1w_by_subject=T1W, plan=plan)
     nodes = {node.fullname: node for node in workflow._create_flat_graph().nodes()}
-    registrations = [name for name in nodes if name.endswith("register_t2w")]
-    assert registrations == ["bids_sr_wf.single_subject_01_wf.eval_t1w_wf.register_t2w"]
+    registrations = [name for name in nodes if name.endswith("register_reference")]
+    assert registrations == ["bids_sr_wf.single_subject_01_wf.eval_t1w_wf.register_reference"]
     inputnode = workflow.get_node("single_subject_01_wf.eval_t1w_wf.inputnode")
     assert inputnode.inputs.t2w == SUB01_T2W
     evaluations = {name: n for name, n in nodes.items() if name.endswith(".evaluate")}

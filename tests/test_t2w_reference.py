@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import DEMO
 
-from bids_sr.bids import BIDSError, load_layout, select_t2w
+from bids_sr.bids import BIDSError, load_layout, select_reference
 from bids_sr.image import upsampled_affine
 
 
@@ -40,12 +40,12 @@ def sessions_dataset(tmp_path):
 def test_t2w_same_session_then_closest(sessions_dataset):
     layout = load_layout(sessions_dataset, ["01", "02"], validate=False)
     t1w = {p.name: str(p) for p in sessions_dataset.rglob("*_T1w.nii.gz")}
-    pick = lambda name: Path(select_t2w(layout, t1w[name])).name  # noqa: E731
+    pick = lambda name: Path(select_reference(layout, t1w[name], "T2w")).name  # noqa: E731
     assert pick("sub-01_ses-1_T1w.nii.gz") == "sub-01_ses-1_T2w.nii.gz"
     assert pick("sub-01_ses-2_T1w.nii.gz") == "sub-01_ses-1_T2w.nii.gz"
     assert pick("sub-01_ses-4_T1w.nii.gz") == "sub-01_ses-5_T2w.nii.gz"
-    assert select_t2w(layout, t1w["sub-02_T1w.nii.gz"]) is None
-    assert select_t2w(layout, t1w["sub-01_ses-1_T1w.nii.gz"], "none") is None
+    assert select_reference(layout, t1w["sub-02_T1w.nii.gz"], "T2w") is None
+    assert select_reference(layout, t1w["sub-01_ses-1_T1w.nii.gz"], "T2w", "none") is None
 
 
 def test_t2w_pattern(sessions_dataset, tmp_path):
@@ -54,19 +54,19 @@ def test_t2w_pattern(sessions_dataset, tmp_path):
     ref = tmp_path / "refs" / "sub-01_ses-2_T2w.nii.gz"
     _touch_image(ref)
     pattern = str(tmp_path / "refs" / "sub-{subject}_ses-{session}_T2w.nii.gz")
-    assert select_t2w(layout, t1w, pattern) == str(ref)
+    assert select_reference(layout, t1w, "T2w", pattern) == str(ref)
     with pytest.raises(BIDSError, match="does not exist"):
-        select_t2w(layout, t1w, str(tmp_path / "missing_{subject}.nii.gz"))
+        select_reference(layout, t1w, "T2w", str(tmp_path / "missing_{subject}.nii.gz"))
 
 
 def test_reference_workflow_on_demo(tmp_path):
-    from bids_sr.workflows.reference import init_t2w_reference_wf
+    from bids_sr.workflows.reference import init_reference_wf
 
-    wf = init_t2w_reference_wf(scale=[2.0])
+    wf = init_reference_wf(scale=[2.0])
     wf.base_dir = str(tmp_path)
     t1w = DEMO / "sub-01" / "anat" / "sub-01_T1w.nii.gz"
     wf.inputs.inputnode.t1w = str(t1w)
-    wf.inputs.inputnode.t2w = str(DEMO / "sub-01" / "anat" / "sub-01_T2w.nii.gz")
+    wf.inputs.inputnode.reference = str(DEMO / "sub-01" / "anat" / "sub-01_T2w.nii.gz")
     graph = wf.run(plugin="Linear")
     nodes = {node.name: node for node in graph.nodes()}
     register = nodes["register"].result.outputs

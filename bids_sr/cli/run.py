@@ -172,7 +172,7 @@ def run_participant(config: Config) -> int:
                 len(t1w_by_subject),
                 ", ".join(plan.all_methods),
             )  # fmt: skip
-            for t1w_file, reference in plan.t2w.items():
+            for t1w_file, reference in plan.reference_files.items():
                 LOGGER.info("%s: guided by the %s %s", Path(t1w_file).name,
                             plan.reference_suffix(t1w_file), reference)  # fmt: skip
                 session = reference_session(t1w_file, reference)

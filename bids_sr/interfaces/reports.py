@@ -7,9 +7,10 @@ node's folder (``workflows/outputs.py`` copies it to ``<output_dir>/sub-<label>.
 - Normal mode: one entry per derivative — the raw T1w (shown nearest-upsampled) against the
   super-resolved image, with the derivative's sidecar as provenance. ``source_files``,
   ``output_files`` and ``sidecars`` are parallel lists, and so is ``registered_t2w`` when
-  given: the T2w registered onto the T1w grid for a guided output (its registration overlay
-  is shown), an empty string for the others; ``guided_minus_mono`` likewise holds the
-  difference between a guided output and its mono twin's (shown as a row of its own), and
+  given: the reference (T2w or FLAIR) registered onto the output grid for a guided output
+  (its registration overlay is shown), an empty string for the others;
+  ``guided_minus_mono`` likewise holds the difference between a guided output and its mono
+  twin's (shown as a row of its own), and
   ``uncertainty_maps`` the uncertainty map of a self-supervised output (shown on the
   report's first screen, :mod:`bids_sr.reports.trust`).
 - Evaluation mode: one entry per kept method of each ``report.json`` written by
@@ -45,7 +46,8 @@ class SubjectReportInputSpec(BaseInterfaceInputSpec):
     output_files = traits.List(File(exists=True), desc="the super-resolved derivatives")
     sidecars = traits.List(File(exists=True), desc="their JSON sidecars")
     registered_t2w = traits.List(
-        traits.Str, desc="per derivative: the registered T2w of a guided output, or ''"
+        traits.Str, desc="per derivative: the registered reference (T2w or FLAIR) of a guided "
+        "output, or ''"
     )
     guided_minus_mono = traits.List(
         traits.Str, desc="per derivative: the guided − mono difference map, or ''"
@@ -71,26 +73,26 @@ def derivative_entries(
     source_files: list[str],
     output_files: list[str],
     sidecars: list[str],
-    registered_t2w: list[str] | None = None,
+    registered_references: list[str] | None = None,
     guided_minus_mono: list[str] | None = None,
     uncertainty_maps: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Report entries of the normal mode (parallel lists; see the module docstring)."""
-    registered_t2w = registered_t2w or [""] * len(source_files)
+    registered_references = registered_references or [""] * len(source_files)
     differences = guided_minus_mono or [""] * len(source_files)
     uncertainty_maps = uncertainty_maps or [""] * len(source_files)
-    if not (len(source_files) == len(output_files) == len(sidecars) == len(registered_t2w)
+    if not (len(source_files) == len(output_files) == len(sidecars) == len(registered_references)
             == len(differences) == len(uncertainty_maps)):  # fmt: skip
         raise ValueError(
             f"report inputs differ in length: {len(source_files)} sources, "
             f"{len(output_files)} outputs, {len(sidecars)} sidecars, "
-            f"{len(registered_t2w)} registered references, {len(differences)} difference "
+            f"{len(registered_references)} registered references, {len(differences)} difference "
             f"maps, {len(uncertainty_maps)} uncertainty maps"
         )
     entries = []
-    rows = zip(source_files, output_files, sidecars, registered_t2w, differences,
+    rows = zip(source_files, output_files, sidecars, registered_references, differences,
                uncertainty_maps, strict=True)  # fmt: skip
-    for source, output, sidecar, t2w, difference, uncertainty in rows:
+    for source, output, sidecar, reference, difference, uncertainty in rows:
         meta = json.loads(Path(sidecar).read_text())
         entry = {
             "title": f"{Path(source).name} → {Path(output).name}",
@@ -98,8 +100,8 @@ def derivative_entries(
             "output_path": output,
             "sidecar": meta,
         }
-        if t2w:
-            entry["t2w_registered_path"] = t2w
+        if reference:
+            entry["registered_reference_path"] = reference
         if difference:
             entry["guided_minus_mono_path"] = difference
         if uncertainty:

@@ -40,20 +40,21 @@ class MethodPlan:
     """The concrete work of a run, per T1w path.
 
     ``methods``: the methods to run on it, in order (no ``all``/``auto`` left);
-    ``t2w``: the reference (T2w or FLAIR) that guides it (only T1ws that have one and may
-    use it); ``reference_suffixes``: that reference's BIDS suffix;
+    ``reference_files``: the reference (T2w or FLAIR) that guides it (only T1ws that have
+    one and may use it); ``reference_suffixes``: that reference's BIDS suffix;
     ``choices``: the ``MethodChoice`` sentence of the method ``auto`` picked for it;
     ``auto_methods``: that method; ``method_fallbacks``: what each guided method falls back
     to (see :meth:`fallback`);
     ``weights``: the shipped weights file ``auto`` validated, per T1w and method;
     ``warnings``: per T1w and method, why an explicitly named method runs unvalidated;
-    ``reference_problems``: per T1w, why its T2w does not guide (not finer than the T1w);
+    ``reference_problems``: per T1w, why its reference does not guide (not finer than the
+    T1w);
     ``run_groups``: with ``--combine-runs``, the T1w runs of one session to combine
     (:func:`bids_sr.bids.group_runs`; the first is the reference).
     """
 
     methods: dict[str, list[str]] = field(default_factory=dict)
-    t2w: dict[str, str] = field(default_factory=dict)
+    reference_files: dict[str, str] = field(default_factory=dict)
     choices: dict[str, str] = field(default_factory=dict)
     auto_methods: dict[str, str] = field(default_factory=dict)
     method_fallbacks: dict[str, dict[str, Fallback]] = field(default_factory=dict)
@@ -65,7 +66,7 @@ class MethodPlan:
 
     def reference_suffix(self, t1w_file: str) -> str | None:
         """The BIDS suffix of the T1w's guiding reference (None: it has none)."""
-        if t1w_file not in self.t2w:
+        if t1w_file not in self.reference_files:
             return None
         return self.reference_suffixes.get(t1w_file, "T2w")
 
@@ -175,23 +176,23 @@ def _warn_unvalidated(config: Config, t1w_file: str, methods: Sequence[str],
 def plan_methods(
     config: Config,
     t1w_by_subject: Mapping[str, Sequence[str]],
-    t2w_files: Mapping[str, str | Mapping[str, str] | None] | None = None,
+    references: Mapping[str, str | Mapping[str, str] | None] | None = None,
 ) -> MethodPlan:
-    """Resolve ``config.workflow.methods`` per T1w (see the module docstring).
+    """Resolve ``config.workflow.methods`` per T1w (the rules: :mod:`bids_sr.planning`).
 
-    ``t2w_files`` maps a T1w to its candidate references by suffix (``{"T2w": path,
-    "FLAIR": path}``, :func:`bids_sr.bids.select_reference`) or to one T2w path (absent or
+    ``references`` maps a T1w to its candidate references by suffix (``{"T2w": path,
+    "FLAIR": path}``, :func:`bids_sr.bids.find_references`) or to one T2w path (absent or
     None: none). One reference guides a T1w: the one ``auto`` chose, else the contrast of
     the first guided method named. ``all`` = the interpolation baselines and every learned
     method whose shipped weights exist for the T1w's factors (the guided ones only of the
-    finest reference's contrast). A
-    learned method named explicitly without weights stops the run (exit 65), or is skipped
-    with a warning in evaluation mode; ``--weights`` must go with exactly one learned method
-    (exit 64). A guided method on a T1w without T2w stays in the plan and falls back in its
-    node (it is skipped in evaluation mode, which scores methods, not fallbacks).
+    finest reference's contrast). A learned method named explicitly without weights stops
+    the run (exit 65), or is skipped with a warning in evaluation mode; ``--weights`` must
+    go with exactly one learned method (exit 64). A guided method on a T1w without its
+    reference stays in the plan and falls back in its node (it is skipped in evaluation
+    mode, which scores methods, not fallbacks).
     """
     wf_settings = config.workflow
-    candidates = {t1w: _candidates(value) for t1w, value in (t2w_files or {}).items()}
+    candidates = {t1w: _candidates(value) for t1w, value in (references or {}).items()}
     plan = MethodPlan()
     for files in t1w_by_subject.values():
         for t1w_file in files:
@@ -243,7 +244,7 @@ def _plan_reference(plan: MethodPlan, t1w_file: str, reference: Reference) -> No
     along the SR axes; otherwise they fall back in their node and ``FallbackReason`` says
     why."""
     if reference.problem is None:
-        plan.t2w[t1w_file] = reference.file
+        plan.reference_files[t1w_file] = reference.file
         plan.reference_suffixes[t1w_file] = reference.suffix
         return
     text = f"the {reference.suffix} {Path(reference.file).name} is not used: {reference.problem}"
@@ -282,14 +283,14 @@ def _check_weights_and_guides(config: Config, plan: MethodPlan) -> None:
                 LOGGER.warning("skipping %s in the evaluation: %s", method, problem)
         plan.methods[t1w_file] = kept
         if not any(m in GUIDED_METHODS for m in kept):
-            plan.t2w.pop(t1w_file, None)
+            plan.reference_files.pop(t1w_file, None)
             plan.reference_suffixes.pop(t1w_file, None)
 
 
 def resolve_methods(
     config: Config,
     t1w_by_subject: Mapping[str, Sequence[str]],
-    t2w_files: Mapping[str, str | None] | None = None,
+    references: Mapping[str, str | Mapping[str, str] | None] | None = None,
 ) -> list[str]:
     """Every method the run will use (:func:`plan_methods`, flattened)."""
-    return plan_methods(config, t1w_by_subject, t2w_files).all_methods
+    return plan_methods(config, t1w_by_subject, references).all_methods

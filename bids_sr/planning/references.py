@@ -75,7 +75,7 @@ def _extents(t1w_file: str, reference_file: str, factors: Sequence[float]
 
 
 def reference_problem(
-    t1w_file: str, t2w_file: str, factors: Sequence[float], *, evaluate: bool = False
+    t1w_file: str, reference_file: str, factors: Sequence[float], *, evaluate: bool = False
 ) -> str | None:
     """Why a reference (T2w, FLAIR) cannot help super-resolve a T1w (None: it is finer
     along every SR axis).
@@ -87,7 +87,7 @@ def reference_problem(
     """
     if evaluate:
         return None
-    return _coarser_axis(_extents(t1w_file, t2w_file, factors))
+    return _coarser_axis(_extents(t1w_file, reference_file, factors))
 
 
 def _coarser_axis(extents: Sequence[tuple[int, float, float]]) -> str | None:

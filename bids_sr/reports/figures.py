@@ -296,7 +296,7 @@ def overlay_png(
 
 
 def registration_overlay_png(
-    t1w_path: str, t2w_registered_path: str, reference_suffix: str = "T2w"
+    t1w_path: str, reference_path: str, reference_suffix: str = "T2w"
 ) -> bytes:
     """PNG of the registered reference (a T2w or FLAIR: ``reference_suffix``, named in the
     title) with the T1w's edges on top, to judge the registration.
@@ -305,13 +305,13 @@ def registration_overlay_png(
     coordinates). Edges: :func:`edge_map` of the T1w.
     """
     t1w = nib.load(str(t1w_path))
-    t2w = nib.load(str(t2w_registered_path))
+    reference = nib.load(str(reference_path))
     t1w_data = np.asarray(t1w.dataobj, dtype=np.float32)
     zooms = np.sqrt((np.asarray(t1w.affine)[:3, :3] ** 2).sum(axis=0))
     edges = edge_map(np.squeeze(t1w_data), zooms)
     return overlay_png(
-        np.squeeze(np.asarray(t2w.dataobj, dtype=np.float32)),
-        t2w.affine,
+        np.squeeze(np.asarray(reference.dataobj, dtype=np.float32)),
+        reference.affine,
         edges,
         t1w.affine,
         title=f"registered {reference_suffix} with T1w edges (red)",

@@ -193,9 +193,10 @@ def entry_section(entry: Mapping[str, Any]) -> str:
     layers = [Layer("input (nearest)", lr, lr_affine), Layer("super-resolved", sr, sr_affine)]
     sidecar = entry.get("sidecar") or {}
     suffix = reference_suffix(sidecar)
-    if entry.get("t2w_registered_path"):  # the reference on the output grid, as used
-        t2w, t2w_affine = _load(entry["t2w_registered_path"])
-        layers.append(Layer(f"reference ({suffix})", t2w, t2w_affine, kind="contrast"))
+    if entry.get("registered_reference_path"):  # the reference on the output grid, as used
+        reference, reference_affine = _load(entry["registered_reference_path"])
+        layers.append(Layer(f"reference ({suffix})", reference, reference_affine,
+                            kind="contrast"))
     if entry.get("guided_minus_mono_path"):  # what the reference changed
         difference, difference_affine = _load(entry["guided_minus_mono_path"])
         layers.append(Layer("guided − mono", difference, difference_affine, kind="difference"))
@@ -222,8 +223,8 @@ def entry_section(entry: Mapping[str, Any]) -> str:
     parts.append(html.image(png_data_uri(comparison_png(layers, grid)), f"{title}: slices"))
     if sidecar.get("CombinedRuns"):
         parts.append(combined_runs_section(sidecar))
-    if entry.get("t2w_registered_path"):
-        overlay = registration_overlay_png(entry["input_path"], entry["t2w_registered_path"],
+    if entry.get("registered_reference_path"):
+        overlay = registration_overlay_png(entry["input_path"], entry["registered_reference_path"],
                                            reference_suffix=suffix)  # fmt: skip
         parts.append(f"<h3>{html.escape(suffix)} registration</h3>")
         quality = sidecar.get("RegistrationQualityNMI")
@@ -269,7 +270,7 @@ def build_subject_report(
     """Write the self-contained HTML report of ``subject`` (label with or without ``sub-``).
 
     Each entry is a mapping with ``title``, ``input_path``, ``output_path``, ``sidecar``
-    (dict) and optionally ``truth_path``, ``t2w_registered_path``,
+    (dict) and optionally ``truth_path``, ``registered_reference_path``,
     ``guided_minus_mono_path`` (a signed map on any grid), ``uncertainty_path`` (a
     self-supervised method's uncertainty map) and ``metrics`` (rows of
     :func:`bids_sr.evaluation.evaluate_image`). The page opens with what a reader needs

@@ -129,11 +129,11 @@ def init_anat_sr_wf(
     Inputs (``inputnode``): ``t1w`` — the LR T1w path (known at build time or only when
     the workflow runs); with ``guided`` also ``reference`` (the registered T2w or FLAIR on
     the output grid), ``reference_usable`` and ``reference_summary`` (from
-    :func:`bids_sr.workflows.reference.init_t2w_reference_wf`), and, with ``auto``,
+    :func:`bids_sr.workflows.reference.init_reference_wf`), and, with ``auto``,
     ``reference_source`` (the reference as acquired: auto guides only when it is finer).
     A guided method whose reference is missing (``guided`` False) or unusable runs
     ``fallback_method`` instead (``fallback_note``: why that one), inside its node, and the
-    report says so (``reference_problem``: why a T2w that was found does not guide).
+    report says so (``reference_problem``: why a reference that was found does not guide).
     Outputs (``outputnode``): ``sr_file`` — the super-resolved image on the upsampled grid
     (intensities on the input's scale, named after the input); ``report_json`` — what was
     done (method, factors, voxel sizes, device, runtime) for the sidecar; ``method`` and

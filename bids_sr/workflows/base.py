@@ -27,7 +27,7 @@ from bids_sr.workflows.outputs import (
     init_ds_uncertainty_wf,
     init_ds_xfm_wf,
 )
-from bids_sr.workflows.reference import init_t2w_reference_wf
+from bids_sr.workflows.reference import init_reference_wf
 
 LOGGER = logging.getLogger("bids_sr")
 
@@ -54,18 +54,19 @@ def init_single_subject_wf(
 ) -> pe.Workflow:
     """Process every T1w of one participant, write the derivatives, then the subject report.
 
-    ``plan`` (:func:`bids_sr.planning.plan.plan_methods`) says which methods each T1w gets and
-    which T2w guides it; without one, every method of ``config.workflow.methods`` runs on
-    every T1w, unguided. Normal mode: one ``anat_<entities>_<method>_wf`` and
-    ``ds_<entities>_<method>_wf`` per T1w (all sessions, acquisitions and runs) and method,
-    so a scheduler can run them as separate jobs; a T1w whose guided method has a T2w also
-    gets one ``t2w_<entities>_wf`` (registration, resampling onto the output grid) and
-    ``ds_xfm_<entities>_wf`` (the transform), and each guided output a
-    ``ds_<entities>_<method>_minus_mono_wf`` (its guided − mono map). Evaluation mode
-    (``config.workflow.evaluate``): one ``eval_<entities>_wf`` and ``ds_eval_<entities>_wf``
-    per T1w instead (with the T2w registered to the T1w for a guided method); ``brain_masks``
-    maps a T1w to its BIDS brain-mask derivative, when one was found. Last,
-    ``subject_report`` gathers everything into ``sub-<label>.html`` (``ds_report_wf``).
+    ``plan`` (:func:`bids_sr.planning.plan.plan_methods`) says which methods each T1w gets
+    and which reference (T2w or FLAIR) guides it; without one, every method of
+    ``config.workflow.methods`` runs on every T1w, unguided. Normal mode: one
+    ``anat_<entities>_<method>_wf`` and ``ds_<entities>_<method>_wf`` per T1w (all sessions,
+    acquisitions and runs) and method, so a scheduler can run them as separate jobs; a T1w
+    whose guided method has a reference also gets one ``reference_<entities>_wf``
+    (registration, resampling onto the output grid) and ``ds_xfm_<entities>_wf`` (the
+    transform), and each guided output a ``ds_<entities>_<method>_minus_mono_wf`` (its
+    guided − mono map). Evaluation mode (``config.workflow.evaluate``): one
+    ``eval_<entities>_wf`` and ``ds_eval_<entities>_wf`` per T1w instead (with the reference
+    registered to the T1w for a guided method); ``brain_masks`` maps a T1w to its BIDS
+    brain-mask derivative, when one was found. Last, ``subject_report`` gathers everything
+    into ``sub-<label>.html`` (``ds_report_wf``).
     """
     workflow = pe.Workflow(name=name or f"single_subject_{subject_id}_wf")
     report = pe.Node(SubjectReport(subject=subject_id), name="subject_report", mem_gb=1.0,
@@ -90,19 +91,19 @@ def _report_merge(n_inputs: int, name: str) -> pe.Node:
     return pe.Node(niu.Merge(n_inputs), name=name, run_without_submitting=True)
 
 
-def _add_t2w_reference(workflow, t1w_file: str, t2w_file: str, config: Config, tag: str,
-                       suffix: str = "T2w"):  # fmt: skip
+def _add_reference(workflow, t1w_file: str, reference_file: str, config: Config, tag: str,
+                   suffix: str = "T2w"):  # fmt: skip
     """Register the reference (T2w or FLAIR, ``suffix``) to the T1w, resample it onto the
     output grid, write the transform (``from-<suffix>_to-T1w``)."""
     wf_settings = config.workflow
-    ref_wf = init_t2w_reference_wf(
+    ref_wf = init_reference_wf(
         scale=wf_settings.scale,
         output_resolution=wf_settings.output_resolution,
         seed=config.seeds.random_seed,
-        name=f"t2w_{tag}_wf",
+        name=f"reference_{tag}_wf",
     )
     ref_wf.inputs.inputnode.t1w = t1w_file
-    ref_wf.inputs.inputnode.t2w = t2w_file
+    ref_wf.inputs.inputnode.reference = reference_file
     ds_xfm_wf = init_ds_xfm_wf(
         output_dir=config.execution.output_dir, source_file=t1w_file, name=f"ds_xfm_{tag}_wf",
         reference_suffix=suffix,
@@ -122,11 +123,11 @@ def _add_super_resolution(
     for t1w_file in t1w_files:
         tag = _file_tag(t1w_file)
         methods = plan.methods.get(t1w_file, [])
-        t2w_file = plan.t2w.get(t1w_file)
+        reference_file = plan.reference_files.get(t1w_file)
         suffix = plan.reference_suffix(t1w_file)
         ref_wf = None
-        if t2w_file and any(plan.guides(t1w_file, m) for m in methods):
-            ref_wf = _add_t2w_reference(workflow, t1w_file, t2w_file, config, tag, suffix)
+        if reference_file and any(plan.guides(t1w_file, m) for m in methods):
+            ref_wf = _add_reference(workflow, t1w_file, reference_file, config, tag, suffix)
         for method in methods:
             guided = method in GUIDED_METHODS
             guided_here = plan.guides(t1w_file, method) and ref_wf is not None
@@ -161,10 +162,10 @@ def _add_super_resolution(
             anat_wfs[t1w_file, method] = anat_wf
             metadata = {}
             if guided_here:  # T2wReference or FLAIRReference, and which it was
-                metadata[f"{suffix}Reference"] = reference_uri(t2w_file,
+                metadata[f"{suffix}Reference"] = reference_uri(reference_file,
                                                                config.execution.bids_dir)
                 metadata["ReferenceSuffix"] = suffix
-                session = reference_session(t1w_file, t2w_file)
+                session = reference_session(t1w_file, reference_file)
                 if session:  # guided from another session: the sidecar says so
                     metadata["ReferenceSession"] = session
                     metadata["ReferenceSessionWarning"] = (
@@ -211,7 +212,7 @@ def _add_super_resolution(
             if guided_here:
                 workflow.connect([
                     (ref_wf, anat_wf, [
-                        ("outputnode.t2w_on_sr_grid", "inputnode.reference"),
+                        ("outputnode.reference_on_sr_grid", "inputnode.reference"),
                         ("outputnode.usable", "inputnode.reference_usable"),
                         ("outputnode.summary", "inputnode.reference_summary"),
                     ]),
@@ -224,7 +225,7 @@ def _add_super_resolution(
     outputs += _add_combinations(workflow, config, plan, anat_wfs)
     merge_files = _report_merge(len(outputs), "merge_outputs")
     merge_meta = _report_merge(len(outputs), "merge_sidecars")
-    merge_t2w = _report_merge(len(outputs), "merge_registered_t2w")
+    merge_reference = _report_merge(len(outputs), "merge_registered_reference")
     merge_difference = _report_merge(len(outputs), "merge_guided_minus_mono")
     merge_uncertainty = _report_merge(len(outputs), "merge_uncertainty")
     for number, (_, ds_wf, guide, ds_map) in enumerate(outputs, start=1):
@@ -237,20 +238,20 @@ def _add_super_resolution(
         else:  # the written derivative, so the report names the file a user finds
             workflow.connect(ds_map, "outputnode.out_file", merge_uncertainty, f"in{number}")
         if guide is None:
-            setattr(merge_t2w.inputs, f"in{number}", "")  # no registration overlay
+            setattr(merge_reference.inputs, f"in{number}", "")  # no registration overlay
             setattr(merge_difference.inputs, f"in{number}", "")  # no mono twin
         else:
             # the reference on the output grid, as the guided network saw it, and what it
             # changed (guided − mono; '' when the guided node fell back)
             workflow.connect([
-                (guide[0], merge_t2w, [("outputnode.t2w_on_sr_grid", f"in{number}")]),
+                (guide[0], merge_reference, [("outputnode.reference_on_sr_grid", f"in{number}")]),
                 (guide[1], merge_difference, [("outputnode.difference_file", f"in{number}")]),
             ])  # fmt: skip
     report.inputs.source_files = [t1w_file for t1w_file, *_ in outputs]
     workflow.connect([
         (merge_files, report, [("out", "output_files")]),
         (merge_meta, report, [("out", "sidecars")]),
-        (merge_t2w, report, [("out", "registered_t2w")]),
+        (merge_reference, report, [("out", "registered_t2w")]),
         (merge_difference, report, [("out", "guided_minus_mono")]),
         (merge_uncertainty, report, [("out", "uncertainty_maps")]),
     ])  # fmt: skip
@@ -363,8 +364,8 @@ def _add_evaluation(
         tag = _file_tag(t1w_file)
         # the baselines are always scored: a T1w whose methods were all skipped gets them
         methods = plan.methods.get(t1w_file) or ["bspline"]
-        t2w_file = plan.t2w.get(t1w_file)
-        guided = bool(t2w_file) and any(m in GUIDED_METHODS for m in methods)
+        reference_file = plan.reference_files.get(t1w_file)
+        guided = bool(reference_file) and any(m in GUIDED_METHODS for m in methods)
         weights = {**{m: str(p) for m, p in plan.weights.get(t1w_file, {}).items()}, **given}
         auto_choice = plan.auto_methods.get(t1w_file)
         eval_wf = init_evaluation_wf(
@@ -387,7 +388,7 @@ def _add_evaluation(
         )
         eval_wf.inputs.inputnode.t1w = t1w_file
         if guided:
-            eval_wf.inputs.inputnode.t2w = t2w_file
+            eval_wf.inputs.inputnode.t2w = reference_file
         eval_wf.inputs.inputnode.source = bids_uri(t1w_file, config.execution.bids_dir)
         if t1w_file in brain_masks:
             eval_wf.inputs.inputnode.mask_file = brain_masks[t1w_file]
@@ -412,8 +413,8 @@ def init_bids_sr_wf(
     """The whole participant-level run: one single-subject workflow per participant.
 
     ``brain_masks`` (evaluation mode) maps a T1w path to its brain-mask derivative; ``plan``
-    the methods and T2w of each T1w (:func:`bids_sr.planning.plan.plan_methods`; default: every
-    method of the configuration on every T1w, unguided)."""
+    the methods and reference of each T1w (:func:`bids_sr.planning.plan.plan_methods`;
+    default: every method of the configuration on every T1w, unguided)."""
     workflow = pe.Workflow(name="bids_sr_wf")
     workflow.base_dir = str(Path(config.execution.work_dir))
     workflow.config["execution"].update(

@@ -38,14 +38,14 @@ def init_evaluation_wf(
     """Degrade one T1w by ``scale`` (``degradation`` preset), super-resolve it back with each
     method and the interpolation baselines, and score every result against the T1w.
 
-    Inputs (``inputnode``): ``t1w`` — the T1w, treated as the HR truth; ``source`` — text of
-    the table's source column (a BIDS URI); ``mask_file`` — optional brain mask (a BIDS
-    ``desc-brain_mask`` derivative; when absent, bids_sr.masks.brain_mask is used); with
-    ``guided``, ``t2w`` — the T2w of a guided method: it is rigidly registered to the T1w
-    (the truth) and resampled onto the T1w's own grid, and a registration that fails its
-    quality check leaves the guided method out of the table (see EvaluateSuperResolution).
-    Outputs (``outputnode``): ``metrics_tsv``, ``metrics_json`` — the table and its sidecar;
-    ``report_json`` — the images and rows the subject report shows.
+    Inputs (``inputnode``): ``t1w`` — the T1w, treated as the HR truth; ``source`` — text of the
+    table's source column (a BIDS URI); ``mask_file`` — optional brain mask (a BIDS
+    ``desc-brain_mask`` derivative; when absent, bids_sr.masks.brain_mask is used); with ``guided``,
+    ``t2w`` — the reference (T2w or FLAIR) of a guided method: it is rigidly registered to the T1w
+    (the truth) and resampled onto the T1w's own grid, and a registration that fails its quality
+    check leaves the guided method out of the table (see EvaluateSuperResolution). Outputs
+    (``outputnode``): ``metrics_tsv``, ``metrics_json`` — the table and its sidecar; ``report_json``
+    — the images and rows the subject report shows.
 
     ``acquisition_settings``: more inputs of EvaluateSuperResolution (``slice_thickness``,
     ``slice_gap``, ``slice_profile``, ``data_consistency``, ``auto_choice``).
@@ -77,7 +77,7 @@ def init_evaluation_wf(
         n_procs=omp_nthreads,
     )
     if guided:
-        register = pe.Node(RegisterT2wToT1w(seed=seed, num_threads=1), name="register_t2w",
+        register = pe.Node(RegisterT2wToT1w(seed=seed, num_threads=1), name="register_reference",
                            mem_gb=2.0)  # fmt: skip
         workflow.connect([
             (inputnode, register, [("t1w", "t1w_file"), ("t2w", "t2w_file")]),

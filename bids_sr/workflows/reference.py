@@ -1,4 +1,4 @@
-"""init_t2w_reference_wf: bring a subject's T2w onto the super-resolved T1w grid."""
+"""init_reference_wf: bring a T1w's reference (a T2w or FLAIR) onto its super-resolved grid."""
 
 from __future__ import annotations
 
@@ -9,32 +9,35 @@ from bids_sr.interfaces.grid import UpsampledGrid
 from bids_sr.interfaces.registration import RegisterT2wToT1w, ResampleToGrid
 
 
-def init_t2w_reference_wf(
+def init_reference_wf(
     *,
     scale: list[float],
     output_resolution: float | None = None,
     seed: int = 0,
-    name: str = "t2w_reference_wf",
+    name: str = "reference_wf",
 ) -> pe.Workflow:
-    """Rigidly register the T2w to the LR T1w and resample it onto the SR output grid.
+    """Rigidly register the reference (T2w or FLAIR) to the LR T1w and resample it onto the
+    SR output grid.
 
     Registration is SimpleITK's Mattes mutual information, multi-resolution, initialised by
-    image moments (:func:`bids_sr.registration.register_rigid`); the T2w is then resampled
-    once, with a cubic B-spline, straight onto the grid the super-resolution will produce.
+    image moments (:func:`bids_sr.registration.register_rigid`); the reference is then
+    resampled once, with a cubic B-spline, straight onto the grid the super-resolution will
+    produce.
 
-    Inputs (``inputnode``): ``t1w`` (the LR T1w), ``t2w``.
-    Outputs (``outputnode``): ``t2w_on_sr_grid`` — the reference for the guided method;
-    ``transform_file`` — ITK text transform (T1w → T2w physical points, i.e. the
-    ``from-T2w_to-T1w_mode-image`` resampling transform); ``registered_t2w`` — the T2w on the
-    LR T1w grid (for the report's overlay); ``quality`` — normalised mutual information;
-    ``usable`` — quality above the threshold; ``summary`` — figures for the sidecar.
+    Inputs (``inputnode``): ``t1w`` (the LR T1w), ``reference`` (the T2w or FLAIR).
+    Outputs (``outputnode``): ``reference_on_sr_grid`` — the reference for the guided method;
+    ``transform_file`` — ITK text transform (T1w → reference physical points, i.e. the
+    ``from-T2w_to-T1w_mode-image`` resampling transform of a T2w); ``registered_reference``
+    — the reference on the LR T1w grid (for the report's overlay); ``quality`` — normalised
+    mutual information; ``usable`` — quality above the threshold; ``summary`` — figures for
+    the sidecar.
     """
     workflow = pe.Workflow(name=name)
-    inputnode = pe.Node(niu.IdentityInterface(fields=["t1w", "t2w"]), name="inputnode")
+    inputnode = pe.Node(niu.IdentityInterface(fields=["t1w", "reference"]), name="inputnode")
     outputnode = pe.Node(
         niu.IdentityInterface(
-            fields=["t2w_on_sr_grid", "transform_file", "registered_t2w", "quality", "usable",
-                    "summary"]
+            fields=["reference_on_sr_grid", "transform_file", "registered_reference", "quality",
+                    "usable", "summary"]
         ),
         name="outputnode",
     )
@@ -51,14 +54,14 @@ def init_t2w_reference_wf(
     resample = pe.Node(ResampleToGrid(), name="resample_to_sr_grid", mem_gb=2.0)
     workflow.connect([
         (inputnode, sr_grid, [("t1w", "in_file")]),
-        (inputnode, register, [("t1w", "t1w_file"), ("t2w", "t2w_file")]),
-        (inputnode, resample, [("t2w", "moving_file")]),
+        (inputnode, register, [("t1w", "t1w_file"), ("reference", "t2w_file")]),
+        (inputnode, resample, [("reference", "moving_file")]),
         (register, resample, [("transform_file", "transform_file")]),
         (sr_grid, resample, [("out_file", "reference_file")]),
-        (resample, outputnode, [("out_file", "t2w_on_sr_grid")]),
+        (resample, outputnode, [("out_file", "reference_on_sr_grid")]),
         (register, outputnode, [
             ("transform_file", "transform_file"),
-            ("registered_t2w", "registered_t2w"),
+            ("registered_t2w", "registered_reference"),
             ("quality", "quality"),
             ("usable", "usable"),
             ("summary", "summary"),
