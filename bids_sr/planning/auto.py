@@ -27,7 +27,7 @@ from bids_sr.superresolve import GUIDED_METHODS
 
 def weights_method(weights: Path) -> str:
     """The method a ``--weights`` file was made for (from its metadata); BIDSError if none."""
-    from bids_sr.models.weights import WeightsError, read_metadata
+    from bids_sr.models.weights import WeightsError, read_metadata  # torch: only with --weights
 
     try:
         return read_metadata(weights)["method"]

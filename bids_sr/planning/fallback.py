@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bids_sr.cards.paths import format_factors
+from bids_sr.guidance import mono_twin
 from bids_sr.superresolve import INTERPOLATION_METHODS, SELF_SUPERVISED_METHODS, default_weights
 
 #: What runs when no learned model can: cubic B-spline interpolation.
@@ -44,8 +45,6 @@ def missing_weights(method: str, factors: Sequence[float], family: str | None = 
 def fallback_for(factors: Sequence[float], method: str) -> Fallback:
     """The guided ``method``'s mono twin when it can run at ``factors`` (shipped weights, or
     none needed), else bspline."""
-    from bids_sr.guidance import mono_twin
-
     twin = mono_twin(method)
     if missing_weights(twin, factors) is None:
         return Fallback(twin, f"{twin}, the same method without the reference")

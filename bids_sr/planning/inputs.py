@@ -6,9 +6,19 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from bids_sr.acquisition import Acquisition
+import nibabel as nib
+
+from bids_sr.acquisition import (
+    Acquisition,
+    AcquisitionError,
+    coarse_axis,
+    describe_acquisition,
+    simulated_acquisition,
+)
 from bids_sr.bids import EXIT_USAGE, BIDSError
 from bids_sr.config import Config
+from bids_sr.fileio import read_sidecar
+from bids_sr.image import as_factors, requested_factors, voxel_sizes
 
 LOGGER = logging.getLogger("bids_sr")
 
@@ -17,10 +27,6 @@ def t1w_factors(config: Config, t1w_file: str) -> tuple[float, float, float]:
     """The scale factors a T1w is processed with (from --scale or --output-resolution, else
     the default grid of :func:`bids_sr.image.default_factors`). Reads the header only: the
     images were checked before planning, and this runs several times per T1w."""
-    import nibabel as nib
-
-    from bids_sr.image import as_factors, requested_factors
-
     if config.workflow.output_resolution or not config.workflow.scale:
         affine = nib.load(t1w_file).affine
         return requested_factors(affine, config.workflow.scale, config.workflow.output_resolution)
@@ -33,12 +39,6 @@ def t1w_acquisition(config: Config, t1w_file: str) -> Acquisition:
     Evaluation mode simulates its input: a 2D scan for ``--degradation slice``, else an
     isotropic one, whatever the truth's own header says.
     """
-    import nibabel as nib
-
-    from bids_sr.acquisition import AcquisitionError, describe_acquisition, simulated_acquisition
-    from bids_sr.fileio import read_sidecar
-    from bids_sr.image import voxel_sizes
-
     wf_settings = config.workflow
     if wf_settings.evaluate:
         factors = t1w_factors(config, t1w_file)
@@ -70,8 +70,6 @@ def warn_acquisition_metadata(t1w_file: str, acquisition: Acquisition) -> None:
     invalid ``SliceThickness`` replaced by the slice spacing (the output sidecar's
     ``InputSliceThicknessSource`` says so too), or an ``MRAcquisitionType`` the voxel sizes
     contradict (the model follows the voxel sizes; the warning says which one was used)."""
-    from bids_sr.fileio import read_sidecar
-
     name = Path(t1w_file).name
     source = acquisition.thickness_source or ""
     if source.startswith("slice spacing ("):
@@ -94,11 +92,6 @@ def warn_acquisition_metadata(t1w_file: str, acquisition: Acquisition) -> None:
 def warn_thick_slice_truth(t1w_file: str) -> None:
     """``--evaluate`` takes each T1w as the truth: warn when its voxel sizes are those of a
     2D scan (thick slices), whose scores then measure a blurred truth along the slice axis."""
-    import nibabel as nib
-
-    from bids_sr.acquisition import coarse_axis
-    from bids_sr.image import voxel_sizes
-
     sizes = voxel_sizes(nib.load(t1w_file).affine)
     axis = coarse_axis(sizes)
     if axis is not None:

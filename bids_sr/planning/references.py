@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import nibabel as nib
 import numpy as np
 
 from bids_sr.config import Config
@@ -60,8 +61,6 @@ def _extents(t1w_file: str, reference_file: str, factors: Sequence[float]
              ) -> list[tuple[int, float, float]]:  # fmt: skip
     """Per upsampled T1w axis: (axis, the reference's voxel extent along it — the projection
     of its voxel onto that direction, from both headers —, the T1w spacing there)."""
-    import nibabel as nib
-
     t1w_axes = nib.load(t1w_file).affine[:3, :3]
     ref_axes = nib.load(reference_file).affine[:3, :3]
     out = []
