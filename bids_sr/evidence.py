@@ -23,6 +23,11 @@ A method that learns per scan and ships no weights (``selfsr``) has a card too, 
 ``"weights": null``: its records are found the same way, and its :class:`Evidence` names the
 card itself in place of a weights file.
 
+A card with ``"speed": "fast"`` (``selfsr-fast``: the prior alone, about a tenth of
+``selfsr``'s time) is a cohort mode: ``auto`` ranks it after every other validated method
+unless the user asks for speed (``--fast``), when it ranks first where validated
+(:func:`bids_sr.planning.choose_auto`).
+
 Part of the numerical core (reads JSON only).
 """
 
@@ -58,6 +63,7 @@ class Evidence:
     gain_over_mono: float | None
     records: tuple[dict, ...]
     reference_suffix: str | None = None  # the contrast a guided model takes (T2w, FLAIR)
+    fast: bool = False  # the card's ``"speed": "fast"``: a cohort mode (module docstring)
 
     @property
     def shipped_weights(self) -> Path | None:
@@ -160,6 +166,7 @@ def validated(
     return Evidence(
         weights=Path(weights), method=method, family=family, factor=factor, gain=gain,
         gain_over_mono=over_mono, records=tuple(used), reference_suffix=reference_suffix,
+        fast=card.get("speed") == "fast",
     )  # fmt: skip
 
 

@@ -127,11 +127,14 @@ def weightless_card(method: str) -> dict:
     """The card of a method that ships no weights, before any evidence."""
     suffix = REFERENCE_SUFFIXES.get(method)
     guide = f", guided by a registered HR {suffix}" if suffix else ""
+    fast = method == "selfsr-fast"
+    what = ("applies the shipped slice-family prior with no per-scan training (the cohort "
+            "mode)" if fast else f"learns per scan from the scan's own in-plane data{guide}")
     return {
         "method": method, "weights": None, "needs_t2w": suffix == "T2w",
-        "reference_suffix": suffix, "family": "slice",
-        "description": "self-supervised thick-slice super-resolution: learns per scan from "
-        f"the scan's own in-plane data{guide} (no shipped weights; see bids_sr.selfsr)",
+        "reference_suffix": suffix, "family": "slice", **({"speed": "fast"} if fast else {}),
+        "description": f"self-supervised thick-slice super-resolution: {what} (no shipped "
+        "weights; see bids_sr.selfsr)",
         "validation_subjects": sorted(VALIDATION),
         "data": {"license": "no training data ships: each scan trains its own model; "
                  "validation images: see ../shared/data/README.md"},

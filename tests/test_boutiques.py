@@ -184,6 +184,7 @@ def _cases(tmp_path: Path) -> dict[str, tuple[dict, dict]]:
         "t2w_reference": ({"t2w_reference": "none"}, {"workflow__t2w_reference": "none"}),
         "reference_suffix": ({"reference_suffix": ["FLAIR"]},
                              {"workflow__reference_suffixes": ["FLAIR"]}),
+        "fast": ({"fast": True}, {"workflow__fast": True}),
         "reference_session": ({"reference_session": "same"},
                               {"workflow__reference_session": "same"}),
         "scale": ({"scale": [1, 1, 2.5]}, {"workflow__scale": [1.0, 1.0, 2.5]}),
