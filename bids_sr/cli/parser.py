@@ -14,9 +14,10 @@ from pathlib import Path
 
 from bids_sr.__about__ import __version__
 from bids_sr.acquisition import PROFILES
-from bids_sr.bids import EXIT_USAGE, GUIDE_SUFFIXES, check_t2w_pattern
+from bids_sr.bids import GUIDE_SUFFIXES, check_t2w_pattern
 from bids_sr.config import Config, Execution, Nipype, Seeds, Workflow
 from bids_sr.degrade import PRESETS
+from bids_sr.errors import EXIT_USAGE
 from bids_sr.superresolve import METHODS
 
 

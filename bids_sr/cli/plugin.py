@@ -32,8 +32,8 @@ from nipype.pipeline.engine import MapNode
 from nipype.pipeline.plugins import multiproc
 from nipype.utils.misc import str2bool
 
-from bids_sr.bids import EXIT_USAGE, BIDSError
 from bids_sr.config import Config
+from bids_sr.errors import EXIT_USAGE, BIDSError
 
 _PR_SET_PDEATHSIG = 1
 

@@ -15,14 +15,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from bids_sr.__about__ import __version__
-from bids_sr.bids import (
-    EXIT_CANT_CREATE,
-    EXIT_DATA,
-    BIDSError,
-    derivative_path,
-    desc_label,
-)
+from bids_sr.bids import derivative_path, desc_label
 from bids_sr.config import Config
+from bids_sr.errors import EXIT_CANT_CREATE, EXIT_DATA, BIDSError
 from bids_sr.fileio import read_sidecar
 from bids_sr.planning import MethodPlan, t1w_factors
 from bids_sr.superresolve import INTERPOLATION_METHODS, NETWORK_METHODS, default_weights

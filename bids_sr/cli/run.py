@@ -18,14 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bids_sr.bids import (
-    EXIT_CANT_CREATE,
-    EXIT_DATA,
-    EXIT_FAILURE,
-    EXIT_MISSING,
-    EXIT_OK,
     GUIDE_SUFFIXES,
     LOGGER,
-    BIDSError,
     check_dataset,
     check_sessions,
     collect_t1w,
@@ -39,7 +33,7 @@ from bids_sr.bids import (
     validate_dataset,
     write_dataset_description,
 )
-from bids_sr.cli.failures import crash_files, crash_input, describe_failure, exit_code_for
+from bids_sr.cli.failures import crash_files, crash_input, describe_failure
 from bids_sr.cli.locks import LOCK_NAME, OutputDirLock, WorkDirLock
 from bids_sr.cli.logs import log_file, setup_console
 from bids_sr.cli.parser import parse_args
@@ -52,6 +46,15 @@ from bids_sr.cli.preflight import (
     grid_difference,
 )
 from bids_sr.config import Config
+from bids_sr.errors import (
+    EXIT_CANT_CREATE,
+    EXIT_DATA,
+    EXIT_FAILURE,
+    EXIT_MISSING,
+    EXIT_OK,
+    BIDSError,
+    exit_code_for,
+)
 from bids_sr.fileio import remove_stale_temporaries
 from bids_sr.planning import MethodPlan, plan_methods, resolve_methods
 from bids_sr.superresolve import GUIDED_METHODS

@@ -6,7 +6,7 @@ fsrcnn/espcn/srrecnn/srrecnn-t2w, LSGAN for srgan, the filter learner for gradfi
 checkpoints, and writes ``OUT_DIR/<method>_x<factors>.safetensors`` with its model card
 (``.card.json`` + ``.md``), scored on the held-out validation participants with the
 project's evaluation protocol. Exit codes follow the BIDS Apps execution spec (see
-:mod:`bids_sr.bids`).
+:mod:`bids_sr.errors`).
 """
 
 from __future__ import annotations
@@ -20,19 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from bids_sr import __version__
-from bids_sr.bids import (
+from bids_sr.bids import check_dataset, parse_entities, query_images, select_participants
+from bids_sr.degrade import PRESETS
+from bids_sr.errors import (
     EXIT_CANT_CREATE,
     EXIT_DATA,
     EXIT_FAILURE,
     EXIT_MISSING,
     EXIT_USAGE,
     BIDSError,
-    check_dataset,
-    parse_entities,
-    query_images,
-    select_participants,
+    UsageError,
 )
-from bids_sr.degrade import PRESETS
 from bids_sr.image import ImageError, as_factors
 from bids_sr.superresolve import REFERENCE_SUFFIXES
 
@@ -50,10 +48,6 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "srrecnn-flair": {"iterations": 1000, "batch_size": 8, "patch_size": 16, "lr": 1e-3},
     "gradfilter": {"patch_size": 7},
 }
-
-
-class UsageError(Exception):
-    """Bad command-line arguments (exit 64)."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -159,12 +159,13 @@ def train_network(args: argparse.Namespace, factors, selection, command: str) ->
     import torch
     from scipy.ndimage import gaussian_filter
 
+    from bids_sr.errors import UsageError
     from bids_sr.inference import resolve_device
     from bids_sr.models.registry import get_spec
     from bids_sr.models.srgan import build_discriminator
     from bids_sr.models.weights import load_model, save_weights
     from bids_sr.training.checkpoint import checkpoint_exists, load_checkpoint
-    from bids_sr.training.cli import DEFAULTS, UsageError
+    from bids_sr.training.cli import DEFAULTS
     from bids_sr.training.contrast import randomise_contrast, tissue_centres
     from bids_sr.training.data import PatchSampler, integer_factor_tuple, prepare_volume
     from bids_sr.training.loops import (
