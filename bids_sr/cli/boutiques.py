@@ -7,7 +7,7 @@ test checks that the committed ``bids_sr/data/boutiques.json`` equals a fresh ge
 
 Regenerate after changing the parser::
 
-    python -m bids_sr.boutiques bids_sr/data/boutiques.json
+    python -m bids_sr.cli.boutiques bids_sr/data/boutiques.json
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from bids_sr.errors import EXIT_DESCRIPTIONS
 
 SCHEMA_VERSION = "0.5"
 DOCKER_IMAGE = f"bids-sr/bids_sr:{__version__}-cuda"
-DESCRIPTOR_PATH = Path(__file__).parent / "data" / "boutiques.json"
+DESCRIPTOR_PATH = Path(__file__).parents[1] / "data" / "boutiques.json"
 
 # Defaults that depend on the machine the parser is built on (os.cpu_count()); putting them
 # in the descriptor would make it differ between machines and pin a value the app computes.
@@ -97,7 +97,7 @@ def _type_rule(action: argparse.Action) -> dict[str, Any]:
     if name not in _TYPE_RULES:
         raise ValueError(
             f"argument {action.dest!r}: no Boutiques type for argparse type {name!r}; "
-            "add it to bids_sr.boutiques._TYPE_RULES"
+            "add it to bids_sr.cli.boutiques._TYPE_RULES"
         )
     return dict(_TYPE_RULES[name])
 
@@ -230,9 +230,7 @@ def dumps(descriptor: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Write the descriptor to the path given (default: the packaged one)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m bids_sr.boutiques",
+    parser = argparse.ArgumentParser(prog="python -m bids_sr.cli.boutiques",
                                      description="Write the Boutiques descriptor of bids_sr, "
                                      "generated from its command-line parser.")  # fmt: skip
     parser.add_argument("output", nargs="?", type=Path, default=DESCRIPTOR_PATH,
