@@ -27,8 +27,11 @@ demo: install
 	$(BIN)/bids_sr bids_sr/data/demo $(DEMO_OUT) group
 	@echo "Derivatives in $(DEMO_OUT); group report: $(DEMO_OUT)/group_summary.html"
 
+# ruff, then the import contracts of pyproject.toml's [tool.importlinter] (the layers, no
+# nipype/pybids in the core, no circles)
 lint: install
 	$(BIN)/ruff check bids_sr tests benchmarks scripts
+	$(BIN)/lint-imports --no-logo --no-cache
 
 # Two suites split by marker. `make test`: every module on small inputs, a few minutes on two
 # cores. `make test-slow`: the tests marked slow (full participant runs, training beyond a few
