@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from bids_sr.acquisition import Acquisition
-from bids_sr.bids import EXIT_DATA, EXIT_USAGE, BIDSError
 from bids_sr.config import Config
+from bids_sr.errors import EXIT_DATA, EXIT_USAGE, BIDSError
 from bids_sr.superresolve import (
     GUIDED_METHODS,
     INTERPOLATION_METHODS,

@@ -208,7 +208,7 @@ def test_every_record_at_the_chosen_factor_must_show_the_gain(tmp_path, weights_
 
 
 def test_all_skips_selfsr_on_isotropic_inputs_and_explicit_selfsr_stops(tmp_path, weights_dir):
-    from bids_sr.bids import BIDSError
+    from bids_sr.errors import BIDSError
 
     iso = _image(tmp_path / "iso_T1w.nii.gz", (2, 2, 2))
     thick = _image(tmp_path / "thick_T1w.nii.gz", (1, 1, 3))

@@ -12,12 +12,15 @@ import os
 import sys
 from pathlib import Path
 
+import yaml
+
 from bids_sr.__about__ import __version__
 from bids_sr.acquisition import PROFILES
-from bids_sr.bids import EXIT_USAGE, GUIDE_SUFFIXES, check_t2w_pattern
+from bids_sr.bids import GUIDE_SUFFIXES, check_t2w_pattern
 from bids_sr.config import Config, Execution, Nipype, Seeds, Workflow
 from bids_sr.degrade import PRESETS
-from bids_sr.superresolve import METHODS
+from bids_sr.errors import EXIT_USAGE
+from bids_sr.superresolve import METHODS, NETWORK_METHODS
 
 
 class BIDSAppParser(argparse.ArgumentParser):
@@ -75,8 +78,7 @@ def _check_tile_size(parser: argparse.ArgumentParser, tile: int, methods: list[s
     """A usage error for a ``--tile-size`` below what a requested network's receptive field
     needs (auto and all may run any of them): a tiny tile would be enlarged anyway, into
     thousands of tiles (120 s instead of 6 s for an 80³ volume)."""
-    from bids_sr.models.registry import get_spec
-    from bids_sr.superresolve import NETWORK_METHODS
+    from bids_sr.models.registry import get_spec  # late: torch (~2 s); --help needs none
 
     wide = {"auto", "all"} & set(methods)
     networks = NETWORK_METHODS if wide else [m for m in methods if m in NETWORK_METHODS]
@@ -405,7 +407,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _plugin_from_file(path: Path) -> tuple[str | None, dict]:
-    import yaml
 
     try:
         data = yaml.safe_load(path.read_text()) or {}

@@ -6,13 +6,12 @@ fsrcnn/espcn/srrecnn/srrecnn-t2w, LSGAN for srgan, the filter learner for gradfi
 checkpoints, and writes ``OUT_DIR/<method>_x<factors>.safetensors`` with its model card
 (``.card.json`` + ``.md``), scored on the held-out validation participants with the
 project's evaluation protocol. Exit codes follow the BIDS Apps execution spec (see
-:mod:`bids_sr.bids`).
+:mod:`bids_sr.errors`).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import shlex
 import sys
@@ -21,39 +20,25 @@ from typing import Any
 
 from bids_sr import __version__
 from bids_sr.bids import (
+    check_dataset,
+    load_layout,
+    parse_entities,
+    query_images,
+    select_participants,
+)
+from bids_sr.degrade import PRESETS
+from bids_sr.errors import (
     EXIT_CANT_CREATE,
     EXIT_DATA,
     EXIT_FAILURE,
     EXIT_MISSING,
     EXIT_USAGE,
     BIDSError,
-    check_dataset,
-    parse_entities,
-    query_images,
-    select_participants,
+    UsageError,
 )
-from bids_sr.degrade import PRESETS
 from bids_sr.image import ImageError, as_factors
 from bids_sr.superresolve import REFERENCE_SUFFIXES
-
-METHODS = ("fsrcnn", "espcn", "srgan", "srrecnn", "srrecnn-t2w", "srrecnn-flair", "gradfilter")
-# per-method defaults sized for a CPU run; the published architectures are kept
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "fsrcnn": {"iterations": 4000, "batch_size": 4, "patch_size": 32, "lr": 1e-3,
-               "config": {"padding_mode": "replicate"}},
-    "espcn": {"iterations": 2000, "batch_size": 8, "patch_size": 24, "lr": 1e-3,
-              "config": {"padding_mode": "replicate"}},
-    "srgan": {"iterations": 6000, "batch_size": 4, "patch_size": 16, "lr": 2e-4,
-              "config": {"padding_mode": "replicate"}},
-    "srrecnn": {"iterations": 1000, "batch_size": 8, "patch_size": 16, "lr": 1e-3},
-    "srrecnn-t2w": {"iterations": 1000, "batch_size": 8, "patch_size": 16, "lr": 1e-3},
-    "srrecnn-flair": {"iterations": 1000, "batch_size": 8, "patch_size": 16, "lr": 1e-3},
-    "gradfilter": {"patch_size": 7},
-}
-
-
-class UsageError(Exception):
-    """Bad command-line arguments (exit 64)."""
+from bids_sr.training.defaults import DEFAULTS, METHODS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -221,6 +206,7 @@ def _session(path: str) -> str | None:
 
 
 def _same_grid(a_path: str, b_path: str) -> bool:
+    # late: only guided methods compare grids; nibabel need not load for the others
     import nibabel as nib
     import numpy as np
 
@@ -262,28 +248,8 @@ def collect_images(layout, subjects: list[str], *, reference_suffix: str | None 
     return entries
 
 
-def dataset_info(bids_dir: Path, subjects: list[str]) -> dict[str, Any]:
-    """Name/License of the dataset and the participants.tsv rows of ``subjects``."""
-    info: dict[str, Any] = {"bids_dir": str(bids_dir.resolve())}
-    try:
-        description = json.loads((bids_dir / "dataset_description.json").read_text())
-        info["name"] = description.get("Name")
-        info["license"] = description.get("License")
-    except (OSError, ValueError):
-        pass
-    table = bids_dir / "participants.tsv"
-    if table.is_file():
-        with table.open(newline="") as handle:
-            rows = list(csv.DictReader(handle, delimiter="\t"))
-        wanted = {f"sub-{s}" for s in subjects}
-        info["participants"] = [r for r in rows if r.get("participant_id") in wanted]
-    return info
-
-
 # --------------------------------------------------------------------------- main
 def _setup(args: argparse.Namespace, factors) -> dict[str, Any]:
-    from bids_sr.bids import load_layout
-
     bids_dir = args.bids_dir
     check_dataset(bids_dir)
     validation = select_participants(bids_dir, args.validation_label) if args.validation_label \
@@ -331,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bids_sr-train: {args.output_dir}: cannot create output folder ({exc})",
                   file=sys.stderr)
             return EXIT_CANT_CREATE
+        # late: the training imports torch (about 2 s); --help and argument errors need none
         from bids_sr.training.run import train
 
         result = train(args, factors, selection, command)
@@ -348,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_FAILURE
     except Exception as exc:  # report, never a bare traceback for expected failures
-        from bids_sr.models.weights import WeightsError
+        from bids_sr.models.weights import WeightsError  # late: torch (see above)
         from bids_sr.training.checkpoint import CheckpointError
 
         if isinstance(exc, (WeightsError, CheckpointError)):
