@@ -28,7 +28,7 @@ demo: install
 	@echo "Derivatives in $(DEMO_OUT); group report: $(DEMO_OUT)/group_summary.html"
 
 lint: install
-	$(BIN)/ruff check bids_sr tests benchmarks scripts
+	$(BIN)/ruff check bids_sr tests benchmarks experiments scripts
 
 # Two suites split by marker. `make test`: every module on small inputs, a few minutes on two
 # cores. `make test-slow`: the tests marked slow (full participant runs, training beyond a few
@@ -55,11 +55,15 @@ image:
 install-seg: install
 	$(BIN)/pip install --quiet -e ".[test,seg]"
 
+# Each benchmark writes its record to benchmarks/results/<name>.json (--json PATH elsewhere);
+# docs/benchmarks.md is generated from that folder (see docs below).
 benchmark: install
 	$(BIN)/python benchmarks/inference.py
 
 # The documentation site (docs/, mkdocs.yml) into site/; --strict: a broken link, anchor or
-# page fails. docs/models.md is generated: python -m bids_sr.cards_page > docs/models.md
+# page fails. docs/models.md and docs/benchmarks.md are generated:
+# python -m bids_sr.cards_page > docs/models.md (from the model cards) and
+# python -m bids_sr.benchmarks_page > docs/benchmarks.md (from benchmarks/results/*.json).
 $(BIN)/mkdocs: pyproject.toml | $(BIN)/bids_sr
 	$(BIN)/pip install --quiet -e ".[test,docs]"
 	touch $@
