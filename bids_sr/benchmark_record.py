@@ -74,19 +74,27 @@ def machine() -> dict[str, Any]:
     return {"description": text, **info}
 
 
+#: What benchmarks write themselves (their records, the page made from them): a change there
+#: does not make the measured code differ from its commit.
+OUTPUT_PATHS = ("benchmarks/results/", "docs/benchmarks.md")
+
+
 def git_commit(folder: str | os.PathLike | None = None) -> str | None:
     """The short commit of the checkout holding ``folder`` (this package's by default),
-    with ``-dirty`` when tracked files differ from it; None outside a git checkout."""
+    with ``-dirty`` when tracked files other than :data:`OUTPUT_PATHS` differ from it;
+    None outside a git checkout."""
     where = str(folder or Path(__file__).resolve().parent)
     try:
         commit = subprocess.run(["git", "-C", where, "rev-parse", "--short", "HEAD"],
                                 capture_output=True, text=True, check=True).stdout.strip()
+        # porcelain paths are relative to the repository root, after two status letters
         changes = subprocess.run(["git", "-C", where, "status", "--porcelain",
                                   "--untracked-files=no"], capture_output=True, text=True,
-                                 check=True).stdout.strip()  # fmt: skip
+                                 check=True).stdout.splitlines()  # fmt: skip
     except (OSError, subprocess.CalledProcessError):
         return None
-    return f"{commit}-dirty" if changes else commit
+    changed = [line[3:] for line in changes if not line[3:].startswith(OUTPUT_PATHS)]
+    return f"{commit}-dirty" if changed else commit
 
 
 def command_line(script: str | os.PathLike, argv: Sequence[str] | None = None) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -107,6 +108,29 @@ def test_record_provenance_comes_from_this_checkout():
     with pytest.raises(ValueError, match="lacks"):
         write_record({"benchmark": "x"}, Path("never-written.json"))
     assert not Path("never-written.json").exists()
+
+
+def test_only_changed_code_marks_a_commit_dirty(tmp_path: Path):
+    """A record written earlier in the same session (benchmarks/results) or the page made
+    from them leave the measured code at its commit; a changed source file does not."""
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "docs").mkdir()
+    files = {"code.py": "x = 1\n", "benchmarks/results/a.json": "{}\n",
+             "docs/benchmarks.md": "# Benchmarks\n"}  # fmt: skip
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "c"]):
+        subprocess.run([*git, *args], check=True, capture_output=True)
+    commit = git_commit(tmp_path)
+    assert commit is not None and not commit.endswith("-dirty")
+    (tmp_path / "benchmarks/results/a.json").write_text('{"changed": 1}\n')
+    (tmp_path / "docs/benchmarks.md").write_text("# Benchmarks, regenerated\n")
+    assert git_commit(tmp_path) == commit
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_commit(tmp_path) == f"{commit}-dirty"
 
 
 def test_command_writes_the_page(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
