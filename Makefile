@@ -30,7 +30,7 @@ demo: install
 # ruff, then the import contracts of pyproject.toml's [tool.importlinter] (the layers, no
 # nipype/pybids in the core, no circles)
 lint: install
-	$(BIN)/ruff check bids_sr tests benchmarks scripts
+	$(BIN)/ruff check bids_sr tests benchmarks experiments scripts
 	$(BIN)/lint-imports --no-logo --no-cache
 
 # Two suites split by marker. `make test`: every module on small inputs, a few minutes on two
@@ -58,6 +58,8 @@ image:
 install-seg: install
 	$(BIN)/pip install --quiet -e ".[test,seg]"
 
+# Each benchmark writes its record to benchmarks/results/<name>.json (--json PATH elsewhere);
+# docs/benchmarks.md is generated from that folder (see docs below).
 benchmark: install
 	$(BIN)/python benchmarks/inference.py
 
@@ -67,7 +69,9 @@ boutiques: install
 	$(BIN)/python -m bids_sr.cli.boutiques bids_sr/data/boutiques.json
 
 # The documentation site (docs/, mkdocs.yml) into site/; --strict: a broken link, anchor or
-# page fails. docs/models.md is generated: python -m bids_sr.cards_page > docs/models.md
+# page fails. docs/models.md and docs/benchmarks.md are generated:
+# python -m bids_sr.cards_page > docs/models.md (from the model cards) and
+# python -m bids_sr.benchmarks_page > docs/benchmarks.md (from benchmarks/results/*.json).
 $(BIN)/mkdocs: pyproject.toml | $(BIN)/bids_sr
 	$(BIN)/pip install --quiet -e ".[test,docs]"
 	touch $@

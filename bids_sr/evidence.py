@@ -1,8 +1,8 @@
 """What the model cards prove: validated gains per acquisition family and factor.
 
 ``auto`` decides from these records only. A card's ``evidence`` list holds one record per
-validation run of ``scripts/validate_shipped.py`` (images never used in training, the run's
-own pipeline: degrade, super-resolve, data consistency, score):
+validation run of ``bids_sr-train validate`` (:mod:`bids_sr.training.validate`; images never
+used in training, the run's own pipeline: degrade, super-resolve, data consistency, score):
 
 .. code-block:: json
 
@@ -10,7 +10,7 @@ own pipeline: degrade, super-resolve, data consistency, score):
      "thickness_ratio": 1.0, "profile": "rect", "data_consistency": true,
      "gain_over_bspline": {"chris": 0.41, "openms19": 0.63},
      "gain_over_mono": {"openms19": 1.2},
-     "command": "python scripts/validate_shipped.py ..."}
+     "command": "bids_sr-train validate ..."}
 
 A method is *validated* for an input when a record of the input's family brackets the
 input's factor (or lies within :data:`FACTOR_TOLERANCE` of it) and every image of every

@@ -1,11 +1,14 @@
-"""``bids_sr-train METHOD BIDS_DIR OUT_DIR``: train or fine-tune one method on HR T1w images.
+"""``bids_sr-train METHOD BIDS_DIR OUT_DIR``: train or fine-tune one method on HR T1w images;
+``bids_sr-train validate WEIGHTS ...``: record the evidence ``auto`` reads in model cards.
 
 Reads the HR T1w (and T2w for the guided network) of the training participants with
 pybids, simulates LR inputs with a :mod:`bids_sr.degrade` preset, trains (supervised L2 for
 fsrcnn/espcn/srrecnn/srrecnn-t2w, LSGAN for srgan, the filter learner for gradfilter),
 checkpoints, and writes ``OUT_DIR/<method>_x<factors>.safetensors`` with its model card
 (``.card.json`` + ``.md``), scored on the held-out validation participants with the
-project's evaluation protocol. Exit codes follow the BIDS Apps execution spec (see
+project's evaluation protocol. The ``validate`` subcommand (:mod:`bids_sr.training.validate`)
+scores shipped weights on held-out scans and writes the evidence records of their cards.
+Exit codes follow the BIDS Apps execution spec (see
 :mod:`bids_sr.errors`).
 """
 
@@ -37,7 +40,7 @@ from bids_sr.errors import (
     UsageError,
 )
 from bids_sr.image import ImageError, as_factors
-from bids_sr.superresolve import REFERENCE_SUFFIXES
+from bids_sr.superresolve import REFERENCE_SUFFIXES, SELF_SUPERVISED_METHODS
 from bids_sr.training.defaults import DEFAULTS, METHODS
 
 
@@ -46,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bids_sr-train",
         description="Train or fine-tune a bids_sr super-resolution method on the HR T1w "
         "images of a BIDS dataset (LR inputs are simulated with a degradation preset).",
+        epilog="`bids_sr-train validate --help`: score shipped weights on held-out scans and "
+        "record the evidence `auto` reads in their model cards.",
     )
     parser.add_argument("method", choices=METHODS, help="method to train")
     parser.add_argument("bids_dir", type=Path, help="BIDS dataset with high-resolution T1w")
@@ -119,6 +124,59 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--version", action="version", version=f"bids_sr {__version__}")
     return parser
+
+
+def build_validate_parser() -> argparse.ArgumentParser:
+    """The arguments of ``bids_sr-train validate`` (see :mod:`bids_sr.training.validate`)."""
+    from bids_sr.training.validate import DEFAULT_IMAGES, DEFAULT_SHARED, IXI_GROUP, VALIDATION
+
+    parser = argparse.ArgumentParser(
+        prog="bids_sr-train validate",
+        description="Validate shipped weights on held-out scans and record the evidence in "
+        "their model cards (the records `auto` decides from).",
+    )
+    parser.add_argument("weights", nargs="+", type=Path,
+                        help="weights files, or the name of a method that ships no weights "
+                        f"({', '.join(SELF_SUPERVISED_METHODS)})")  # fmt: skip
+    parser.add_argument("--degradation", choices=["gaussian", "slice"], required=True)
+    parser.add_argument("--scale", nargs="+", type=float, required=True)
+    parser.add_argument("--thickness-ratio", type=float, default=1.0,
+                        help="slice thickness / slice spacing of the simulated 2D scan")
+    parser.add_argument("--profile", choices=["rect", "gaussian"], default="rect")
+    parser.add_argument("--images", nargs="+", default=list(DEFAULT_IMAGES), metavar="IMAGE",
+                        help=f"held-out images, of {', '.join([*VALIDATION, IXI_GROUP])} "
+                        f"(default: {' '.join(DEFAULT_IMAGES)}); {IXI_GROUP!r}: the IXI pool's "
+                        "validation subjects (bids_sr.training.splits)")  # fmt: skip
+    parser.add_argument("--ixi-count", type=int, help="with --images ixi: only the first N "
+                        "validation subjects (by name)")  # fmt: skip
+    parser.add_argument("--shared", type=Path, default=DEFAULT_SHARED,
+                        help="folder of the validation images (default: ../shared/data "
+                        "beside the repository)")  # fmt: skip
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--write", action="store_true", help="store the records in the cards")
+    parser.add_argument("--model-dir", help="where a per-scan method keeps its models (a rerun "
+                        "with the same inputs reuses them)")  # fmt: skip
+    return parser
+
+
+def validate_main(argv: list[str]) -> int:
+    """``bids_sr-train validate ARGS``: one-line errors, BIDS-App exit codes."""
+    from bids_sr.training.validate import ValidationInputError, run_validation
+
+    args = build_validate_parser().parse_args(argv)
+    command = " ".join(shlex.quote(a) for a in ["bids_sr-train", "validate", *argv])
+    if len(args.scale) not in (1, 3):
+        print(f"bids_sr-train validate: error: --scale takes one factor or three, got "
+              f"{len(args.scale)}", file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    try:
+        return run_validation(args, command)
+    except ValidationInputError as exc:
+        print(f"bids_sr-train validate: error: {exc}", file=sys.stderr)
+        return exc.code
+    except ImageError as exc:
+        print(f"bids_sr-train validate: {exc}", file=sys.stderr)
+        return EXIT_DATA
 
 
 # --------------------------------------------------------------------------- arguments
@@ -283,6 +341,8 @@ def _setup(args: argparse.Namespace, factors) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["validate"]:
+        return validate_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     command = " ".join(shlex.quote(a) for a in ["bids_sr-train", *argv])
