@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from conftest import centre_crop
 
-from bids_sr.bids import EXIT_MISSING, EXIT_USAGE
+from bids_sr.errors import EXIT_MISSING, EXIT_USAGE
 from bids_sr.training.cli import main
 from bids_sr.training.validate import (
     VALIDATION,

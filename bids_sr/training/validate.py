@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from bids_sr.acquisition import simulated_acquisition
-from bids_sr.bids import EXIT_MISSING, EXIT_USAGE
+from bids_sr.errors import EXIT_MISSING, EXIT_USAGE
 from bids_sr.evaluation import evaluate_image
 from bids_sr.evidence import card_reference_suffix
 from bids_sr.fileio import card_path, write_json_atomic
