@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 DEMO_OUT ?= out/demo
 
-.PHONY: install demo test test-slow test-all lint benchmark image clean
+.PHONY: install demo test test-slow test-all lint benchmark image boutiques clean
 
 $(BIN)/bids_sr: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,11 @@ demo: install
 	$(BIN)/bids_sr bids_sr/data/demo $(DEMO_OUT) group
 	@echo "Derivatives in $(DEMO_OUT); group report: $(DEMO_OUT)/group_summary.html"
 
+# ruff, then the import contracts of pyproject.toml's [tool.importlinter] (the layers, no
+# nipype/pybids in the core, no circles)
 lint: install
-	$(BIN)/ruff check bids_sr tests benchmarks scripts
+	$(BIN)/ruff check bids_sr tests benchmarks experiments scripts
+	$(BIN)/lint-imports --no-logo --no-cache
 
 # Two suites split by marker. `make test`: every module on small inputs, a few minutes on two
 # cores. `make test-slow`: the tests marked slow (full participant runs, training beyond a few
@@ -55,11 +58,20 @@ image:
 install-seg: install
 	$(BIN)/pip install --quiet -e ".[test,seg]"
 
+# Each benchmark writes its record to benchmarks/results/<name>.json (--json PATH elsewhere);
+# docs/benchmarks.md is generated from that folder (see docs below).
 benchmark: install
 	$(BIN)/python benchmarks/inference.py
 
+# The Boutiques descriptor, generated from the parser; run after changing an option (a test
+# fails while bids_sr/data/boutiques.json and the parser differ).
+boutiques: install
+	$(BIN)/python -m bids_sr.cli.boutiques bids_sr/data/boutiques.json
+
 # The documentation site (docs/, mkdocs.yml) into site/; --strict: a broken link, anchor or
-# page fails. docs/models.md is generated: python -m bids_sr.cards.page > docs/models.md
+# page fails. docs/models.md and docs/benchmarks.md are generated:
+# python -m bids_sr.cards.page > docs/models.md (from the model cards) and
+# python -m bids_sr.benchmarks_page > docs/benchmarks.md (from benchmarks/results/*.json).
 $(BIN)/mkdocs: pyproject.toml | $(BIN)/bids_sr
 	$(BIN)/pip install --quiet -e ".[test,docs]"
 	touch $@

@@ -17,9 +17,11 @@ sagittal run's single-run figure is measured after pulling it back with the *exa
 inverse motion (an oracle alignment, which favours the single run).
 
     OMP_NUM_THREADS=1 python benchmarks/combine_runs.py [--methods bspline selfsr]
-        [--images chris openms19] [--factor 4] [--iterations 5]
+        [--images chris openms19] [--factor 4] [--iterations 5] [--data-dir DIR] [--json PATH]
 
-Needs ../shared/data (the folder ``shared/data`` beside the repository root).
+Needs ../shared/data (the folder ``shared/data`` beside the repository root; ``--data-dir``
+names another). The record of the figures (:mod:`bids_sr.benchmark_record`) goes to
+``benchmarks/results/combine_runs.json`` unless ``--json PATH`` says otherwise.
 """
 
 from __future__ import annotations
@@ -32,25 +34,26 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bids_sr.acquisition import Acquisition, project  # noqa: E402
-from bids_sr.combine import DEFAULT_ITERATIONS, Scan, combine_scans  # noqa: E402
-from bids_sr.image import (  # noqa: E402
+from bids_sr import benchmark_record as bench
+from bids_sr.acquisition import Acquisition, project
+from bids_sr.combine import DEFAULT_ITERATIONS, Scan, combine_scans
+from bids_sr.image import (
     load_volume,
     robust_normalisation,
     upsampled_affine,
     voxel_sizes,
 )
-from bids_sr.masks import brain_mask  # noqa: E402
-from bids_sr.metrics import psnr  # noqa: E402
-from bids_sr.registration import resample_to_grid, sitk_image_from_array  # noqa: E402
-from bids_sr.superresolve import super_resolve  # noqa: E402
+from bids_sr.masks import brain_mask
+from bids_sr.metrics import psnr
+from bids_sr.registration import resample_to_grid, sitk_image_from_array
+from bids_sr.superresolve import super_resolve
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+RESULTS = Path(__file__).resolve().parent / "results"
+#: the held-out T1w images, relative to the shared data folder
 IMAGES = {
-    "chris": DATA / "real_t1" / "chris_T1w.nii.gz",
-    "openms19": DATA / "real_multicontrast" / "openms_patient19_T1.nii.gz",
+    "chris": "real_t1/chris_T1w.nii.gz",
+    "openms19": "real_multicontrast/openms_patient19_T1.nii.gz",
 }
 
 
@@ -141,8 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shift", type=float, default=1.5, help="mm")
     parser.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-dir", type=Path, default=SHARED)
+    bench.add_json_argument(parser, RESULTS / "combine_runs.json")
     args = parser.parse_args(argv)
-    missing = [str(IMAGES[name]) for name in args.images if not IMAGES[name].exists()]
+    paths = {name: args.data_dir / IMAGES[name] for name in args.images}
+    missing = [str(path) for path in paths.values() if not path.exists()]
     if missing:
         sys.stderr.write(f"missing shared data: {', '.join(missing)}\n")
         return 66
@@ -152,19 +158,36 @@ def main(argv: list[str] | None = None) -> int:
     header = ("image", "method", "axial", "sagittal", "average", "combined", "Δ best",
               "DC avg→comb (ax; sag)", "reg °/mm", "combine s")  # fmt: skip
     print(" | ".join(header))
+    measured, cells = [], []
     for name in args.images:
         for method in args.methods:
-            row = run_image(IMAGES[name], method, args)
+            row = run_image(paths[name], method, args)
             best = max(row["axial"], row["sagittal"])
             dc = "; ".join(f"{b}→{a}" for b, a in row["dc"].values())
             reg = row["registration"]
-            print(" | ".join([
+            cells.append([
                 name, method, f"{row['axial']:.2f}", f"{row['sagittal']:.2f}",
                 f"{row['average']:.2f}", f"{row['combined']:.2f}",
                 f"{row['combined'] - best:+.2f}", dc,
                 f"{reg.get('RegistrationRotationDegrees')}/{reg.get('RegistrationTranslationMM')}",
                 f"{row['combine_s']:.0f}",
-            ]), flush=True)  # fmt: skip
+            ])  # fmt: skip
+            measured.append(row)
+            print(" | ".join(cells[-1]), flush=True)
+    description = (
+        "`benchmarks/combine_runs.py`: each held-out T1w simulated as an axial "
+        f"1×1×{args.factor} and a sagittal {args.factor}×1×1 scan (rect slices), the sagittal "
+        f"one moved by {args.rotation:g}° about each axis and {args.shift:g} mm (recovered by "
+        "the registration); each run super-resolved with the per-run method and data "
+        f"consistency, then combined (`bids_sr.combine.combine_scans`, {args.iterations} POCS "
+        "rounds); brain PSNR (dB) against the truth. The sagittal run's single figure is "
+        "measured after pulling it back with the exact inverse motion (favouring the single "
+        "run); DC: each run's DataConsistencyPSNR (dB) for the average → the combination."
+    )
+    record = bench.make_record("combine_runs", title="Combining runs",
+                         description=description, tables=[bench.table(header, cells)],
+                         figures=measured, command=bench.command_line(__file__, argv))  # fmt: skip
+    bench.write_record(record, args.json)
     return 0
 
 

@@ -6,9 +6,11 @@ baselines and any --methods, and print mean ± SD per method over the subjects, 
 machine it ran on. Methods that fail (e.g. not yet available) are reported, not fatal.
 
     python benchmarks/evaluation.py [--scale 2] [--degradation gaussian] [--methods srrecnn]
-                                    [--device auto] [--out-dir DIR]
+                                    [--device auto] [--out-dir DIR] [--json PATH]
 
 With --out-dir the per-subject TSVs, the group TSV and the group HTML page are written there.
+The record of the figures (:mod:`bids_sr.benchmark_record`) goes to
+``benchmarks/results/evaluation.json`` unless ``--json PATH`` says otherwise.
 """
 
 from __future__ import annotations
@@ -20,20 +22,39 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bids_sr import benchmark_record as bench
+from bids_sr.evaluation import METRIC_COLUMNS, evaluate_image, write_metrics_tsv
+from bids_sr.image import load_volume
+from bids_sr.reports.group import aggregate, build_group_report, write_group_tsv
 
-from machine import machine  # noqa: E402
-
-from bids_sr.evaluation import METRIC_COLUMNS, evaluate_image, write_metrics_tsv  # noqa: E402
-from bids_sr.image import load_volume  # noqa: E402
-from bids_sr.reports.group import aggregate, build_group_report, write_group_tsv  # noqa: E402
-
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+RESULTS = Path(__file__).resolve().parent / "results"
 VALIDATION = {
     "chris": "real_t1/chris_T1w.nii.gz",
     "openms19": "real_multicontrast/openms_patient19_T1.nii.gz",
 }
+
+
+def _cell(summary_row: dict) -> str:
+    """``mean ± SD (Δ paired difference to bspline)``, dB to 2 decimals, others to 3."""
+    digits = 2 if summary_row["metric"].startswith("psnr") else 3
+    text = f"{summary_row['mean']:.{digits}f}"
+    if summary_row["sd"] is not None:
+        text += f" ± {summary_row['sd']:.{digits}f}"
+    if summary_row["diff_mean"] is not None:
+        text += f" (Δ {summary_row['diff_mean']:+.{digits}f})"
+    return text
+
+
+def _cells(method: str, rows: list[dict], summary: list[dict]) -> list[str]:
+    """One table row: the method, each metric's summary, its mean runtime."""
+    cells = [method]
+    for metric in METRIC_COLUMNS:
+        match = [s for s in summary if s["method"] == method and s["metric"] == metric]
+        cells.append(_cell(match[0]) if match else "n/a")
+    times = [r["runtime_s"] for r in rows if r["method"] == method and r["runtime_s"] is not None]
+    cells.append(f"{np.mean(times):.2f}" if times else "n/a")
+    return cells
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--data-dir", type=Path, default=SHARED)
     parser.add_argument("--out-dir", type=Path)
+    bench.add_json_argument(parser, RESULTS / "evaluation.json")
     args = parser.parse_args(argv)
 
     rows = []
@@ -76,30 +98,31 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     summary = aggregate(rows)
-    print(f"\nEvaluation ×{args.scale:g} {args.degradation} on {len(VALIDATION)} validation images")
-    print(f"machine: {machine()}\n")
+    title = f"Evaluation protocol, ×{args.scale:g} {args.degradation}"
+    print(f"\n{title} on {len(VALIDATION)} validation images")
+    print(f"machine: {bench.machine()['description']}\n")
     header = ["method"] + list(METRIC_COLUMNS) + ["runtime_s"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     methods = list(dict.fromkeys(row["method"] for row in rows))
-    for method in methods:
-        cells = [method]
-        for metric in METRIC_COLUMNS:
-            match = [s for s in summary if s["method"] == method and s["metric"] == metric]
-            if not match:
-                cells.append("n/a")
-                continue
-            s = match[0]
-            text = f"{s['mean']:.4f} ± {s['sd']:.4f}" if s["sd"] is not None else f"{s['mean']:.4f}"
-            if s["diff_mean"] is not None:
-                text += f" (Δ {s['diff_mean']:+.4f})"
-            cells.append(text)
-        times = [
-            r["runtime_s"] for r in rows if r["method"] == method and r["runtime_s"] is not None
-        ]
-        cells.append(f"{np.mean(times):.2f}" if times else "n/a")
+    cells_per_method = [_cells(method, rows, summary) for method in methods]
+    for cells in cells_per_method:
         print("| " + " | ".join(cells) + " |")
     print("\nmean ± SD over images; Δ = paired mean difference to bspline.")
+    images = sorted({row["source"] for row in rows})
+    description = (
+        f"`benchmarks/evaluation.py`: each validation image ({', '.join(images)}) degraded "
+        f"with the `{args.degradation}` preset at ×{args.scale:g}, super-resolved by the "
+        "interpolation baselines and the requested methods "
+        "(`bids_sr.evaluation.evaluate_image`), scored against the truth; mean ± SD over "
+        "the images, Δ = paired mean difference to bspline. A method that fails is reported, "
+        "not fatal; `--out-dir DIR` also writes the per-image and group TSVs and the HTML page."
+    )
+    figures = {"per_image": [{k: v for k, v in row.items() if not isinstance(v, np.ndarray)}
+                             for row in rows], "summary": summary}  # fmt: skip
+    bench.write_record(bench.make_record("evaluation", title=title, description=description,
+                             tables=[bench.table(header, cells_per_method)], figures=figures,
+                             command=bench.command_line(__file__, argv)), args.json)  # fmt: skip
     if args.out_dir:
         write_group_tsv(summary, args.out_dir / "desc-evaluation_group.tsv")
         build_group_report(rows, args.out_dir / "desc-evaluation_group.html", summary=summary)

@@ -9,6 +9,9 @@ convolution) for the whole-volume workload; the tiled run recomputes its margins
 GFLOP/s counts useful work only. Networks are untrained (speed does not depend on weights).
 
     python benchmarks/inference.py --device cpu --size 128 --methods fsrcnn espcn
+
+The record of the figures (:mod:`bids_sr.benchmark_record`) goes to
+``benchmarks/results/inference.json`` unless ``--json PATH`` says otherwise.
 """
 
 from __future__ import annotations
@@ -23,9 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bids_sr import benchmark_record as bench
 
+RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = ("fsrcnn", "espcn", "srgan", "srrecnn", "srrecnn-t2w")
 
 
@@ -134,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--worker", nargs=2, metavar=("METHOD", "MODE"), help=argparse.SUPPRESS)
+    bench.add_json_argument(parser, RESULTS / "inference.json")
     args = parser.parse_args(argv)
     if args.worker:
         method, mode = args.worker
@@ -148,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(header)
     print("-" * len(header))
+    measured = []
     for method in args.methods:
         gflop = count_flops(method, args.size) / 1e9
         times = {}
@@ -165,12 +170,14 @@ def main(argv: list[str] | None = None) -> int:
                 "--threads",
                 str(args.threads),
             ]
-            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+            proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
                 tail = proc.stderr.strip().splitlines()[-1:] or ["?"]
                 print(f"{method:<12} {mode:<6} failed: {tail[0]}")
+                measured.append({"method": method, "mode": mode, "error": tail[0]})
                 continue
             r = json.loads(proc.stdout.strip().splitlines()[-1])
+            measured.append({"method": method, "mode": mode, "gflop": gflop, **r})
             times[mode] = r["wall_s"]
             ratio = ""
             if mode == "whole" and "tiled" in times:
@@ -180,7 +187,35 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['peak_mb']:>9.0f} {gflop:>8.1f} {gflop / r['wall_s']:>8.1f} {ratio:>11}",
                 flush=True,
             )
+    bench.write_record(_record(args, measured, bench.command_line(__file__, argv)), args.json)
     return 0
+
+
+def _record(args: argparse.Namespace, measured: list[dict], command: str) -> dict:
+    """The benchmark record: one row per network and mode."""
+    rows = []
+    for r in measured:
+        if "error" in r:
+            rows.append([r["method"], r["mode"], "—", "—", "—", "—", "—", f"failed: {r['error']}"])
+            continue
+        rows.append([r["method"], r["mode"], r["tiles"], r["tile"], f"{r['wall_s']:.2f}",
+                     f"{r['peak_mb']:.0f}", f"{r['gflop']:.1f}",
+                     f"{r['gflop'] / r['wall_s']:.1f}"])  # fmt: skip
+    out = args.size * 2
+    description = (
+        f"`benchmarks/inference.py`: each network (untrained: speed does not depend on the "
+        f"weights) super-resolves a random {args.size}³ volume ×2 to {out}³ on "
+        f"`{args.device}` with {args.threads} torch thread(s), tiled (the registry's default "
+        "tile) and as one whole-volume pass, each case in a fresh process so the peak memory "
+        "is its own (CPU: growth of the resident set; CUDA: `max_memory_allocated`). GFLOP "
+        "are counted from the convolutions for the whole-volume workload, so the tiled "
+        "GFLOP/s counts useful work only."
+    )
+    columns = ["method", "mode", "tiles", "tile", "wall (s)", "peak (MB)", "GFLOP", "GFLOP/s"]
+    return bench.make_record("inference", title=f"Network inference, {args.size}³ → {out}³ "
+                       f"({args.device})", description=description,
+                       tables=[bench.table(columns, rows)], figures=measured,
+                       command=command)  # fmt: skip
 
 
 if __name__ == "__main__":

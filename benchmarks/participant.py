@@ -16,6 +16,11 @@ with the CLI's one-line reason instead of figures.
 
     python benchmarks/participant.py [--methods nearest linear bspline srrecnn ...]
         [--participant 01] [--scale 2] [--device auto|cpu|cuda] [--nprocs 1] [--evaluate]
+        [--bids-dir DIR] [--json PATH]
+
+``--bids-dir`` takes another BIDS dataset (default: the demo dataset of the installed
+package). The record of the figures (:mod:`bids_sr.benchmark_record`) goes to
+``benchmarks/results/participant.json`` unless ``--json PATH`` says otherwise.
 """
 
 from __future__ import annotations
@@ -29,24 +34,23 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bids_sr
+from bids_sr import benchmark_record as bench
 
-from machine import machine  # noqa: E402
-
-DEMO = ROOT / "bids_sr" / "data" / "demo"
+DEMO = Path(bids_sr.__file__).resolve().parent / "data" / "demo"
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def run_once(method: str, args: argparse.Namespace, folder: Path) -> dict:
     """Run the CLI for one method in ``folder``; return its figures or its failure."""
     out, work = folder / "out", folder / "work"
-    command = [sys.executable, "-m", "bids_sr", str(DEMO), str(out), "participant",
+    command = [sys.executable, "-m", "bids_sr", str(args.bids_dir), str(out), "participant",
                "--participant-label", args.participant, "--method", method,
                "--scale", *[str(s) for s in args.scale], "--device", args.device,
                "--nprocs", str(args.nprocs), "-w", str(work), "--skip-bids-validation"]  # fmt: skip
     if args.evaluate:
         command.append("--evaluate")
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(args.nprocs))
     err = folder / "stderr.txt"
     start = time.perf_counter()
@@ -79,6 +83,23 @@ def _sr_seconds(out: Path, method: str, evaluate: bool) -> float | None:
     return sum(times) if times else None
 
 
+def _table_rows(results: list[dict]) -> list[list[str]]:
+    """Per method: its figures and their ratios to bspline's, or why it could not run."""
+    reference = next((r for r in results if r["method"] == "bspline" and r["exit"] == 0), None)
+    rows = []
+    for r in results:
+        if r["exit"] != 0:
+            rows.append([r["method"], "—", "—", "—", "—", f"unavailable: {r['note']}"])
+            continue
+        sr = f"{r['sr_s']:.2f}" if r.get("sr_s") is not None else "n/a"
+        ratios = ["n/a", "n/a"]
+        if reference:
+            ratios = [f"{r['wall_s'] / reference['wall_s']:.2f}",
+                      f"{r['peak_rss_mb'] / reference['peak_rss_mb']:.2f}"]  # fmt: skip
+        rows.append([r["method"], f"{r['wall_s']:.1f}", sr, f"{r['peak_rss_mb']:.0f}", *ratios])
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="+", default=["nearest", "linear", "bspline"])
@@ -87,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--nprocs", type=int, default=1)
     parser.add_argument("--evaluate", action="store_true", help="time the evaluation mode")
+    parser.add_argument("--bids-dir", type=Path, default=DEMO,
+                        help="BIDS dataset (default: the package's demo dataset)")
+    bench.add_json_argument(parser, RESULTS / "participant.json")
     args = parser.parse_args(argv)
 
     results = []
@@ -99,24 +123,29 @@ def main(argv: list[str] | None = None) -> int:
 
     mode = "evaluation mode" if args.evaluate else "participant level"
     scale = "×".join(f"{s:g}" for s in args.scale)
-    print(f"\nOne demo participant (sub-{args.participant}), {mode}, ×{scale}, "
-          f"--device {args.device}, --nprocs {args.nprocs}")  # fmt: skip
-    print(f"machine: {machine()}\n")
-    reference = next((r for r in results if r["method"] == "bspline" and r["exit"] == 0), None)
-    print("| method | wall_s | sr_s | peak_rss_mb | wall / bspline | memory / bspline |")
+    title = (f"One participant (sub-{args.participant}) through the CLI, {mode}, ×{scale}, "
+             f"--device {args.device}, --nprocs {args.nprocs}")  # fmt: skip
+    print(f"\n{title}")
+    print(f"machine: {bench.machine()['description']}\n")
+    columns = ["method", "wall_s", "sr_s", "peak_rss_mb", "wall / bspline", "memory / bspline"]
+    rows = _table_rows(results)
+    print("| " + " | ".join(columns) + " |")
     print("|---|---|---|---|---|---|")
-    for r in results:
-        if r["exit"] != 0:
-            print(f"| {r['method']} | — | — | — | — | unavailable: {r['note']} |")
-            continue
-        sr = f"{r['sr_s']:.2f}" if r.get("sr_s") is not None else "n/a"
-        ratios = ["n/a", "n/a"]
-        if reference:
-            ratios = [f"{r['wall_s'] / reference['wall_s']:.2f}",
-                      f"{r['peak_rss_mb'] / reference['peak_rss_mb']:.2f}"]  # fmt: skip
-        print(f"| {r['method']} | {r['wall_s']:.1f} | {sr} | {r['peak_rss_mb']:.0f} | "
-              f"{ratios[0]} | {ratios[1]} |")  # fmt: skip
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
     print("\nwall_s: whole CLI run; sr_s: the method alone; peak_rss_mb: largest process.")
+    dataset = "the demo dataset" if args.bids_dir == DEMO else f"`{args.bids_dir.name}`"
+    description = (
+        f"`benchmarks/participant.py`: `bids_sr` on one participant of {dataset} per method, "
+        "each as a child process with fresh output and work folders. wall_s: the whole CLI "
+        "run (start-up, pybids, Nipype, the method, writing, the report); sr_s: the "
+        "super-resolution step alone (`RunTime` of the sidecar; in evaluation mode the "
+        "method's `runtime_s`); peak_rss_mb: the largest resident set of the CLI and the "
+        "processes it started (`os.wait4`)."
+    )
+    bench.write_record(bench.make_record("participant", title=title, description=description,
+                             tables=[bench.table(columns, rows)], figures=results,
+                             command=bench.command_line(__file__, argv)), args.json)  # fmt: skip
     return 0 if any(r["exit"] == 0 for r in results) else 1
 
 

@@ -5,7 +5,8 @@ apply (both through-plane orientations), data consistency, on the scan's own gri
 acquisition (header voxel sizes; thickness from ``--slice-thickness`` or the spacing),
 the default factors a participant run uses (isotropic at the finest voxel size). Each
 budget runs in its own subprocess so its peak resident memory is its own. Prints one line
-per budget and, with ``--json``, writes the figures with the machine they were taken on.
+per budget and writes its record (:mod:`bids_sr.benchmark_record`: the figures, the machine,
+date, commit and command) to ``benchmarks/results/selfsr_time.json``, or to ``--json PATH``.
 
     python benchmarks/selfsr_time.py \
         ../shared/data/clinical_thick_slice/sub-03/ses-2/anat/sub-03_ses-2_T1w.nii.gz
@@ -19,13 +20,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from bids_sr import benchmark_record as bench
+
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _run_one(scan: Path, budget: str, device: str) -> dict:
@@ -59,14 +62,23 @@ def _run_one(scan: Path, budget: str, device: str) -> dict:
             "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}
 
 
-def machine() -> dict:
-    """Where the figures were taken."""
-    import torch
-
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"host": platform.node(), "cpu_count": os.cpu_count(), "torch_threads":
-            torch.get_num_threads(), "torch": torch.__version__, "gpu": gpu,
-            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}  # fmt: skip
+def _record(rows: list[dict], command: str) -> dict:
+    """The benchmark record: one row per budget."""
+    cells = [[r["scan"], "×".join(map(str, r["shape"])), "×".join(map(str, r["output_shape"])),
+              r["budget"], r["iterations"] if r["iterations"] is not None else "default",
+              r["device"], f"{r['learn_s']}", f"{r['apply_s']}", f"{r['consistency_s']}",
+              f"{r['total_s']:.1f}", f"{r['peak_rss_gb']:.2f}"] for r in rows]  # fmt: skip
+    columns = ["scan", "input", "output", "budget", "steps", "device", "learn (s)",
+               "apply (s)", "consistency (s)", "total (s)", "peak RSS (GB)"]  # fmt: skip
+    description = (
+        "`benchmarks/selfsr_time.py`: one per-scan `selfsr` run on a real 2D scan, the "
+        "figure a cohort is planned from: learning (fine-tuning the shipped prior), applying "
+        "(both through-plane orientations) and data consistency on the scan's own grid and "
+        "acquisition, at the factors a participant run uses; each budget in its own process."
+    )
+    return bench.make_record("selfsr_time", title="Per-scan selfsr time", description=description,
+                       tables=[bench.table(columns, cells)], figures=rows,
+                       command=command)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("scan", type=Path, help="a 2D (thick-slice) NIfTI scan")
     parser.add_argument("--budgets", nargs="+", default=["default", "fast"])
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
-    parser.add_argument("--json", type=Path, help="also write the figures here")
+    bench.add_json_argument(parser, RESULTS / "selfsr_time.json")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -100,9 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         base = rows[0]["total_s"]
         for row in rows[1:]:
             print(f"{row['budget']} / {rows[0]['budget']}: {row['total_s'] / base:.2f}")
-    if args.json:
-        args.json.write_text(json.dumps({"machine": machine(), "command": " ".join(sys.argv),
-                                         "runs": rows}, indent=1))  # fmt: skip
+    bench.write_record(_record(rows, bench.command_line(__file__, argv)), args.json)
     return 0
 
 

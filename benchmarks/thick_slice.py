@@ -28,7 +28,10 @@ Its time is the command's wall time (+ the consistency step for ``eclare+dc``) a
 RSS that of the largest process of the command (``RUSAGE_CHILDREN``).
 
     python benchmarks/thick_slice.py [--settings 1x1x3 1x1x5 5mm_gap1] [--methods ...] [--threads N]
-        [--eclare-command .../bin/run-eclare --eclare-patches 8192]
+        [--eclare-command .../bin/run-eclare --eclare-patches 8192] [--json PATH]
+
+The record of the figures (:mod:`bids_sr.benchmark_record`) goes to
+``benchmarks/results/thick_slice.json`` unless ``--json PATH`` says otherwise.
 """
 
 from __future__ import annotations
@@ -45,15 +48,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bids_sr import benchmark_record as bench
+from bids_sr.cards.paths import WEIGHTS_DIR
+from bids_sr.reports.group import mean_ci
 
-from machine import machine  # noqa: E402
-
-SHARED = REPO.parent / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+RESULTS = Path(__file__).resolve().parent / "results"
 VALIDATION = {
     "chris": "real_t1/chris_T1w.nii.gz",
     "openms19": "real_multicontrast/openms_patient19_T1.nii.gz",
@@ -64,7 +65,7 @@ SETTINGS = {
     "1x1x5": ((1.0, 1.0, 5.0), 1.0),
     "5mm_gap1": ((1.0, 1.0, 5.0), 0.8),
 }
-SLICE_WEIGHTS = REPO / "bids_sr" / "data" / "weights" / "srrecnn_x1x1x4.safetensors"
+SLICE_WEIGHTS = WEIGHTS_DIR / "srrecnn_x1x1x4.safetensors"
 #: label → (method, weights file or None)
 METHODS = {
     "bspline": ("bspline", None),
@@ -264,11 +265,11 @@ def _summary(values: list[float]) -> str:
 
 
 def _delta(values: list[float]) -> str:
-    arr = np.asarray(values, dtype=float)
-    if arr.size < 2:
-        return f"{arr.mean():+.2f}"
-    half = stats.t.ppf(0.975, arr.size - 1) * arr.std(ddof=1) / np.sqrt(arr.size)
-    return f"{arr.mean():+.2f} [{arr.mean() - half:+.2f}, {arr.mean() + half:+.2f}]"
+    """Mean paired difference with its 95 % t-interval (the mean alone for one image)."""
+    mean, low, high = mean_ci(values)
+    if len(values) < 2:
+        return f"{mean:+.2f}"
+    return f"{mean:+.2f} [{low:+.2f}, {high:+.2f}]"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -279,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", nargs="+", default=list(VALIDATION), choices=list(VALIDATION))
     parser.add_argument("--data-dir", type=Path, default=SHARED)
     parser.add_argument("--model-dir", help="where selfsr keeps its per-scan models: a rerun "
-                        "(or a validate_shipped.py run with the same folder) reuses them, and "
+                        "(or a bids_sr-train validate run with the same folder) reuses them, and "
                         "the time column then adds the recorded learning time")  # fmt: skip
     parser.add_argument("--threads", type=int, default=2,
                         help="torch threads of each method's process (default 2, this "
@@ -295,13 +296,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds one ECLARE run may take")  # fmt: skip
     parser.add_argument("--eclare-gpu-id", type=int, default=-1,
                         help="ECLARE's --gpu-id (default -1: CPU)")  # fmt: skip
+    bench.add_json_argument(parser, RESULTS / "thick_slice.json")
     args = parser.parse_args(argv)
     eclare = _eclare_options(parser, args)
     if not args.data_dir.is_dir():
         print(f"{args.data_dir}: shared data folder absent; nothing to benchmark")
         return 0
     methods = ["bspline", *[m for m in args.methods if m != "bspline"]]
-    print(f"# thick-slice benchmark on {machine()}")
+    print(f"# thick-slice benchmark on {bench.machine()['description']}")
     print("# slice degradation (bids_sr.acquisition, rect profile), output 1 mm, data "
           "consistency on; brain PSNR (dB) / SSIM against the HR truth")  # fmt: skip
     if eclare:
@@ -309,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
               f"--batch-size {eclare.batch_size}, --gpu-id {eclare.gpu_id}, given the rect "
               "slice profile; row eclare without data consistency, eclare+dc with ours; "
               "its peak RSS is the command's own")  # fmt: skip
+    tables, figures = [], {}
     for setting in args.settings:
         factors, ratio = SETTINGS[setting]
         auto = _auto(factors)
@@ -344,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = [(name, name) for lb in methods for name in EXTERNAL.get(lb, (lb,))]
         if auto_label:
             rows.append((f"auto (→ {auto})", auto_label))
+        cells_per_row = []
         for name, label in rows:
             per = results[label]
             psnr = [per[i]["psnr_brain"] for i in args.images]
@@ -352,11 +356,36 @@ def main(argv: list[str] | None = None) -> int:
                      for i in args.images]  # fmt: skip
             wall = np.mean([per[i]["method_s"] for i in args.images])
             peak = max(per[i]["peak_rss_mb"] for i in args.images)
-            cells = " | ".join(f"{p:.2f}" for p in psnr)
-            print(f"| {name} | {cells} | {_summary(psnr)} | {_summary(ssim).replace('  ', ' ')} "
-                  f"| {_delta(delta)} | {wall:.0f} | {peak:.0f} |")  # fmt: skip
+            cells = [name, *[f"{p:.2f}" for p in psnr], _summary(psnr).strip(),
+                     _summary(ssim).replace("  ", " ").strip(), _delta(delta), f"{wall:.0f}",
+                     f"{peak:.0f}"]  # fmt: skip
+            cells_per_row.append(cells)
+            print("| " + " | ".join(cells) + " |")
         print(flush=True)
+        tables.append(bench.table(
+            ["method", *args.images, "mean ± SD PSNR", "mean ± SD SSIM",
+             "Δ PSNR to bspline [95 % CI]", "time (s)", "peak RSS (MB)"], cells_per_row,
+            title=f"{'×'.join(f'{f:g}' for f in factors)} (thickness {ratio:g} × spacing); "
+                  f"`auto` picks `{auto}`"))  # fmt: skip
+        figures[setting] = {"factors": factors, "thickness_ratio": ratio, "auto": auto,
+                            "rows": results}  # fmt: skip
+    bench.write_record(_record(tables, figures, bench.command_line(__file__, argv)), args.json)
     return 0
+
+
+def _record(tables: list[dict], figures: dict, command: str) -> dict:
+    description = (
+        "`benchmarks/thick_slice.py`: each validation image (chris, openms19) degraded as a "
+        "2D scan (rect slices along axis 2, openms19's blurred axis), super-resolved by each "
+        "method with data consistency (`bids_sr.evaluation.evaluate_image`), brain PSNR / "
+        "SSIM against the truth, paired Δ to bspline with its 95 % t-interval (n = 2 images, "
+        "so the intervals are wide). Each (image, setting, method) runs in a fresh process; "
+        "the time is the method's own (for selfsr its per-scan learning included), the peak "
+        "RSS that of the process evaluating one scan, baselines included. The `auto` row "
+        "repeats the scores of the method `auto` picks from the model cards."
+    )
+    return bench.make_record("thick_slice", title="Thick-slice (2D) scans", description=description,
+                       tables=tables, figures=figures, command=command)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -61,6 +61,8 @@ class Workflow:
     (:mod:`bids_sr.combine`)."""
 
     methods: list[str] = field(default_factory=lambda: ["auto"])
+    #: ``--fast``: ``auto`` prefers a validated fast cohort mode (``selfsr-fast``)
+    fast: bool = False
     t2w_reference: str = "auto"
     reference_suffixes: list[str] | None = None
     #: ``any``: a reference of another session may guide (with a warning); ``same``: not

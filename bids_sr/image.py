@@ -32,6 +32,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from bids_sr.acquisition import coarse_axis
 from bids_sr.fileio import atomic_path
 
 Factors = tuple[float, float, float]
@@ -121,8 +122,6 @@ def default_factors(lr_affine: np.ndarray) -> Factors:
     becomes 0.9 mm isotropic, not 0.45×0.45×1.5 mm — and a 3D scan is doubled along every
     axis. Axes within :data:`SAME_SPACING` of the finest keep factor 1 (headers store
     0.9115 and 0.9121 mm for one in-plane size: that is no axis to super-resolve)."""
-    from bids_sr.acquisition import coarse_axis
-
     sizes = voxel_sizes(lr_affine)
     if coarse_axis(sizes) is None:
         return (2.0, 2.0, 2.0)

@@ -79,7 +79,7 @@ class Progress:
         self.logged = -1  # the step count of the last line written
         self.bar = None
         if bar:
-            from tqdm.auto import tqdm
+            from tqdm.auto import tqdm  # late: only for a bar; every start-up imports progress
 
             self.bar = tqdm(total=total, desc=desc, unit=unit, leave=False)
         self._log(self.start)

@@ -24,6 +24,7 @@ import os
 import tempfile
 import time
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
 
@@ -50,8 +51,6 @@ def provenance() -> dict[str, str]:
     why the agreement columns are empty."""
     if not atropos_available():
         return {"TissueSegmentation": "not run: " + INSTALL_HINT}
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         release = version("antspyx")
     except PackageNotFoundError:

@@ -35,7 +35,8 @@ step() {  # step NAME COMMAND...: run it, keep its log, its exit code and wall t
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$logs/gpu.txt" 2>&1
 step cuda_tests "$python" -m pytest -q -rs -p no:cacheprovider tests/test_inference.py \
     tests/test_gradfilter.py -k "cuda or cupy or gpu"
-step inference_benchmark "$python" benchmarks/inference.py --device cuda --size 128
+step inference_benchmark "$python" benchmarks/inference.py --device cuda --size 128 \
+    --json "$logs/inference.json"
 if [ -f .gpudata/clinical_T1w.nii.gz ]; then
     step selfsr_time "$python" benchmarks/selfsr_time.py .gpudata/clinical_T1w.nii.gz \
         --device cuda --budgets default fast --json "$logs/selfsr_time.json"

@@ -5,6 +5,7 @@ Nipype input/output tables cannot drift from the parsers and specs they describe
 
 - ``<!-- cli-options -->``: every option of ``bids_sr`` (bids_sr.cli.parser), by group;
 - ``<!-- train-options -->``: every option of ``bids_sr-train`` (bids_sr.training.cli);
+- ``<!-- train-validate-options -->``: every option of ``bids_sr-train validate``;
 - ``<!-- nipype-spec: package.module.Interface -->``: the interface's inputs and outputs.
 
 A marker that names nothing importable fails the build (``make docs`` runs ``--strict``).
@@ -17,9 +18,11 @@ import importlib
 import re
 from typing import Any
 
-MARKER = re.compile(r"<!-- (cli-options|train-options|nipype-spec: [\w.]+) -->")
+MARKER = re.compile(
+    r"<!-- (cli-options|train-options|train-validate-options|nipype-spec: [\w.]+) -->")
 #: Defaults computed on the machine that builds the docs, shown as what they mean instead.
-MACHINE_DEFAULTS = {"nprocs": "the number of CPUs"}
+MACHINE_DEFAULTS = {"nprocs": "the number of CPUs",
+                    "shared": "`../shared/data` beside the repository"}
 
 
 def _cell(text: Any) -> str:
@@ -119,6 +122,10 @@ def _render(what: str) -> str:
         from bids_sr.training.cli import build_parser as build_train_parser
 
         return options_markdown(build_train_parser())
+    if what == "train-validate-options":
+        from bids_sr.training.cli import build_validate_parser
+
+        return options_markdown(build_validate_parser())
     return interface_markdown(what.split(":", 1)[1].strip())
 
 

@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         guide_note = {"guides": {
             "real": {name: list(REFERENCES.get(name, ())) for name in subjects},
             "real_fraction": REAL_REFERENCE_FRACTION,
-            "synthetic": "bids_sr.training.contrast.randomise_contrast of the T1w, blur up to "
+            "synthetic": "bids_sr.contrast.randomise_contrast of the T1w, blur up to "
                          f"{SYNTHETIC_BLUR:g} voxel",
             "misregistration_voxels": MAX_SHIFT_VOXELS,
             "input_gain": REFERENCE_GAIN}}  # fmt: skip

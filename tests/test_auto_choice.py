@@ -211,7 +211,7 @@ def test_every_record_at_the_chosen_factor_must_show_the_gain(tmp_path, weights_
 
 
 def test_all_skips_selfsr_on_isotropic_inputs_and_explicit_selfsr_stops(tmp_path, weights_dir):
-    from bids_sr.bids import BIDSError
+    from bids_sr.errors import BIDSError
 
     iso = _image(tmp_path / "iso_T1w.nii.gz", (2, 2, 2))
     thick = _image(tmp_path / "thick_T1w.nii.gz", (1, 1, 3))
@@ -227,7 +227,8 @@ def test_all_skips_selfsr_on_isotropic_inputs_and_explicit_selfsr_stops(tmp_path
 def test_the_demo_2d_scan_takes_the_thick_slice_path(tmp_path):
     """The bundled demo's sub-03 (axial slices 4 mm apart, 3.6 mm thick) is planned as a 2D
     scan with the shipped cards: its acquisition comes from the sidecar, and ``auto`` picks
-    the self-supervised thick-slice method — what `make demo` shows."""
+    the self-supervised thick-slice method — what `make demo` shows — or, with ``--fast``,
+    its cohort mode."""
     t1w = str(DEMO / "sub-03" / "anat" / "sub-03_T1w.nii.gz")
     config = Config(execution=Execution(bids_dir=DEMO, output_dir=tmp_path / "out"),
                     workflow=Workflow(methods=["auto"], output_resolution=1.0))  # fmt: skip
@@ -235,9 +236,35 @@ def test_the_demo_2d_scan_takes_the_thick_slice_path(tmp_path):
     assert acquisition.family == "slice" and acquisition.slice_axis == 2
     assert acquisition.thickness == pytest.approx(3.6)
     plan = plan_methods(config, {"03": [t1w]})
-    # at ×4 selfsr-fast's card guarantees more than selfsr's (+1.65 against +1.53 dB on the
-    # worse of chris and openms19): the prior alone, no per-scan training
-    assert plan.auto_methods[t1w] == "selfsr-fast"
+    # both selfsr and its cohort mode are validated at ×4: the per-scan training runs by
+    # default, the prior alone with --fast
+    assert plan.auto_methods[t1w] == "selfsr"
+    config.workflow.fast = True
+    assert plan_methods(config, {"03": [t1w]}).auto_methods[t1w] == "selfsr-fast"
+
+
+def test_a_fast_cohort_mode_ranks_last_unless_speed_is_asked_for(tmp_path, weights_dir):
+    """A card with ``"speed": "fast"`` is chosen only where nothing slower is validated —
+    even with the larger worst-image gain — and first with ``fast`` (``--fast``)."""
+    def weightless(method, records, **extra):
+        card = {"method": method, "weights": None, "family": "slice", "evidence": records}
+        (weights_dir / f"{method}.card.json").write_text(json.dumps({**card, **extra}))
+
+    weightless("selfsr", [_record("slice", [1, 1, 3], {"a": 1.0, "b": 0.7})])
+    weightless("selfsr-fast", [_record("slice", [1, 1, 3], {"a": 1.2, "b": 0.9}),
+                               _record("slice", [1, 1, 8], {"a": 0.4, "b": 0.3})],
+               speed="fast")  # fmt: skip
+    thick = _image(tmp_path / "thick_T1w.nii.gz", (1, 1, 3))
+    factors = factors_for_resolution(nib.load(thick).affine, 1.0)
+    assert choose_auto(factors, "slice", None).method == "selfsr"
+    fast = choose_auto(factors, "slice", None, fast=True)
+    assert fast.method == "selfsr-fast" and "+0.90 dB" in fast.sentence
+    eight = _image(tmp_path / "eight_T1w.nii.gz", (1, 1, 8))  # only the fast mode is validated
+    assert choose_auto(factors_for_resolution(nib.load(eight).affine, 1.0), "slice",
+                       None).method == "selfsr-fast"  # fmt: skip
+    iso = _image(tmp_path / "iso_T1w.nii.gz", (2, 2, 2))  # no fast mode for 3D: unchanged
+    assert choose_auto((2, 2, 2), "isotropic", None, fast=True).method == "srrecnn"
+    assert _choose(iso, None).method == "srrecnn"
 
 
 @pytest.mark.parametrize("zooms", [(0.9, 0.9, 5.5), (1.0, 1.0, 6.0), (0.9, 0.9, 6.5),

@@ -7,10 +7,6 @@ import pytest
 from conftest import DEMO
 
 from bids_sr.bids import (
-    EXIT_MISSING,
-    EXIT_NO_FILES,
-    EXIT_VALIDATION,
-    BIDSError,
     bids_uri,
     check_dataset,
     collect_t1w,
@@ -20,6 +16,7 @@ from bids_sr.bids import (
     query_images,
     select_participants,
 )
+from bids_sr.errors import EXIT_MISSING, EXIT_NO_FILES, EXIT_VALIDATION, BIDSError
 
 
 @pytest.mark.parametrize(

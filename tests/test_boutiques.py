@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import DEMO, REPO
 
-from bids_sr.boutiques import (
+from bids_sr.cli.boutiques import (
     DESCRIPTOR_PATH,
     MACHINE_DEPENDENT_DEFAULTS,
     dumps,
@@ -34,7 +34,7 @@ def test_committed_descriptor_matches_the_parser():
     committed = DESCRIPTOR_PATH.read_text()
     assert committed == dumps(generate_descriptor()), (
         "bids_sr/data/boutiques.json is out of date with the parser; regenerate it with "
-        "`python -m bids_sr.boutiques`"
+        "`python -m bids_sr.cli.boutiques`"
     )
 
 
@@ -184,6 +184,7 @@ def _cases(tmp_path: Path) -> dict[str, tuple[dict, dict]]:
         "t2w_reference": ({"t2w_reference": "none"}, {"workflow__t2w_reference": "none"}),
         "reference_suffix": ({"reference_suffix": ["FLAIR"]},
                              {"workflow__reference_suffixes": ["FLAIR"]}),
+        "fast": ({"fast": True}, {"workflow__fast": True}),
         "reference_session": ({"reference_session": "same"},
                               {"workflow__reference_session": "same"}),
         "scale": ({"scale": [1, 1, 2.5]}, {"workflow__scale": [1.0, 1.0, 2.5]}),
@@ -291,7 +292,7 @@ def test_bosh_one_invocation_per_input_parses_to_the_intended_config(bosh, tmp_p
 
 
 def test_the_generator_prints_its_help_instead_of_writing_a_file_named_help(tmp_path, capsys):
-    from bids_sr.boutiques import main
+    from bids_sr.cli.boutiques import main
 
     with pytest.raises(SystemExit) as stop:
         main(["--help"])

@@ -26,7 +26,7 @@ import pytest
 from conftest import REPO
 
 from bids_sr.__about__ import __url__, __version__
-from bids_sr.boutiques import DOCKER_IMAGE
+from bids_sr.cli.boutiques import DOCKER_IMAGE
 
 try:
     import tomllib

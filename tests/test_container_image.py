@@ -189,7 +189,7 @@ def test_derivatives_valid_and_tagged(demo_runs):
     assert {path.split("/")[0] for path in images} == {f"sub-{label}" for label in LABELS}
     methods = {json.loads((inside / path.replace(".nii.gz", ".json")).read_text())["Method"]
                for path in images}
-    assert methods == {"srrecnn", "selfsr-fast"}  # what auto chooses for these two inputs
+    assert methods == {"srrecnn", "selfsr"}  # what auto chooses for these two inputs
     description = json.loads((inside / "dataset_description.json").read_text())
     assert description["DatasetType"] == "derivative"
     assert description["GeneratedBy"][0]["Container"] == {

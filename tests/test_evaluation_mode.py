@@ -11,15 +11,9 @@ import pytest
 from conftest import DEMO, assert_renders_in_chromium
 from scipy import ndimage
 
-from bids_sr.bids import (
-    EXIT_DATA,
-    EXIT_USAGE,
-    BIDSError,
-    find_brain_mask,
-    load_derivative_layouts,
-    run_validator,
-)
+from bids_sr.bids import find_brain_mask, load_derivative_layouts, run_validator
 from bids_sr.config import Config, Execution, Workflow
+from bids_sr.errors import EXIT_DATA, EXIT_USAGE, BIDSError
 from bids_sr.evaluation import (
     TISSUE_COLUMNS,
     evaluate_image,

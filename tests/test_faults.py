@@ -315,9 +315,9 @@ def test_image_too_large_for_memory_is_refused_from_its_header(tmp_path, run_cli
 
 
 def test_output_grid_too_large_for_memory_is_refused(tmp_path):
-    from bids_sr.bids import BIDSError
     from bids_sr.cli.preflight import check_output_memory
     from bids_sr.config import Config, Execution, Workflow
+    from bids_sr.errors import BIDSError
 
     config = Config(execution=Execution(bids_dir=DEMO, output_dir=tmp_path),
                     workflow=Workflow(scale=[8.0]))  # fmt: skip

@@ -116,7 +116,11 @@ def test_auto_decides_as_the_command_line_on_every_demo_t1w(tmp_path):
         # the evidence sentence is the same; the command line adds why a T2w does not guide
         assert plan.choices[t1w_file].startswith(choice.sentence), t1w_file
     chosen = {Path(f).name: m for f, m in plan.auto_methods.items()}
-    assert chosen["sub-03_T1w.nii.gz"] == "selfsr-fast"
+    assert chosen["sub-03_T1w.nii.gz"] == "selfsr"
+    # --fast and the node's ``fast`` input agree too: the cohort mode
+    sub03 = next(f for f in plan.auto_methods if f.endswith("sub-03_T1w.nii.gz"))
+    fast_node = SuperResolve(in_file=sub03, fast=True)
+    assert fast_node._auto_choice(nib.load(sub03).affine).method == "selfsr-fast"
 
 
 def test_public_interfaces_and_workflows_are_exported_and_documented():

@@ -15,8 +15,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bids_sr.bids import EXIT_MISSING, BIDSError, load_layout
+from bids_sr.bids import load_layout
 from bids_sr.config import Config, Execution, Workflow
+from bids_sr.errors import EXIT_MISSING, BIDSError
 from bids_sr.planning.plan import plan_methods
 
 
@@ -174,8 +175,8 @@ def test_a_forced_reference_that_is_missing_stops_the_run(tmp_path, weights_dir,
 
 
 def test_reference_suffix_t2w_with_t2w_reference_none_is_a_usage_error(tmp_path, capsys):
-    from bids_sr.bids import EXIT_USAGE
     from bids_sr.cli.parser import parse_args
+    from bids_sr.errors import EXIT_USAGE
 
     root = _dataset(tmp_path / "ds", ["T2w"])
     with pytest.raises(SystemExit) as info:

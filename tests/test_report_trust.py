@@ -178,6 +178,12 @@ def test_first_screen_of_a_bspline_output_and_of_a_guided_one(tmp_path):
     from bids_sr.reports.trust import self_check_text
 
     assert "no self-check" in self_check_text({"Method": "selfsr"})  # the filters learner
+    # the cohort mode's prior that barely beats B-spline on this scan points to selfsr
+    poor = self_check_text({"Method": "selfsr-fast", "SelfCheckL1Ratio": 0.958})
+    assert "0.958 of B-spline's: 4% less error" in poor and "--method selfsr" in poor
+    assert "--method selfsr" not in self_check_text({"Method": "selfsr-fast",
+                                                     "SelfCheckL1Ratio": 0.72})  # fmt: skip
+    assert "--method selfsr" not in self_check_text({"Method": "selfsr", "SelfCheckL1Ratio": 0.95})
 
 
 def test_report_node_gets_the_uncertainty_map(tmp_path):

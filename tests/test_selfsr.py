@@ -388,8 +388,8 @@ def test_guided_pretraining_starts_from_the_unguided_prior_and_draws_real_and_sy
 
 
 def test_a_random_guide_is_the_real_reference_or_a_new_contrast_slightly_misregistered():
+    from bids_sr.contrast import tissue_centres
     from bids_sr.selfsr.pretrain import MAX_SHIFT_VOXELS, random_guide
-    from bids_sr.training.contrast import tissue_centres
 
     volume = _blobs((24, 24, 24), seed=4)
     real = ndimage.gaussian_filter(volume, 1.0)

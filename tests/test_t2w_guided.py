@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 from conftest import DEMO, tiny_weights
 
-from bids_sr.bids import BIDSError, derivative_path, desc_label
+from bids_sr.bids import derivative_path, desc_label
 from bids_sr.config import Config, Execution, Workflow
+from bids_sr.errors import BIDSError
 from bids_sr.planning.plan import plan_methods
 
 SUB01 = str(DEMO / "sub-01" / "anat" / "sub-01_T1w.nii.gz")

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from conftest import DEMO
 
-from bids_sr.bids import BIDSError, load_layout, select_reference
+from bids_sr.bids import load_layout, select_reference
+from bids_sr.errors import BIDSError
 from bids_sr.image import upsampled_affine
 
 

@@ -174,3 +174,16 @@ def test_guided_selfsr_end_to_end_shows_what_the_t2w_contributed(
         assert "DataConsistencyPSNR" not in map_meta, desc
     page = (out / "sub-01.html").read_text()
     assert "What the reference contributed" in page and "T2w registration" in page
+
+
+def test_the_sidecar_says_what_a_per_scan_model_is():
+    """``Weights`` of a per-scan method names what its model is, not a work-dir path;
+    ``selfsr-fast`` learned nothing from the scan: its model is the shipped prior."""
+    from bids_sr.interfaces.bids import weights_field
+
+    kept = "/scratch/w/selfsr_models/selfsr-cnn-0123.safetensors"
+    assert weights_field("srrecnn", "/x/srrecnn_x2x2x2.safetensors").endswith("x2.safetensors")
+    trained = weights_field("selfsr", kept)
+    assert "learned by selfsr from this image" in trained and "/scratch" not in trained
+    fast = weights_field("selfsr-fast", kept)
+    assert "no per-scan training" in fast and "learned" not in fast and "/scratch" not in fast

@@ -8,9 +8,9 @@ import pytest
 import torch
 from conftest import DEMO
 
+from bids_sr.contrast import randomise_contrast, tissue_centres
 from bids_sr.image import load_volume
 from bids_sr.interpolation import upsample
-from bids_sr.training.contrast import randomise_contrast, tissue_centres
 from bids_sr.training.data import (
     PatchSampler,
     misregistration_margin,

@@ -28,7 +28,10 @@ def test_weightless_card_holds_validate_shipped_evidence(card_file: Path):
     assert card["evidence"]
     covered: dict[tuple, set] = {}  # per slice factor and thickness: the images validated
     for record in card["evidence"]:
-        assert record["command"].startswith(f"python scripts/validate_shipped.py {card['method']} ")
+        # bids_sr-train validate, or its former form for the records made before it
+        method = card["method"]
+        assert record["command"].startswith((f"bids_sr-train validate {method} ",
+                                             f"python scripts/validate_shipped.py {method} "))
         assert record["data_consistency"] is True and record["family"] == "slice"
         assert set(record["gain_over_bspline"]) <= set(card["validation_subjects"])
         setting = (max(record["factors"]), record.get("thickness_ratio"))

@@ -1,8 +1,8 @@
 """What the model cards prove: validated gains per acquisition family and factor.
 
 ``auto`` decides from these records only. A card's ``evidence`` list holds one record per
-validation run of ``scripts/validate_shipped.py`` (images never used in training, the run's
-own pipeline: degrade, super-resolve, data consistency, score):
+validation run of ``bids_sr-train validate`` (:mod:`bids_sr.training.validate`; images never
+used in training, the run's own pipeline: degrade, super-resolve, data consistency, score):
 
 .. code-block:: json
 
@@ -10,7 +10,7 @@ own pipeline: degrade, super-resolve, data consistency, score):
      "thickness_ratio": 1.0, "profile": "rect", "data_consistency": true,
      "gain_over_bspline": {"chris": 0.41, "openms19": 0.63},
      "gain_over_mono": {"openms19": 1.2},
-     "command": "python scripts/validate_shipped.py ..."}
+     "command": "bids_sr-train validate ..."}
 
 A method is *validated* for an input when a record of the input's family brackets the
 input's factor (or lies within :data:`FACTOR_TOLERANCE` of it) and every image of every
@@ -23,6 +23,11 @@ A method that learns per scan and ships no weights (``selfsr``) has a card too, 
 ``"weights": null``: its records are found the same way, and its :class:`Evidence` names the
 card itself in place of a weights file.
 
+A card with ``"speed": "fast"`` (``selfsr-fast``: the prior alone, about a tenth of
+``selfsr``'s time) is a cohort mode: ``auto`` ranks it after every other validated method
+unless the user asks for speed (``--fast``), when it ranks first where validated
+(:func:`bids_sr.planning.auto.choose_auto`).
+
 Why these queries live with the cards, not with ``auto`` (:mod:`bids_sr.planning.auto`): they
 answer one question about the cards' contents — what does a card's evidence prove for an
 input of this family and factor — and three readers ask it: ``auto`` (which method to
@@ -30,7 +35,7 @@ pick), the plan's warning for a method named outside its evidence, and the repor
 trust section. The record format they read is the one the validation writes into the
 cards; keeping the reader in the card subsystem keeps one owner of that format, and leaves
 to :mod:`bids_sr.planning.auto` only the decision made from the answers (which reference
-guides, the fallback, the sentence).
+guides, the fast tier, the fallback, the sentence).
 
 Reads JSON only.
 """
@@ -69,6 +74,7 @@ class Evidence:
     gain_over_mono: float | None
     records: tuple[dict, ...]
     reference_suffix: str | None = None  # the contrast a guided model takes (T2w, FLAIR)
+    fast: bool = False  # the card's ``"speed": "fast"``: a cohort mode (module docstring)
 
     @property
     def shipped_weights(self) -> Path | None:
@@ -167,6 +173,7 @@ def validated(
     return Evidence(
         weights=Path(weights), method=method, family=family, factor=factor, gain=gain,
         gain_over_mono=over_mono, records=tuple(used), reference_suffix=reference_suffix,
+        fast=card.get("speed") == "fast",
     )  # fmt: skip
 
 

@@ -62,7 +62,8 @@ training loop's time on the machine named in the card.
 
 EVIDENCE_TEXT = """## Evidence `auto` decides from
 
-Records written by `scripts/validate_shipped.py` (the command is in each card): the weights
+Records written by `bids_sr-train validate` (the command is in each card; records made
+before it existed name its former form, `python scripts/validate_shipped.py`): the weights
 run through a normal run's protocol on the held-out images — degrade with the acquisition
 model, super-resolve, data consistency, brain PSNR — per acquisition family (`isotropic`:
 `gaussian` degradation; `slice`: 2D scans, slice thickness / spacing recorded) and factor,

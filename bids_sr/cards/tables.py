@@ -67,7 +67,7 @@ def render_markdown(card: dict[str, Any]) -> str:
             f"Acceptance ({acc.get('criterion', '')}): {_verdict(acc.get('met'))}.",
         ]
     if card.get("evidence"):
-        out += ["", "## Evidence `auto` reads (scripts/validate_shipped.py)", "",
+        out += ["", "## Evidence `auto` reads (bids_sr-train validate)", "",
                 evidence_table(card["evidence"])]  # fmt: skip
     return "\n".join(out) + "\n"
 

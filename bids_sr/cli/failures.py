@@ -3,45 +3,21 @@
 Nipype re-raises a node's failure as a RuntimeError whose text is a traceback (MultiProc), a
 NodeExecutionError whose message embeds the interface's traceback (Linear), or ``N raised.
 Re-raising first.`` with the first failure as its cause. The user needs the node's own error:
-the last ``SomeError: message`` line of that text, and an exit code chosen from its type.
+the last ``SomeError: message`` line of that text, and an exit code chosen from its type
+(:func:`bids_sr.errors.exit_code_for`).
 """
 
 from __future__ import annotations
 
-import errno
 import re
 from pathlib import Path
 
-from bids_sr.bids import EXIT_CANT_CREATE, EXIT_DATA, EXIT_FAILURE, EXIT_IO
-
-# errors of the storage itself: I/O error (74)
-IO_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO}
-# the output cannot be created where asked: 73
-CREATE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST}
-# exceptions raised by our checks of the data a node received (65); CombineError: runs of
-# --combine-runs that cannot be registered or matched
-DATA_ERRORS = {"ImageError", "WeightsError", "CombineError"}
+from bids_sr.errors import EXIT_FAILURE, EXIT_IO, exit_code_for
 
 _ERROR_LINE = re.compile(
     r"^\s*(?P<type>[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning)): ?(?P<text>.*)$"
 )
 _NODE = re.compile(r"Exception raised while executing Node (?P<node>[\w-]+(?:\.[\w-]+)*)")
-_ERRNO = re.compile(r"\[Errno (?P<errno>\d+)\]")
-
-
-def exit_code_for(error_type: str, message: str, number: int | None = None) -> int:
-    """The exit code of an error given by its type name, message and (for OSError) errno."""
-    name = error_type.rsplit(".", 1)[-1]
-    if number is None:
-        match = _ERRNO.search(message)
-        number = int(match.group("errno")) if match else None
-    if number in IO_ERRNOS:
-        return EXIT_IO
-    if number in CREATE_ERRNOS:
-        return EXIT_CANT_CREATE
-    if name in DATA_ERRORS:
-        return EXIT_DATA
-    return EXIT_FAILURE
 
 
 def _texts(exc: BaseException) -> list[str]:

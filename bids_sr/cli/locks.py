@@ -13,19 +13,18 @@ only when no other run uses it; the group level takes it exclusively while it su
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
 from pathlib import Path
 
-from bids_sr.bids import EXIT_CANT_CREATE, EXIT_IO, BIDSError
+from bids_sr.errors import EXIT_CANT_CREATE, EXIT_IO, IO_ERRNOS, BIDSError
 
 LOCK_NAME = ".bids_sr.lock"
 WORK_LOCK_NAME = ".bids_sr_work.lock"
 
 
 def _open_error(path: Path, exc: OSError, what: str) -> BIDSError:
-    code = EXIT_IO if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO) else EXIT_CANT_CREATE
+    code = EXIT_IO if exc.errno in IO_ERRNOS else EXIT_CANT_CREATE
     return BIDSError(f"{path}: cannot write to the {what} ({exc.strerror})", code)
 
 

@@ -48,6 +48,7 @@ def setup_console(verbose: int) -> None:
     root.setLevel(logging.INFO if verbose >= 1 else logging.WARNING)
     LOGGER.setLevel(logging.DEBUG if verbose >= 1 else logging.INFO)
     nipype_level = "INFO" if verbose >= 1 else "WARNING"
+    # late: nipype (~0.6 s); console logging is set up before a usage error is known
     from nipype import config as nipype_config
     from nipype import logging as nipype_logging
 

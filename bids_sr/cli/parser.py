@@ -12,13 +12,16 @@ import os
 import sys
 from pathlib import Path
 
+import yaml
+
 from bids_sr.__about__ import __version__
 from bids_sr.acquisition import PROFILES
-from bids_sr.bids import EXIT_USAGE, check_t2w_pattern
+from bids_sr.bids import check_t2w_pattern
 from bids_sr.config import Config, Execution, Nipype, Seeds, Workflow
 from bids_sr.degrade import PRESETS
+from bids_sr.errors import EXIT_USAGE
 from bids_sr.planning.references import GUIDE_SUFFIXES
-from bids_sr.superresolve import METHODS
+from bids_sr.superresolve import METHODS, NETWORK_METHODS
 
 
 class BIDSAppParser(argparse.ArgumentParser):
@@ -76,8 +79,7 @@ def _check_tile_size(parser: argparse.ArgumentParser, tile: int, methods: list[s
     """A usage error for a ``--tile-size`` below what a requested network's receptive field
     needs (auto and all may run any of them): a tiny tile would be enlarged anyway, into
     thousands of tiles (120 s instead of 6 s for an 80³ volume)."""
-    from bids_sr.models.registry import get_spec
-    from bids_sr.superresolve import NETWORK_METHODS
+    from bids_sr.models.registry import get_spec  # late: torch (~2 s); --help needs none
 
     wide = {"auto", "all"} & set(methods)
     networks = NETWORK_METHODS if wide else [m for m in methods if m in NETWORK_METHODS]
@@ -194,6 +196,14 @@ def build_parser() -> argparse.ArgumentParser:
         "bspline (the sidecar's MethodChoice says why); all: the interpolation baselines and "
         "every learned method whose weights ship for the scale. Each method writes its own "
         "desc-<method> derivative (srrecnn-t2w: desc-srrecnnT2w)",
+    )
+    sr.add_argument(
+        "--fast",
+        action="store_true",
+        help="for cohorts: auto prefers a validated fast method where one exists (selfsr-fast, "
+        "the shipped prior with no per-scan training: about a minute instead of about eight "
+        "per 256×256×48 2D scan on two CPU cores, with a smaller gain over bspline; see the "
+        "Methods page); without it, selfsr-fast runs only where nothing slower is validated",
     )
     sr.add_argument(
         "--t2w-reference",
@@ -398,7 +408,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _plugin_from_file(path: Path) -> tuple[str | None, dict]:
-    import yaml
 
     try:
         data = yaml.safe_load(path.read_text()) or {}
@@ -525,6 +534,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         ),
         workflow=Workflow(
             methods=methods,
+            fast=opts.fast,
             t2w_reference=opts.t2w_reference,
             reference_suffixes=suffixes,
             reference_session=opts.reference_session,

@@ -26,14 +26,15 @@ from concurrent.futures import ProcessPoolExecutor
 from traceback import format_exception
 from typing import Any
 
+import networkx as nx
 import numpy as np
 from nipype.pipeline import plugins
 from nipype.pipeline.engine import MapNode
 from nipype.pipeline.plugins import multiproc
 from nipype.utils.misc import str2bool
 
-from bids_sr.bids import EXIT_USAGE, BIDSError
 from bids_sr.config import Config
+from bids_sr.errors import EXIT_USAGE, BIDSError
 
 _PR_SET_PDEATHSIG = 1
 
@@ -150,7 +151,6 @@ class LinearPlugin(plugins.LinearPlugin):
     ``stop_on_first_crash``), and the first error is raised at the end, as Nipype does."""
 
     def run(self, graph, config, updatehash=False):
-        import networkx as nx
 
         order = {node: index for index, node in enumerate(graph.nodes())}
         parts = sorted(nx.weakly_connected_components(graph),

@@ -14,16 +14,15 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
+
 from bids_sr.__about__ import __version__
-from bids_sr.bids import (
-    EXIT_CANT_CREATE,
-    EXIT_DATA,
-    BIDSError,
-    derivative_path,
-    desc_label,
-)
+from bids_sr.bids import derivative_path, desc_label
 from bids_sr.config import Config
+from bids_sr.errors import EXIT_CANT_CREATE, EXIT_DATA, BIDSError
 from bids_sr.fileio import read_sidecar
+from bids_sr.image import available_memory, hr_shape
 from bids_sr.planning.inputs import t1w_factors
 from bids_sr.planning.plan import MethodPlan
 from bids_sr.superresolve import INTERPOLATION_METHODS, NETWORK_METHODS, default_weights
@@ -98,11 +97,11 @@ def check_weights_files(config: Config, plan: MethodPlan) -> None:
     for path, (method, factors) in _weights_to_check(config, plan).items():
         try:
             if method in NETWORK_METHODS:
-                from bids_sr.models.weights import check_weights
+                from bids_sr.models.weights import check_weights  # late: torch, for networks only
 
                 check_weights(path, method=method, factors=factors, check_values=True)
             else:
-                from bids_sr.gradfilter.io import load_filters
+                from bids_sr.gradfilter.io import load_filters  # late: as above
 
                 load_filters(path)
         except (ValueError, OSError) as exc:
@@ -113,10 +112,6 @@ def check_output_memory(config: Config, t1w_files: Iterable[str],
                         available: int | None = None) -> None:  # fmt: skip
     """BIDSError (65) when one T1w's super-resolved image alone (float32 on the output grid)
     would not fit in the memory available now: the run could only fail, after allocating."""
-    import nibabel as nib
-    import numpy as np
-
-    from bids_sr.image import available_memory, hr_shape
 
     available = available_memory() if available is None else available
     if available is None:
@@ -178,9 +173,6 @@ def grid_difference(mask_file: str, image_file: str) -> str | None:
     """How a brain mask's voxel grid differs from its image's (shape, voxel sizes; the
     affine to 0.01 mm), or None when they match. The evaluation resamples such a mask by
     its world coordinates, which is right only if both headers are: the user is told."""
-    import nibabel as nib
-    import numpy as np
-
     mask, image = nib.load(mask_file), nib.load(image_file)
     if mask.shape[:3] == image.shape[:3] and np.allclose(mask.affine, image.affine, atol=1e-2):
         return None

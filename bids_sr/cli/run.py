@@ -7,6 +7,7 @@ leaves no partial output behind.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -18,15 +19,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bids_sr.bids import (
-    EXIT_CANT_CREATE,
-    EXIT_DATA,
-    EXIT_FAILURE,
-    EXIT_OK,
     LOGGER,
-    BIDSError,
     check_dataset,
     check_sessions,
     collect_t1w,
+    derivative_path,
+    desc_label,
     find_brain_mask,
     find_references,
     group_runs,
@@ -37,7 +35,7 @@ from bids_sr.bids import (
     validate_dataset,
     write_dataset_description,
 )
-from bids_sr.cli.failures import crash_files, crash_input, describe_failure, exit_code_for
+from bids_sr.cli.failures import crash_files, crash_input, describe_failure
 from bids_sr.cli.locks import LOCK_NAME, OutputDirLock, WorkDirLock
 from bids_sr.cli.logs import log_file, setup_console
 from bids_sr.cli.parser import parse_args
@@ -50,7 +48,16 @@ from bids_sr.cli.preflight import (
     grid_difference,
 )
 from bids_sr.config import Config
+from bids_sr.errors import (
+    EXIT_CANT_CREATE,
+    EXIT_DATA,
+    EXIT_FAILURE,
+    EXIT_OK,
+    BIDSError,
+    exit_code_for,
+)
 from bids_sr.fileio import remove_stale_temporaries
+from bids_sr.image import ImageError, load_volume
 from bids_sr.planning.plan import MethodPlan, plan_methods, resolve_methods
 from bids_sr.planning.references import candidate_suffixes
 from bids_sr.superresolve import GUIDED_METHODS
@@ -78,7 +85,6 @@ def _check_writable(output_dir: Path) -> None:
 def _check_images(t1w_by_subject: dict[str, list[str]], others=()) -> None:
     """Load every T1w (and reference in ``others``) once before running: corrupt, complex,
     4D, 2D, empty or NaN images stop the run, and so does a constant T1w."""
-    from bids_sr.image import ImageError, load_volume
 
     paths = [path for files in t1w_by_subject.values() for path in files]
     for path in dict.fromkeys([*paths, *others]):
@@ -119,10 +125,6 @@ def _collect_inputs(config: Config) -> tuple[object, dict[str, list[str]]]:
 
 def _report_fallbacks(config: Config, plan: MethodPlan) -> None:
     """After the run: warn about every guided output whose node fell back (sidecar says so)."""
-    import json
-
-    from bids_sr.bids import derivative_path, desc_label
-
     for t1w_file, methods in plan.methods.items():
         for method in (m for m in methods if m in GUIDED_METHODS):
             image = config.execution.output_dir / derivative_path(t1w_file, desc=desc_label(method))
@@ -144,7 +146,7 @@ def run_participant(config: Config) -> int:
     shared-locked and stale temporary files of killed writes are removed, and the workflow
     runs. The plugin's worker processes end with the run, however it ends.
     """
-    from bids_sr.cli.plugin import make_plugin, stop_workers
+    from bids_sr.cli.plugin import make_plugin, stop_workers  # late: nipype (see _run_workflow)
 
     check_output_dir(config.execution.output_dir)
     layout, t1w_by_subject = _collect_inputs(config)
@@ -217,6 +219,8 @@ def _new_files(output_dir: Path, write, into: set[Path]) -> None:
 def _run_workflow(config: Config, plan, t1w_by_subject, brain_masks, runner) -> float:
     """Write the dataset description and configuration, then run the workflow; on failure,
     remove the output folder only if this run created it and it holds nothing else."""
+    # late: nipype (~0.6 s) and the workflows load only for a participant run, not for --help,
+    # a usage error, the group level or a run that stops at the input checks
     from bids_sr.cli.plugin import check_node_memory
     from bids_sr.workflows.base import init_bids_sr_wf
     from bids_sr.workflows.cache import forget_vanished_results
@@ -322,6 +326,7 @@ def run_group(config: Config) -> int:
 
 
 def _write_group_outputs(output_dir: Path) -> None:
+    # late: the reports load matplotlib (~0.5 s), for the group level only
     from bids_sr.reports.summary import write_group_summary
 
     tsv, html = write_group_summary(output_dir)

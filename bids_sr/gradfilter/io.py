@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save_file
 
 from bids_sr.cards.paths import card_path
 from bids_sr.fileio import atomic_path
@@ -48,7 +50,6 @@ def save_filters(filterset: FilterSet, path: str | os.PathLike, card: dict | Non
     The card holds the sha256 of the written file, the factors, degradation, bins, patch size,
     number of training images, the learning ``info`` and whatever ``card`` adds.
     """
-    from safetensors.numpy import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,7 +98,6 @@ def load_filters(path: str | os.PathLike) -> FilterSet:
     Raises FileNotFoundError for a missing file and ValueError naming the file for anything
     malformed.
     """
-    from safetensors import safe_open
 
     path = Path(path)
     if not path.is_file():

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import scipy.linalg
+from tqdm.auto import tqdm
 
 from bids_sr.degrade import PRESETS, crop_to_factor, degrade
 from bids_sr.gradfilter.buckets import (
@@ -173,7 +174,6 @@ def _ridge_solve(q: np.ndarray, v: np.ndarray, prior: np.ndarray, ridge: float) 
 def _thresholds_from(images: Iterable[np.ndarray], factors, degradation, stride, max_samples,
                      spec_bins, backend, rng, progress) -> tuple[np.ndarray, np.ndarray, int]:
     """Strength/coherence quantiles from a uniform reservoir sample over ``images``."""
-    from tqdm.auto import tqdm
 
     keys = np.zeros(0)
     values = np.zeros((2, 0), dtype=np.float32)
@@ -255,7 +255,6 @@ def learn_gradient_filters(
     ``min_samples`` defaults to the number of taps. Returns a :class:`FilterSet` whose
     ``info`` records the training settings, sample counts, timings and accumulator bytes.
     """
-    from tqdm.auto import tqdm
 
     factors = as_factors(factors)
     bins = check_bins(bins)

@@ -13,6 +13,7 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -79,7 +80,6 @@ def get_backend(device: str = "auto") -> ArrayBackend:
 
 
 def _numpy_backend() -> ArrayBackend:
-    from scipy import ndimage
 
     return ArrayBackend(xp=np, ndi=ndimage, device="cpu")
 

@@ -60,6 +60,7 @@ class LearnGradientFilters(SimpleInterface):
     output_spec = LearnGradientFiltersOutputSpec
 
     def _run_interface(self, runtime):
+        # late: the learner loads in the node that runs it, not when the workflow is built
         from bids_sr.cards.paths import card_path
         from bids_sr.training.gradfilter import train_gradfilter
 

@@ -73,6 +73,11 @@ class SuperResolveInputSpec(BaseInterfaceInputSpec):
         "when the node runs, from the model cards' evidence for this image's acquisition "
         "family and factors (outputs method and method_choice say what and why)",
     )
+    fast = traits.Bool(
+        False, usedefault=True,
+        desc="method auto: prefer a validated fast cohort mode (selfsr-fast: the prior alone, "
+        "no per-scan training) over a slower method, as --fast on the command line",
+    )
     scale = traits.List(
         traits.Float, minlen=1, maxlen=3, desc="one factor or three per-axis factors"
     )
@@ -240,7 +245,8 @@ class SuperResolve(SimpleInterface):
                 factors,
             )  # fmt: skip
         return auto_choice(factors, self._acquisition(affine).family, references=references,
-                           weights=optional_input(self.inputs.weights))  # fmt: skip
+                           weights=optional_input(self.inputs.weights),
+                           fast=bool(self.inputs.fast))  # fmt: skip
 
     def _fallback_reason(self, method: str) -> str | None:
         """Why a guided ``method`` cannot use its reference (None: it can, or needs none)."""

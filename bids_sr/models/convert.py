@@ -34,6 +34,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 import torch
 
@@ -50,7 +51,6 @@ class ConversionError(ValueError):
 # --------------------------------------------------------------------------- Keras HDF5
 def read_keras_h5(path: str | Path) -> tuple[list[tuple[str, list[np.ndarray]]], dict[str, Any]]:
     """(layer name, [kernel, bias]) in model order, and the parsed ``model_config``."""
-    import h5py
 
     path = Path(path)
     try:

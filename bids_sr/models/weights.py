@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -25,6 +27,7 @@ from torch import nn
 from bids_sr.cards.paths import card_path
 from bids_sr.fileio import atomic_path
 from bids_sr.fileio import sha256_file as sha256sum
+from bids_sr.models.registry import format_factors, get_spec
 
 FORMAT = "bids_sr-weights"
 
@@ -59,8 +62,6 @@ def save_weights(
     ``method``; ``card`` adds free provenance (data, degradation, command, scores, licence,
     intensity convention...). Both files are written atomically. Returns the weights path.
     """
-    from bids_sr.models.registry import get_spec
-
     spec = get_spec(method)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -149,10 +150,6 @@ def _non_finite_tensors(path: Path) -> list[str]:
     safetensors layout (8-byte header length, JSON header, data). Not with torch: a torch
     operation here would start its OpenMP threads in the main process, and a worker forked
     after that can hang in its first parallel region."""
-    import struct
-
-    import numpy as np
-
     with open(path, "rb") as handle:
         (length,) = struct.unpack("<Q", handle.read(8))
         header = json.loads(handle.read(length))
@@ -205,8 +202,6 @@ def check_weights(
     oversized file stops the run before anything is written. Returns ``info`` as
     :func:`load_model` does. Raises :class:`WeightsError` naming the file.
     """
-    from bids_sr.models.registry import format_factors, get_spec
-
     path = Path(path)
     meta = read_metadata(path)
     if method is not None and meta["method"] != method:
@@ -280,8 +275,6 @@ def load_model(
     file; every check (:func:`check_weights`) comes before the network is built, so a file
     whose metadata asks for an enormous model is refused without allocating it.
     """
-    from bids_sr.models.registry import get_spec
-
     path = Path(path)
     info = check_weights(path, method=method, factors=factors)
     spec = get_spec(info["method"])

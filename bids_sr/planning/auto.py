@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bids_sr.bids import EXIT_USAGE, BIDSError
 from bids_sr.cards import paths as card_paths
 from bids_sr.cards.evidence import shipped_evidence
 from bids_sr.cards.paths import format_factors
+from bids_sr.errors import EXIT_USAGE, BIDSError
 from bids_sr.planning.fallback import BASELINE_METHOD, Fallback
 from bids_sr.planning.references import Reference, finest
 from bids_sr.superresolve import GUIDED_METHODS
@@ -59,6 +59,7 @@ def choose_auto(
     t2w_mode: str = "auto",
     reference_problem: str | None = None,
     references: Sequence[Reference] | None = None,
+    fast: bool = False,
 ) -> AutoChoice:
     """The method ``auto`` runs on one input, from the model cards' evidence only.
 
@@ -70,7 +71,10 @@ def choose_auto(
     them, ``t2w_file`` with its ``reference_problem``. Among the usable ones for which a
     guided card shows the gain, the finest guides (a tie: T2w,
     :data:`~bids_sr.planning.references.GUIDE_SUFFIXES` order). The best validated gain
-    wins; without any, bspline.
+    wins; without any, bspline. A fast cohort mode (a card's ``"speed": "fast"``,
+    ``selfsr-fast``) comes after every other validated method, or before them with ``fast``
+    (``--fast``): on a real 1×1×3 mm clinical T1w the prior alone earned 4 % over B-spline
+    on the scan's own slices, the per-scan training visibly more.
     """
     if references is None:
         references = [Reference(t2w_file, "T2w", 0.0, reference_problem)] if t2w_file else []
@@ -78,6 +82,7 @@ def choose_auto(
     weights_dir = card_paths.WEIGHTS_DIR
     usable = [r for r in references if r.problem is None]
     evidence = shipped_evidence(weights_dir, family, factors, guided_ok=True)
+    evidence.sort(key=lambda e: e.fast != fast)  # stable: best gain first within each tier
     eligible = [r for r in usable if r.suffix in {e.reference_suffix for e in evidence}]
     chosen = finest(eligible)
     # the mono models, and the guided ones of the chosen reference's contrast (still best first)
@@ -121,6 +126,7 @@ def auto_choice(
     references: Sequence[Reference] = (),
     weights: Path | str | None = None,
     t2w_mode: str = "auto",
+    fast: bool = False,
 ) -> AutoChoice:
     """What ``auto`` runs on one image: the one decision shared by the command line's plan
     (:func:`~bids_sr.planning.plan.plan_methods`) and a
@@ -136,4 +142,4 @@ def auto_choice(
         method = weights_method(Path(weights))
         return AutoChoice(method, Path(weights),
                           f"auto chose {method}, the method of --weights {weights}")  # fmt: skip
-    return choose_auto(factors, family, t2w_mode=t2w_mode, references=references)
+    return choose_auto(factors, family, t2w_mode=t2w_mode, references=references, fast=fast)

@@ -15,8 +15,8 @@ from bids_sr.acquisition import (
     describe_acquisition,
     simulated_acquisition,
 )
-from bids_sr.bids import EXIT_USAGE, BIDSError
 from bids_sr.config import Config
+from bids_sr.errors import EXIT_USAGE, BIDSError
 from bids_sr.fileio import read_sidecar
 from bids_sr.image import as_factors, requested_factors, voxel_sizes
 

@@ -10,11 +10,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bids_sr.bids import EXIT_DATA, EXIT_USAGE, BIDSError
 from bids_sr.cards import paths as card_paths
 from bids_sr.cards.evidence import shipped_evidence
 from bids_sr.cards.paths import format_factors
 from bids_sr.config import Config
+from bids_sr.errors import EXIT_DATA, EXIT_USAGE, BIDSError
 from bids_sr.planning.auto import auto_choice
 from bids_sr.planning.fallback import BASELINE_METHOD, Fallback, fallback_for, missing_weights
 from bids_sr.planning.inputs import (
@@ -134,7 +134,8 @@ def _expand(
         elif token == "auto":
             choice = auto_choice(factors, family, references=references,
                                  weights=config.workflow.weights,
-                                 t2w_mode=config.workflow.t2w_reference)  # fmt: skip
+                                 t2w_mode=config.workflow.t2w_reference,
+                                 fast=config.workflow.fast)  # fmt: skip
             method, sentence = choice.method, choice.sentence
             auto_reference = choice.reference
             if choice.weights is not None and config.workflow.weights is None:

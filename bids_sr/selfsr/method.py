@@ -29,7 +29,9 @@ otherwise the result is ``selfsr``'s and the report says why (``guide_check``), 
 that carries nothing this scan can use (noise, a constant, a failed acquisition) costs nothing.
 
 Data consistency (:func:`bids_sr.acquisition.enforce_consistency`) follows in the
-dispatcher, as for every method. Part of the numerical core (never imports nipype/pybids).
+dispatcher, as for every method. Part of the numerical core (never imports nipype/pybids);
+torch and :mod:`.network` are imported inside the functions that use the CNN learner, so
+a run of the filters learner does not load them.
 """
 
 from __future__ import annotations

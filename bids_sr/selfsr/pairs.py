@@ -65,7 +65,7 @@ def inplane_axes(slice_axis: int) -> list[int]:
 #: training pairs. Ratios of :func:`axis_detail` between the in-plane axes: the 26 scans of
 #: clinical_thick_slice 0.75-0.99; chris (isotropic 0.88 mm) 0.88-0.96; openms_patient19,
 #: resampled from 3 mm axial slices, 0.85 with slices along axis 2 and 0.57 with slices
-#: along axis 0 (its axis 2 is the blurred one; ``benchmarks/truth_sharpness.py``).
+#: along axis 0 (its axis 2 is the blurred one; ``experiments/truth_sharpness.py``).
 MIN_DETAIL_RATIO = 0.7
 
 

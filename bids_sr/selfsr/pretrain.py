@@ -10,7 +10,7 @@ with ``init``), so the per-scan budget buys more than from a random start.
 Guided (the starting point of ``selfsr-t2w`` and ``selfsr-flair``): with ``references``, each
 random acquisition of a volume also gets a guide plane — one of the volume's real registered
 references (T2w, FLAIR) or, as often, a contrast-randomised copy of the T1w itself
-(:func:`bids_sr.training.contrast.randomise_contrast`: random tissue-intensity map, bias field,
+(:func:`bids_sr.contrast.randomise_contrast`: random tissue-intensity map, bias field,
 gamma, blur, noise) — shifted by a random misregistration of up to :data:`MAX_SHIFT_VOXELS`.
 From scratch, a per-scan guided network starts with the guide's weights at zero and spends
 its whole budget learning *that* a guide helps; from a guided prior it only learns how this
@@ -27,6 +27,7 @@ import torch
 from scipy import ndimage
 
 from bids_sr.acquisition import Acquisition
+from bids_sr.contrast import randomise_contrast, tissue_centres
 from bids_sr.image import robust_normalisation
 from bids_sr.selfsr.network import (
     PlaneNet,
@@ -36,7 +37,6 @@ from bids_sr.selfsr.network import (
     fit,
     net_from_numpy,
 )
-from bids_sr.training.contrast import randomise_contrast, tissue_centres
 
 FACTORS = (2.0, 6.0)
 THICKNESS_RATIOS = (0.6, 1.1)

@@ -16,6 +16,8 @@ import os
 from pathlib import Path
 
 import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save_file
 
 from bids_sr.fileio import atomic_path, sha256_file
 from bids_sr.selfsr.features import BucketSpec
@@ -40,7 +42,6 @@ def model_key(lr: np.ndarray, settings: dict, *guides: np.ndarray) -> str:
 def save_model(tensors: dict[str, np.ndarray], path: str | os.PathLike, metadata: dict) -> Path:
     """Write ``tensors`` to ``path`` atomically; ``metadata`` (JSON-able, including the
     ``learner``) goes in the header."""
-    from safetensors.numpy import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -62,7 +63,6 @@ def load_model(path: str | os.PathLike, key: str | None = None
     """Read a model written by :func:`save_model`: its tensors and metadata; ValueError naming
     the file if it is not one, :class:`ForeignModelError` when ``key`` is given and the
     header's key differs (the name alone is no proof of what the model learned from)."""
-    from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="numpy") as handle:

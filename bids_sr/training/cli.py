@@ -1,18 +1,20 @@
-"""``bids_sr-train METHOD BIDS_DIR OUT_DIR``: train or fine-tune one method on HR T1w images.
+"""``bids_sr-train METHOD BIDS_DIR OUT_DIR``: train or fine-tune one method on HR T1w images;
+``bids_sr-train validate WEIGHTS ...``: record the evidence ``auto`` reads in model cards.
 
 Reads the HR T1w (and T2w for the guided network) of the training participants with
 pybids, simulates LR inputs with a :mod:`bids_sr.degrade` preset, trains (supervised L2 for
 fsrcnn/espcn/srrecnn/srrecnn-t2w, LSGAN for srgan, the filter learner for gradfilter),
 checkpoints, and writes ``OUT_DIR/<method>_x<factors>.safetensors`` with its model card
 (``.card.json`` + ``.md``), scored on the held-out validation participants with the
-project's evaluation protocol. Exit codes follow the BIDS Apps execution spec (see
-:mod:`bids_sr.bids`).
+project's evaluation protocol. The ``validate`` subcommand (:mod:`bids_sr.training.validate`)
+scores shipped weights on held-out scans and writes the evidence records of their cards.
+Exit codes follow the BIDS Apps execution spec (see
+:mod:`bids_sr.errors`).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import shlex
 import sys
@@ -21,39 +23,25 @@ from typing import Any
 
 from bids_sr import __version__
 from bids_sr.bids import (
+    check_dataset,
+    load_layout,
+    parse_entities,
+    query_images,
+    select_participants,
+)
+from bids_sr.degrade import PRESETS
+from bids_sr.errors import (
     EXIT_CANT_CREATE,
     EXIT_DATA,
     EXIT_FAILURE,
     EXIT_MISSING,
     EXIT_USAGE,
     BIDSError,
-    check_dataset,
-    parse_entities,
-    query_images,
-    select_participants,
+    UsageError,
 )
-from bids_sr.degrade import PRESETS
 from bids_sr.image import ImageError, as_factors
-from bids_sr.superresolve import REFERENCE_SUFFIXES
-
-METHODS = ("fsrcnn", "espcn", "srgan", "srrecnn", "srrecnn-t2w", "srrecnn-flair", "gradfilter")
-# per-method defaults sized for a CPU run; the published architectures are kept
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "fsrcnn": {"iterations": 4000, "batch_size": 4, "patch_size": 32, "lr": 1e-3,
-               "config": {"padding_mode": "replicate"}},
-    "espcn": {"iterations": 2000, "batch_size": 8, "patch_size": 24, "lr": 1e-3,
-              "config": {"padding_mode": "replicate"}},
-    "srgan": {"iterations": 6000, "batch_size": 4, "patch_size": 16, "lr": 2e-4,
-              "config": {"padding_mode": "replicate"}},
-    "srrecnn": {"iterations": 1000, "batch_size": 8, "patch_size": 16, "lr": 1e-3},
-    "srrecnn-t2w": {"iterations": 1000, "batch_size": 8, "patch_size": 16, "lr": 1e-3},
-    "srrecnn-flair": {"iterations": 1000, "batch_size": 8, "patch_size": 16, "lr": 1e-3},
-    "gradfilter": {"patch_size": 7},
-}
-
-
-class UsageError(Exception):
-    """Bad command-line arguments (exit 64)."""
+from bids_sr.superresolve import REFERENCE_SUFFIXES, SELF_SUPERVISED_METHODS
+from bids_sr.training.defaults import DEFAULTS, METHODS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bids_sr-train",
         description="Train or fine-tune a bids_sr super-resolution method on the HR T1w "
         "images of a BIDS dataset (LR inputs are simulated with a degradation preset).",
+        epilog="`bids_sr-train validate --help`: score shipped weights on held-out scans and "
+        "record the evidence `auto` reads in their model cards.",
     )
     parser.add_argument("method", choices=METHODS, help="method to train")
     parser.add_argument("bids_dir", type=Path, help="BIDS dataset with high-resolution T1w")
@@ -134,6 +124,59 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--version", action="version", version=f"bids_sr {__version__}")
     return parser
+
+
+def build_validate_parser() -> argparse.ArgumentParser:
+    """The arguments of ``bids_sr-train validate`` (see :mod:`bids_sr.training.validate`)."""
+    from bids_sr.training.validate import DEFAULT_IMAGES, DEFAULT_SHARED, IXI_GROUP, VALIDATION
+
+    parser = argparse.ArgumentParser(
+        prog="bids_sr-train validate",
+        description="Validate shipped weights on held-out scans and record the evidence in "
+        "their model cards (the records `auto` decides from).",
+    )
+    parser.add_argument("weights", nargs="+", type=Path,
+                        help="weights files, or the name of a method that ships no weights "
+                        f"({', '.join(SELF_SUPERVISED_METHODS)})")  # fmt: skip
+    parser.add_argument("--degradation", choices=["gaussian", "slice"], required=True)
+    parser.add_argument("--scale", nargs="+", type=float, required=True)
+    parser.add_argument("--thickness-ratio", type=float, default=1.0,
+                        help="slice thickness / slice spacing of the simulated 2D scan")
+    parser.add_argument("--profile", choices=["rect", "gaussian"], default="rect")
+    parser.add_argument("--images", nargs="+", default=list(DEFAULT_IMAGES), metavar="IMAGE",
+                        help=f"held-out images, of {', '.join([*VALIDATION, IXI_GROUP])} "
+                        f"(default: {' '.join(DEFAULT_IMAGES)}); {IXI_GROUP!r}: the IXI pool's "
+                        "validation subjects (bids_sr.training.splits)")  # fmt: skip
+    parser.add_argument("--ixi-count", type=int, help="with --images ixi: only the first N "
+                        "validation subjects (by name)")  # fmt: skip
+    parser.add_argument("--shared", type=Path, default=DEFAULT_SHARED,
+                        help="folder of the validation images (default: ../shared/data "
+                        "beside the repository)")  # fmt: skip
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--write", action="store_true", help="store the records in the cards")
+    parser.add_argument("--model-dir", help="where a per-scan method keeps its models (a rerun "
+                        "with the same inputs reuses them)")  # fmt: skip
+    return parser
+
+
+def validate_main(argv: list[str]) -> int:
+    """``bids_sr-train validate ARGS``: one-line errors, BIDS-App exit codes."""
+    from bids_sr.training.validate import ValidationInputError, run_validation
+
+    args = build_validate_parser().parse_args(argv)
+    command = " ".join(shlex.quote(a) for a in ["bids_sr-train", "validate", *argv])
+    if len(args.scale) not in (1, 3):
+        print(f"bids_sr-train validate: error: --scale takes one factor or three, got "
+              f"{len(args.scale)}", file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    try:
+        return run_validation(args, command)
+    except ValidationInputError as exc:
+        print(f"bids_sr-train validate: error: {exc}", file=sys.stderr)
+        return exc.code
+    except ImageError as exc:
+        print(f"bids_sr-train validate: {exc}", file=sys.stderr)
+        return EXIT_DATA
 
 
 # --------------------------------------------------------------------------- arguments
@@ -221,6 +264,7 @@ def _session(path: str) -> str | None:
 
 
 def _same_grid(a_path: str, b_path: str) -> bool:
+    # late: only guided methods compare grids; nibabel need not load for the others
     import nibabel as nib
     import numpy as np
 
@@ -262,28 +306,8 @@ def collect_images(layout, subjects: list[str], *, reference_suffix: str | None 
     return entries
 
 
-def dataset_info(bids_dir: Path, subjects: list[str]) -> dict[str, Any]:
-    """Name/License of the dataset and the participants.tsv rows of ``subjects``."""
-    info: dict[str, Any] = {"bids_dir": str(bids_dir.resolve())}
-    try:
-        description = json.loads((bids_dir / "dataset_description.json").read_text())
-        info["name"] = description.get("Name")
-        info["license"] = description.get("License")
-    except (OSError, ValueError):
-        pass
-    table = bids_dir / "participants.tsv"
-    if table.is_file():
-        with table.open(newline="") as handle:
-            rows = list(csv.DictReader(handle, delimiter="\t"))
-        wanted = {f"sub-{s}" for s in subjects}
-        info["participants"] = [r for r in rows if r.get("participant_id") in wanted]
-    return info
-
-
 # --------------------------------------------------------------------------- main
 def _setup(args: argparse.Namespace, factors) -> dict[str, Any]:
-    from bids_sr.bids import load_layout
-
     bids_dir = args.bids_dir
     check_dataset(bids_dir)
     validation = select_participants(bids_dir, args.validation_label) if args.validation_label \
@@ -317,6 +341,8 @@ def _setup(args: argparse.Namespace, factors) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["validate"]:
+        return validate_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     command = " ".join(shlex.quote(a) for a in ["bids_sr-train", *argv])
@@ -331,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bids_sr-train: {args.output_dir}: cannot create output folder ({exc})",
                   file=sys.stderr)
             return EXIT_CANT_CREATE
+        # late: the training imports torch (about 2 s); --help and argument errors need none
         from bids_sr.training.run import train
 
         result = train(args, factors, selection, command)
@@ -348,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_FAILURE
     except Exception as exc:  # report, never a bare traceback for expected failures
-        from bids_sr.models.weights import WeightsError
+        from bids_sr.models.weights import WeightsError  # late: torch (see above)
         from bids_sr.training.checkpoint import CheckpointError
 
         if isinstance(exc, (WeightsError, CheckpointError)):

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from bids_sr.training.checkpoint import save_checkpoint
 from bids_sr.training.data import Batch, PatchSampler
@@ -233,7 +234,6 @@ def run_loop(
     History records (one per step): step, loss (and loss parts), lr, elapsed seconds;
     every ``val_every`` steps and at the last step also ``val_psnr`` on ``val_batch``.
     """
-    from tqdm.auto import tqdm
 
     history = list(history or [])
     log_path = folder / "train_log.jsonl"
@@ -282,6 +282,7 @@ def run_loop(
 
 def plot_history(history: list[dict[str, Any]], path: Path, title: str = "") -> Path:
     """Loss curve (per step and a running mean, log scale) and validation PSNR (right axis)."""
+    # late: matplotlib (~0.5 s) only for this figure; Agg must be chosen before pyplot loads
     import matplotlib
 
     matplotlib.use("Agg")

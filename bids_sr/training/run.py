@@ -4,6 +4,7 @@ build the model, prepare patches, run the loop, write weights, card, log and los
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import platform
 import time
@@ -12,12 +13,33 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from scipy.ndimage import gaussian_filter
+from torch import nn
 
 from bids_sr import __version__
+from bids_sr.bids import dataset_relative
 from bids_sr.cards.paths import card_path, format_factors
 from bids_sr.cards.write import update_card, write_markdown
+from bids_sr.contrast import randomise_contrast, tissue_centres
+from bids_sr.errors import UsageError
+from bids_sr.gradfilter.xp import get_backend
 from bids_sr.image import load_volume, voxel_sizes
-from bids_sr.models.weights import sha256sum
+from bids_sr.inference import resolve_device
+from bids_sr.models.registry import get_spec
+from bids_sr.models.srgan import build_discriminator
+from bids_sr.models.weights import load_model, save_weights, sha256sum
+from bids_sr.training.checkpoint import checkpoint_exists, load_checkpoint
+from bids_sr.training.data import PatchSampler, integer_factor_tuple, prepare_volume
+from bids_sr.training.defaults import DEFAULTS
+from bids_sr.training.gradfilter import train_gradfilter
+from bids_sr.training.loops import (
+    AdversarialTask,
+    LoopSettings,
+    SupervisedTask,
+    plot_history,
+    run_loop,
+)
 from bids_sr.training.scores import validation_scores
 
 CPU_NOTE = (
@@ -27,8 +49,6 @@ CPU_NOTE = (
 
 
 def _software() -> dict[str, str]:
-    import torch
-
     return {"bids_sr": __version__, "torch": torch.__version__, "numpy": np.__version__,
             "python": platform.python_version()}
 
@@ -36,8 +56,6 @@ def _software() -> dict[str, str]:
 def _files(entries: list[dict[str, Any]], bids_dir: Path) -> list[dict[str, Any]]:
     """Each image as a path relative to the dataset (cards travel between machines) with
     its sha256 (which pins the exact data)."""
-
-    from bids_sr.bids import dataset_relative
 
     def rel(path: Any) -> str:
         try:
@@ -82,9 +100,25 @@ def _evaluate_and_finish(args, factors, selection, weights: Path, card_extra: di
     return weights
 
 
-def _common_card(args, factors, selection, command: str, device: str) -> dict[str, Any]:
-    from bids_sr.training.cli import dataset_info
+def dataset_info(bids_dir: Path, subjects: list[str]) -> dict[str, Any]:
+    """Name/License of the dataset and the participants.tsv rows of ``subjects``."""
+    info: dict[str, Any] = {"bids_dir": str(bids_dir.resolve())}
+    try:
+        description = json.loads((bids_dir / "dataset_description.json").read_text())
+        info["name"] = description.get("Name")
+        info["license"] = description.get("License")
+    except (OSError, ValueError):
+        pass
+    table = bids_dir / "participants.tsv"
+    if table.is_file():
+        with table.open(newline="") as handle:
+            rows = list(csv.DictReader(handle, delimiter="\t"))
+        wanted = {f"sub-{s}" for s in subjects}
+        info["participants"] = [r for r in rows if r.get("participant_id") in wanted]
+    return info
 
+
+def _common_card(args, factors, selection, command: str, device: str) -> dict[str, Any]:
     return {
         "degradation": args.degradation,
         "training_subjects": selection["training"],
@@ -105,9 +139,6 @@ def _common_card(args, factors, selection, command: str, device: str) -> dict[st
 
 def train_filters(args: argparse.Namespace, factors, selection, command: str) -> Path:
     """gradfilter: closed-form per-bucket least squares through train_gradfilter."""
-    from bids_sr.gradfilter.xp import get_backend
-    from bids_sr.training.gradfilter import train_gradfilter
-
     device = get_backend(args.device).device
     stem = args.output_name or f"gradfilter_x{format_factors(factors)}"
     path = args.output_dir / f"{stem}.safetensors"
@@ -146,9 +177,6 @@ def _near_identity_start(model, std: float = 1e-3) -> None:
     training starts from its interpolated input (the cubic B-spline result) while every
     layer still receives a gradient from the first step (an exactly zero last layer blocks
     the gradient to the layers below it at first, and a 2-channel net was seen to stall)."""
-    import torch
-    from torch import nn
-
     last = [m for m in model.modules() if isinstance(m, nn.Conv3d)][-1]
     with torch.no_grad():
         last.weight.normal_(0.0, std)
@@ -157,25 +185,6 @@ def _near_identity_start(model, std: float = 1e-3) -> None:
 
 def train_network(args: argparse.Namespace, factors, selection, command: str) -> Path | None:
     """Supervised or adversarial training of a registry network (module doc)."""
-    import torch
-    from scipy.ndimage import gaussian_filter
-
-    from bids_sr.inference import resolve_device
-    from bids_sr.models.registry import get_spec
-    from bids_sr.models.srgan import build_discriminator
-    from bids_sr.models.weights import load_model, save_weights
-    from bids_sr.training.checkpoint import checkpoint_exists, load_checkpoint
-    from bids_sr.training.cli import DEFAULTS, UsageError
-    from bids_sr.training.contrast import randomise_contrast, tissue_centres
-    from bids_sr.training.data import PatchSampler, integer_factor_tuple, prepare_volume
-    from bids_sr.training.loops import (
-        AdversarialTask,
-        LoopSettings,
-        SupervisedTask,
-        plot_history,
-        run_loop,
-    )
-
     if args.nthreads:
         torch.set_num_threads(args.nthreads)
     torch.use_deterministic_algorithms(True, warn_only=True)

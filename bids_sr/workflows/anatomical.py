@@ -102,6 +102,7 @@ def uses_gpu(method: str, device: str) -> bool:
 def init_anat_sr_wf(
     *,
     method: str = "auto",
+    fast: bool = False,
     scale: list[float] | None = None,
     output_resolution: float | None = None,
     weights: Path | None = None,
@@ -124,7 +125,8 @@ def init_anat_sr_wf(
     in_metadata: dict | None = None,
     name: str = "anat_sr_wf",
 ) -> pe.Workflow:
-    """Super-resolve one T1w image with ``method`` (default ``auto``, as the command line).
+    """Super-resolve one T1w image with ``method`` (default ``auto``, as the command line;
+    ``fast``: ``auto`` prefers a validated cohort mode such as ``selfsr-fast``, as ``--fast``).
 
     Inputs (``inputnode``): ``t1w`` — the LR T1w path (known at build time or only when
     the workflow runs); with ``guided`` also ``reference`` (the registered T2w or FLAIR on
@@ -176,6 +178,8 @@ def init_anat_sr_wf(
     )
 
     settings = {"method": method, "device": device, "seed": seed, "progress": progress}
+    if auto and fast:
+        settings["fast"] = True
     settings.update(amp=amp, slice_profile=slice_profile, data_consistency=data_consistency)
     if output_resolution:
         settings["output_resolution"] = output_resolution

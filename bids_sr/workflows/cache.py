@@ -15,6 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from nipype.interfaces.base import isdefined
+from nipype.utils.filemanip import loadpkl
+
 LOGGER = logging.getLogger("bids_sr")
 
 
@@ -34,8 +37,6 @@ def _paths(value: Any) -> Iterator[str]:
 
 def _missing_outputs(result_file: Path) -> list[str] | None:
     """The output paths of a stored result that no longer exist; None if it is unreadable."""
-    from nipype.interfaces.base import isdefined
-    from nipype.utils.filemanip import loadpkl
 
     try:
         result = loadpkl(result_file)

@@ -7,7 +7,7 @@ test checks that the committed ``bids_sr/data/boutiques.json`` equals a fresh ge
 
 Regenerate after changing the parser::
 
-    python -m bids_sr.boutiques bids_sr/data/boutiques.json
+    python -m bids_sr.cli.boutiques bids_sr/data/boutiques.json
 """
 
 from __future__ import annotations
@@ -18,25 +18,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bids_sr import bids
 from bids_sr.__about__ import __url__, __version__
 from bids_sr.cli.parser import build_parser
+from bids_sr.errors import EXIT_DESCRIPTIONS
 
 SCHEMA_VERSION = "0.5"
 DOCKER_IMAGE = f"bids-sr/bids_sr:{__version__}-cuda"
-DESCRIPTOR_PATH = Path(__file__).parent / "data" / "boutiques.json"
-
-# The BIDS Apps exit codes the app uses (bids_sr.bids.EXIT_*), described for platforms.
-ERROR_CODES = {
-    bids.EXIT_FAILURE: "unspecified failure (for example a workflow node crashed)",
-    bids.EXIT_VALIDATION: "the input dataset failed BIDS validation",
-    bids.EXIT_NO_FILES: "the participant, session or BIDS filters selected no files",
-    bids.EXIT_USAGE: "command-line usage error",
-    bids.EXIT_DATA: "bad input data (unreadable, 4D or empty image, missing weights)",
-    bids.EXIT_MISSING: "valid BIDS, but required files are missing",
-    bids.EXIT_CANT_CREATE: "cannot create or write the output folder",
-    bids.EXIT_IO: "input/output error",
-}
+DESCRIPTOR_PATH = Path(__file__).parents[1] / "data" / "boutiques.json"
 
 # Defaults that depend on the machine the parser is built on (os.cpu_count()); putting them
 # in the descriptor would make it differ between machines and pin a value the app computes.
@@ -109,7 +97,7 @@ def _type_rule(action: argparse.Action) -> dict[str, Any]:
     if name not in _TYPE_RULES:
         raise ValueError(
             f"argument {action.dest!r}: no Boutiques type for argparse type {name!r}; "
-            "add it to bids_sr.boutiques._TYPE_RULES"
+            "add it to bids_sr.cli.boutiques._TYPE_RULES"
         )
     return dict(_TYPE_RULES[name])
 
@@ -229,7 +217,8 @@ def generate_descriptor(parser: argparse.ArgumentParser | None = None) -> dict[s
         "suggested-resources": {"cpu-cores": 4, "ram": 8, "walltime-estimate": 3600},
         "tags": {"domain": ["neuroinformatics", "mri", "super-resolution"], "bids-app": True},
         "error-codes": [
-            {"code": code, "description": description} for code, description in ERROR_CODES.items()
+            {"code": code, "description": description}
+            for code, description in EXIT_DESCRIPTIONS.items()
         ],
     }
 
@@ -241,9 +230,7 @@ def dumps(descriptor: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Write the descriptor to the path given (default: the packaged one)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m bids_sr.boutiques",
+    parser = argparse.ArgumentParser(prog="python -m bids_sr.cli.boutiques",
                                      description="Write the Boutiques descriptor of bids_sr, "
                                      "generated from its command-line parser.")  # fmt: skip
     parser.add_argument("output", nargs="?", type=Path, default=DESCRIPTOR_PATH,

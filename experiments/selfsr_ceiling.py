@@ -3,15 +3,15 @@
 
 selfsr teaches its per-scan network from the scan's *in-plane* data, degraded the way the
 slices were acquired, because the through-plane truth does not exist for a real 2D scan.
-This benchmark asks how much that costs: on a validation image degraded with the ``slice``
+This experiment asks how much that costs: on a validation image degraded with the ``slice``
 model, it trains the same network, with the same budget (steps, batch, patch), on the
 *true* through-plane planes of the image (B-spline planes → the HR planes), applies it the
 way selfsr does (both orientations, averaged, data consistency) and prints brain PSNR and
 the gain over B-spline. Compare with selfsr's gain on the same input
-(``scripts/validate_shipped.py selfsr ...``): when the two are close, self-supervision is
+(``bids_sr-train validate selfsr ...``): when the two are close, self-supervision is
 not what limits selfsr; the network's size and training budget are.
 
-    python benchmarks/selfsr_ceiling.py --image chris --scale 1 1 3 [--width 128] [--unshuffle 2]
+    python experiments/selfsr_ceiling.py --image chris --scale 1 1 3 [--width 128] [--unshuffle 2]
         [--steps 3000]
 """
 
@@ -25,18 +25,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bids_sr.acquisition import enforce_consistency, simulated_acquisition
+from bids_sr.degrade import crop_to_factor, degrade
+from bids_sr.evaluation import DATA_RANGE
+from bids_sr.image import load_volume, robust_normalisation
+from bids_sr.interpolation import upsample
+from bids_sr.masks import brain_mask
+from bids_sr.metrics import compute_metrics
+from bids_sr.selfsr import network
+from bids_sr.selfsr.pairs import slice_phase
 
-from bids_sr.acquisition import enforce_consistency, simulated_acquisition  # noqa: E402
-from bids_sr.degrade import crop_to_factor, degrade  # noqa: E402
-from bids_sr.evaluation import DATA_RANGE  # noqa: E402
-from bids_sr.image import load_volume, robust_normalisation  # noqa: E402
-from bids_sr.interpolation import upsample  # noqa: E402
-from bids_sr.masks import brain_mask  # noqa: E402
-from bids_sr.metrics import compute_metrics  # noqa: E402
-from bids_sr.selfsr import network  # noqa: E402
-from bids_sr.selfsr.pairs import slice_phase  # noqa: E402
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 IMAGES = {"chris": "real_t1/chris_T1w.nii.gz",
           "openms19": "real_multicontrast/openms_patient19_T1.nii.gz"}  # fmt: skip
@@ -69,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=network.MAX_ITERATIONS)
     parser.add_argument("--batch", type=int, default=network.TrainSettings.batch)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--shared", type=Path, default=SHARED)
     args = parser.parse_args(argv)
     volume = load_volume(args.shared / IMAGES[args.image])
     factors = tuple(args.scale)

@@ -11,6 +11,10 @@ follow. The network therefore cannot rely on the reference's intensities, only o
 edges are; the blur stands for a real reference that is smoother than the T1w truth (an
 average template, a T2w acquired or reconstructed at lower resolution), whose edges are
 there but soft.
+
+A core module beside :mod:`bids_sr.degrade` (synthetic resolution; this is synthetic
+contrast): the supervised training and selfsr's pretraining (:mod:`bids_sr.selfsr.pretrain`)
+both draw from it, so it cannot live in training/, which the core does not import.
 """
 
 from __future__ import annotations

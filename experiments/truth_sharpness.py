@@ -10,9 +10,9 @@ its acquired slice axis, and a method that restores sharp edges there is scored 
 For each image and axis this prints the mean absolute first and second differences inside
 the head (robust-normalised intensities) and the second-difference ratio to the image's
 sharpest axis. A ratio well below 1 marks an axis without fine detail: simulate slices
-along the other axes of that image (``validate_shipped.py --scale 3 1 1``).
+along the other axes of that image (``bids_sr-train validate ... --scale 3 1 1``).
 
-    python benchmarks/truth_sharpness.py [--shared ../shared/data]
+    python experiments/truth_sharpness.py [--shared ../shared/data]
 """
 
 from __future__ import annotations
@@ -23,10 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bids_sr.image import load_volume, robust_normalisation
 
-from bids_sr.image import load_volume, robust_normalisation  # noqa: E402
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 IMAGES = {
     "chris": "real_t1/chris_T1w.nii.gz",
@@ -58,7 +57,7 @@ def axis_detail(data: np.ndarray) -> list[tuple[float, float]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--shared", type=Path, default=SHARED)
     args = parser.parse_args(argv)
     print("| image | voxel (mm) | axis | mean abs 1st diff | mean abs 2nd diff "
           "| 2nd diff / sharpest |")

@@ -3,7 +3,7 @@
 
 Issue 14 case (a) asks the ×2 guided model (T1w ×2 Gaussian, T2w at 1 mm) to beat its mono
 twin by +1.0 dB brain PSNR on each held-out pair; the shipped `srrecnn-t2w_x2x2x2` gives
-+0.53 (openms19) / +0.30 (mni152). This benchmark measures one candidate, per scan and
++0.53 (openms19) / +0.30 (mni152). This experiment measures one candidate, per scan and
 without any truth in the learning:
 
 1. learn a small 3D CNN that maps the T2w to the T1w *at the T1w's resolution*: input the
@@ -20,7 +20,8 @@ It prints, per pair, the gain over the mono network for each base output (mono, 
 without the truth, e.g. one octave down). Throwaway-grade: one thread pair, a few minutes
 per 600 steps on two CPU cores.
 
-Usage: python benchmarks/guide_synthesis.py [--steps 600] [--pairs mni152 openms19]
+Usage: python experiments/guide_synthesis.py [--steps 600] [--pairs mni152 openms19]
+       [--shared ../shared/data]
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ from bids_sr.image import load_volume
 from bids_sr.metrics import psnr
 from bids_sr.superresolve import super_resolve
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_multicontrast"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+FOLDER = "real_multicontrast"
 PAIRS = {
     "mni152": ("mni152_T1_1mm_brain.nii.gz", "mni152_T2_1mm_brain.nii.gz"),
     "openms19": ("openms_patient19_T1.nii.gz", "openms_patient19_T2.nii.gz"),
@@ -84,13 +86,13 @@ def learn_synthesis(source: np.ndarray, target: np.ndarray, mask: np.ndarray, st
     return net, float(loss.detach())
 
 
-def measure(pair: str, steps: int) -> None:
+def measure(pair: str, steps: int, shared: Path = SHARED) -> None:
     t1_file, t2_file = PAIRS[pair]
-    volume = load_volume(SHARED / t1_file)
+    volume = load_volume(shared / FOLDER / t1_file)
     arrays: dict = {}
     rows = evaluate_image(volume.data, volume.affine, factors=FACTORS, degradation="gaussian",
                           methods=["srrecnn", "srrecnn-t2w"], device="cpu", arrays=arrays,
-                          reference=load_volume(SHARED / t2_file).data)  # fmt: skip
+                          reference=load_volume(shared / FOLDER / t2_file).data)  # fmt: skip
     scores = {row["method"]: row["psnr_brain"] for row in rows}
     truth, lr, mask = arrays["truth"], arrays["input"], arrays["mask"]
     guide, model = arrays["reference"], arrays["acquisition"]
@@ -125,12 +127,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--pairs", nargs="+", choices=sorted(PAIRS), default=sorted(PAIRS))
+    parser.add_argument("--shared", type=Path, default=SHARED,
+                        help="the shared data folder (default: ../shared/data)")
     args = parser.parse_args()
-    missing = [f for p in args.pairs for f in PAIRS[p] if not (SHARED / f).exists()]
+    folder = args.shared / FOLDER
+    missing = [f for p in args.pairs for f in PAIRS[p] if not (folder / f).exists()]
     if missing:
-        raise SystemExit(f"guide_synthesis: {SHARED / missing[0]} is absent (../shared/data)")
+        raise SystemExit(f"guide_synthesis: {folder / missing[0]} is absent (--shared)")
     for pair in args.pairs:
-        measure(pair, args.steps)
+        measure(pair, args.steps, args.shared)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,10 @@ Issue 14 asks the guided network to beat its mono twin by 1 dB on each validatio
 it falls short on a pair, two causes look alike in the validation table: the reference does
 not carry the missing detail (no model can reach the target there), or it does and the
 shipped network has not learned to read that kind of reference (more or better training
-data would). This benchmark separates them on the isotropic case (T1w ×``--scale``
+data would). This experiment separates them on the isotropic case (T1w ×``--scale``
 Gaussian, the reference at the HR resolution).
 
-It degrades the pair's T1w the way ``scripts/validate_shipped.py`` does, then fine-tunes the
+It degrades the pair's T1w the way ``bids_sr-train validate`` does, then fine-tunes the
 shipped guided network and its shipped mono twin, with the same budget and the same patch
 stream, on the pair itself — patches from the half of the head with x below the midline
 (the truth is known there) — and scores brain PSNR, after data consistency, on the other
@@ -18,7 +18,7 @@ an optimistic bound of what this architecture can draw from this reference: if t
 guided − mono margin is below the target, the reference cannot give it; if it is above
 while the shipped margin is not, the shortfall lies in training.
 
-    python benchmarks/guide_headroom.py --pair mni152 [--steps 2000] [--threads 1]
+    python experiments/guide_headroom.py --pair mni152 [--steps 2000] [--threads 1]
         [--networks srrecnn-t2w srrecnn]
 
 Fine-tuning: L1 loss on the patch interior (``LOSS_MARGIN`` voxels from each face left
@@ -38,16 +38,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bids_sr.evaluation import DATA_RANGE, evaluate_image
+from bids_sr.image import load_volume
+from bids_sr.inference import network_input, resolve_weights
+from bids_sr.metrics import compute_metrics
+from bids_sr.models.registry import get_spec
+from bids_sr.models.weights import load_model, save_weights
+from bids_sr.superresolve import super_resolve
 
-from bids_sr.evaluation import DATA_RANGE, evaluate_image  # noqa: E402
-from bids_sr.image import load_volume  # noqa: E402
-from bids_sr.inference import network_input, resolve_weights  # noqa: E402
-from bids_sr.metrics import compute_metrics  # noqa: E402
-from bids_sr.models.registry import get_spec  # noqa: E402
-from bids_sr.models.weights import load_model, save_weights  # noqa: E402
-from bids_sr.superresolve import super_resolve  # noqa: E402
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 PAIRS = {
     "mni152": ("real_multicontrast/mni152_T1_1mm_brain.nii.gz",
@@ -113,7 +112,7 @@ def fine_tune(model: torch.nn.Module, channels: list[np.ndarray], truth: np.ndar
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pair", choices=sorted(PAIRS), default="mni152")
-    parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--shared", type=Path, default=SHARED)
     parser.add_argument("--scale", type=float, default=2.0)
     parser.add_argument("--networks", nargs="+", default=["srrecnn-t2w", "srrecnn"],
                         help="shipped networks to fine-tune (a guided one and its mono twin)")
