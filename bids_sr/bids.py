@@ -578,36 +578,6 @@ def select_reference(layout, t1w_file: str, suffix: str, mode: str = "auto",
     return min(candidates, key=rank)
 
 
-def find_references(layout, t1w_by_subject: dict[str, list[str]], suffixes: Sequence[str], *,
-                    t2w_mode: str = "auto", same_session: bool = False, forced: bool = False
-                    ) -> dict[str, dict[str, str]]:  # fmt: skip
-    """Per T1w, its candidate references by suffix (:func:`select_reference` of each of
-    ``suffixes``, :func:`bids_sr.planning.references.candidate_suffixes`; the T2w as
-    ``--t2w-reference`` says, ``t2w_mode``). T1ws without any are left out; with ``forced``
-    (``--reference-suffix`` given) a T1w that finds none of its contrasts stops the run
-    (exit 66). Which candidate guides is planning's choice
-    (:mod:`bids_sr.planning.references`)."""
-    if not suffixes:
-        return {}
-    found: dict[str, dict[str, str]] = {}
-    for files in t1w_by_subject.values():
-        for t1w_file in files:
-            candidates = {}
-            for suffix in suffixes:
-                mode = t2w_mode if suffix == "T2w" else "auto"
-                path = select_reference(layout, t1w_file, suffix, mode, same_session)
-                if path:
-                    candidates[suffix] = path
-            if candidates:
-                found[t1w_file] = candidates
-            elif forced:
-                raise BIDSError(
-                    f"{t1w_file}: no {' or '.join(suffixes)} of this participant to guide it "
-                    f"(--reference-suffix {' '.join(suffixes)})",
-                    EXIT_MISSING,
-                )
-    return found
-
 
 # entities that tell runs of one contrast apart (--combine-runs combines across them only)
 RUN_ENTITIES = ("acquisition", "run")

@@ -100,13 +100,14 @@ def test_auto_decides_as_the_command_line_on_every_demo_t1w(tmp_path):
     """The node's decision (from the image alone, at run time) and the command line's plan
     (``bids_sr DEMO OUT participant``) pick the same method with the same evidence."""
     from bids_sr.cli.parser import parse_args
-    from bids_sr.cli.run import _collect_inputs, candidate_references
+    from bids_sr.cli.run import _collect_inputs
     from bids_sr.planning.plan import plan_methods
+    from bids_sr.planning.references import find_references
 
     config = parse_args([str(DEMO), str(tmp_path / "out"), "participant",
                          "--skip-bids-validation"])  # fmt: skip
     layout, t1w_by_subject = _collect_inputs(config)
-    references = candidate_references(layout, config, t1w_by_subject)
+    references = find_references(layout, config, t1w_by_subject)
     plan = plan_methods(config, t1w_by_subject, references)
     assert len(plan.auto_methods) == 4  # sub-01, sub-02 (two sessions), sub-03
     for t1w_file, cli_method in plan.auto_methods.items():

@@ -135,13 +135,13 @@ def _dataset(root: Path, suffixes) -> Path:
 
 
 def _find(root: Path, **workflow) -> dict:
-    from bids_sr.cli.run import candidate_references
+    from bids_sr.planning.references import find_references
 
     config = Config(execution=Execution(bids_dir=root, output_dir=root.parent / "out"),
                     workflow=Workflow(methods=["auto"], **workflow))  # fmt: skip
     layout = load_layout(root, ["01"], validate=False)
     t1w = str(root / "sub-01" / "anat" / "sub-01_T1w.nii.gz")
-    return candidate_references(layout, config, {"01": [t1w]}).get(t1w, {})
+    return find_references(layout, config, {"01": [t1w]}).get(t1w, {})
 
 
 def test_the_dataset_query_finds_both_and_a_forced_suffix_keeps_one(tmp_path, weights_dir):

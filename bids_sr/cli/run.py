@@ -26,7 +26,6 @@ from bids_sr.bids import (
     derivative_path,
     desc_label,
     find_brain_mask,
-    find_references,
     group_runs,
     load_derivative_layouts,
     load_layout,
@@ -59,7 +58,7 @@ from bids_sr.errors import (
 from bids_sr.fileio import remove_stale_temporaries
 from bids_sr.image import ImageError, load_volume
 from bids_sr.planning.plan import MethodPlan, plan_methods, resolve_methods
-from bids_sr.planning.references import candidate_suffixes
+from bids_sr.planning.references import find_references
 from bids_sr.superresolve import GUIDED_METHODS
 
 __all__ = ["main", "resolve_methods", "run_group", "run_participant"]
@@ -92,18 +91,6 @@ def _check_images(t1w_by_subject: dict[str, list[str]], others=()) -> None:
             load_volume(path, reject_constant=path in paths)
         except ImageError as exc:
             raise BIDSError(str(exc), EXIT_DATA) from exc
-
-
-def candidate_references(layout, config: Config, t1w_by_subject: dict[str, list[str]]
-                         ) -> dict[str, dict[str, str]]:  # fmt: skip
-    """Per T1w, the candidate references by suffix: the contrasts planning allows in this
-    run (:func:`bids_sr.planning.references.candidate_suffixes`), listed by the BIDS query
-    :func:`bids_sr.bids.find_references` with the run's reference options."""
-    wf_settings = config.workflow
-    return find_references(layout, t1w_by_subject, candidate_suffixes(config),
-                           t2w_mode=wf_settings.t2w_reference,
-                           same_session=wf_settings.reference_session == "same",
-                           forced=bool(wf_settings.reference_suffixes))  # fmt: skip
 
 
 def _collect_inputs(config: Config) -> tuple[object, dict[str, list[str]]]:
@@ -150,7 +137,7 @@ def run_participant(config: Config) -> int:
 
     check_output_dir(config.execution.output_dir)
     layout, t1w_by_subject = _collect_inputs(config)
-    references = candidate_references(layout, config, t1w_by_subject)
+    references = find_references(layout, config, t1w_by_subject)
     reference_files = [path for found in references.values() for path in found.values()]
     _check_images(t1w_by_subject, reference_files)
     t1w_files = [f for files in t1w_by_subject.values() for f in files]

@@ -28,11 +28,13 @@ Modules, one job each:
   the ``SuperResolve`` node; it asks the cards what they validate
   (:mod:`bids_sr.cards.evidence`) and decides from the answers;
 - :mod:`bids_sr.planning.references` — the choice of a reference: which contrasts may guide,
-  which candidate is finer than the T1w along the SR axes, which is finest. Listing the
-  candidate files is a BIDS query (:func:`bids_sr.bids.find_references`), kept in the BIDS
-  layer so that planning never imports pybids;
+  the candidates of each T1w (listed by the BIDS layer's query,
+  :func:`bids_sr.bids.select_reference`), which is finer than the T1w along the SR axes,
+  which is finest;
 - :mod:`bids_sr.planning.fallback` — whether a method can run (weights) and what a guided
   method falls back to;
 - :mod:`bids_sr.planning.inputs` — each T1w as the run sees it: factors, acquisition model,
-  and the warnings about its metadata.
+  and the warnings about its metadata;
+- :mod:`bids_sr.planning.settings` — what planning reads of the run configuration, as
+  protocols (planning sits below :mod:`bids_sr.config` and does not import it).
 """

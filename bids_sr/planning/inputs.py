@@ -15,15 +15,15 @@ from bids_sr.acquisition import (
     describe_acquisition,
     simulated_acquisition,
 )
-from bids_sr.config import Config
 from bids_sr.errors import EXIT_USAGE, BIDSError
 from bids_sr.fileio import read_sidecar
 from bids_sr.image import as_factors, requested_factors, voxel_sizes
+from bids_sr.planning.settings import RunSettings
 
 LOGGER = logging.getLogger("bids_sr")
 
 
-def t1w_factors(config: Config, t1w_file: str) -> tuple[float, float, float]:
+def t1w_factors(config: RunSettings, t1w_file: str) -> tuple[float, float, float]:
     """The scale factors a T1w is processed with (from --scale or --output-resolution, else
     the default grid of :func:`bids_sr.image.default_factors`). Reads the header only: the
     images were checked before planning, and this runs several times per T1w."""
@@ -33,7 +33,7 @@ def t1w_factors(config: Config, t1w_file: str) -> tuple[float, float, float]:
     return as_factors(config.workflow.scale)
 
 
-def t1w_acquisition(config: Config, t1w_file: str) -> Acquisition:
+def t1w_acquisition(config: RunSettings, t1w_file: str) -> Acquisition:
     """The acquisition model of a T1w as a run sees it (exit 64 for impossible options).
 
     Evaluation mode simulates its input: a 2D scan for ``--degradation slice``, else an

@@ -13,7 +13,6 @@ from pathlib import Path
 from bids_sr.cards import paths as card_paths
 from bids_sr.cards.evidence import shipped_evidence
 from bids_sr.cards.paths import format_factors
-from bids_sr.config import Config
 from bids_sr.errors import EXIT_DATA, EXIT_USAGE, BIDSError
 from bids_sr.planning.auto import auto_choice
 from bids_sr.planning.fallback import BASELINE_METHOD, Fallback, fallback_for, missing_weights
@@ -24,6 +23,7 @@ from bids_sr.planning.inputs import (
     warn_thick_slice_truth,
 )
 from bids_sr.planning.references import Reference, describe_references, finest
+from bids_sr.planning.settings import RunSettings
 from bids_sr.superresolve import (
     GUIDED_METHODS,
     INTERPOLATION_METHODS,
@@ -110,7 +110,7 @@ class MethodPlan:
 
 
 def _expand(
-    config: Config,
+    config: RunSettings,
     t1w_file: str,
     factors: tuple[float, float, float],
     references: Sequence[Reference],
@@ -151,7 +151,7 @@ def _expand(
     return list(dict.fromkeys(methods)), auto_reference
 
 
-def _warn_unvalidated(config: Config, t1w_file: str, methods: Sequence[str],
+def _warn_unvalidated(config: RunSettings, t1w_file: str, methods: Sequence[str],
                       factors: Sequence[float], plan: MethodPlan) -> None:  # fmt: skip
     """A learned method named explicitly outside what its card validates runs, with a
     warning in the log and the sidecar (``MethodWarning``)."""
@@ -175,22 +175,22 @@ def _warn_unvalidated(config: Config, t1w_file: str, methods: Sequence[str],
 
 
 def plan_methods(
-    config: Config,
+    config: RunSettings,
     t1w_by_subject: Mapping[str, Sequence[str]],
     references: Mapping[str, str | Mapping[str, str] | None] | None = None,
 ) -> MethodPlan:
     """Resolve ``config.workflow.methods`` per T1w (the rules: :mod:`bids_sr.planning`).
 
     ``references`` maps a T1w to its candidate references by suffix (``{"T2w": path,
-    "FLAIR": path}``, :func:`bids_sr.bids.find_references`) or to one T2w path (absent or
-    None: none). One reference guides a T1w: the one ``auto`` chose, else the contrast of
-    the first guided method named. ``all`` = the interpolation baselines and every learned
-    method whose shipped weights exist for the T1w's factors (the guided ones only of the
-    finest reference's contrast). A learned method named explicitly without weights stops
-    the run (exit 65), or is skipped with a warning in evaluation mode; ``--weights`` must
-    go with exactly one learned method (exit 64). A guided method on a T1w without its
-    reference stays in the plan and falls back in its node (it is skipped in evaluation
-    mode, which scores methods, not fallbacks).
+    "FLAIR": path}``, :func:`~bids_sr.planning.references.find_references`) or to one T2w
+    path (absent or None: none). One reference guides a T1w: the one ``auto`` chose, else
+    the contrast of the first guided method named. ``all`` = the interpolation baselines and
+    every learned method whose shipped weights exist for the T1w's factors (the guided ones
+    only of the finest reference's contrast). A learned method named explicitly without
+    weights stops the run (exit 65), or is skipped with a warning in evaluation mode;
+    ``--weights`` must go with exactly one learned method (exit 64). A guided method on a
+    T1w without its reference stays in the plan and falls back in its node (it is skipped in
+    evaluation mode, which scores methods, not fallbacks).
     """
     wf_settings = config.workflow
     candidates = {t1w: _candidates(value) for t1w, value in (references or {}).items()}
@@ -253,7 +253,7 @@ def _plan_reference(plan: MethodPlan, t1w_file: str, reference: Reference) -> No
     LOGGER.warning("%s: %s", Path(t1w_file).name, text)
 
 
-def _check_weights_and_guides(config: Config, plan: MethodPlan) -> None:
+def _check_weights_and_guides(config: RunSettings, plan: MethodPlan) -> None:
     """Stop (or, evaluating, skip) learned methods without weights; report missing guides."""
     wf_settings = config.workflow
     for t1w_file, methods in plan.methods.items():
@@ -289,7 +289,7 @@ def _check_weights_and_guides(config: Config, plan: MethodPlan) -> None:
 
 
 def resolve_methods(
-    config: Config,
+    config: RunSettings,
     t1w_by_subject: Mapping[str, Sequence[str]],
     references: Mapping[str, str | Mapping[str, str] | None] | None = None,
 ) -> list[str]:

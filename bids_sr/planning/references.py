@@ -1,9 +1,10 @@
-"""The choice of a reference (guide) image for one T1w: which contrasts may guide in a run,
-which candidate can help (finer than the T1w along the axes being super-resolved) and which
-is finest.
+"""The choice of a reference (guide) image for a T1w, in one place: which contrasts may
+guide in a run, the candidate files of each T1w, which candidate can help (finer than the
+T1w along the axes being super-resolved) and which is finest.
 
-Pure: it reads image headers only. The candidate files themselves come from the BIDS layer
-(:func:`bids_sr.bids.find_references`, a pybids query), as ``{suffix: path}`` per T1w.
+Listing a participant's images of a suffix is a pybids query, asked of the BIDS layer
+(:func:`bids_sr.bids.select_reference`, which imports pybids only when it runs); everything
+else here reads image headers only.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from dataclasses import dataclass
 import nibabel as nib
 import numpy as np
 
-from bids_sr.config import Config
+from bids_sr.bids import select_reference
+from bids_sr.errors import EXIT_MISSING, BIDSError
+from bids_sr.planning.settings import RunSettings
 from bids_sr.superresolve import GUIDED_METHODS
 
 #: BIDS suffixes of the HR images that may guide a T1w (``--reference-suffix``), in the
@@ -36,7 +39,7 @@ class Reference:
     problem: str | None = None
 
 
-def candidate_suffixes(config: Config) -> list[str]:
+def candidate_suffixes(config: RunSettings) -> list[str]:
     """The contrasts that may guide a T1w in this run (none when no requested method may
     use one): ``--reference-suffix``, else T2w and FLAIR; T2w not with --t2w-reference none."""
     wf_settings = config.workflow
@@ -44,6 +47,40 @@ def candidate_suffixes(config: Config) -> list[str]:
         return []
     suffixes = wf_settings.reference_suffixes or list(GUIDE_SUFFIXES)
     return [s for s in suffixes if not (s == "T2w" and wf_settings.t2w_reference == "none")]
+
+
+def find_references(layout, config: RunSettings, t1w_by_subject: Mapping[str, Sequence[str]]
+                    ) -> dict[str, dict[str, str]]:  # fmt: skip
+    """Per T1w, its candidate references by suffix (``{"T2w": path, "FLAIR": path}``): for
+    each contrast of :func:`candidate_suffixes`, the image
+    :func:`bids_sr.bids.select_reference` finds in ``layout`` (the T2w as
+    ``--t2w-reference`` says; only the same session with ``--reference-session same``).
+    T1ws without any are left out; with ``--reference-suffix`` given (forced), a T1w that
+    finds none of its contrasts stops the run (exit 66). Which candidate guides is decided
+    by the plan (:func:`finest`, :func:`reference_problem`)."""
+    wf_settings = config.workflow
+    suffixes = candidate_suffixes(config)
+    if not suffixes:
+        return {}
+    found: dict[str, dict[str, str]] = {}
+    for files in t1w_by_subject.values():
+        for t1w_file in files:
+            candidates = {}
+            for suffix in suffixes:
+                mode = wf_settings.t2w_reference if suffix == "T2w" else "auto"
+                path = select_reference(layout, t1w_file, suffix, mode,
+                                        wf_settings.reference_session == "same")  # fmt: skip
+                if path:
+                    candidates[suffix] = path
+            if candidates:
+                found[t1w_file] = candidates
+            elif wf_settings.reference_suffixes:
+                raise BIDSError(
+                    f"{t1w_file}: no {' or '.join(suffixes)} of this participant to guide it "
+                    f"(--reference-suffix {' '.join(suffixes)})",
+                    EXIT_MISSING,
+                )
+    return found
 
 
 def finest(references: Sequence[Reference]) -> Reference | None:
