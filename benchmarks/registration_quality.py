@@ -3,8 +3,8 @@
 For each real same-subject pair it registers the second contrast to the T1w at native
 resolution (timed), then reports the NMI quality number of that registration, of the same
 result spoiled by a 40° rotation or a 30 mm shift, and of a T2w of a different subject
-registered to the same T1w. These figures are what ``QUALITY_THRESHOLD`` in
-``bids_sr/registration.py`` was chosen from.
+registered to the same T1w. These figures are what ``RegistrationQC.min_nmi`` in
+``bids_sr/recipes.py`` was chosen from.
 
     python benchmarks/registration_quality.py [--threads N] [--pairs chris openms19 ...]
 
@@ -24,8 +24,8 @@ import SimpleITK as sitk
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bids_sr.image import load_volume  # noqa: E402
+from bids_sr.recipes import REGISTRATION_QC  # noqa: E402
 from bids_sr.registration import (  # noqa: E402
-    QUALITY_THRESHOLD,
     register_rigid,
     registration_quality,
     sitk_image_from_array,
@@ -81,7 +81,7 @@ def main() -> int:
     if not DATA.is_dir():
         print(f"shared data not found at {DATA}")
         return 1
-    print(f"QUALITY_THRESHOLD = {QUALITY_THRESHOLD}; threads = {args.threads}")
+    print(f"RegistrationQC.min_nmi = {REGISTRATION_QC.min_nmi}; threads = {args.threads}")
     for name in args.pairs:
         t1w, second, other, init = PAIRS[name]
         volume = load_volume(t1w)
