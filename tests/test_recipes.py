@@ -116,3 +116,22 @@ def test_a_selfsr_model_is_keyed_by_its_recipe_and_the_sidecar_records_it(tmp_pa
     assert sidecar["RecipeSha256"] == SELFSR.sha256
     assert sidecar["Recipe"]["MaxIterations"] == 3000 and sidecar["Recipe"]["Lr"] == 3e-4
     assert len(sidecar["Recipe"]) == len(SELFSR.fields())
+
+
+def test_the_run_configuration_saves_its_recipes(tmp_path):
+    """The config TOML of a run holds its recipes, so the run can be reproduced; one written
+    before they were saved loads with the shipped ones."""
+    from bids_sr.config import Config, Execution, Workflow
+
+    small = SelfSRRecipe(max_iterations=20, min_iterations=20, lr=1e-3)
+    config = Config(execution=Execution(bids_dir=tmp_path, output_dir=tmp_path / "out"),
+                    workflow=Workflow(selfsr_recipe=small,
+                                      registration_qc=RegistrationQC(min_nmi=1.5)))  # fmt: skip
+    loaded = Config.load(config.save(tmp_path / "config.toml"))
+    assert loaded == config and loaded.workflow.selfsr_recipe.sha256 == small.sha256
+    text = (tmp_path / "config.toml").read_text()
+    old = "\n".join(line for line in text.splitlines()
+                    if not line.startswith(("selfsr_recipe", "registration_qc")))  # fmt: skip
+    (tmp_path / "old.toml").write_text(old)
+    before = Config.load(tmp_path / "old.toml").workflow
+    assert before.selfsr_recipe == SELFSR and before.registration_qc == REGISTRATION_QC
