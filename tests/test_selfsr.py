@@ -184,7 +184,7 @@ def test_a_collapsed_network_is_detected_and_trained_again(monkeypatch):
 
 
 @pytest.mark.slow
-def test_the_shipped_slice_family_prior_is_the_starting_point(scan, tmp_path, monkeypatch):
+def test_the_shipped_slice_family_prior_is_the_starting_point(scan, tmp_path):
     """selfsr fine-tunes the shipped prior (scripts/pretrain_selfsr.py): the file matches
     its card, loads into the per-scan network, is named in the report, and is part of the
     per-scan model's key (another prior → another model, never a stale reuse)."""
@@ -209,8 +209,8 @@ def test_the_shipped_slice_family_prior_is_the_starting_point(scan, tmp_path, mo
     tensors[name] = tensors[name] + np.float32(0.01)
     changed = tmp_path / "prior.safetensors"
     save_model(tensors, changed, {"learner": "cnn", "role": "prior"})
-    monkeypatch.setattr(method, "PRIOR", changed)
-    super_resolve_selfsr(lr, (1, 1, 3), acq, iterations=100, seed=0, model_dir=tmp_path)
+    super_resolve_selfsr(lr, (1, 1, 3), acq, iterations=100, seed=0, model_dir=tmp_path,
+                         prior=changed)  # fmt: skip
     assert len(set(tmp_path.glob("selfsr-*.safetensors")) - first) == 1  # a new model
 
 

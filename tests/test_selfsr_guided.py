@@ -148,8 +148,7 @@ def test_guided_selfsr_is_wired_as_a_guided_method_with_selfsr_as_its_twin():
 
 
 @pytest.mark.slow
-def test_a_guided_model_starts_from_the_guided_prior_and_is_keyed_by_it(pair, tmp_path,
-                                                                        monkeypatch):  # fmt: skip
+def test_a_guided_model_starts_from_the_guided_prior_and_is_keyed_by_it(pair, tmp_path):
     """The guided per-scan network fine-tunes :data:`bids_sr.selfsr.method.GUIDED_PRIOR`
     (scripts/pretrain_selfsr.py --guided) when one ships, else the unguided prior with the
     guide's weights at zero; the unguided twin keeps the unguided prior. The prior is part
@@ -161,15 +160,14 @@ def test_a_guided_model_starts_from_the_guided_prior_and_is_keyed_by_it(pair, tm
     _, t2, lr, acq, _ = pair
     run = dict(acquisition=acq, seed=0, device="cpu", model_dir=str(tmp_path), reference=t2,
                reference_contrast="T2w", recipe=TINY)  # fmt: skip
-    monkeypatch.setattr(method, "GUIDED_PRIOR", tmp_path / "absent.safetensors")
-    super_resolve_selfsr(lr, FACTORS, **run)
+    super_resolve_selfsr(lr, FACTORS, **run, guided_prior=tmp_path / "absent.safetensors")
     before = set(tmp_path.glob("selfsr-*.safetensors"))
     assert {load_model(p)[1]["prior"] for p in before} == {checksum(method.PRIOR)}
     tensors, _ = load_model(method.PRIOR)
     state = add_reference_input({k: torch.from_numpy(np.asarray(v)) for k, v in tensors.items()})
     guided_prior = tmp_path / "guided_prior.safetensors"
     save_model({k: v.numpy() for k, v in state.items()}, guided_prior, {"role": "prior"})
-    monkeypatch.setattr(method, "GUIDED_PRIOR", guided_prior)
+    run["guided_prior"] = guided_prior
     _, report = super_resolve_selfsr(lr, FACTORS, **run)
     new = set(tmp_path.glob("selfsr-*.safetensors")) - before
     assert len(new) == 1 and not report["guide_check"]["guided_model_reused"]
@@ -177,9 +175,9 @@ def test_a_guided_model_starts_from_the_guided_prior_and_is_keyed_by_it(pair, tm
     if report["guided"]:
         assert report["prior"] == guided_prior.name
         assert report["prior_sha256"] == checksum(guided_prior)
-    # a contrast whose guided method was not validated with the guided prior keeps the
-    # unguided one (GUIDED_PRIOR_CONTRASTS)
-    monkeypatch.setattr(method, "GUIDED_PRIOR_CONTRASTS", ("T2w",))
-    _, flair = super_resolve_selfsr(lr, FACTORS, **{**run, "reference_contrast": "FLAIR"})
-    assert flair["guide_check"]["guided_prior_sha256"] == checksum(method.PRIOR)
-    assert flair["guide_check"]["guided_model_reused"]  # the first run's guided model
+    # a contrast whose guided method was not validated with the guided prior (not in
+    # GUIDED_PRIOR_CONTRASTS: a PD guide) keeps the unguided one
+    assert "PD" not in method.GUIDED_PRIOR_CONTRASTS
+    _, pd = super_resolve_selfsr(lr, FACTORS, **{**run, "reference_contrast": "PD"})
+    assert pd["guide_check"]["guided_prior_sha256"] == checksum(method.PRIOR)
+    assert pd["guide_check"]["guided_model_reused"]  # the first run's guided model

@@ -293,6 +293,7 @@ def super_resolve_selfsr(
     reference: np.ndarray | None = None,
     reference_contrast: str | None = None,
     prior: Path | None = None,
+    guided_prior: Path | None = None,
     recipe: SelfSRRecipe = SELFSR,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Super-resolve a normalised 2D scan along its slice axis; return HR and a report.
@@ -319,9 +320,10 @@ def super_resolve_selfsr(
     edges relate to the T1w's, and applies that through-plane, where the guide is sharp and
     the T1w is not. ``prior``: the unguided CNN's starting point (default :data:`PRIOR`;
     ``selfsr-fast`` passes :data:`FAST_PRIOR`). A guided CNN starts from the guided prior
-    (:data:`GUIDED_PRIOR`) where one ships and ``reference_contrast`` (the guide's BIDS suffix)
-    is one of :data:`GUIDED_PRIOR_CONTRASTS`, else from the unguided prior with the guide's
-    weights at zero.
+    (``guided_prior``, default :data:`GUIDED_PRIOR`) where that file exists and
+    ``reference_contrast`` (the guide's BIDS suffix) is one of
+    :data:`GUIDED_PRIOR_CONTRASTS`, else from the unguided prior with the guide's weights at
+    zero.
     The unguided model is learned as well (reused from ``model_dir`` when there); the report's
     ``guide_check`` compares the two on the scan's own pairs, and when the guide did not help
     (``used`` false) the result and the rest of the report are the unguided model's.
@@ -345,9 +347,10 @@ def super_resolve_selfsr(
     factor = base.shape[axis] / lr.shape[axis]
     prior = Path(prior) if prior is not None else PRIOR
     prior = prior if learner == "cnn" and prior.exists() else None
-    guided_prior = None
-    if learner == "cnn" and reference_contrast in GUIDED_PRIOR_CONTRASTS and GUIDED_PRIOR.exists():
-        guided_prior = GUIDED_PRIOR
+    guided_prior = Path(guided_prior) if guided_prior is not None else GUIDED_PRIOR
+    if not (learner == "cnn" and reference_contrast in GUIDED_PRIOR_CONTRASTS
+            and guided_prior.exists()):  # fmt: skip
+        guided_prior = None
     settings = {"recipe": recipe.sha256, "factors": [round(float(f), 6) for f in factors],
                 "seed": int(seed), "learner": learner, "iterations": iterations,
                 "acquisition": acquisition.describe()}  # fmt: skip
