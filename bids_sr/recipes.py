@@ -38,12 +38,13 @@ class Recipe:
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if field.type == "float":
+            if field.type in ("float", float):
                 if isinstance(value, bool) or not isinstance(value, int | float):
                     raise TypeError(f"{type(self).__name__}.{field.name} must be a number, "
                                     f"got {value!r}")  # fmt: skip
                 object.__setattr__(self, field.name, float(value))
-            elif field.type == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+            elif field.type in ("int", int) and (isinstance(value, bool)
+                                                 or not isinstance(value, int)):
                 raise TypeError(f"{type(self).__name__}.{field.name} must be an integer, "
                                 f"got {value!r}")  # fmt: skip
 

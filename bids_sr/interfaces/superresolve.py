@@ -197,10 +197,11 @@ class SuperResolve(SimpleInterface):
     ``weights``, ``reference_file``/``reference_usable``/``reference_summary``/
     ``reference_source``/``reference_suffix`` (guides), ``fallback_method``,
     ``slice_thickness``/``slice_profile`` (2D scans), ``data_consistency``, ``device``,
-    ``tile_size``/``tile_overlap``/``amp`` (networks), ``seed``, ``model_dir`` (selfsr),
-    ``out_name``. Outputs: ``out_file`` (the super-resolved image, named after the input),
-    ``report_json`` (everything the sidecar records), ``method`` and ``method_choice`` (what
-    ran and why), ``uncertainty_file`` (selfsr's map, when it ran).
+    ``tile_size``/``tile_overlap``/``amp`` (networks), ``seed``, ``model_dir`` and
+    ``selfsr_recipe`` (selfsr), ``out_name``. Outputs: ``out_file`` (the super-resolved
+    image, named after the input), ``report_json`` (everything the sidecar records),
+    ``method`` and ``method_choice`` (what ran and why), ``uncertainty_file`` (selfsr's map,
+    when it ran).
     """
 
     input_spec = SuperResolveInputSpec
