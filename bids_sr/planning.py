@@ -32,6 +32,7 @@ import numpy as np
 from bids_sr.acquisition import Acquisition
 from bids_sr.config import Config
 from bids_sr.errors import EXIT_DATA, EXIT_USAGE, BIDSError
+from bids_sr.recipes import AUTO_POLICY, AutoPolicy
 from bids_sr.superresolve import (
     GUIDED_METHODS,
     INTERPOLATION_METHODS,
@@ -227,8 +228,10 @@ def choose_auto(
     reference_problem: str | None = None,
     references: Sequence[Reference] | None = None,
     fast: bool = False,
+    policy: AutoPolicy = AUTO_POLICY,
 ) -> AutoChoice:
-    """The method ``auto`` runs on one input, from the model cards' evidence only.
+    """The method ``auto`` runs on one input, from the model cards' evidence only
+    (read by ``policy``, :class:`bids_sr.recipes.AutoPolicy`).
 
     ``family`` is the input's acquisition family (``isotropic`` or ``slice``) and
     ``factors`` its scale factors; a learned method qualifies only when its card validates
@@ -250,7 +253,7 @@ def choose_auto(
     scale = f"×{format_factors(factors)}"
     weights_dir = weights_lookup.WEIGHTS_DIR
     usable = [r for r in references if r.problem is None]
-    evidence = shipped_evidence(weights_dir, family, factors, guided_ok=True)
+    evidence = shipped_evidence(weights_dir, family, factors, guided_ok=True, policy=policy)
     evidence.sort(key=lambda e: e.fast != fast)  # stable: best gain first within each tier
     eligible = [r for r in usable if r.suffix in {e.reference_suffix for e in evidence}]
     chosen = finest(eligible)
