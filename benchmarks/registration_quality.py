@@ -3,8 +3,8 @@
 For each real same-subject pair it registers the second contrast to the T1w at native
 resolution (timed), then reports the NMI quality number of that registration, of the same
 result spoiled by a 40° rotation or a 30 mm shift, and of a T2w of a different subject
-registered to the same T1w. These figures are what ``QUALITY_THRESHOLD`` in
-``bids_sr/registration.py`` was chosen from.
+registered to the same T1w. These figures are what ``RegistrationQC.min_nmi`` in
+``bids_sr/recipes.py`` was chosen from.
 
     python benchmarks/registration_quality.py [--threads N] [--pairs chris openms19 ...]
         [--data-dir DIR] [--json PATH]
@@ -25,8 +25,8 @@ import SimpleITK as sitk
 
 from bids_sr import benchmark_record as bench
 from bids_sr.image import load_volume
+from bids_sr.recipes import REGISTRATION_QC
 from bids_sr.registration import (
-    QUALITY_THRESHOLD,
     register_rigid,
     registration_quality,
     sitk_image_from_array,
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.data_dir.is_dir():
         print(f"shared data not found at {args.data_dir}")
         return 1
-    print(f"QUALITY_THRESHOLD = {QUALITY_THRESHOLD}; threads = {args.threads}")
+    print(f"RegistrationQC.min_nmi = {REGISTRATION_QC.min_nmi}; threads = {args.threads}")
     measured = []
     for name in args.pairs:
         t1w, second, other = (args.data_dir / p for p in PAIRS[name][:3])
@@ -140,8 +140,8 @@ def _record(args: argparse.Namespace, measured: list[dict], command: str) -> dic
         f"(`bids_sr.registration.register_rigid`, {args.threads} thread(s), sampling "
         f"fraction {args.sampling_fraction:g}), timed; the NMI quality of that result, of "
         "the same result spoiled by a 40° rotation or a 30 mm shift, and of another "
-        "subject's T2w registered to the same T1w. `QUALITY_THRESHOLD` "
-        f"({QUALITY_THRESHOLD}) in `bids_sr/registration.py` was chosen from these figures."
+        "subject's T2w registered to the same T1w. `RegistrationQC.min_nmi` "
+        f"({REGISTRATION_QC.min_nmi}) in `bids_sr/recipes.py` was chosen from these figures."
     )
     columns = ["pair", "T1w grid", "initialisation", "time (s)", "NMI", "NMI +40°",
                "NMI +30 mm", "NMI other subject"]  # fmt: skip

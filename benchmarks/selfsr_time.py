@@ -35,15 +35,15 @@ def _run_one(scan: Path, budget: str, device: str) -> dict:
     """One selfsr run of ``scan`` in this process; its figures."""
     from bids_sr.acquisition import describe_acquisition
     from bids_sr.image import default_factors, load_volume, robust_normalisation
+    from bids_sr.recipes import SELFSR
     from bids_sr.selfsr import super_resolve_selfsr
-    from bids_sr.selfsr.method import FAST_ITERATIONS
     from bids_sr.superresolve import _consistency
 
     volume = load_volume(scan)
     factors = default_factors(volume.affine)
     acquisition = describe_acquisition(volume.zooms)
     lr = robust_normalisation(volume.data).apply(volume.data)
-    iterations = {"default": None, "fast": FAST_ITERATIONS}.get(budget)
+    iterations = {"default": None, "fast": SELFSR.fast_iterations}.get(budget)
     if iterations is None and budget != "default":
         iterations = int(budget)
     start = time.perf_counter()

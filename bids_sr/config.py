@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bids_sr.fileio import write_text_atomic
+from bids_sr.recipes import REGISTRATION_QC, SELFSR, RegistrationQC, SelfSRRecipe
 
 try:
     import tomllib
@@ -58,7 +59,10 @@ class Workflow:
     inputs (see :mod:`bids_sr.acquisition`; ``slice_gap`` only for the simulated slices of
     evaluation mode); ``data_consistency``: correct results so they project back onto the
     input; ``combine_runs``: also combine the T1w runs of a session into one image
-    (:mod:`bids_sr.combine`)."""
+    (:mod:`bids_sr.combine`); ``selfsr_recipe``, ``registration_qc``: the recipes of the
+    per-scan training and of the reference's registration check (:mod:`bids_sr.recipes`;
+    no command-line options: the shipped ones, unless a Python caller or a test sets
+    another)."""
 
     methods: list[str] = field(default_factory=lambda: ["auto"])
     #: ``--fast``: ``auto`` prefers a validated fast cohort mode (``selfsr-fast``)
@@ -84,6 +88,8 @@ class Workflow:
     slice_profile: str = "rect"
     data_consistency: bool = True
     combine_runs: bool = False
+    selfsr_recipe: SelfSRRecipe = SELFSR
+    registration_qc: RegistrationQC = REGISTRATION_QC
 
 
 @dataclass
@@ -142,6 +148,9 @@ class Config:
         if workflow.get("weights"):
             workflow["weights"] = Path(workflow["weights"])
         workflow["derivatives"] = [Path(p) for p in workflow.get("derivatives", [])]
+        for key, recipe in (("selfsr_recipe", SelfSRRecipe), ("registration_qc", RegistrationQC)):
+            if key in workflow:  # files written before the recipes were saved: the shipped ones
+                workflow[key] = recipe(**workflow[key])
         return cls(
             execution=Execution(**execution),
             workflow=Workflow(**workflow),

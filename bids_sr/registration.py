@@ -37,7 +37,9 @@ information* ``NMI = (H(T1w) + H(T2w)) / H(T1w, T2w)`` (Studholme et al. 1999; 1
 independent images, 2 for one image determining the other) is computed over the T1w's
 foreground where the T2w has data, from a 32 × 32 joint histogram of robustly scaled
 intensities. Mutual information, unlike correlation, does not care that the T1w and T2w
-contrasts are inverted. See :data:`QUALITY_THRESHOLD` for how the failure threshold was chosen.
+contrasts are inverted. A registration is usable when it passes a quality check, a
+:class:`bids_sr.recipes.RegistrationQC` (least NMI and overlap; its documentation says how the
+shipped threshold was chosen).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ import SimpleITK as sitk
 from bids_sr.fileio import atomic_path
 from bids_sr.image import foreground_mask, load_volume
 from bids_sr.progress import Progress
+from bids_sr.recipes import REGISTRATION_QC, RegistrationQC
 
 #: The RAS ↔ LPS flip (its own inverse).
 FLIP_RAS_LPS = np.diag([-1.0, -1.0, 1.0])
@@ -65,23 +68,8 @@ FLIP_RAS_LPS = np.diag([-1.0, -1.0, 1.0])
 #: centre of mass lies far from the T1w's, and "moments" started 29 mm off). "auto": "header"
 #: when the two images share a space (:func:`share_a_space`), "moments" when they do not or
 #: when the
-#: header start fails the quality check (:data:`QUALITY_THRESHOLD`).
+#: header start fails the quality check (:class:`bids_sr.recipes.RegistrationQC`).
 INITIALISATIONS = ("auto", "moments", "geometry", "header")
-
-#: Registrations whose NMI (module docstring) falls below this value are considered failed.
-#: Chosen from measurements at native resolution (benchmarks/registration_quality.py, four
-#: real same-subject pairs). Correct registrations scored 1.036 (chris T1w ← thick-slice PD,
-#: whole head), 1.050 and 1.092 (clinical sub-12 / sub-01 T1w ← T2w, 3 mm slices) and 1.112
-#: (openms patient19 T1 ← T2, skull-stripped). The same results spoiled by a 40° rotation scored
-#: 1.002–1.020 and by a 30 mm shift 1.001–1.009. 1.028 is the midpoint between the worst correct
-#: (1.036) and the best grossly wrong value (1.020); the margins are thin (±0.008), so the
-#: threshold catches gross failures. A T2w of a *different subject*, rigidly registered, scored
-#: 1.010, 1.012, 1.024 and 1.030: most, not all, are rejected (BIDS entity matching, not this
-#: number, keeps other subjects' images out).
-QUALITY_THRESHOLD = 1.028
-
-#: Least fraction of the T1w foreground that the registered T2w must cover to be usable.
-MIN_OVERLAP = 0.25
 
 #: Largest deviation from orthonormality (after removing voxel sizes) of an affine's 3×3 part
 #: that is tolerated and rounded away; a real shear is refused (ITK images cannot hold one).
@@ -331,7 +319,8 @@ class RigidResult:
     ``transform`` maps fixed-space (T1w) LPS points to moving-space (T2w) LPS points (module
     docstring). ``metric_value`` is the final Mattes mutual information as ITK reports it
     (negative; lower is better) at the finest level; ``quality`` is the NMI after registration
-    and ``overlap`` the fraction of the fixed foreground covered (:func:`registration_quality`).
+    and ``overlap`` the fraction of the fixed foreground covered (:func:`registration_quality`);
+    ``qc`` the quality check they are held to.
     """
 
     transform: sitk.Euler3DTransform
@@ -340,11 +329,12 @@ class RigidResult:
     overlap: float
     initialisation: str
     stop_condition: str
+    qc: RegistrationQC = REGISTRATION_QC
 
     @property
     def usable(self) -> bool:
-        """Whether the registration is good enough to guide super-resolution."""
-        return self.quality >= QUALITY_THRESHOLD and self.overlap >= MIN_OVERLAP
+        """Whether the registration is good enough to guide super-resolution (passes ``qc``)."""
+        return self.quality >= self.qc.min_nmi and self.overlap >= self.qc.min_overlap
 
     @property
     def rotation_degrees(self) -> float:
@@ -362,8 +352,10 @@ class RigidResult:
         """JSON-ready figures for a sidecar or a report."""
         return {
             "RegistrationQualityNMI": round(self.quality, 4),
-            "RegistrationQualityThreshold": QUALITY_THRESHOLD,
+            "RegistrationQualityThreshold": self.qc.min_nmi,
             "RegistrationOverlap": round(self.overlap, 4),
+            "RegistrationMinOverlap": self.qc.min_overlap,
+            "RegistrationQCSha256": self.qc.sha256,
             "RegistrationUsable": self.usable,
             "RegistrationMetricMattesMI": round(self.metric_value, 6),
             "RegistrationInitialisation": self.initialisation,
@@ -385,6 +377,7 @@ def register_rigid(
     histogram_bins: int = 50,
     max_samples: int | None = 100_000,
     threads: int | None = 1,
+    qc: RegistrationQC = REGISTRATION_QC,
 ) -> RigidResult:
     """Rigidly register ``moving`` (e.g. a T2w) to ``fixed`` (e.g. a T1w).
 
@@ -401,8 +394,10 @@ def register_rigid(
     Deterministic: the sample is drawn with ``seed`` and the metric is evaluated with a fixed
     number of ``threads`` (several threads accumulate the metric's derivative in a varying
     order, which changes the result in the 8th digit; ``None`` keeps ITK's default, every
-    core, and gives up bit-for-bit reproducibility). Returns a :class:`RigidResult` whose
-    transform maps fixed points to moving points.
+    core, and gives up bit-for-bit reproducibility). ``qc``: the quality check that decides
+    whether the result is usable (and, with ``initialisation='auto'``, whether the header
+    start failed). Returns a :class:`RigidResult` whose transform maps fixed points to
+    moving points.
     """
     if initialisation not in INITIALISATIONS:
         raise ValueError(f"initialisation must be one of {INITIALISATIONS}, got {initialisation!r}")
@@ -413,13 +408,13 @@ def register_rigid(
     fixed_image, moving_image = _as_sitk(fixed), _as_sitk(moving)
     settings = dict(sampling_fraction=sampling_fraction, seed=seed, levels=levels,
                     smoothing=smoothing, iterations=iterations, histogram_bins=histogram_bins,
-                    max_samples=max_samples, threads=threads)  # fmt: skip
+                    max_samples=max_samples, threads=threads, qc=qc)  # fmt: skip
     if initialisation != "auto":
         return _register(fixed_image, moving_image, initialisation, **settings)
     if not share_a_space(fixed_image, moving_image):  # another session or scanner frame
         return _register(fixed_image, moving_image, "moments", **settings)
     result = _register(fixed_image, moving_image, "header", **settings)
-    if result.quality >= QUALITY_THRESHOLD:  # aligned (a small overlap is the FOV's, not
+    if result.quality >= qc.min_nmi:  # aligned (a small overlap is the FOV's, not
         return result  # the start's: moments would not cover more of the T1w)
     retried = _register(fixed_image, moving_image, "moments", **settings)
     best = max((retried, result), key=lambda r: (r.usable, r.quality))
@@ -447,7 +442,8 @@ def share_a_space(fixed: sitk.Image, moving: sitk.Image, fraction: float = 0.5) 
 def _register(fixed_image: sitk.Image, moving_image: sitk.Image, initialisation: str, *,
               sampling_fraction: float, seed: int, levels: Sequence[int],
               smoothing: Sequence[float], iterations: int, histogram_bins: int,
-              max_samples: int | None, threads: int | None) -> RigidResult:  # fmt: skip
+              max_samples: int | None, threads: int | None,
+              qc: RegistrationQC) -> RigidResult:  # fmt: skip
     """One registration from one initial alignment (:func:`register_rigid`)."""
     transform = _initial_transform(fixed_image, moving_image, initialisation)
 
@@ -489,6 +485,7 @@ def _register(fixed_image: sitk.Image, moving_image: sitk.Image, initialisation:
         overlap=overlap,
         initialisation=initialisation,
         stop_condition=method.GetOptimizerStopConditionDescription(),
+        qc=qc,
     )
 
 

@@ -16,12 +16,13 @@ import numpy as np
 from bids_sr.acquisition import Acquisition, consistency_psnr, enforce_consistency
 from bids_sr.image import as_factors, foreground_mask, hr_shape
 from bids_sr.interpolation import INTERPOLATION_ORDERS, interpolate
+from bids_sr.recipes import SELFSR, SelfSRRecipe
 
 NETWORK_METHODS = ("fsrcnn", "espcn", "srgan", "srrecnn", "srrecnn-t2w", "srrecnn-flair")
 FILTER_METHODS = ("gradfilter",)
 #: Learn per scan from the scan itself (2D scans only): no shipped weights. ``selfsr`` trains
-#: a small CNN (minutes), ``selfsr-fast`` the cohort mode (its prior with
-#: :data:`bids_sr.selfsr.method.FAST_ITERATIONS` steps, none today), ``selfsr-filters`` closed-form
+#: a small CNN (minutes), ``selfsr-fast`` the cohort mode (its prior with the recipe's
+#: ``fast_iterations`` steps, none today), ``selfsr-filters`` closed-form
 #: filters (seconds, less gain); ``selfsr-t2w``/``selfsr-flair`` train the CNN with a
 #: registered HR T2w/FLAIR as a guide.
 SELF_SUPERVISED_METHODS = ("selfsr", "selfsr-fast", "selfsr-filters", "selfsr-t2w",
@@ -82,6 +83,7 @@ def super_resolve(
     data_consistency: bool = True,
     model_dir: str | None = None,
     uncertainty: dict[str, np.ndarray] | None = None,
+    selfsr_recipe: SelfSRRecipe = SELFSR,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Super-resolve a normalised LR volume; return the HR volume and a run report.
 
@@ -93,7 +95,8 @@ def super_resolve(
     (:func:`bids_sr.acquisition.enforce_consistency`), except for ``nearest``, whose point
     is to keep the input's values.
     ``model_dir``: where a self-supervised method keeps its per-scan model (a rerun reuses
-    it); pass a dict as ``uncertainty`` to receive its uncertainty map (``"map"``).
+    it); pass a dict as ``uncertainty`` to receive its uncertainty map (``"map"``);
+    ``selfsr_recipe``: how it learns (:class:`bids_sr.recipes.SelfSRRecipe`).
     The report holds at least ``method``, ``device``, ``runtime_s`` and
     ``data_consistency_psnr`` (PSNR of the projected result against ``lr`` in the head,
     dB; ``data_consistency_psnr_before`` too when the correction ran).
@@ -122,7 +125,7 @@ def super_resolve(
         )
     elif method in SELF_SUPERVISED_METHODS:
         from bids_sr.selfsr import super_resolve_selfsr
-        from bids_sr.selfsr.method import FAST_ITERATIONS, fast_prior
+        from bids_sr.selfsr.method import fast_prior
 
         guided = method in GUIDED_METHODS
         if guided and reference is None:
@@ -132,10 +135,11 @@ def super_resolve(
             lr, factors, acquisition, seed=seed, device=device, model_dir=model_dir,
             progress=progress, uncertainty=uncertainty,
             learner="filters" if method == "selfsr-filters" else "cnn",
-            iterations=FAST_ITERATIONS if method == "selfsr-fast" else None,
+            iterations=selfsr_recipe.fast_iterations if method == "selfsr-fast" else None,
             prior=fast_prior() if method == "selfsr-fast" else None,
             reference=reference if guided else None,
             reference_contrast=REFERENCE_SUFFIXES[method] if guided else None,
+            recipe=selfsr_recipe,
         )
         check = report.get("guide_check")
         if check and not check["used"]:  # the scan's own pairs showed the guide did not help

@@ -32,6 +32,7 @@ from bids_sr.image import load_volume, robust_normalisation
 from bids_sr.interpolation import upsample
 from bids_sr.masks import brain_mask
 from bids_sr.metrics import compute_metrics
+from bids_sr.recipes import SELFSR
 from bids_sr.selfsr import network
 from bids_sr.selfsr.pairs import slice_phase
 
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--depth", type=int, default=network.TrainSettings.depth)
     parser.add_argument("--unshuffle", type=int, default=network.TrainSettings.unshuffle,
                         help="run the network on pixel-unshuffled planes (PlaneNet)")
-    parser.add_argument("--steps", type=int, default=network.MAX_ITERATIONS)
+    parser.add_argument("--steps", type=int, default=SELFSR.max_iterations)
     parser.add_argument("--batch", type=int, default=network.TrainSettings.batch)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--shared", type=Path, default=SHARED)

@@ -1,4 +1,4 @@
-"""Paths and helpers shared by the tests: the demo dataset, a CLI runner, the shared data
+"""Paths and helpers shared by the tests: the demo dataset, CLI runners, the shared data
 folder, tiny untrained weights, a centre crop, and a check that an HTML report renders in
 headless Chromium."""
 
@@ -44,6 +44,27 @@ def run_cli(capsys):
             code = main([str(a) for a in argv])
         except SystemExit as exc:  # argparse errors and --version
             code = exc.code
+        return code, capsys.readouterr().err
+
+    return _run
+
+
+@pytest.fixture
+def run_participant_with(capsys):
+    """Run a ``bids_sr ... participant`` command line in-process, as ``run_cli`` does, with
+    recipes it has no option for (``selfsr_recipe=SelfSRRecipe(...)``,
+    ``registration_qc=...``: fields of the run configuration's ``workflow`` section,
+    :mod:`bids_sr.recipes`); return (exit code, stderr text). Errors are raised, not turned
+    into exit codes."""
+    from bids_sr.cli.parser import parse_args
+    from bids_sr.cli.run import run_participant
+
+    def _run(*argv, **recipes):
+        config = parse_args([str(a) for a in argv])
+        for name, recipe in recipes.items():
+            assert hasattr(config.workflow, name), name
+            setattr(config.workflow, name, recipe)
+        code = run_participant(config)
         return code, capsys.readouterr().err
 
     return _run

@@ -14,6 +14,7 @@ from bids_sr.planning.auto import choose_auto
 from bids_sr.planning.inputs import t1w_acquisition
 from bids_sr.planning.plan import plan_methods
 from bids_sr.planning.references import reference_problem
+from bids_sr.recipes import AUTO_POLICY, AutoPolicy
 
 
 def _card(folder: Path, stem: str, method: str, records: list[dict]) -> None:
@@ -64,13 +65,14 @@ def _image(path: Path, zooms, shape=(20, 20, 12)) -> str:
     return str(path)
 
 
-def _choose(t1w: str, t2w: str | None, resolution: float | None = None, scale=(2, 2, 2)):
+def _choose(t1w: str, t2w: str | None, resolution: float | None = None, scale=(2, 2, 2),
+            policy: AutoPolicy = AUTO_POLICY):  # fmt: skip
     affine = nib.load(t1w).affine
     factors = factors_for_resolution(affine, resolution) if resolution else scale
     config = Config(execution=Execution(bids_dir=Path("."), output_dir=Path("out")))
     family = t1w_acquisition(config, t1w).family
     problem = reference_problem(t1w, t2w, factors) if t2w else None
-    return choose_auto(factors, family, t2w, reference_problem=problem)
+    return choose_auto(factors, family, t2w, reference_problem=problem, policy=policy)
 
 
 def test_auto_choices_for_a_table_of_inputs(tmp_path, weights_dir):
@@ -109,23 +111,23 @@ def test_auto_choices_for_a_table_of_inputs(tmp_path, weights_dir):
     assert "no shipped model card validates" in _choose(iso, None, None, (3, 3, 3)).sentence
 
 
-def test_a_guided_margin_within_noise_does_not_choose_the_guided_model(
-    tmp_path, weights_dir, monkeypatch
-):
+def test_a_guided_margin_within_noise_does_not_choose_the_guided_model(tmp_path, weights_dir):
     """At ×5 the guided card beats its mono twin by 0.8 and 0.02 dB: the second is within
-    run-to-run noise (evidence.MIN_GAIN_OVER_MONO), so auto keeps the mono model there."""
-    from bids_sr.cards import evidence
-
+    run-to-run noise (AutoPolicy.min_gain_over_mono), so auto keeps the mono model there."""
     thick = _image(tmp_path / "thick5_T1w.nii.gz", (1, 1, 5))
     t2w_3d = _image(tmp_path / "3d_T2w.nii.gz", (1, 1, 1), shape=(20, 20, 60))
     assert _choose(thick, t2w_3d, 1.0).method == "srrecnn"
-    monkeypatch.setattr(evidence, "MIN_GAIN_OVER_MONO", 0.0)
-    assert _choose(thick, t2w_3d, 1.0).weights == weights_dir / "srrecnn-t2w_x1x1x5.safetensors"
+    lenient = AutoPolicy(min_gain_over_mono=0.0)
+    assert _choose(thick, t2w_3d, 1.0, policy=lenient).weights == (
+        weights_dir / "srrecnn-t2w_x1x1x5.safetensors"
+    )
 
 
 def test_factor_outside_the_validated_range_is_bspline(tmp_path, weights_dir):
     coarse = _image(tmp_path / "coarse_T1w.nii.gz", (1, 1, 6.5))
     assert _choose(coarse, None, 1.0).method == "bspline"  # ×6.5 beyond ×5 + tolerance
+    # a policy that lets a record validate factors 2 away from its own reaches it
+    assert _choose(coarse, None, 1.0, policy=AutoPolicy(factor_tolerance=2.0)).method == "srrecnn"
 
 
 def test_explicit_method_outside_its_range_warns(tmp_path, weights_dir, caplog):

@@ -4,6 +4,7 @@ resampling onto arbitrary grids."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import nibabel as nib
@@ -13,8 +14,8 @@ import SimpleITK as sitk
 from conftest import SHARED_DATA
 
 from bids_sr.image import foreground_mask, load_volume, upsampled_affine
+from bids_sr.recipes import REGISTRATION_QC, RegistrationQC
 from bids_sr.registration import (
-    QUALITY_THRESHOLD,
     RegistrationError,
     affine_to_sitk_geometry,
     array_from_sitk_image,
@@ -259,8 +260,22 @@ def test_phantom_registration_recovers_known_motion(phantom_case):
     mean, worst, angle = transform_errors(fixed, result.transform, truth)
     assert mean <= 0.5 and worst <= 0.5, (mean, worst)
     assert angle <= 0.5
-    assert result.usable and result.quality >= QUALITY_THRESHOLD
+    assert result.usable and result.quality >= REGISTRATION_QC.min_nmi
     assert result.rotation_degrees == pytest.approx(_TRUTH["degrees"], abs=0.5)
+
+
+def test_a_registration_is_held_to_its_quality_check(phantom_case):
+    """The shipped check by default; a stricter one (no NMI reaches 1.99, or an overlap
+    above 100 %) fails the same registration, and the summary says which check it met."""
+    _, _, _, result = phantom_case
+    assert result.qc == REGISTRATION_QC
+    assert result.summary()["RegistrationQCSha256"] == REGISTRATION_QC.sha256
+    strict = dataclasses.replace(result, qc=RegistrationQC(min_nmi=1.99))
+    summary = strict.summary()
+    assert not strict.usable and summary["RegistrationUsable"] is False
+    assert summary["RegistrationQualityThreshold"] == 1.99
+    assert summary["RegistrationQCSha256"] == RegistrationQC(min_nmi=1.99).sha256
+    assert not dataclasses.replace(result, qc=RegistrationQC(min_overlap=1.01)).usable
 
 
 @pytest.mark.parametrize("initialisation", ["moments", "header"])
@@ -308,7 +323,7 @@ def test_quality_drops_for_wrong_registrations_of_the_phantom(phantom_case):
     absolute threshold is checked on real scans below."""
     fixed, moving, truth, result = phantom_case
     good, overlap = registration_quality(fixed, moving, truth)
-    assert good >= QUALITY_THRESHOLD and overlap > 0.9
+    assert good >= REGISTRATION_QC.min_nmi and overlap > 0.9
     assert result.quality == pytest.approx(good, abs=0.02)
     for spoiled in (_spoiled(truth, degrees=40.0), _spoiled(truth, shift=(30.0, 0.0, 0.0))):
         bad, _ = registration_quality(fixed, moving, spoiled)
@@ -430,13 +445,13 @@ def test_real_t2w_to_t1w_registration_recovers_known_motion():
     mean, worst, angle = transform_errors(fixed, result.transform, truth)
     assert worst <= 0.5 and angle <= 0.5, (mean, worst, angle)
     # quality: correct above the threshold, deliberately wrong ones below
-    assert result.usable and result.quality >= QUALITY_THRESHOLD
+    assert result.usable and result.quality >= REGISTRATION_QC.min_nmi
     moved_t2 = _moved(t2, motion)
     centre = motion.GetCenter()
     for spoiled in (_spoiled(truth, 40.0, centre=centre), _spoiled(truth, 0.0, (30, 0, 0), centre)):
-        assert registration_quality(fixed, moved_t2, spoiled)[0] < QUALITY_THRESHOLD
+        assert registration_quality(fixed, moved_t2, spoiled)[0] < REGISTRATION_QC.min_nmi
     other = _at_2mm(_shared("real_multicontrast/openms_patient07_T2.nii.gz"))
-    assert registration_quality(fixed, other, baseline.transform)[0] < QUALITY_THRESHOLD
+    assert registration_quality(fixed, other, baseline.transform)[0] < REGISTRATION_QC.min_nmi
 
 
 # ------------------------------------------------- a same-session slab of part of the head
@@ -455,7 +470,7 @@ def test_a_slab_of_part_of_the_head_registers_from_the_scanner_coordinates():
     moving = sitk_image_from_array(np.asarray(slab.dataobj, np.float32), slab.affine)
     result = register_rigid(fixed, moving)  # initialisation="auto"
     assert result.translation_mm < 1.0 and result.rotation_degrees < 1.0, result.summary()
-    assert result.quality >= QUALITY_THRESHOLD and result.initialisation == "header"
+    assert result.quality >= REGISTRATION_QC.min_nmi and result.initialisation == "header"
     from bids_sr.registration import share_a_space
 
     assert share_a_space(fixed, moving)

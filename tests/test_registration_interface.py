@@ -17,7 +17,8 @@ from test_registration import (
 
 from bids_sr.image import upsampled_affine
 from bids_sr.interfaces.registration import RegisterT2wToT1w, ResampleToGrid
-from bids_sr.registration import QUALITY_THRESHOLD, read_itk_transform, sitk_image_from_array
+from bids_sr.recipes import REGISTRATION_QC, RegistrationQC
+from bids_sr.registration import read_itk_transform, sitk_image_from_array
 
 
 def test_register_then_resample_in_a_workflow(tmp_path):
@@ -45,7 +46,7 @@ def test_register_then_resample_in_a_workflow(tmp_path):
     reg = nodes["register"].result.outputs
     out = nodes["resample"].result.outputs
 
-    assert reg.usable and reg.quality >= QUALITY_THRESHOLD
+    assert reg.usable and reg.quality >= REGISTRATION_QC.min_nmi
     assert reg.transform_file.endswith(".txt")
     assert reg.summary["RegistrationUsable"] is True
     fixed = sitk_image_from_array(t1, t1_affine)
@@ -56,6 +57,14 @@ def test_register_then_resample_in_a_workflow(tmp_path):
     registered = nib.load(reg.registered_t2w)
     assert registered.shape == t1.shape
     np.testing.assert_allclose(registered.affine, t1_affine, atol=1e-5)
+
+    # the quality check is an input (hashed): a stricter one reruns the node and fails it
+    strict = RegistrationQC(min_nmi=1.99)
+    register.inputs.qc = strict.fields()
+    reg = {node.name: node for node in wf.run(plugin="Linear").nodes()}["register"]
+    assert reg.result.outputs.usable is False
+    assert reg.result.outputs.summary["RegistrationQualityThreshold"] == 1.99
+    assert reg.result.outputs.summary["RegistrationQCSha256"] == strict.sha256
 
     # resampled T2w lies on the SR grid and shows the T2w-like phantom in T1w space
     resampled = nib.load(out.out_file)

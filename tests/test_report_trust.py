@@ -184,6 +184,12 @@ def test_first_screen_of_a_bspline_output_and_of_a_guided_one(tmp_path):
     assert "--method selfsr" not in self_check_text({"Method": "selfsr-fast",
                                                      "SelfCheckL1Ratio": 0.72})  # fmt: skip
     assert "--method selfsr" not in self_check_text({"Method": "selfsr", "SelfCheckL1Ratio": 0.95})
+    # learned nothing: at or above the collapse threshold of the recipe the sidecar records
+    # (the shipped recipe's, 0.995, for a sidecar without one)
+    assert "learned nothing" in self_check_text({"Method": "selfsr", "SelfCheckL1Ratio": 0.996})
+    recorded = {"Method": "selfsr", "SelfCheckL1Ratio": 0.95, "Recipe": {"CollapsedRatio": 0.9}}
+    assert "learned nothing" in self_check_text(recorded)
+    assert "5% less error" in self_check_text({**recorded, "Recipe": {}})
 
 
 def test_report_node_gets_the_uncertainty_map(tmp_path):

@@ -7,6 +7,7 @@ from scipy import ndimage
 from bids_sr.acquisition import Acquisition, enforce_consistency, project, simulated_acquisition
 from bids_sr.interpolation import upsample
 from bids_sr.metrics import psnr
+from bids_sr.recipes import SELFSR
 from bids_sr.selfsr import SelfSRError, super_resolve_selfsr
 from bids_sr.selfsr.pairs import (
     degrade_axis,
@@ -179,11 +180,11 @@ def test_a_collapsed_network_is_detected_and_trained_again(monkeypatch):
     monkeypatch.setattr(network, "fit", fit_that_collapses_first)
     net, summary = network.train_plane_net(training, acq, 3.0, settings=settings)
     assert rates == [settings.lr, settings.lr / 2]
-    assert summary["attempts"] == 2 and summary["self_check_l1_ratio"] < network.COLLAPSED_RATIO
+    assert summary["attempts"] == 2 and summary["self_check_l1_ratio"] < SELFSR.collapsed_ratio
 
 
 @pytest.mark.slow
-def test_the_shipped_slice_family_prior_is_the_starting_point(scan, tmp_path, monkeypatch):
+def test_the_shipped_slice_family_prior_is_the_starting_point(scan, tmp_path):
     """selfsr fine-tunes the shipped prior (scripts/pretrain_selfsr.py): the file matches
     its card, loads into the per-scan network, is named in the report, and is part of the
     per-scan model's key (another prior → another model, never a stale reuse)."""
@@ -208,8 +209,8 @@ def test_the_shipped_slice_family_prior_is_the_starting_point(scan, tmp_path, mo
     tensors[name] = tensors[name] + np.float32(0.01)
     changed = tmp_path / "prior.safetensors"
     save_model(tensors, changed, {"learner": "cnn", "role": "prior"})
-    monkeypatch.setattr(method, "PRIOR", changed)
-    super_resolve_selfsr(lr, (1, 1, 3), acq, iterations=100, seed=0, model_dir=tmp_path)
+    super_resolve_selfsr(lr, (1, 1, 3), acq, iterations=100, seed=0, model_dir=tmp_path,
+                         prior=changed)  # fmt: skip
     assert len(set(tmp_path.glob("selfsr-*.safetensors")) - first) == 1  # a new model
 
 
@@ -425,13 +426,13 @@ def test_an_unreadable_cached_model_is_discarded_and_learned_again(scan, tmp_pat
 
 
 def test_selfsr_fast_applies_its_prior_without_per_scan_training(scan, monkeypatch):
-    """``selfsr-fast`` (the cohort mode) runs the shipped prior with FAST_ITERATIONS steps of
+    """``selfsr-fast`` (the cohort mode) runs the shipped prior with fast_iterations steps of
     fine-tuning — none today: no training step is taken, the scan's own pairs still check
     the prior (self_check_l1_ratio), and the result is the prior's, not B-spline's."""
     from bids_sr.selfsr import method, network
     from bids_sr.superresolve import super_resolve
 
-    assert method.FAST_ITERATIONS == 0
+    assert SELFSR.fast_iterations == 0
 
     def no_training(*args, **kwargs):
         raise AssertionError("selfsr-fast must not train")

@@ -12,6 +12,7 @@ from bids_sr.guidance import mono_twin, mono_twin_weights
 from bids_sr.masks import brain_mask
 from bids_sr.metrics import psnr
 from bids_sr.planning.fallback import fallback_for
+from bids_sr.recipes import SelfSRRecipe
 from bids_sr.selfsr import SelfSRError, super_resolve_selfsr
 from bids_sr.selfsr.network import PlaneNet, _architecture, add_reference_input, net_from_numpy
 from bids_sr.superresolve import GUIDED_METHODS, REFERENCE_SUFFIXES, super_resolve
@@ -19,6 +20,9 @@ from bids_sr.superresolve import GUIDED_METHODS, REFERENCE_SUFFIXES, super_resol
 SHAPE = (40, 40, 40)
 FACTORS = (1, 1, 4)
 STEPS = 240  # the CNN's budget here: seconds on one core
+BUDGET = SelfSRRecipe(min_iterations=STEPS, max_iterations=STEPS)
+#: a smaller budget for the tests of which model is learned and reused, not of its gain
+TINY = SelfSRRecipe(min_iterations=20, max_iterations=20)
 
 
 def _tissue(seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
@@ -47,11 +51,9 @@ def pair():
 def _run(pair, reference, folder):
     t1, _, lr, acq, mask = pair
     method = "selfsr" if reference is None else "selfsr-t2w"
-    with pytest.MonkeyPatch.context() as patch:  # a small budget: seconds on one core
-        patch.setattr("bids_sr.selfsr.network.MAX_ITERATIONS", STEPS)
-        patch.setattr("bids_sr.selfsr.network.MIN_ITERATIONS", STEPS)
-        out, report = super_resolve(lr, FACTORS, method, reference=reference, acquisition=acq,
-                                    seed=0, device="cpu", model_dir=str(folder))  # fmt: skip
+    out, report = super_resolve(lr, FACTORS, method, reference=reference, acquisition=acq,
+                                seed=0, device="cpu", model_dir=str(folder),
+                                selfsr_recipe=BUDGET)  # fmt: skip
     return psnr(out[mask], t1[mask], data_range=1.0), report
 
 
@@ -101,18 +103,16 @@ def test_a_guide_that_carries_nothing_costs_at_most_0_2_db(pair, mono, tmp_path,
     print(f"{kind}: guided {guided:.2f} dB, mono {mono:.2f} dB")
     assert guided > mono - 0.2, (guided, mono)
     # here the guided network did not beat the unguided one on the scan's own pairs, so the
-    # unguided result was returned and the report says so (GUIDE_MIN_IMPROVEMENT)
+    # unguided result was returned and the report says so (guide_min_improvement)
     assert report["guide_check"]["used"] is False and report["guided"] is False
     assert report["method"] == "selfsr" and report["fallback_from"] == "selfsr-t2w"
     assert "did not help" in report["fallback_reason"]
 
 
 @pytest.mark.slow
-def test_guided_models_are_keyed_by_their_guide(pair, tmp_path, monkeypatch):
-    monkeypatch.setattr("bids_sr.selfsr.network.MAX_ITERATIONS", 20)
-    monkeypatch.setattr("bids_sr.selfsr.network.MIN_ITERATIONS", 20)
+def test_guided_models_are_keyed_by_their_guide(pair, tmp_path):
     _, t2, lr, acq, _ = pair
-    run = dict(acquisition=acq, seed=0, device="cpu", model_dir=str(tmp_path))
+    run = dict(acquisition=acq, seed=0, device="cpu", model_dir=str(tmp_path), recipe=TINY)
     _, first = super_resolve_selfsr(lr, FACTORS, **run, reference=t2)
     _, again = super_resolve_selfsr(lr, FACTORS, **run, reference=t2)
     _, other = super_resolve_selfsr(lr, FACTORS, **run, reference=1 - t2)
@@ -148,8 +148,7 @@ def test_guided_selfsr_is_wired_as_a_guided_method_with_selfsr_as_its_twin():
 
 
 @pytest.mark.slow
-def test_a_guided_model_starts_from_the_guided_prior_and_is_keyed_by_it(pair, tmp_path,
-                                                                        monkeypatch):  # fmt: skip
+def test_a_guided_model_starts_from_the_guided_prior_and_is_keyed_by_it(pair, tmp_path):
     """The guided per-scan network fine-tunes :data:`bids_sr.selfsr.method.GUIDED_PRIOR`
     (scripts/pretrain_selfsr.py --guided) when one ships, else the unguided prior with the
     guide's weights at zero; the unguided twin keeps the unguided prior. The prior is part
@@ -158,20 +157,17 @@ def test_a_guided_model_starts_from_the_guided_prior_and_is_keyed_by_it(pair, tm
     from bids_sr.selfsr import method
     from bids_sr.selfsr.store import checksum, load_model, save_model
 
-    monkeypatch.setattr("bids_sr.selfsr.network.MAX_ITERATIONS", 20)
-    monkeypatch.setattr("bids_sr.selfsr.network.MIN_ITERATIONS", 20)
     _, t2, lr, acq, _ = pair
     run = dict(acquisition=acq, seed=0, device="cpu", model_dir=str(tmp_path), reference=t2,
-               reference_contrast="T2w")  # fmt: skip
-    monkeypatch.setattr(method, "GUIDED_PRIOR", tmp_path / "absent.safetensors")
-    super_resolve_selfsr(lr, FACTORS, **run)
+               reference_contrast="T2w", recipe=TINY)  # fmt: skip
+    super_resolve_selfsr(lr, FACTORS, **run, guided_prior=tmp_path / "absent.safetensors")
     before = set(tmp_path.glob("selfsr-*.safetensors"))
     assert {load_model(p)[1]["prior"] for p in before} == {checksum(method.PRIOR)}
     tensors, _ = load_model(method.PRIOR)
     state = add_reference_input({k: torch.from_numpy(np.asarray(v)) for k, v in tensors.items()})
     guided_prior = tmp_path / "guided_prior.safetensors"
     save_model({k: v.numpy() for k, v in state.items()}, guided_prior, {"role": "prior"})
-    monkeypatch.setattr(method, "GUIDED_PRIOR", guided_prior)
+    run["guided_prior"] = guided_prior
     _, report = super_resolve_selfsr(lr, FACTORS, **run)
     new = set(tmp_path.glob("selfsr-*.safetensors")) - before
     assert len(new) == 1 and not report["guide_check"]["guided_model_reused"]
@@ -179,9 +175,9 @@ def test_a_guided_model_starts_from_the_guided_prior_and_is_keyed_by_it(pair, tm
     if report["guided"]:
         assert report["prior"] == guided_prior.name
         assert report["prior_sha256"] == checksum(guided_prior)
-    # a contrast whose guided method was not validated with the guided prior keeps the
-    # unguided one (GUIDED_PRIOR_CONTRASTS)
-    monkeypatch.setattr(method, "GUIDED_PRIOR_CONTRASTS", ("T2w",))
-    _, flair = super_resolve_selfsr(lr, FACTORS, **{**run, "reference_contrast": "FLAIR"})
-    assert flair["guide_check"]["guided_prior_sha256"] == checksum(method.PRIOR)
-    assert flair["guide_check"]["guided_model_reused"]  # the first run's guided model
+    # a contrast whose guided method was not validated with the guided prior (not in
+    # GUIDED_PRIOR_CONTRASTS: a PD guide) keeps the unguided one
+    assert "PD" not in method.GUIDED_PRIOR_CONTRASTS
+    _, pd = super_resolve_selfsr(lr, FACTORS, **{**run, "reference_contrast": "PD"})
+    assert pd["guide_check"]["guided_prior_sha256"] == checksum(method.PRIOR)
+    assert pd["guide_check"]["guided_model_reused"]  # the first run's guided model

@@ -22,6 +22,7 @@ from bids_sr.bids import derivative_path, desc_label
 from bids_sr.config import Config, Execution, Workflow
 from bids_sr.errors import BIDSError
 from bids_sr.planning.plan import plan_methods
+from bids_sr.recipes import RegistrationQC
 
 SUB01 = str(DEMO / "sub-01" / "anat" / "sub-01_T1w.nii.gz")
 SUB01_T2W = str(DEMO / "sub-01" / "anat" / "sub-01_T2w.nii.gz")
@@ -136,14 +137,16 @@ def test_all_guided_fallback_and_weights_rules(tmp_path, no_shipped_weights, dem
 
 
 # ------------------------------------------------------------- fallback inside the node
-def _guided_run_of_sub01(tmp_path: Path, run_cli) -> tuple[Path, dict]:
+def _guided_run_of_sub01(tmp_path: Path, run_cli, **recipes) -> tuple[Path, dict]:
     """``--method srrecnn-t2w`` (tiny weights, ×1.5) on demo participant 01: the output
-    folder and the guided output's sidecar."""
+    folder and the guided output's sidecar. ``recipes``: run with these instead of the
+    shipped ones (``run_cli`` is then the ``run_participant_with`` fixture)."""
     weights = tiny_weights(tmp_path / "g.safetensors")
     out = tmp_path / "out"
     code, err = run_cli(DEMO, out, "participant", "--participant-label", "01", "--method",
                         "srrecnn-t2w", "--weights", weights, "--scale", "1.5", "--device", "cpu",
-                        "-w", tmp_path / "w", "--skip-bids-validation", "--plugin", "Linear")
+                        "-w", tmp_path / "w", "--skip-bids-validation", "--plugin", "Linear",
+                        **recipes)  # fmt: skip
     assert code == 0, err
     return out, _sidecar(out, SUB01, "srrecnn-t2w")
 
@@ -374,14 +377,13 @@ def test_t2w_reference_option_is_checked(tmp_path, run_cli):
 
 
 @pytest.mark.slow
-def test_failed_registration_falls_back_end_to_end(tmp_path, run_cli, monkeypatch,
+def test_failed_registration_falls_back_end_to_end(tmp_path, run_participant_with,
                                                    no_shipped_weights, demo_t2w_guides):
     """A registration below the quality threshold (forced: no NMI reaches 1.99) keeps the
     T2w out: bspline runs (srrecnn has no weights), and the sidecar and report say why."""
-    from bids_sr import registration
-
-    monkeypatch.setattr(registration, "QUALITY_THRESHOLD", 1.99)
-    out, meta = _guided_run_of_sub01(tmp_path, run_cli)
+    strict = RegistrationQC(min_nmi=1.99)
+    out, meta = _guided_run_of_sub01(tmp_path, run_participant_with, registration_qc=strict)
+    assert meta["RegistrationQCSha256"] == strict.sha256
     assert meta["Method"] == "bspline" and meta["FallbackFrom"] == "srrecnn-t2w"
     assert meta["RegistrationUsable"] is False and meta["RegistrationQualityThreshold"] == 1.99
     assert f"{meta['RegistrationQualityNMI']} < 1.99" in meta["FallbackReason"]

@@ -10,6 +10,7 @@ import pytest
 from conftest import DEMO
 
 from bids_sr.acquisition import Acquisition, project
+from bids_sr.recipes import SelfSRRecipe
 from bids_sr.selfsr.store import checksum
 
 
@@ -139,7 +140,7 @@ def test_selfsr_end_to_end_writes_its_uncertainty_map_and_reuses_its_model(
 
 @pytest.mark.slow
 def test_guided_selfsr_end_to_end_shows_what_the_t2w_contributed(
-    thick_dataset, tmp_path, run_cli, monkeypatch
+    thick_dataset, tmp_path, run_participant_with
 ):
     """``--method selfsr-t2w`` on the 2×2×6 mm T1w with the demo's 2 mm T2w (finer along
     the slice axis): registered, guided, compared with its mono twin selfsr, mapped (both
@@ -147,19 +148,22 @@ def test_guided_selfsr_end_to_end_shows_what_the_t2w_contributed(
     At 120 steps from the shipped prior the guide lowers the scan's own error by about 3 %
     (0.723 against 0.747 of B-spline's), past the guide check's 1 % threshold; at 60 steps it
     did not (0.767 against 0.765), and the output was selfsr's."""
-    monkeypatch.setattr("bids_sr.selfsr.network.MAX_ITERATIONS", 120)
+    budget = SelfSRRecipe(max_iterations=120)
     root = tmp_path / "bids"
     shutil.copytree(thick_dataset, root)
     for name in ("sub-01_T2w.nii.gz", "sub-01_T2w.json"):
         shutil.copy(DEMO / "sub-01" / "anat" / name, root / "sub-01" / "anat" / name)
     out, work = tmp_path / "out", tmp_path / "w"
-    code, err = run_cli(root, out, "participant", "--output-resolution", "2", "--method",
-                        "selfsr-t2w", "--skip-bids-validation", "-w", work, "--plugin",
-                        "Linear")  # fmt: skip
+    code, err = run_participant_with(root, out, "participant", "--output-resolution", "2",
+                                     "--method", "selfsr-t2w", "--skip-bids-validation", "-w",
+                                     work, "--plugin", "Linear",
+                                     selfsr_recipe=budget)  # fmt: skip
     assert code == 0, err
     anat = out / "sub-01" / "anat"
     meta = json.loads((anat / "sub-01_res-hi_desc-selfsrT2w_T1w.json").read_text())
     assert meta["Method"] == "selfsr-t2w" and "FallbackFrom" not in meta
+    # the run's recipe reached the node and the sidecar records it
+    assert meta["RecipeSha256"] == budget.sha256 and meta["Recipe"]["MaxIterations"] == 120
     check = meta["GuideCheck"]  # the guide lowered the error on the scan's own slices
     assert check["Used"] is True and check["GuidedL1Ratio"] < check["MonoL1Ratio"]
     assert meta["T2wReference"] == "bids:raw:sub-01/anat/sub-01_T2w.nii.gz"

@@ -13,10 +13,11 @@ used in training, the run's own pipeline: degrade, super-resolve, data consisten
      "command": "bids_sr-train validate ..."}
 
 A method is *validated* for an input when a record of the input's family brackets the
-input's factor (or lies within :data:`FACTOR_TOLERANCE` of it) and every image of every
-such record gained over B-spline (and, for a guided model, over its mono twin by at least
-:data:`MIN_GAIN_OVER_MONO`: a guided run costs a second per-scan training or a reference
-registration, and a margin within run-to-run noise does not pay for it). The gain
+input's factor (or lies within the policy's ``factor_tolerance`` of it) and every image of
+every such record gained over B-spline (and, for a guided model, over its mono twin by at
+least ``min_gain_over_mono``: a guided run costs a second per-scan training or a reference
+registration, and a margin within run-to-run noise does not pay for it). The policy is an
+:class:`bids_sr.recipes.AutoPolicy` (default :data:`bids_sr.recipes.AUTO_POLICY`). The gain
 ``auto`` ranks by is the smallest per-image gain of the records used: the promise it can keep.
 
 A method that learns per scan and ships no weights (``selfsr``) has a card too, with
@@ -48,15 +49,7 @@ from pathlib import Path
 
 from bids_sr.cards.paths import CARD_SUFFIX, card_files, card_path, weights_beside
 from bids_sr.cards.read import card_reference_suffix, read_card, ships_no_weights
-
-#: A record validates factors within this distance of its own.
-FACTOR_TOLERANCE = 0.25
-#: Axes other than the SR axis of a 2D scan must be at most this factor.
-INPLANE_TOLERANCE = 1.05
-#: A guided model must beat its mono twin by at least this much (dB brain PSNR) on every
-#: image: re-runs of one per-scan validation on CPU differ by up to 0.02 dB, so a margin of
-#: that size is not evidence that the reference helped.
-MIN_GAIN_OVER_MONO = 0.1
+from bids_sr.recipes import AUTO_POLICY, AutoPolicy
 
 
 @dataclass(frozen=True)
@@ -113,58 +106,65 @@ def _image_list(images: Sequence[str]) -> str:
     return ", ".join(named)
 
 
-def sr_factor(family: str, factors: Sequence[float]) -> float | None:
+def sr_factor(family: str, factors: Sequence[float],
+              policy: AutoPolicy = AUTO_POLICY) -> float | None:  # fmt: skip
     """The one factor that a family's evidence is indexed by, or None when none applies.
 
     ``slice``: the factor along the slice axis (the largest), with the other axes left at
-    about 1; ``isotropic``: the common factor of three about equal factors.
+    about 1 (at most the policy's ``inplane_tolerance``); ``isotropic``: the common factor
+    of three about equal factors.
     """
     values = sorted(float(f) for f in factors)
     if family == "slice":
-        return values[2] if values[1] <= INPLANE_TOLERANCE and values[2] > 1 else None
+        return values[2] if values[1] <= policy.inplane_tolerance and values[2] > 1 else None
     if values[2] <= 1 or values[2] > values[0] * 1.1:
         return None
     return values[2]
 
 
-def _positive(record: dict, guided: bool) -> bool:
+def _positive(record: dict, guided: bool, policy: AutoPolicy) -> bool:
     gains = list(record["gain_over_bspline"].values())
     if not gains or min(gains) <= 0:
         return False
     if guided:
         over_mono = list((record.get("gain_over_mono") or {}).values())
-        return bool(over_mono) and min(over_mono) >= MIN_GAIN_OVER_MONO
+        return bool(over_mono) and min(over_mono) >= policy.min_gain_over_mono
     return True
 
 
 def validated(
     weights: Path, method: str, card: dict, family: str, factors: Sequence[float], *,
-    guided: bool = False, reference_suffix: str | None = None,
+    guided: bool = False, reference_suffix: str | None = None, policy: AutoPolicy = AUTO_POLICY,
 ) -> Evidence | None:
     """The evidence that ``weights`` (its ``card`` dict) help an input of ``family`` at
-    ``factors``, or None when the card does not show it."""
-    factor = sr_factor(family, factors)
+    ``factors`` under ``policy``, or None when the card does not show it."""
+
+    def sr_factor_of(values: Sequence[float]) -> float | None:
+        return sr_factor(family, values, policy)
+
+    factor = sr_factor_of(factors)
     if factor is None:
         return None
     records = [
         r for r in card.get("evidence", [])
         if isinstance(r, dict) and r.get("gain_over_bspline") and r.get("family") == family
-        and r.get("data_consistency", True) and sr_factor(family, r["factors"]) is not None
+        and r.get("data_consistency", True) and sr_factor_of(r["factors"]) is not None
     ]  # fmt: skip
-    near = [r for r in records if abs(sr_factor(family, r["factors"]) - factor) <= FACTOR_TOLERANCE]
-    below = [r for r in records if sr_factor(family, r["factors"]) <= factor]
-    above = [r for r in records if sr_factor(family, r["factors"]) >= factor]
+    tolerance = policy.factor_tolerance
+    near = [r for r in records if abs(sr_factor_of(r["factors"]) - factor) <= tolerance]
+    below = [r for r in records if sr_factor_of(r["factors"]) <= factor]
+    above = [r for r in records if sr_factor_of(r["factors"]) >= factor]
     used: list[dict] = []
     # every record at the chosen factor(s): records of one factor for several slice
     # thicknesses or profiles must all show the gain (the smallest one counts)
     if near:
-        closest = min(abs(sr_factor(family, r["factors"]) - factor) for r in near)
-        used = [r for r in near if abs(sr_factor(family, r["factors"]) - factor) == closest]
+        closest = min(abs(sr_factor_of(r["factors"]) - factor) for r in near)
+        used = [r for r in near if abs(sr_factor_of(r["factors"]) - factor) == closest]
     elif below and above:
-        low = max(sr_factor(family, r["factors"]) for r in below)
-        high = min(sr_factor(family, r["factors"]) for r in above)
-        used = [r for r in records if sr_factor(family, r["factors"]) in (low, high)]
-    if not used or not all(_positive(r, guided) for r in used):
+        low = max(sr_factor_of(r["factors"]) for r in below)
+        high = min(sr_factor_of(r["factors"]) for r in above)
+        used = [r for r in records if sr_factor_of(r["factors"]) in (low, high)]
+    if not used or not all(_positive(r, guided, policy) for r in used):
         return None
     gain = min(min(r["gain_over_bspline"].values()) for r in used)
     over_mono = None
@@ -178,12 +178,14 @@ def validated(
 
 
 def shipped_evidence(
-    weights_dir: Path, family: str, factors: Sequence[float], *, guided_ok: bool
+    weights_dir: Path, family: str, factors: Sequence[float], *, guided_ok: bool,
+    policy: AutoPolicy = AUTO_POLICY,
 ) -> list[Evidence]:
     """Every shipped weights file whose card validates it for the input, best gain first.
 
     Guided models are considered only when ``guided_ok`` (a usable reference exists); each
-    Evidence says the contrast its model takes (``reference_suffix``).
+    Evidence says the contrast its model takes (``reference_suffix``). ``policy``: how the
+    records are read (:func:`validated`).
     """
     found = []
     for card_file in card_files(weights_dir):
@@ -202,7 +204,7 @@ def shipped_evidence(
             if not weights.exists():
                 continue
         evidence = validated(weights, card.get("method", ""), card, family, factors,
-                             guided=guided, reference_suffix=suffix)  # fmt: skip
+                             guided=guided, reference_suffix=suffix, policy=policy)  # fmt: skip
         if evidence is not None:
             found.append(evidence)
     return sorted(found, key=lambda e: (-e.gain, e.weights.name))

@@ -102,7 +102,9 @@ def build_sidecar(source_file: str, bids_dir: str, desc: str, res: str, report: 
     (the file name keeps the requested method's desc-); the registration figures
     (``Registration*``) come from the T2w reference of a guided method, and
     ``GuidedMinusMono`` from its mono twin (:class:`bids_sr.interfaces.guidance.MonoTwin`);
-    a combination of runs (``--combine-runs``) adds its ``Combination*`` fields."""
+    a combination of runs (``--combine-runs``) adds its ``Combination*`` fields; a method
+    that learns per scan (``selfsr``) its ``Recipe`` (fields in CamelCase) and
+    ``RecipeSha256`` (:mod:`bids_sr.recipes`)."""
     source = bids_uri(source_file, bids_dir)
     method = report.get("method", desc)
     voxel = report.get("output_voxel_size_mm", [])
@@ -140,7 +142,8 @@ def build_sidecar(source_file: str, bids_dir: str, desc: str, res: str, report: 
         "SoftwareVersion": f"bids_sr {__version__}",
     }
     for key in ("weights", "weights_sha256", "tiles", "tile_size", "amp", "peak_memory_mb",
-                "model_reused", "self_check_l1_ratio", "guide_check", "prior", "prior_sha256"):
+                "model_reused", "self_check_l1_ratio", "guide_check", "prior", "prior_sha256",
+                "recipe", "recipe_sha256"):
         value = report.get(key)
         if isinstance(value, dict):  # e.g. guide_check's figures: their keys as fields too
             value = {_camel(k): v for k, v in value.items()}

@@ -8,9 +8,9 @@ input, writes the difference guided − mono on the output grid, and adds its si
 brain (:func:`bids_sr.guidance.guided_minus_mono`) to the guided report as
 ``guided_minus_mono`` (the sidecar's ``GuidedMinusMono``). When the guided node fell back
 (no usable reference, or a ``selfsr`` guide that did not help on the scan's own slices:
-:data:`bids_sr.selfsr.method.GUIDE_MIN_IMPROVEMENT`) nothing runs; when the twin has no
-weights the report says so instead of failing. A node of its own, so the mono result is
-cached and visible in the graph.
+the recipe's ``guide_min_improvement``, :class:`bids_sr.recipes.SelfSRRecipe`) nothing
+runs; when the twin has no weights the report says so instead of failing. A node of its
+own, so the mono result is cached and visible in the graph.
 """
 
 from __future__ import annotations

@@ -14,10 +14,12 @@ from nipype.interfaces.base import (
     File,
     SimpleInterface,
     TraitedSpec,
+    isdefined,
     traits,
 )
 
 from bids_sr.image import load_volume, save_volume
+from bids_sr.recipes import REGISTRATION_QC, RegistrationQC
 from bids_sr.registration import (
     INITIALISATIONS,
     read_itk_transform,
@@ -38,6 +40,10 @@ class _RegisterT2wToT1wInputSpec(BaseInterfaceInputSpec):
     )
     seed = traits.Int(0, usedefault=True, desc="seed of the metric's random sample")
     num_threads = traits.Int(1, usedefault=True, desc="ITK threads (1 is bit-for-bit reproducible)")
+    qc = traits.Dict(
+        desc="the fields of the quality check (bids_sr.recipes.RegistrationQC: least NMI and "
+        "overlap; default: the shipped check)"
+    )
 
 
 class _RegisterT2wToT1wOutputSpec(TraitedSpec):
@@ -46,7 +52,7 @@ class _RegisterT2wToT1wOutputSpec(TraitedSpec):
     )
     registered_t2w = File(exists=True, desc="T2w resampled onto the T1w grid (for reports)")
     quality = traits.Float(desc="normalised mutual information after registration")
-    usable = traits.Bool(desc="quality ≥ QUALITY_THRESHOLD and enough overlap")
+    usable = traits.Bool(desc="quality and overlap pass the quality check (qc)")
     summary = traits.Dict(desc="registration figures for the sidecar")
 
 
@@ -64,6 +70,7 @@ class RegisterT2wToT1w(SimpleInterface):
             initialisation=self.inputs.initialisation,
             seed=self.inputs.seed,
             threads=self.inputs.num_threads,
+            qc=RegistrationQC(**self.inputs.qc) if isdefined(self.inputs.qc) else REGISTRATION_QC,
         )
         cwd = Path(runtime.cwd)
         transform_file = write_itk_transform(result.transform, cwd / "from-T2w_to-T1w_xfm.txt")

@@ -54,6 +54,7 @@ from bids_sr.image import (
     voxel_sizes,
 )
 from bids_sr.progress import subject
+from bids_sr.recipes import SELFSR, SelfSRRecipe
 from bids_sr.superresolve import GUIDED_METHODS, METHODS, REFERENCE_SUFFIXES, super_resolve
 
 LOGGER = logging.getLogger("nipype.interface")
@@ -140,6 +141,11 @@ class SuperResolveInputSpec(BaseInterfaceInputSpec):
         desc="sha256 of each file the node reads beyond its File inputs (the weights' model "
         "card, the shipped weights): in its hash, so that an edited or upgraded file reruns it",
     )  # fmt: skip
+    selfsr_recipe = traits.Dict(
+        desc="the fields of the recipe a self-supervised method (selfsr) learns with "
+        "(bids_sr.recipes.SelfSRRecipe; default: the shipped recipe); hashed, so another "
+        "recipe reruns the node"
+    )
     model_dir = traits.Str(
         nohash=True,
         desc="folder where a self-supervised method (selfsr) saves its per-scan model and "
@@ -191,10 +197,11 @@ class SuperResolve(SimpleInterface):
     ``weights``, ``reference_file``/``reference_usable``/``reference_summary``/
     ``reference_source``/``reference_suffix`` (guides), ``fallback_method``,
     ``slice_thickness``/``slice_profile`` (2D scans), ``data_consistency``, ``device``,
-    ``tile_size``/``tile_overlap``/``amp`` (networks), ``seed``, ``model_dir`` (selfsr),
-    ``out_name``. Outputs: ``out_file`` (the super-resolved image, named after the input),
-    ``report_json`` (everything the sidecar records), ``method`` and ``method_choice`` (what
-    ran and why), ``uncertainty_file`` (selfsr's map, when it ran).
+    ``tile_size``/``tile_overlap``/``amp`` (networks), ``seed``, ``model_dir`` and
+    ``selfsr_recipe`` (selfsr), ``out_name``. Outputs: ``out_file`` (the super-resolved
+    image, named after the input), ``report_json`` (everything the sidecar records),
+    ``method`` and ``method_choice`` (what ran and why), ``uncertainty_file`` (selfsr's map,
+    when it ran).
     """
 
     input_spec = SuperResolveInputSpec
@@ -343,6 +350,8 @@ class SuperResolve(SimpleInterface):
             data_consistency=self.inputs.data_consistency,
             model_dir=model_dir,
             uncertainty=maps,
+            selfsr_recipe=SelfSRRecipe(**self.inputs.selfsr_recipe)
+            if isdefined(self.inputs.selfsr_recipe) else SELFSR,
         )
         out_affine = upsampled_affine(volume.affine, factors)
         if "map" in maps:  # a difference of intensities: scaled, not shifted, back

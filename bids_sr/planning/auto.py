@@ -22,6 +22,7 @@ from bids_sr.cards.paths import format_factors
 from bids_sr.errors import EXIT_USAGE, BIDSError
 from bids_sr.planning.fallback import BASELINE_METHOD, Fallback
 from bids_sr.planning.references import Reference, finest
+from bids_sr.recipes import AUTO_POLICY, AutoPolicy
 from bids_sr.superresolve import GUIDED_METHODS
 
 
@@ -60,8 +61,10 @@ def choose_auto(
     reference_problem: str | None = None,
     references: Sequence[Reference] | None = None,
     fast: bool = False,
+    policy: AutoPolicy = AUTO_POLICY,
 ) -> AutoChoice:
-    """The method ``auto`` runs on one input, from the model cards' evidence only.
+    """The method ``auto`` runs on one input, from the model cards' evidence only
+    (read by ``policy``, :class:`bids_sr.recipes.AutoPolicy`).
 
     ``family`` is the input's acquisition family (``isotropic`` or ``slice``) and
     ``factors`` its scale factors; a learned method qualifies only when its card validates
@@ -81,7 +84,7 @@ def choose_auto(
     scale = f"×{format_factors(factors)}"
     weights_dir = card_paths.WEIGHTS_DIR
     usable = [r for r in references if r.problem is None]
-    evidence = shipped_evidence(weights_dir, family, factors, guided_ok=True)
+    evidence = shipped_evidence(weights_dir, family, factors, guided_ok=True, policy=policy)
     evidence.sort(key=lambda e: e.fast != fast)  # stable: best gain first within each tier
     eligible = [r for r in usable if r.suffix in {e.reference_suffix for e in evidence}]
     chosen = finest(eligible)

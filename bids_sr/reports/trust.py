@@ -27,13 +27,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bids_sr.recipes import SELFSR
 from bids_sr.reports import html
 
 #: After the correction, a PSNR at least this high means "equal up to float rounding".
 BY_CONSTRUCTION_DB = 100.0
-#: The self-check ratio at or above which a per-scan network learned nothing
-#: (bids_sr.selfsr.network.COLLAPSED_RATIO; not imported: the report reads sidecars only).
-LEARNED_NOTHING_RATIO = 0.995
 #: ``selfsr-fast`` (the prior alone) at or above this ratio: the prior fits this scan
 #: poorly, and the per-scan training of ``selfsr`` is worth its minutes (on a real held-out
 #: 1×1×3 mm clinical T1w the prior alone reached 0.958, where training was visibly sharper).
@@ -127,7 +125,10 @@ def self_check_text(sidecar: Mapping[str, Any]) -> str:
         return (f"None: {sidecar.get('Method', 'this method')} does not learn from the scan; "
                 "its evidence is the model card above.")  # fmt: skip
     ratio = float(ratio)
-    if ratio >= LEARNED_NOTHING_RATIO:
+    # at or above its recipe's collapsed_ratio a per-scan network learned nothing (sidecars
+    # written before the recipe was recorded: the shipped recipe's)
+    recipe = sidecar.get("Recipe") if isinstance(sidecar.get("Recipe"), Mapping) else {}
+    if ratio >= float(recipe.get("CollapsedRatio", SELFSR.collapsed_ratio)):
         verdict = "it learned nothing from this scan, so the result is B-spline's"
     else:
         verdict = f"{100 * (1 - ratio):.0f}% less error than B-spline on slices it could check"

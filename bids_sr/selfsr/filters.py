@@ -25,6 +25,7 @@ from scipy import ndimage
 
 from bids_sr.acquisition import Acquisition
 from bids_sr.progress import track
+from bids_sr.recipes import SELFSR
 from bids_sr.selfsr.features import BucketSpec, plane_features, quantile_cuts
 from bids_sr.selfsr.pairs import (
     degrade_axis,
@@ -114,11 +115,11 @@ class _Orientation:
 
 def _training_orientations(
     base: np.ndarray, acquisition: Acquisition, factor: float, n_phases: int,
-    rng: np.random.Generator,
+    rng: np.random.Generator, min_detail_ratio: float,
 ) -> list[_Orientation]:  # fmt: skip
     slice_axis = int(acquisition.slice_axis)
-    # an in-plane axis blurred at acquisition would teach blurred targets: pairs.MIN_DETAIL_RATIO
-    detailed = detailed_inplane_axes(base, slice_axis)
+    # an in-plane axis blurred at acquisition would teach blurred targets (min_detail_ratio)
+    detailed = detailed_inplane_axes(base, slice_axis, min_detail_ratio)
     out = []
     for axis, other in inplane_orientations(slice_axis, detailed):
         degraded, target, n_lr = degrade_axis(base, axis, factor, acquisition)
@@ -151,20 +152,22 @@ def _ridge(q: np.ndarray, v: np.ndarray, prior: np.ndarray, weight: float) -> np
 
 def learn_plane_filters(
     base: np.ndarray, acquisition: Acquisition, factor: float, *, seed: int = 0,
-    progress: bool = False,
+    progress: bool = False, min_detail_ratio: float = SELFSR.min_detail_ratio,
 ) -> PlaneFilters:  # fmt: skip
     """Learn through-plane filters from the in-plane data of ``base``.
 
     ``base`` is the B-spline upsampling of the normalised scan on the output grid,
     ``acquisition`` its 2D acquisition model and ``factor`` the slice spacing in output-grid
     voxels along the slice axis. ``seed`` fixes the sample draw (the result is otherwise
-    exact arithmetic: the same seed gives the same filters).
+    exact arithmetic: the same seed gives the same filters). ``min_detail_ratio``: which
+    in-plane axes give training pairs (:func:`bids_sr.selfsr.pairs.detailed_inplane_axes`).
     """
     rng = np.random.default_rng(seed)
     patch = patch_shape(factor)
     taps = patch[0] * patch[1]
     n_phases = phase_count(factor)
-    orientations = _training_orientations(base, acquisition, factor, n_phases, rng)
+    orientations = _training_orientations(base, acquisition, factor, n_phases, rng,
+                                          min_detail_ratio)  # fmt: skip
     strength = np.concatenate([o.features.strength[o.positions] for o in orientations])
     coherence = np.concatenate([o.features.coherence[o.positions] for o in orientations])
     spec = BucketSpec(

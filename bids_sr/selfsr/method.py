@@ -24,7 +24,8 @@ its own axis: the two guided estimates are averaged (fused by direction, the gui
 lost 0.01 to 0.17 dB over B-spline on openms19 and mni152 at 1×1×3 to 1×1×5; docs/methods.md).
 The guide must earn its place: the unguided network of the same scan is learned too (cached
 in ``model_dir``, where the guided run's mono twin finds it) and the guided one is used only
-when its error on the scan's own training pairs is lower by :data:`GUIDE_MIN_IMPROVEMENT`;
+when its error on the scan's own training pairs is lower by the recipe's
+``guide_min_improvement`` (:class:`bids_sr.recipes.SelfSRRecipe`);
 otherwise the result is ``selfsr``'s and the report says why (``guide_check``), so a guide
 that carries nothing this scan can use (noise, a constant, a failed acquisition) costs nothing.
 
@@ -52,6 +53,7 @@ from bids_sr.acquisition import Acquisition, project
 from bids_sr.cards.paths import WEIGHTS_DIR
 from bids_sr.fileio import write_json_atomic
 from bids_sr.interpolation import upsample
+from bids_sr.recipes import SELFSR, SelfSRRecipe
 from bids_sr.selfsr.filters import apply_plane_filters, head_region, learn_plane_filters
 from bids_sr.selfsr.fusion import fuse_orientations
 from bids_sr.selfsr.pairs import inplane_axes
@@ -66,12 +68,6 @@ from bids_sr.selfsr.store import (
 )
 
 LEARNERS = ("cnn", "filters")
-#: Version of the per-scan training recipe, part of a cached model's key (2: lr 3e-4, up to
-#: 3000 steps and the collapse check of :func:`bids_sr.selfsr.network.train_plane_net`;
-#: 3: 64 channels, widened from the prior, fine-tuned at 3e-4 instead of 1e-4; 4: 128
-#: channels on planes pixel-unshuffled by 2, from a prior of that architecture; 5: no pairs
-#: from an in-plane axis blurred at acquisition, :data:`bids_sr.selfsr.pairs.MIN_DETAIL_RATIO`)
-RECIPE = 5
 LOGGER = logging.getLogger("bids_sr")
 #: The CNN's shipped starting point, pretrained on the slice family (scripts/pretrain_selfsr.py).
 PRIOR = WEIGHTS_DIR / "selfsr_prior.safetensors"
@@ -86,15 +82,6 @@ GUIDED_PRIOR = WEIGHTS_DIR / "selfsr_guided_prior.safetensors"
 #: (the guided prior trained on real T2w and FLAIR references). A contrast added here must
 #: have its card's records made again first.
 GUIDED_PRIOR_CONTRASTS = ("T2w", "FLAIR")
-#: Peak learning rate when fine-tuning the prior (the rate from scratch, TrainSettings.lr).
-#: 1e-4 gained less from the same 3000 steps: chris 1×1×3 +1.51 dB over B-spline (3e-4:
-#: +1.65), 1×1×5 +0.81 (+0.85), openms19 slices along axis 0 at ×3 +1.47 (+1.53).
-FINE_TUNE_LR = 3e-4
-
-
-#: Fine-tuning steps of ``selfsr-fast``, the cohort mode: its prior adapted briefly to the
-#: scan (0: the prior alone). Its own card holds its evidence.
-FAST_ITERATIONS = 0
 #: ``selfsr-fast``'s starting point: the slice-family prior pretrained further on the IXI
 #: pool's pretraining subjects and slice factors up to 8 (``scripts/pretrain_selfsr.py
 #: --ixi``); :data:`PRIOR` where it does not ship.
@@ -175,12 +162,13 @@ class _Model:
 
 def _learn(learner: str, training: np.ndarray, acquisition: Acquisition, factor: float,
            seed: int, device: str, progress: bool, iterations: int | None,
-           prior: Path | None, reference: np.ndarray | None = None
+           prior: Path | None, recipe: SelfSRRecipe, reference: np.ndarray | None = None
            ) -> tuple[dict, dict]:  # fmt: skip
-    """Train the per-scan model: its tensors and a summary for the metadata. ``reference``:
-    the guide at the acquired slices (``training``'s grid), CNN only."""
+    """Train the per-scan model with ``recipe``: its tensors and a summary for the metadata.
+    ``reference``: the guide at the acquired slices (``training``'s grid), CNN only."""
     if learner == "filters":
-        filters = learn_plane_filters(training, acquisition, factor, seed=seed, progress=progress)
+        filters = learn_plane_filters(training, acquisition, factor, seed=seed, progress=progress,
+                                      min_detail_ratio=recipe.min_detail_ratio)  # fmt: skip
         return filters_to_tensors(filters), {"buckets": int(filters.spec.n_buckets),
                                              "patch": list(filters.patch)}  # fmt: skip
     import torch
@@ -188,14 +176,13 @@ def _learn(learner: str, training: np.ndarray, acquisition: Acquisition, factor:
     from bids_sr.selfsr.network import TrainSettings, state_to_numpy, train_plane_net
 
     init = None
-    settings = TrainSettings(iterations=iterations)
-    if prior is not None:  # fine-tune the slice-family weights, gently
+    if prior is not None:  # fine-tune the slice-family weights at the recipe's fine_tune_lr
         tensors, _ = load_model(prior)
         init = {name: torch.from_numpy(np.asarray(value)) for name, value in tensors.items()}
-        settings = TrainSettings(iterations=iterations, lr=FINE_TUNE_LR)
+    settings = TrainSettings.of(recipe, iterations, fine_tune=prior is not None)
     net, summary = train_plane_net(training, acquisition, factor, seed=seed, settings=settings,
                                    init=init, device=device, progress=progress,
-                                   reference=reference)  # fmt: skip
+                                   reference=reference, recipe=recipe)  # fmt: skip
     return state_to_numpy(net), {"iterations": summary["iterations"], "batch": settings.batch,
                                  "patch": settings.patch,
                                  "final_loss": round(summary["final_loss"], 6),
@@ -205,23 +192,17 @@ def _learn(learner: str, training: np.ndarray, acquisition: Acquisition, factor:
                                  "training_axes": summary["training_axes"]}  # fmt: skip
 
 
-#: A guided per-scan network is used only when its L1 error on the scan's own training pairs
-#: is at least this fraction below the unguided network's (the same pairs, the same fixed
-#: batches: :func:`bids_sr.selfsr.network.self_check`); otherwise the guide carried nothing
-#: this scan could use and ``selfsr``'s result is returned. On the synthetic scan of
-#: tests/test_selfsr_guided.py the ratio was 0.269 with a T2w-like guide, 0.334 with noise and
-#: 0.344 with a constant, against 0.329 unguided (brain PSNR 27.19 / 22.59 / 22.63 / 22.72 dB).
-GUIDE_MIN_IMPROVEMENT = 0.01
-
-
-def _guide_check(guided: dict, mono: dict) -> dict:
-    """Whether the guided model beat the unguided one on the scan's own pairs (see
-    :data:`GUIDE_MIN_IMPROVEMENT`); the figures for the report."""
+def _guide_check(guided: dict, mono: dict, min_improvement: float) -> dict:
+    """Whether the guided model beat the unguided one on the scan's own pairs (the same
+    pairs, the same fixed batches: :func:`bids_sr.selfsr.network.self_check`) by at least
+    ``min_improvement`` (the recipe's ``guide_min_improvement``; brain PSNR on the synthetic
+    scan of tests/test_selfsr_guided.py: 27.19 dB with a T2w-like guide, 22.59 with noise,
+    22.63 with a constant, 22.72 unguided); the figures for the report."""
     with_guide = float(guided["self_check_l1_ratio"])
     without = float(mono["self_check_l1_ratio"])
     return {"guided_l1_ratio": with_guide, "mono_l1_ratio": without,
-            "min_improvement": GUIDE_MIN_IMPROVEMENT,
-            "used": bool(with_guide <= without * (1.0 - GUIDE_MIN_IMPROVEMENT))}  # fmt: skip
+            "min_improvement": min_improvement,
+            "used": bool(with_guide <= without * (1.0 - min_improvement))}  # fmt: skip
 
 
 @dataclass
@@ -249,6 +230,7 @@ class _Learning:
     progress: bool
     iterations: int | None
     prior: Path | None
+    recipe: SelfSRRecipe
     guided_prior: Path | None = None
 
     def prior_for(self, guided: bool) -> Path | None:
@@ -288,7 +270,7 @@ class _Learning:
             guide = project(reference, self.acquisition, training.shape)
         tensors, record = _learn(self.learner, training, self.acquisition, self.factor,
                                  self.seed, self.device, self.progress, self.iterations,
-                                 prior, guide)  # fmt: skip
+                                 prior, self.recipe, guide)  # fmt: skip
         del training, guide
         save_model(tensors, path, {"key": key, **settings, **record})
         # the time goes beside the model, not in it: the model's checksum stays a function of
@@ -313,19 +295,25 @@ def super_resolve_selfsr(
     reference: np.ndarray | None = None,
     reference_contrast: str | None = None,
     prior: Path | None = None,
+    guided_prior: Path | None = None,
+    recipe: SelfSRRecipe = SELFSR,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Super-resolve a normalised 2D scan along its slice axis; return HR and a report.
 
     ``learner``: ``cnn`` or ``filters``; ``iterations``: the CNN's training steps (None: its
-    budget for the scan's size, :func:`bids_sr.selfsr.network.iterations_for`).
+    budget for the scan's size, :func:`bids_sr.selfsr.network.iterations_for`). ``recipe``:
+    every other tunable constant (:class:`bids_sr.recipes.SelfSRRecipe`: budget, network,
+    rates, collapse check, training axes, guide check); its hash keys the per-scan model, so
+    a model learned with another recipe is never reused.
     ``model_dir``: where the per-scan model is saved and looked up (default: a temporary
     folder, removed afterwards). Pass a dict as ``uncertainty`` to receive the map
     (``"map"``: float32, ≥ 0, on the output grid). The report holds ``device``,
     ``weights`` (the model file; None without ``model_dir``), ``weights_sha256``,
     ``model_reused``, ``learner``, ``prior`` and ``prior_sha256`` (the shipped slice-family
     starting point the CNN fine-tuned; None for the filters or without one), ``learn_s``
-    (the time the model took to learn, also when it was reused), ``apply_s`` and
-    ``orientation_disagreement`` (mean of the map in the head).
+    (the time the model took to learn, also when it was reused), ``apply_s``,
+    ``orientation_disagreement`` (mean of the map in the head), ``recipe`` (its fields) and
+    ``recipe_sha256``.
 
     ``reference``: a registered HR guide of another contrast (T2w, FLAIR) on the output grid,
     normalised like ``lr`` (CNN only). The per-scan network then also sees the guide's plane:
@@ -334,9 +322,10 @@ def super_resolve_selfsr(
     edges relate to the T1w's, and applies that through-plane, where the guide is sharp and
     the T1w is not. ``prior``: the unguided CNN's starting point (default :data:`PRIOR`;
     ``selfsr-fast`` passes :data:`FAST_PRIOR`). A guided CNN starts from the guided prior
-    (:data:`GUIDED_PRIOR`) where one ships and ``reference_contrast`` (the guide's BIDS suffix)
-    is one of :data:`GUIDED_PRIOR_CONTRASTS`, else from the unguided prior with the guide's
-    weights at zero.
+    (``guided_prior``, default :data:`GUIDED_PRIOR`) where that file exists and
+    ``reference_contrast`` (the guide's BIDS suffix) is one of
+    :data:`GUIDED_PRIOR_CONTRASTS`, else from the unguided prior with the guide's weights at
+    zero.
     The unguided model is learned as well (reused from ``model_dir`` when there); the report's
     ``guide_check`` compares the two on the scan's own pairs, and when the guide did not help
     (``used`` false) the result and the rest of the report are the unguided model's.
@@ -360,21 +349,23 @@ def super_resolve_selfsr(
     factor = base.shape[axis] / lr.shape[axis]
     prior = Path(prior) if prior is not None else PRIOR
     prior = prior if learner == "cnn" and prior.exists() else None
-    guided_prior = None
-    if learner == "cnn" and reference_contrast in GUIDED_PRIOR_CONTRASTS and GUIDED_PRIOR.exists():
-        guided_prior = GUIDED_PRIOR
-    settings = {"recipe": RECIPE, "factors": [round(float(f), 6) for f in factors],
+    guided_prior = Path(guided_prior) if guided_prior is not None else GUIDED_PRIOR
+    if not (learner == "cnn" and reference_contrast in GUIDED_PRIOR_CONTRASTS
+            and guided_prior.exists()):  # fmt: skip
+        guided_prior = None
+    settings = {"recipe": recipe.sha256, "factors": [round(float(f), 6) for f in factors],
                 "seed": int(seed), "learner": learner, "iterations": iterations,
                 "acquisition": acquisition.describe()}  # fmt: skip
     learning = _Learning(lr, factors, acquisition, factor, learner, seed, run_device, progress,
-                         iterations, prior, guided_prior)  # fmt: skip
+                         iterations, prior, recipe, guided_prior)  # fmt: skip
     guide_check = None
     with tempfile.TemporaryDirectory(prefix="selfsr-") as scratch:
         folder = Path(model_dir) if model_dir is not None else Path(scratch)
         found = learning.model(folder, settings, reference)
         if reference is not None:  # the guide must earn its place on the scan's own pairs
             mono = learning.model(folder, settings, None)
-            guide_check = {**_guide_check(found.record, mono.record),
+            guide_check = {**_guide_check(found.record, mono.record,
+                                          recipe.guide_min_improvement),
                            "guided_weights_sha256": checksum(found.path),
                            # what the guided network fine-tuned (GUIDED_PRIOR, or PRIOR
                            # widened by a zero-weight guide input): part of its recipe
@@ -405,7 +396,7 @@ def super_resolve_selfsr(
     del first, second
     if uncertainty is not None:
         uncertainty["map"] = spread.astype(np.float32, copy=False)
-    # the CNN's self-check (the filters have none): bids_sr.selfsr.network.COLLAPSED_RATIO
+    # the CNN's self-check (the filters have none): the recipe's collapsed_ratio
     check = found.record.get("self_check_l1_ratio")
     if not found.record.get("learned", True):
         LOGGER.warning("selfsr learned nothing from the scan's own slices (its error is %.3f "
@@ -427,5 +418,8 @@ def super_resolve_selfsr(
         "guide_check": guide_check,
         "orientation_disagreement": round(float(spread[region].mean()) if region.any() else 0.0,
                                           5),  # fmt: skip
+        # how the per-scan model was learned: every tunable constant, and their hash
+        "recipe": recipe.fields(),
+        "recipe_sha256": recipe.sha256,
     }
     return hr.astype(np.float32, copy=False), report

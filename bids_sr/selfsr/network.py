@@ -33,6 +33,7 @@ from torch import nn
 
 from bids_sr.acquisition import Acquisition
 from bids_sr.progress import track
+from bids_sr.recipes import SELFSR, SelfSRRecipe
 from bids_sr.selfsr.filters import head_region
 from bids_sr.selfsr.pairs import (
     crop_to_slices,
@@ -43,42 +44,40 @@ from bids_sr.selfsr.pairs import (
     slice_phase,
 )
 
-#: Passes over the scan's training planes (both orientations) per training run ...
-EPOCHS = 10.0
-#: ... within these bounds on the number of steps (3000 steps of the shipped 128-channel
-#: network: most of the 481 s selfsr took on a 256×256×48 clinical T1w on 2 idle CPU
-#: cores). On chris at 1×1×3, 600 steps gained +0.42 dB over B-spline, 3000 +1.40, 6000
-#: +1.65 (openms19: +0.60, +0.45, +0.39): 3000 is the budget.
-MIN_ITERATIONS, MAX_ITERATIONS = 100, 3000
-
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Per-scan training budget: iterations (None: :func:`iterations_for` the scan), batch
-    of ``patch``² patches, learning rate."""
+    """One training run's settings: iterations (None: :func:`iterations_for` the scan), batch
+    of ``patch``² patches, the network's shape (a network trained from scratch; one
+    fine-tuned from ``init`` keeps that state's depth and unshuffle factor and is widened to
+    ``width``, :func:`widen_state`), the peak learning rate. The defaults are the shipped
+    recipe's (:class:`bids_sr.recipes.SelfSRRecipe`); :meth:`of` takes another's."""
 
     iterations: int | None = None
-    batch: int = 8
-    patch: int = 48
-    #: channels of the per-scan network; a narrower starting point is widened to it without
-    #: changing its output (:func:`widen_state`). On chris at 1×1×3, from the prior, at full
-    #: resolution: 32 channels +1.65 dB over B-spline, 64 channels +1.87 dB.
-    width: int = 128
-    #: layers, and the pixel-unshuffle factor (:class:`PlaneNet`) of a network trained from
-    #: scratch; one fine-tuned from ``init`` keeps that state's depth and unshuffle factor
-    depth: int = 8
-    unshuffle: int = 2
-    # 1e-3 let the ReLUs die on 3 of 8 clinical scans and 3 of 5 seeds of one of them (the
-    # network collapsed to the B-spline baseline); 3e-4 trained all of them
-    lr: float = 3e-4
+    batch: int = SELFSR.batch
+    patch: int = SELFSR.patch
+    width: int = SELFSR.width
+    depth: int = SELFSR.depth
+    unshuffle: int = SELFSR.unshuffle
+    lr: float = SELFSR.lr
+
+    @classmethod
+    def of(cls, recipe: SelfSRRecipe, iterations: int | None = None,
+           fine_tune: bool = False) -> TrainSettings:  # fmt: skip
+        """The settings of ``recipe``: its rate from scratch, or its fine-tuning rate."""
+        return cls(iterations=iterations, batch=recipe.batch, patch=recipe.patch,
+                   width=recipe.width, depth=recipe.depth, unshuffle=recipe.unshuffle,
+                   lr=recipe.fine_tune_lr if fine_tune else recipe.lr)  # fmt: skip
 
 
-def iterations_for(n_voxels: int, settings: TrainSettings) -> int:
-    """Steps for :data:`EPOCHS` passes over ``n_voxels`` training voxels, within bounds."""
+def iterations_for(n_voxels: int, settings: TrainSettings,
+                   recipe: SelfSRRecipe = SELFSR) -> int:  # fmt: skip
+    """Steps for the recipe's ``epochs`` passes over ``n_voxels`` training voxels, within its
+    bounds (``min_iterations``, ``max_iterations``); ``settings.iterations`` when set."""
     if settings.iterations is not None:
         return int(settings.iterations)
-    steps = EPOCHS * n_voxels / (settings.batch * settings.patch**2)
-    return int(np.clip(round(steps), MIN_ITERATIONS, MAX_ITERATIONS))
+    steps = recipe.epochs * n_voxels / (settings.batch * settings.patch**2)
+    return int(np.clip(round(steps), recipe.min_iterations, recipe.max_iterations))
 
 
 class PlaneNet(nn.Module):
@@ -309,12 +308,15 @@ def train_plane_net(
     volume: np.ndarray, acquisition: Acquisition, factor: float, *, seed: int = 0,
     settings: TrainSettings = TrainSettings(), init: dict | None = None,
     device: str = "cpu", progress: bool = False, reference: np.ndarray | None = None,
+    recipe: SelfSRRecipe = SELFSR,
 ) -> tuple[PlaneNet, dict]:  # fmt: skip
     """Train a :class:`PlaneNet` on the in-plane pairs of ``volume`` (the acquired slices on
     the output grid in-plane); ``init``: a state dict to start from (pretrained weights).
     ``reference``: a guide of ``volume``'s shape (a registered T2w or FLAIR projected onto
     the acquired slices): the network gets its planes as a third input, starting from
-    weights that ignore it (:func:`add_reference_input`).
+    weights that ignore it (:func:`add_reference_input`). ``recipe``: the budget
+    (:func:`iterations_for`), the collapse check and the in-plane axes that give pairs
+    (``settings`` holds the rest).
     Returns the network (on CPU, eval mode) and a summary (final loss, steps, seconds)."""
     start = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -337,35 +339,29 @@ def train_plane_net(
     settings = replace(settings, patch=max(8, patch))
     if reference is not None and reference.shape != volume.shape:
         raise ValueError(f"reference shape {reference.shape} differs from {volume.shape}")
-    # an in-plane axis blurred at acquisition would teach blurred targets: pairs.MIN_DETAIL_RATIO
-    axes = detailed_inplane_axes(volume, int(acquisition.slice_axis))
+    # an in-plane axis blurred at acquisition would teach blurred targets (min_detail_ratio)
+    axes = detailed_inplane_axes(volume, int(acquisition.slice_axis), recipe.min_detail_ratio)
     pairs = _pairs(volume, acquisition, factor, settings.patch, reference, axes)
-    steps = iterations_for(sum(p.degraded.size for p in pairs), settings)
+    steps = iterations_for(sum(p.degraded.size for p in pairs), settings, recipe)
     # 0 steps: the starting point alone (selfsr-fast), checked on the pairs, not fitted
     summary, ratio, attempts = {"final_loss": float("nan")}, None, 0
     if steps == 0:
         ratio = self_check(net, pairs, settings)
     initial = {k: v.clone() for k, v in net.state_dict().items()} if steps else {}
-    for attempt in range(RETRIES + 1 if steps else 0):
+    # the collapse check: an error ≥ the recipe's collapsed_ratio of B-spline's learned nothing
+    for attempt in range(recipe.retries + 1 if steps else 0):
         attempts = attempt + 1
         summary = fit(net, pairs, settings, steps, rng, device=device, progress=progress,
                       desc="selfsr: training on the scan's own slices")  # fmt: skip
         ratio = self_check(net, pairs, settings)
-        if ratio < COLLAPSED_RATIO or attempt == RETRIES:
+        if ratio < recipe.collapsed_ratio or attempt == recipe.retries:
             break
         # the network collapsed to its input (dead ReLUs): start again, at a lower rate
         net.load_state_dict(initial)
         settings = replace(settings, lr=settings.lr / 2)
     return net, {**summary, "iterations": steps, "train_s": time.perf_counter() - start,
-                 "self_check_l1_ratio": ratio, "learned": bool(ratio < COLLAPSED_RATIO),
+                 "self_check_l1_ratio": ratio, "learned": bool(ratio < recipe.collapsed_ratio),
                  "attempts": attempts, "training_axes": axes}  # fmt: skip
-
-
-#: A trained network whose L1 error on its own training pairs is ≥ this fraction of the
-#: B-spline input's learned nothing (it collapsed to the identity) ...
-COLLAPSED_RATIO = 0.995
-#: ... and is trained again, from the same start at half the rate, at most this many times.
-RETRIES = 2
 
 
 def self_check(net: PlaneNet, pairs: list[_Pairs], settings: TrainSettings,

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from bids_sr.acquisition import Acquisition, _apply_along, _bspline_matrix, axis_matrix
+from bids_sr.recipes import SELFSR
 
 
 def slice_phase(n_hr: int, n_lr: int) -> np.ndarray:
@@ -58,17 +59,6 @@ def inplane_axes(slice_axis: int) -> list[int]:
     return [a for a in range(3) if a != int(slice_axis)]
 
 
-#: An in-plane axis whose fine detail (mean absolute second difference inside the head) is
-#: below this fraction of the other in-plane axis's was not acquired at the in-plane
-#: resolution its voxels claim (a reduced phase-encoding matrix, or an image resampled from
-#: slices along it): degraded, it would teach the learner blurred targets, so it gives no
-#: training pairs. Ratios of :func:`axis_detail` between the in-plane axes: the 26 scans of
-#: clinical_thick_slice 0.75-0.99; chris (isotropic 0.88 mm) 0.88-0.96; openms_patient19,
-#: resampled from 3 mm axial slices, 0.85 with slices along axis 2 and 0.57 with slices
-#: along axis 0 (its axis 2 is the blurred one; ``experiments/truth_sharpness.py``).
-MIN_DETAIL_RATIO = 0.7
-
-
 def axis_detail(volume: np.ndarray, axis: int) -> float:
     """Mean absolute second difference of ``volume`` along ``axis`` inside the head (voxels
     above 10 % of the 99.5th percentile): how much fine detail the axis holds."""
@@ -81,12 +71,14 @@ def axis_detail(volume: np.ndarray, axis: int) -> float:
 
 
 def detailed_inplane_axes(volume: np.ndarray, slice_axis: int,
-                          min_ratio: float | None = None) -> list[int]:  # fmt: skip
-    """The in-plane axes of ``volume`` that hold at least ``min_ratio`` (default
-    :data:`MIN_DETAIL_RATIO`, read at call time; 0 keeps both) of the sharper in-plane axis's
-    fine detail (:func:`axis_detail`): the axes whose degradation gives training pairs with
-    sharp targets. Always at least the sharper axis; both when neither has detail."""
-    min_ratio = MIN_DETAIL_RATIO if min_ratio is None else float(min_ratio)
+                          min_ratio: float = SELFSR.min_detail_ratio) -> list[int]:  # fmt: skip
+    """The in-plane axes of ``volume`` that hold at least ``min_ratio`` (the recipe's
+    ``min_detail_ratio``, :class:`bids_sr.recipes.SelfSRRecipe`, which says why; 0 keeps
+    both) of the sharper in-plane axis's fine detail (:func:`axis_detail`): the axes whose
+    degradation gives training pairs with sharp targets. An axis below it was not acquired
+    at the in-plane resolution its voxels claim. Always at least the sharper axis; both when
+    neither has detail."""
+    min_ratio = float(min_ratio)
     inplane = inplane_axes(slice_axis)
     detail = {a: axis_detail(volume, a) for a in inplane}
     best = max(detail.values())

@@ -2,8 +2,10 @@
 
 The model learned on one scan is written to a cache folder (the work directory in the
 app) under a name made from a key of everything that determines it (the input's bytes,
-the acquisition, the factors, the seed, the learner's version), so a rerun finds and
-reuses it. The file's sha256 goes into the run report and from there into the sidecar.
+the acquisition, the factors, the seed, the learner, the hash of its recipe:
+:class:`bids_sr.recipes.SelfSRRecipe`), so a rerun finds and reuses it and a changed recipe
+never reuses a stale model. The file's sha256 goes into the run report and from there into
+the sidecar.
 
 Part of the numerical core (never imports nipype or pybids).
 """

@@ -24,6 +24,7 @@ from bids_sr.fileio import sha256_file
 from bids_sr.image import hr_shape, requested_factors
 from bids_sr.interfaces.guidance import MonoTwin
 from bids_sr.interfaces.superresolve import SuperResolve
+from bids_sr.recipes import SELFSR, SelfSRRecipe
 from bids_sr.superresolve import INTERPOLATION_METHODS, SELF_SUPERVISED_METHODS
 
 try:  # nipype >= 1.11: MultiProc asks a node's estimator once its inputs are known
@@ -121,6 +122,7 @@ def init_anat_sr_wf(
     reference_problem: str | None = None,
     data_consistency: bool = True,
     model_dir: Path | None = None,
+    selfsr_recipe: SelfSRRecipe = SELFSR,
     mem_gb: float | None = None,
     in_metadata: dict | None = None,
     name: str = "anat_sr_wf",
@@ -149,7 +151,9 @@ def init_anat_sr_wf(
     ``guided_minus_mono``; output ``difference_file``: guided − mono ('' when none ran).
     ``model_dir``: where a self-supervised method (selfsr) keeps its per-scan model, so a
     rerun reuses it; such a method (and ``auto``, which may choose one) also has the output
-    ``uncertainty_file`` (undefined when no selfsr ran).
+    ``uncertainty_file`` (undefined when no selfsr ran), and ``selfsr_recipe``: how it
+    learns (:class:`bids_sr.recipes.SelfSRRecipe`), an input of its node, so that another
+    recipe reruns it.
     ``mem_gb``: the node's memory request, for plugins that size jobs before they run
     (SLURM); without it MultiProc sizes the node from the T1w's header when it is ready.
     ``in_metadata``: the T1w sidecar's values (the command line passes them, so that
@@ -190,6 +194,7 @@ def init_anat_sr_wf(
     optional.update(fallback_method=fallback_method, fallback_note=fallback_note,
                     reference_problem=reference_problem)  # fmt: skip
     optional.update(model_dir=str(model_dir) if model_dir and self_supervised else None)
+    optional.update(selfsr_recipe=selfsr_recipe.fields() if self_supervised else None)
     optional.update(read_files=files_read_by_node(method, weights) or None)
     settings.update({key: value for key, value in optional.items() if value is not None})
     # the sidecar's values, not its path: an edit reruns the node (and only this node)

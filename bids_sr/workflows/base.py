@@ -100,6 +100,7 @@ def _add_reference(workflow, t1w_file: str, reference_file: str, config: Config,
         scale=wf_settings.scale,
         output_resolution=wf_settings.output_resolution,
         seed=config.seeds.random_seed,
+        registration_qc=wf_settings.registration_qc,
         name=f"reference_{tag}_wf",
     )
     ref_wf.inputs.inputnode.t1w = t1w_file
@@ -151,6 +152,7 @@ def _add_super_resolution(
                 reference_problem=plan.reference_problems.get(t1w_file) if guided else None,
                 data_consistency=wf_settings.data_consistency,
                 model_dir=Path(config.execution.work_dir).absolute() / "selfsr_models",
+                selfsr_recipe=wf_settings.selfsr_recipe,
                 progress=config.execution.progress,
                 # the header was read while planning; cluster plugins size jobs from this
                 mem_gb=estimate_mem_gb(t1w_file, wf_settings.scale, wf_settings.output_resolution),

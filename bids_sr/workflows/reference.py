@@ -7,6 +7,7 @@ from nipype.pipeline import engine as pe
 
 from bids_sr.interfaces.grid import UpsampledGrid
 from bids_sr.interfaces.registration import RegisterT2wToT1w, ResampleToGrid
+from bids_sr.recipes import REGISTRATION_QC, RegistrationQC
 
 
 def init_reference_wf(
@@ -14,6 +15,7 @@ def init_reference_wf(
     scale: list[float],
     output_resolution: float | None = None,
     seed: int = 0,
+    registration_qc: RegistrationQC = REGISTRATION_QC,
     name: str = "reference_wf",
 ) -> pe.Workflow:
     """Rigidly register the reference (T2w or FLAIR) to the LR T1w and resample it onto the
@@ -30,7 +32,9 @@ def init_reference_wf(
     ``from-T2w_to-T1w_mode-image`` resampling transform of a T2w); ``registered_reference``
     — the reference on the LR T1w grid (for the report's overlay); ``quality`` — normalised
     mutual information; ``usable`` — quality above the threshold; ``summary`` — figures for
-    the sidecar.
+    the sidecar. ``registration_qc``: the quality check
+    (:class:`bids_sr.recipes.RegistrationQC`), an input of the registration node, so that
+    another check reruns it.
     """
     workflow = pe.Workflow(name=name)
     inputnode = pe.Node(niu.IdentityInterface(fields=["t1w", "reference"]), name="inputnode")
@@ -47,7 +51,7 @@ def init_reference_wf(
     )
     sr_grid = pe.Node(UpsampledGrid(**grid_settings), name="sr_grid")
     register = pe.Node(
-        RegisterT2wToT1w(seed=seed, num_threads=1),
+        RegisterT2wToT1w(seed=seed, num_threads=1, qc=registration_qc.fields()),
         name="register",
         mem_gb=2.0,
     )
