@@ -115,8 +115,8 @@ def weightless_card(method: str) -> dict[str, Any]:
     suffix = REFERENCE_SUFFIXES.get(method)
     guide = f", guided by a registered HR {suffix}" if suffix else ""
     fast = method == "selfsr-fast"
-    what = ("applies the shipped slice-family prior with no per-scan training (the cohort "
-            "mode)" if fast else f"learns per scan from the scan's own in-plane data{guide}")
+    what = ("applies the shipped slice-family prior with no per-scan training, the cohort "
+            "mode" if fast else f"learns per scan from the scan's own in-plane data{guide}")
     return {
         "method": method, "weights": None, "needs_t2w": suffix == "T2w",
         "reference_suffix": suffix, "family": "slice", **({"speed": "fast"} if fast else {}),
