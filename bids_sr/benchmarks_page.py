@@ -12,13 +12,11 @@ from what it renders.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-from bids_sr.fileio import write_text_atomic
+from bids_sr.fileio import generated_page_main
 
 COMMAND = "python -m bids_sr.benchmarks_page > docs/benchmarks.md"
 #: ``benchmarks/results`` of the source checkout this module runs from (an editable
@@ -127,18 +125,12 @@ def render_benchmarks_page(results_dir: Path = RESULTS_DIR) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Write the Benchmarks page to stdout (or ``--output``)."""
-    parser = argparse.ArgumentParser(prog="python -m bids_sr.benchmarks_page",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR,
-                        help="folder of the benchmark records (default: benchmarks/results)")
-    parser.add_argument("--output", type=Path, help="write here instead of stdout")
-    args = parser.parse_args(argv)
-    page = render_benchmarks_page(args.results_dir)
-    if args.output:
-        write_text_atomic(page, args.output)
-    else:
-        sys.stdout.write(page)
-    return 0
+    return generated_page_main(
+        argv, prog="python -m bids_sr.benchmarks_page", description=__doc__.splitlines()[0],
+        source_option="--results-dir", source_default=RESULTS_DIR,
+        source_help="folder of the benchmark records (default: benchmarks/results)",
+        render=render_benchmarks_page,
+    )
 
 
 if __name__ == "__main__":

@@ -7,12 +7,14 @@ permissions (0666 less the umask; ``mkstemp`` alone would make them private).
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
 import re
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,27 @@ def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8", newline="\n")
     return Path(path)
+
+
+def generated_page_main(
+    argv: Sequence[str] | None, *, prog: str, description: str, source_option: str,
+    source_default: Path, source_help: str, render: Callable[[Path], str],
+) -> int:
+    """The command line of a generated documentation page (the Models page from the cards,
+    the Benchmarks page from the benchmark records): ``render`` the folder given by
+    ``source_option`` (default ``source_default``) to stdout, or atomically to ``--output``."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument(source_option, dest="source", type=Path, default=source_default,
+                        metavar=source_option.lstrip("-").replace("-", "_").upper(),
+                        help=source_help)  # fmt: skip
+    parser.add_argument("--output", type=Path, help="write here instead of stdout")
+    args = parser.parse_args(argv)
+    page = render(args.source)
+    if args.output:
+        write_text_atomic(page, args.output)
+    else:
+        sys.stdout.write(page)
+    return 0
 
 
 def write_json_atomic(data: dict[str, Any], path: str | os.PathLike) -> Path:

@@ -11,8 +11,6 @@ when the committed ``docs/models.md`` differs from what it renders.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ from bids_sr.cards.tables import (
     shipped_evidence_table,
     shipped_scores_table,
 )
-from bids_sr.fileio import write_text_atomic
+from bids_sr.fileio import generated_page_main
 
 COMMAND = "python -m bids_sr.cards.page > docs/models.md"
 
@@ -285,18 +283,12 @@ def render_models_page(weights_dir: Path | None = None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Write the Models page to stdout (or ``--output``)."""
-    parser = argparse.ArgumentParser(prog="python -m bids_sr.cards.page",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--weights-dir", type=Path, default=paths.WEIGHTS_DIR,
-                        help="folder of *.card.json (default: the shipped weights)")
-    parser.add_argument("--output", type=Path, help="write here instead of stdout")
-    args = parser.parse_args(argv)
-    page = render_models_page(args.weights_dir)
-    if args.output:
-        write_text_atomic(page, args.output)
-    else:
-        sys.stdout.write(page)
-    return 0
+    return generated_page_main(
+        argv, prog="python -m bids_sr.cards.page", description=__doc__.splitlines()[0],
+        source_option="--weights-dir", source_default=paths.WEIGHTS_DIR,
+        source_help="folder of *.card.json (default: the shipped weights)",
+        render=render_models_page,
+    )
 
 
 if __name__ == "__main__":
