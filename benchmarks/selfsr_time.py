@@ -11,15 +11,19 @@ date, commit and command) to ``benchmarks/results/selfsr_time.json``, or to ``--
     python benchmarks/selfsr_time.py \
         ../shared/data/clinical_thick_slice/sub-03/ses-2/anat/sub-03_ses-2_T1w.nii.gz
     python benchmarks/selfsr_time.py SCAN --budgets default fast --device cuda --json out.json
+    python benchmarks/selfsr_time.py SCAN --precisions auto fp32   # bfloat16 vs float32
 
 ``--budgets``: ``default`` (the method's own step budget), ``fast`` (the ``selfsr-fast``
-budget), or a number of fine-tuning steps (``0``: the prior alone).
+budget), or a number of fine-tuning steps (``0``: the prior alone). ``--precisions``: the
+values of ``BIDS_SR_CPU_PRECISION`` to run each budget under (:mod:`bids_sr.precision`:
+``auto`` is what a user gets, bfloat16 on CPUs with AMX).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -54,6 +58,7 @@ def _run_one(scan: Path, budget: str, device: str) -> dict:
     end = time.perf_counter()
     return {"scan": scan.name, "shape": list(volume.data.shape), "budget": budget,
             "iterations": iterations, "device": report["device"],
+            "precision": report["precision"],
             "factors": [round(f, 3) for f in factors], "output_shape": list(hr.shape),
             "learn_s": report["learn_s"], "apply_s": report["apply_s"],
             "selfsr_s": round(learned - start, 2), "consistency_s": round(end - learned, 2),
@@ -66,9 +71,10 @@ def _record(rows: list[dict], command: str) -> dict:
     """The benchmark record: one row per budget."""
     cells = [[r["scan"], "×".join(map(str, r["shape"])), "×".join(map(str, r["output_shape"])),
               r["budget"], r["iterations"] if r["iterations"] is not None else "default",
-              r["device"], f"{r['learn_s']}", f"{r['apply_s']}", f"{r['consistency_s']}",
+              r["device"], r.get("precision", "float32"), f"{r['learn_s']}",
+              f"{r['apply_s']}", f"{r['consistency_s']}",
               f"{r['total_s']:.1f}", f"{r['peak_rss_gb']:.2f}"] for r in rows]  # fmt: skip
-    columns = ["scan", "input", "output", "budget", "steps", "device", "learn (s)",
+    columns = ["scan", "input", "output", "budget", "steps", "device", "precision", "learn (s)",
                "apply (s)", "consistency (s)", "total (s)", "peak RSS (GB)"]  # fmt: skip
     description = (
         "`benchmarks/selfsr_time.py`: one per-scan `selfsr` run on a real 2D scan, the "
@@ -86,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("scan", type=Path, help="a 2D (thick-slice) NIfTI scan")
     parser.add_argument("--budgets", nargs="+", default=["default", "fast"])
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+    parser.add_argument("--precisions", nargs="+", default=["auto"],
+                        choices=("auto", "bf16", "fp32"),
+                        help="BIDS_SR_CPU_PRECISION values to run each budget under")
     bench.add_json_argument(parser, RESULTS / "selfsr_time.json")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -96,24 +105,32 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.scan}: no such file")
     rows = []
     for budget in args.budgets:
-        done = subprocess.run([sys.executable, __file__, str(args.scan), "--device",
-                               args.device, "--worker", budget],
-                              capture_output=True, text=True)  # fmt: skip
-        if done.returncode != 0:
-            print(f"{budget}: failed: {done.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
-            return 1
-        row = json.loads(done.stdout.strip().splitlines()[-1])
-        rows.append(row)
-        print(f"{row['scan']} {row['shape']} → {row['output_shape']} budget {budget} "
-              f"({row['iterations']} steps) on {row['device']}: {row['total_s']:.1f} s "
-              f"(learn {row['learn_s']} s, apply {row['apply_s']} s, consistency "
-              f"{row['consistency_s']} s), peak RSS {row['peak_rss_gb']:.2f} GB", flush=True)
+        for precision in args.precisions:
+            env = {**os.environ, "BIDS_SR_CPU_PRECISION": precision}
+            done = subprocess.run([sys.executable, __file__, str(args.scan), "--device",
+                                   args.device, "--worker", budget],
+                                  capture_output=True, text=True, env=env)  # fmt: skip
+            if done.returncode != 0:
+                print(f"{budget}: failed: {done.stderr.strip().splitlines()[-1:]}",
+                      file=sys.stderr)  # fmt: skip
+                return 1
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            _print_row(rows[-1])
     if len(rows) > 1:
-        base = rows[0]["total_s"]
+        base = rows[0]
         for row in rows[1:]:
-            print(f"{row['budget']} / {rows[0]['budget']}: {row['total_s'] / base:.2f}")
+            print(f"{row['budget']} {row['precision']} / {base['budget']} {base['precision']}: "
+                  f"{row['total_s'] / base['total_s']:.2f}")
     bench.write_record(_record(rows, bench.command_line(__file__, argv)), args.json)
     return 0
+
+
+def _print_row(row: dict) -> None:
+    print(f"{row['scan']} {row['shape']} → {row['output_shape']} budget {row['budget']} "
+          f"({row['iterations']} steps) on {row['device']} in {row['precision']}: "
+          f"{row['total_s']:.1f} s (learn {row['learn_s']} s, apply {row['apply_s']} s, "
+          f"consistency {row['consistency_s']} s), peak RSS {row['peak_rss_gb']:.2f} GB",
+          flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

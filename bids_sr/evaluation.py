@@ -200,8 +200,9 @@ def evaluate_image(
         row.update(compute_metrics(sr, truth, mask=mask, data_range=DATA_RANGE))
         row.update(runtime_s=float(report["runtime_s"]), device=str(report.get("device", "")))
         row["data_consistency_psnr"] = report.get("data_consistency_psnr")
-        # a per-scan method's learning, and a guided one's guide check (not in the TSV)
-        for key in ("learn_s", "model_reused", "guide_check"):
+        # a per-scan method's learning, its precision (bids_sr.precision), and a guided
+        # one's guide check (not in the TSV)
+        for key in ("learn_s", "model_reused", "guide_check", "precision"):
             if key in report:
                 row[key] = report[key]
         rows.append(row)

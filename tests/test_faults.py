@@ -678,6 +678,45 @@ def test_a_dead_worker_fails_the_run_instead_of_hanging(tmp_path):
     assert "WorkerDied: the worker process running wf.dies died" in proc.stdout, proc.stdout
 
 
+_TORCH_FIRST_SCRIPT = """
+import sys
+import torch
+from nipype.interfaces.utility import Function
+from nipype.pipeline import engine as pe
+from bids_sr.cli.plugin import MultiProcPlugin, worker_start_method
+
+torch.set_num_threads(2)
+torch.nn.Conv2d(8, 8, 3)(torch.randn(2, 8, 32, 32))  # the main process's OpenMP pool runs
+conv = ("def conv():\\n    import torch\\n    torch.set_num_threads(2)\\n"
+        "    return float(torch.nn.Conv3d(2, 4, 3)(torch.randn(1, 2, 16, 16, 16)).sum())\\n")
+wf = pe.Workflow(name="wf", base_dir=sys.argv[1])
+wf.add_nodes([pe.Node(Function(function=conv, input_names=[], output_names=["out"]),
+                      name="conv")])
+wf.run(plugin=MultiProcPlugin(plugin_args={"n_procs": 1}))
+print("start method", worker_start_method())
+"""
+
+
+def test_a_process_that_ran_torch_first_still_runs_multiproc_workflows(tmp_path):
+    """A notebook or pipeline that ran torch on two threads, then a MultiProc workflow whose
+    node runs a convolution: forked, that worker waited forever on the parent's OpenMP pool
+    (GNU libgomp does not survive fork); its workers now start with spawn."""
+    proc = subprocess.run([sys.executable, "-c", _TORCH_FIRST_SCRIPT, str(tmp_path)],
+                          capture_output=True, text=True, timeout=180, cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "start method spawn" in proc.stdout, proc.stdout
+
+
+def test_the_command_line_keeps_fork_and_a_requested_start_method_wins(monkeypatch):
+    """Without torch on several threads in this process, workers fork (nothing to re-import);
+    ``plugin_args['mp_context']`` always wins."""
+    from bids_sr.cli import plugin
+
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    assert plugin.worker_start_method() is None
+    assert plugin.worker_start_method("forkserver") == "forkserver"
+
+
 @pytest.mark.slow
 def test_stale_temporary_files_are_removed_by_the_next_run(nearest_run, run_cli):
     argv, out, _, _ = nearest_run

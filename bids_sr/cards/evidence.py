@@ -84,7 +84,7 @@ class Evidence:
         scales = ", ".join(dict.fromkeys(
             "×" + "x".join(f"{f:g}" for f in record["factors"]) for record in self.records
         ))  # fmt: skip
-        images = _image_list(sorted({n for r in self.records for n in r["gain_over_bspline"]}))
+        images = self.image_list()
         text = (
             f"its model card ({self.card_file.name}) validates it on {self.family} inputs at "
             f"{scales}: at least {self.gain:+.2f} dB brain PSNR over bspline on each held-out "
@@ -94,8 +94,12 @@ class Evidence:
             text += f" and {self.gain_over_mono:+.2f} dB over the mono model"
         return text
 
+    def image_list(self) -> str:
+        """The held-out images of the records, for a sentence (:func:`image_list`)."""
+        return image_list(sorted({n for r in self.records for n in r["gain_over_bspline"]}))
 
-def _image_list(images: Sequence[str]) -> str:
+
+def image_list(images: Sequence[str]) -> str:
     """Held-out image names for a sentence; the many IXI subjects as one count."""
     ixi = [name for name in images if name.startswith("IXI")]
     named = [name for name in images if not name.startswith("IXI")]

@@ -9,7 +9,10 @@ polls the parent's pid), so ``kill -9`` of the main process takes its workers wi
 :func:`stop_workers` ends them when the main process is told to stop (SIGTERM, Ctrl-C).
 Both local plugins write a participant's derivatives and report as soon as it is done:
 MultiProc runs ready datasinks even while the workers are busy, and :class:`LinearPlugin`
-runs one participant after the other.
+runs one participant after the other. A process that already ran torch on several threads
+(a notebook, a test session, another pipeline) starts its MultiProc workers with ``spawn``
+instead of ``fork`` (:func:`worker_start_method`): a forked worker's first parallel
+convolution waits forever on the parent's OpenMP thread pool, which does not survive fork.
 """
 
 from __future__ import annotations
@@ -56,6 +59,21 @@ def bind_to_parent(parent: int) -> None:
         os._exit(1)
 
 
+def worker_start_method(requested: str | None = None) -> str | None:
+    """How MultiProc starts its workers: ``requested`` (``plugin_args['mp_context']``) when
+    given; ``"spawn"`` when this process imported torch and runs it on more than one thread
+    (GNU OpenMP's thread pool does not survive ``fork``: once torch ran a parallel region
+    here, a forked worker's first convolution hangs); else None (the platform's default,
+    ``fork`` on Linux: the command line never runs torch in the main process, so its workers
+    start without re-importing anything)."""
+    if requested:
+        return requested
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() > 1:
+        return "spawn"
+    return None
+
+
 def _worker_initializer(cwd: str, parent: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the main process's handler
     bind_to_parent(parent)
@@ -77,7 +95,7 @@ class MultiProcPlugin(multiproc.MultiProcPlugin):
         super().__init__(plugin_args=plugin_args)
         # replace the pool before any worker starts (processes start at the first submit)
         self.pool.shutdown(wait=False)
-        context = multiproc.mp.get_context(self.plugin_args.get("mp_context"))
+        context = multiproc.mp.get_context(worker_start_method(self.plugin_args.get("mp_context")))
         self.pool = ProcessPoolExecutor(
             max_workers=self.processors,
             initializer=_worker_initializer,

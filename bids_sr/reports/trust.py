@@ -102,11 +102,10 @@ def gain_text(sidecar: Mapping[str, Any], evidence=None) -> str:
     if evidence is None:
         return (f"Not validated: no shipped model card shows a gain of {method} over bspline "
                 f"for {where}; treat the result as unproven.")  # fmt: skip
-    images = sorted({name for record in evidence.records for name in record["gain_over_bspline"]})
     scales = ", ".join(dict.fromkeys(_factors_text(r["factors"]) for r in evidence.records))
     card = evidence.card_file.name
     text = (f"At least {evidence.gain:+.2f} dB brain PSNR over bspline on every held-out "
-            f"image ({', '.join(images)}) of {family} inputs at {scales}, from its model card "
+            f"image ({evidence.image_list()}) of {family} inputs at {scales}, from its model card "
             f"({card}).")  # fmt: skip
     if evidence.gain_over_mono is not None:
         text += f" The guided model gained at least {evidence.gain_over_mono:+.2f} dB over its " \

@@ -126,6 +126,16 @@ def _torch_device(device: str) -> str:
     return "cpu"
 
 
+def _precision(learner: str, device: str) -> str:
+    """What the learner computes in: the filters in float32, the CNN in
+    :func:`bids_sr.precision.precision_name` (bfloat16 on CPUs with AMX)."""
+    if learner == "filters":
+        return "float32"
+    from bids_sr.precision import precision_name  # imports torch: only for the CNN
+
+    return precision_name(device)
+
+
 def _learn_seconds(timing: Path) -> float | None:
     """How long a saved model took to learn (None when its timing file is missing)."""
     try:
@@ -304,10 +314,11 @@ def super_resolve_selfsr(
     budget for the scan's size, :func:`bids_sr.selfsr.network.iterations_for`). ``recipe``:
     every other tunable constant (:class:`bids_sr.recipes.SelfSRRecipe`: budget, network,
     rates, collapse check, training axes, guide check); its hash keys the per-scan model, so
-    a model learned with another recipe is never reused.
+    a model learned with another recipe is never reused; so does the precision the CNN
+    computes in (:mod:`bids_sr.precision`: bfloat16 on CPUs with AMX).
     ``model_dir``: where the per-scan model is saved and looked up (default: a temporary
     folder, removed afterwards). Pass a dict as ``uncertainty`` to receive the map
-    (``"map"``: float32, ≥ 0, on the output grid). The report holds ``device``,
+    (``"map"``: float32, ≥ 0, on the output grid). The report holds ``device``, ``precision``,
     ``weights`` (the model file; None without ``model_dir``), ``weights_sha256``,
     ``model_reused``, ``learner``, ``prior`` and ``prior_sha256`` (the shipped slice-family
     starting point the CNN fine-tuned; None for the filters or without one), ``learn_s``
@@ -353,9 +364,11 @@ def super_resolve_selfsr(
     if not (learner == "cnn" and reference_contrast in GUIDED_PRIOR_CONTRASTS
             and guided_prior.exists()):  # fmt: skip
         guided_prior = None
+    # the CNN learns in bfloat16 on CPUs with AMX (bids_sr.precision): part of the model's key
+    precision = _precision(learner, run_device)
     settings = {"recipe": recipe.sha256, "factors": [round(float(f), 6) for f in factors],
                 "seed": int(seed), "learner": learner, "iterations": iterations,
-                "acquisition": acquisition.describe()}  # fmt: skip
+                "acquisition": acquisition.describe(), "precision": precision}  # fmt: skip
     learning = _Learning(lr, factors, acquisition, factor, learner, seed, run_device, progress,
                          iterations, prior, recipe, guided_prior)  # fmt: skip
     guide_check = None
@@ -403,6 +416,7 @@ def super_resolve_selfsr(
                        "of B-spline's on them): the result is B-spline's", check)  # fmt: skip
     report = {
         "device": run_device,
+        "precision": precision,
         "weights": str(found.path) if model_dir is not None else None,
         "weights_sha256": sha,
         "model_reused": bool(found.reused),

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from bids_sr.acquisition import Acquisition
+from bids_sr.precision import autocast, memory_format
 from bids_sr.progress import track
 from bids_sr.recipes import SELFSR, SelfSRRecipe
 from bids_sr.selfsr.filters import head_region
@@ -286,7 +287,8 @@ def fit(net: PlaneNet, pairs: list[_Pairs], settings: TrainSettings, steps: int,
         desc: str = "selfsr: training") -> dict:  # fmt: skip
     """``steps`` Adam steps (one-cycle schedule, L1 loss) of ``net`` on random patches of
     ``pairs``; returns the final loss (mean of the last tenth of the steps)."""
-    net.to(device).train()
+    layout = memory_format(device)
+    net.to(device, memory_format=layout).train()
     optimiser = torch.optim.Adam(net.parameters(), lr=settings.lr)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimiser, max_lr=settings.lr, total_steps=steps, pct_start=max(0.05, 2.0 / steps)
@@ -294,13 +296,15 @@ def fit(net: PlaneNet, pairs: list[_Pairs], settings: TrainSettings, steps: int,
     losses = []
     for _ in track(range(steps), desc=desc, bar=progress):
         inputs, target = _batch(pairs, settings, rng)
-        loss = nn.functional.l1_loss(net(inputs.to(device)), target.to(device))
+        with autocast(device):  # bfloat16 convolutions where the CPU runs them in hardware
+            prediction = net(inputs.to(device, memory_format=layout))
+        loss = nn.functional.l1_loss(prediction.float(), target.to(device))
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
         schedule.step()
         losses.append(float(loss.detach()))
-    net.cpu().eval()
+    net.to("cpu", memory_format=torch.contiguous_format).eval()
     return {"final_loss": float(np.mean(losses[-max(1, len(losses) // 10):]))}
 
 
@@ -370,10 +374,13 @@ def self_check(net: PlaneNet, pairs: list[_Pairs], settings: TrainSettings,
     batches of ``pairs``: < 1 when the network learned something, 1.0 when it collapsed."""
     rng = np.random.default_rng(12345)
     net_error = base_error = 0.0
-    with torch.inference_mode():
+    layout = memory_format("cpu")
+    net = net.to(memory_format=layout)
+    with torch.inference_mode(), autocast("cpu"):  # the precision the network is applied in
         for _ in range(batches):
             inputs, target = _batch(pairs, settings, rng)
-            net_error += float(nn.functional.l1_loss(net(inputs), target))
+            prediction = net(inputs.contiguous(memory_format=layout)).float()
+            net_error += float(nn.functional.l1_loss(prediction, target))
             base_error += float(nn.functional.l1_loss(inputs[:, :1], target))
     return net_error / max(base_error, 1e-12)
 
@@ -394,21 +401,23 @@ def apply_plane_net(
     keep = np.flatnonzero(np.transpose(region, order).any(axis=(1, 2)))
     phase = slice_phase(base.shape[slice_axis], n_lr)
     out = np.array(planes, dtype=np.float32, copy=True)
-    net = net.to(device).eval()
-    with torch.inference_mode():
+    layout = memory_format(device)
+    net = net.to(device, memory_format=layout).eval()
+    with torch.inference_mode(), autocast(device):
         for start in track(range(0, keep.size, batch), unit="batch", bar=progress,
                            desc=f"selfsr: applying the network in planes ({slice_axis}, "
                            f"{other}), batch"):  # fmt: skip
             index = keep[start:start + batch]
             inputs = planes_input(planes[index], phase, None if guide is None else guide[index])
-            result = net(inputs.to(device))[:, 0]
+            result = net(inputs.to(device, memory_format=layout))[:, 0]
             out[index] = result.float().cpu().numpy()
     return np.ascontiguousarray(np.transpose(out, np.argsort(order)))
 
 
 def state_to_numpy(net: PlaneNet) -> dict[str, np.ndarray]:
     """The network's weights as float32 arrays (for safetensors)."""
-    return {k: v.detach().cpu().numpy().astype(np.float32) for k, v in net.state_dict().items()}
+    return {k: v.detach().cpu().contiguous().numpy().astype(np.float32)
+            for k, v in net.state_dict().items()}
 
 
 def net_from_numpy(tensors: dict[str, np.ndarray], names: Sequence[str] | None = None) -> PlaneNet:

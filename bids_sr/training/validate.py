@@ -221,6 +221,9 @@ def validate_target(target: Path, args: argparse.Namespace, command: str,
             model_dir=args.model_dir, arrays=arrays if guided else None,
         )  # fmt: skip
         psnr = {row["method"]: row["psnr_brain"] for row in rows}
+        computed = next(row for row in rows if row["method"] == method).get("precision")
+        if computed:  # a per-scan network: float32, or bfloat16 on CPUs with AMX
+            record.setdefault("precision", {})[name] = computed
         record["psnr_brain"][name] = round(psnr[method], 3)
         record["psnr_brain_bspline"][name] = round(psnr["bspline"], 3)
         record["gain_over_bspline"][name] = round(psnr[method] - psnr["bspline"], 3)

@@ -1,0 +1,78 @@
+"""The floating-point precision the per-scan networks compute in on this machine.
+
+On a CPU with AMX tiles (Intel Sapphire Rapids and later), oneDNN runs bfloat16
+convolutions in hardware: ``selfsr``'s 128-channel plane network trains about 4× faster and
+is applied about 8× faster in bfloat16 (autocast: convolutions in bfloat16, weights, losses
+and the B-spline base in float32) with channels-last tensors than in float32 (2 cores,
+``benchmarks/selfsr_time.py``). On other CPUs bfloat16 is emulated and slower, so it is
+used only where AMX is present; CUDA keeps float32 (not validated there yet).
+
+``BIDS_SR_CPU_PRECISION`` overrides the choice: ``bf16``, ``fp32`` or ``auto`` (default).
+A cluster of mixed nodes that must give bit-identical outputs on all of them sets ``fp32``.
+The precision a result was computed in goes into its sidecar (``Precision``) and into the
+per-scan model cache key (a model learned in one precision is not reused for the other).
+
+Part of the numerical core (never imports nipype or pybids).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import torch
+
+#: The environment variable that overrides the automatic choice on CPUs.
+ENVIRONMENT = "BIDS_SR_CPU_PRECISION"
+CHOICES = ("auto", "bf16", "fp32")
+NAMES = {None: "float32", torch.bfloat16: "bfloat16"}
+
+
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles (bfloat16 matrix units), as torch sees it; False where
+    torch cannot tell (the probe is private API and may move between torch versions)."""
+    probe = getattr(getattr(torch, "cpu", None), "_is_amx_tile_supported", None)
+    try:
+        return bool(probe()) if callable(probe) else False
+    except Exception:  # a probe that fails says nothing about the hardware
+        return False
+
+
+def compute_dtype(device: str) -> torch.dtype | None:
+    """bfloat16 when the networks should autocast to it on ``device``, None for float32.
+
+    ValueError naming the variable when :data:`ENVIRONMENT` holds something else than one of
+    :data:`CHOICES`."""
+    if not str(device).startswith("cpu"):
+        return None
+    choice = os.environ.get(ENVIRONMENT, "auto").strip().lower() or "auto"
+    if choice not in CHOICES:
+        raise ValueError(f"{ENVIRONMENT}={choice!r}: expected one of {', '.join(CHOICES)}")
+    if choice == "fp32":
+        return None
+    if choice == "bf16":
+        return torch.bfloat16
+    return torch.bfloat16 if cpu_has_amx() else None
+
+
+def precision_name(device: str) -> str:
+    """``"bfloat16"`` or ``"float32"``: what :func:`autocast` computes in on ``device``."""
+    return NAMES[compute_dtype(device)]
+
+
+@contextlib.contextmanager
+def autocast(device: str) -> Iterator[None]:
+    """Autocast the enclosed network calls to :func:`compute_dtype` (nothing for float32)."""
+    dtype = compute_dtype(device)
+    if dtype is None:
+        yield
+        return
+    with torch.autocast(device_type="cpu", dtype=dtype):
+        yield
+
+
+def memory_format(device: str) -> torch.memory_format:
+    """Channels-last on CPU (oneDNN's native layout: faster in both precisions), the default
+    layout elsewhere."""
+    return torch.channels_last if str(device).startswith("cpu") else torch.contiguous_format
