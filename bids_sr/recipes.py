@@ -71,7 +71,7 @@ class SelfSRRecipe(Recipe):
     Budget: :attr:`epochs` passes over the scan's training planes (both orientations),
     within [:attr:`min_iterations`, :attr:`max_iterations`] steps; 3000 steps of the shipped
     128-channel network are most of the 481 s selfsr took on a 256×256×48 clinical T1w on 2
-    idle CPU cores in float32, and of the 86 s in bfloat16 on CPUs with AMX
+    idle CPU cores in float32, and of the 75 s in bfloat16 on CPUs with AMX
     (:mod:`bids_sr.precision`). On chris at 1×1×3, 600 steps gained +0.42 dB over
     B-spline, 3000 +1.40, 6000 +1.65 (openms19: +0.60, +0.45, +0.39): 3000 is the budget.
     ``selfsr-fast`` (the cohort mode) takes :attr:`fast_iterations` steps from its prior
