@@ -75,6 +75,26 @@ IXI_LICENCE = "CC BY-SA 3.0 (IXI, via NiChart; attribution, share-alike)"
 GUIDED_STEM = "selfsr_guided_prior"
 
 
+def validation_subjects(args: argparse.Namespace) -> list[str]:
+    """The images that validate what starts from this prior (never trained on)."""
+    if args.guided:
+        return ["openms19", "mni152"]
+    return ["chris", "openms19"] + (["the IXI pool's validation part"] if args.ixi else [])
+
+
+def validation_note(args: argparse.Namespace) -> str:
+    """Where the evidence for this prior is: the card of the method that uses it."""
+    if args.guided:
+        return ("per-scan fine-tuning from these weights is validated as the selfsr-t2w and "
+                "selfsr-flair methods, against selfsr: see their cards (evidence, "
+                "gain_over_mono)")  # fmt: skip
+    if args.ixi:
+        return ("these weights applied as they are (no per-scan training) are validated as "
+                "the selfsr-fast method: see selfsr-fast.card.json (evidence)")  # fmt: skip
+    return ("per-scan fine-tuning from these weights is validated as the selfsr method: see "
+            "selfsr.card.json (evidence) and docs/benchmarks.md")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3000)
@@ -180,12 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         "data": {"license": "mixed: see participants", "participants": [
             {"participant_id": name, "file": rel, "licence": lic}
             for name, (rel, lic) in subjects.items()]},
-        "validation_subjects": ["openms19", "mni152"] if args.guided else ["chris", "openms19"],
-        "validation_note": (
-            "per-scan fine-tuning from these weights is validated as the selfsr-t2w and "
-            "selfsr-flair methods, against selfsr: see their cards (evidence, gain_over_mono)"
-            if args.guided else "per-scan fine-tuning from these weights is validated as the "
-            "selfsr method: see selfsr.card.json (evidence) and docs/benchmarks.md"),
+        "validation_subjects": validation_subjects(args),
+        "validation_note": validation_note(args),
         "steps": summary["steps"], "final_loss": summary["final_loss"],
         "train_wall_s": round(summary["train_s"], 1), "acquisitions": summary["acquisitions"],
         "seed": args.seed, "device": args.device, "command": command, "init": init_record,
@@ -202,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     write_text_atomic(
         f"# {weights.name}\n\n- {card['role']}: {card['architecture']}\n"
         f"- training subjects: {', '.join(subjects)}; random slice acquisitions "
-        f"(factor {FACTORS[0]:g}–{FACTORS[1]:g}, thickness {THICKNESS_RATIOS[0]:g}–"
+        f"(factor {FACTORS[0]:g}–{args.max_factor:g}, thickness {THICKNESS_RATIOS[0]:g}–"
         f"{THICKNESS_RATIOS[1]:g} × spacing, {'/'.join(PROFILES)})\n"
         f"- {summary['steps']} steps, {summary['train_s']:.0f} s on {args.device}, final L1 "
         f"{summary['final_loss']:.4f}\n- command: `{command}`\n{continued}"

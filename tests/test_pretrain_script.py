@@ -121,3 +121,6 @@ def test_ixi_pretrains_the_cohort_prior_on_the_pretraining_part_only(script, sha
     assert ixi == pretraining and not set(ixi) & set(validation)
     assert len(card["acquisitions"]) == 3 + len(pretraining)
     assert (out / "selfsr_fast_prior.safetensors").is_file()
+    # its evidence is selfsr-fast's (the prior applied as it is), on the IXI validation part too
+    assert "selfsr-fast.card.json" in card["validation_note"]
+    assert card["validation_subjects"][-1] == "the IXI pool's validation part"

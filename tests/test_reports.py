@@ -201,3 +201,12 @@ def test_report_renders_in_headless_chromium(report_files, tmp_path, chromium):
     entry = {"title": "T1w ×2 bspline", "sidecar": {"Method": "bspline"}, **report_files}
     report = build_subject_report("01", [entry], tmp_path / "sub-01.html")
     assert_renders_in_chromium(chromium, report, tmp_path, n_images=2)
+
+
+def test_table_cells_show_structured_values_as_written():
+    """A sidecar's dict or list in the provenance table keeps its characters (the sidecar's
+    ``Resolution`` says "0.91×0.91×1 mm", not "0.91\\u00d70.91\\u00d71 mm")."""
+    from bids_sr.reports.html import format_cell
+
+    assert format_cell({"hi": "to 0.91×0.91×1 mm"}) == '{"hi": "to 0.91×0.91×1 mm"}'
+    assert format_cell([1.0, 3]) == "[1.0, 3]" and format_cell(None) == "n/a"

@@ -86,7 +86,7 @@ def weights_field(method: str | None, weights: str | None) -> str | None:
     if not weights or method not in SELF_SUPERVISED_METHODS:
         return weights
     if method == "selfsr-fast":  # the prior as shipped: nothing is learned from the scan
-        return (f"the shipped slice-family prior, applied with no per-scan training "
+        return (f"the shipped prior named in Prior, applied with no per-scan training "
                 f"({Path(weights).name}, kept in the work directory's selfsr_models/; "
                 "identified by WeightsSha256)")  # fmt: skip
     return (f"per-scan model learned by {method} from this image, not shipped "

@@ -61,8 +61,8 @@ def format_cell(value: Any, digits: int = 4) -> str:
         return "true" if value else "false"
     if isinstance(value, float):
         return f"{value:.{digits}g}"
-    if isinstance(value, (list, tuple, dict)):
-        return json.dumps(value, sort_keys=True)
+    if isinstance(value, (list, tuple, dict)):  # as written: "0.91×0.91", not "0.91\u00d70.91"
+        return json.dumps(value, sort_keys=True, ensure_ascii=False)
     return str(value)
 
 
