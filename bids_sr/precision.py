@@ -21,18 +21,31 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 #: The environment variable that overrides the automatic choice on CPUs.
 ENVIRONMENT = "BIDS_SR_CPU_PRECISION"
 CHOICES = ("auto", "bf16", "fp32")
-NAMES = {None: "float32", torch.bfloat16: "bfloat16"}
+
+
+def requested() -> str:
+    """The choice :data:`ENVIRONMENT` asks for (``auto`` when unset). Reads no torch, so
+    the command line checks it before anything runs; ValueError naming the variable when
+    it holds something else than one of :data:`CHOICES`."""
+    choice = os.environ.get(ENVIRONMENT, "auto").strip().lower() or "auto"
+    if choice not in CHOICES:
+        raise ValueError(f"{ENVIRONMENT}={choice!r}: expected one of {', '.join(CHOICES)}")
+    return choice
 
 
 def cpu_has_amx() -> bool:
     """Whether this CPU has AMX tiles (bfloat16 matrix units), as torch sees it; False where
     torch cannot tell (the probe is private API and may move between torch versions)."""
+    import torch  # here, not at import: the command line reads requested() without torch
+
     probe = getattr(getattr(torch, "cpu", None), "_is_amx_tile_supported", None)
     try:
         return bool(probe()) if callable(probe) else False
@@ -41,15 +54,13 @@ def cpu_has_amx() -> bool:
 
 
 def compute_dtype(device: str) -> torch.dtype | None:
-    """bfloat16 when the networks should autocast to it on ``device``, None for float32.
+    """bfloat16 when the networks should autocast to it on ``device``, None for float32
+    (ValueError from :func:`requested` for a bad :data:`ENVIRONMENT`)."""
+    import torch
 
-    ValueError naming the variable when :data:`ENVIRONMENT` holds something else than one of
-    :data:`CHOICES`."""
     if not str(device).startswith("cpu"):
         return None
-    choice = os.environ.get(ENVIRONMENT, "auto").strip().lower() or "auto"
-    if choice not in CHOICES:
-        raise ValueError(f"{ENVIRONMENT}={choice!r}: expected one of {', '.join(CHOICES)}")
+    choice = requested()
     if choice == "fp32":
         return None
     if choice == "bf16":
@@ -59,12 +70,14 @@ def compute_dtype(device: str) -> torch.dtype | None:
 
 def precision_name(device: str) -> str:
     """``"bfloat16"`` or ``"float32"``: what :func:`autocast` computes in on ``device``."""
-    return NAMES[compute_dtype(device)]
+    return "float32" if compute_dtype(device) is None else "bfloat16"
 
 
 @contextlib.contextmanager
 def autocast(device: str) -> Iterator[None]:
     """Autocast the enclosed network calls to :func:`compute_dtype` (nothing for float32)."""
+    import torch
+
     dtype = compute_dtype(device)
     if dtype is None:
         yield
@@ -76,4 +89,6 @@ def autocast(device: str) -> Iterator[None]:
 def memory_format(device: str) -> torch.memory_format:
     """Channels-last on CPU (oneDNN's native layout: faster in both precisions), the default
     layout elsewhere."""
+    import torch
+
     return torch.channels_last if str(device).startswith("cpu") else torch.contiguous_format

@@ -76,3 +76,28 @@ def test_a_model_learned_in_one_precision_is_not_reused_in_the_other(monkeypatch
     t1w = DEMO / "sub-01" / "anat" / "sub-01_T1w.nii.gz"
     sidecar = build_sidecar(str(t1w), str(DEMO), "selfsr", "hi", {"method": "selfsr", **bf16})
     assert sidecar["Precision"] == "bfloat16"
+
+
+def test_a_bad_precision_stops_the_command_line_before_anything_runs(tmp_path, monkeypatch):
+    """A typo in the variable is a usage error (64) naming it, with no output folder."""
+    from bids_sr.cli.run import main
+
+    monkeypatch.setenv(precision.ENVIRONMENT, "half")
+    out = tmp_path / "out"
+    code = main([str(DEMO), str(out), "participant", "--participant-label", "01",
+                 "--method", "nearest", "-w", str(tmp_path / "w"), "--skip-bids-validation"])
+    assert code == 64 and not out.exists()
+
+
+def test_the_command_line_reads_the_choice_without_torch(monkeypatch):
+    """``requested`` needs no torch: the command line's main process stays torch-free, so
+    its MultiProc workers keep starting with fork (bids_sr.cli.plugin.worker_start_method)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from bids_sr.precision import requested; "
+            "from bids_sr.cli import preflight; assert requested() == 'auto'; "
+            "print('torch' in sys.modules)")  # fmt: skip
+    env = {k: v for k, v in __import__("os").environ.items() if k != precision.ENVIRONMENT}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr[-500:]

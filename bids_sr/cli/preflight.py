@@ -20,12 +20,22 @@ import numpy as np
 from bids_sr.__about__ import __version__
 from bids_sr.bids import derivative_path, desc_label
 from bids_sr.config import Config
-from bids_sr.errors import EXIT_CANT_CREATE, EXIT_DATA, BIDSError
+from bids_sr.errors import EXIT_CANT_CREATE, EXIT_DATA, EXIT_USAGE, BIDSError
 from bids_sr.fileio import read_sidecar
 from bids_sr.image import available_memory, hr_shape
 from bids_sr.planning.inputs import t1w_factors
 from bids_sr.planning.plan import MethodPlan
+from bids_sr.precision import requested
 from bids_sr.superresolve import INTERPOLATION_METHODS, NETWORK_METHODS, default_weights
+
+
+def check_precision() -> None:
+    """A bad ``BIDS_SR_CPU_PRECISION`` stops the run before anything runs (64, usage)."""
+    try:
+        requested()
+    except ValueError as exc:
+        raise BIDSError(f"{exc} (the environment variable choosing the CPU precision of the "
+                        "selfsr networks)", EXIT_USAGE) from exc  # fmt: skip
 
 
 def check_sidecars(images: Iterable[str]) -> None:

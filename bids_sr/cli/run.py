@@ -42,6 +42,7 @@ from bids_sr.cli.preflight import (
     check_output_dir,
     check_output_memory,
     check_output_names,
+    check_precision,
     check_sidecars,
     check_weights_files,
     grid_difference,
@@ -135,6 +136,7 @@ def run_participant(config: Config) -> int:
     """
     from bids_sr.cli.plugin import make_plugin, stop_workers  # late: nipype (see _run_workflow)
 
+    check_precision()
     check_output_dir(config.execution.output_dir)
     layout, t1w_by_subject = _collect_inputs(config)
     references = find_references(layout, config, t1w_by_subject)
