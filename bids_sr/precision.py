@@ -3,8 +3,8 @@
 On a CPU with AMX tiles (Intel Sapphire Rapids and later), oneDNN runs bfloat16
 convolutions in hardware: ``selfsr``'s 128-channel plane network learns about 4× faster and
 is applied about 6× faster in bfloat16 (autocast: convolutions in bfloat16, weights, losses
-and the B-spline base in float32) than in float32, both on channels-last tensors: 75 s
-against 296 s per 256×256×48 clinical scan on 2 cores (``benchmarks/selfsr_time.py``). On
+and the B-spline base in float32; channels-last tensors) than in float32: 75 s against
+about 480 s per 256×256×48 clinical scan on 2 cores (``benchmarks/selfsr_time.py``). On
 other CPUs bfloat16 is emulated and slower, so it is used only where AMX is present; CUDA
 keeps float32 (not validated there yet).
 
@@ -87,8 +87,10 @@ def autocast(device: str) -> Iterator[None]:
 
 
 def memory_format(device: str) -> torch.memory_format:
-    """Channels-last on CPU (oneDNN's native layout: faster in both precisions), the default
-    layout elsewhere."""
+    """Channels-last where the networks compute in bfloat16 (oneDNN's native layout for its
+    AMX kernels), the default layout otherwise: float32 stays exactly the computation it was
+    (channels-last float32 was 1.6× faster on 2 cores but its per-scan models differed
+    between the container image and a host install, which float32 must not)."""
     import torch
 
-    return torch.channels_last if str(device).startswith("cpu") else torch.contiguous_format
+    return torch.contiguous_format if compute_dtype(device) is None else torch.channels_last
