@@ -221,11 +221,9 @@ def _run_workflow(config: Config, plan, t1w_by_subject, brain_masks, runner) -> 
     started = time.time()
     finished = False
     try:
-        # the folder it creates, its lock and the write test's temporary file come together:
-        # a Ctrl-C between them left a folder holding the lock and that file, no description
-        with _signals_deferred():
+        with _signals_deferred():  # the folder it creates and its lock come together
             lock.acquire()
-            _check_writable(output_dir)
+        _check_writable(output_dir)
         if lock.try_exclusive():  # no other run writes here: their temporaries are stale
             for path in remove_stale_temporaries(output_dir):
                 LOGGER.info("removed %s, left by an interrupted write", path)
