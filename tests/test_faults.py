@@ -159,6 +159,7 @@ def test_node_error_is_one_line_with_its_code_and_crash_file(tmp_path, run_cli, 
     """A method that returns NaN (here: interpolation patched, in the forked workers too):
     nothing is written, the node's own error is the one line, exit 65, crash files kept."""
     from bids_sr import superresolve
+    from bids_sr.cli import plugin
 
     def nan_interpolate(lr, factors, method):
         from bids_sr.image import hr_shape
@@ -166,6 +167,8 @@ def test_node_error_is_one_line_with_its_code_and_crash_file(tmp_path, run_cli, 
         return np.full(hr_shape(lr.shape, factors), np.nan, dtype=np.float32)
 
     monkeypatch.setattr(superresolve, "interpolate", nan_interpolate)
+    # the patch reaches the workers only by fork (this process may have run torch: spawn)
+    monkeypatch.setattr(plugin, "worker_start_method", lambda requested=None: "fork")
     out = tmp_path / "out"
     code, err = run_cli(DEMO, out, "participant", "--participant-label", "02", "--method",
                         "nearest", "-w", tmp_path / "w", "--nprocs", "2",
