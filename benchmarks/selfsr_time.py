@@ -71,7 +71,7 @@ def _record(rows: list[dict], command: str) -> dict:
     """The benchmark record: one row per budget."""
     cells = [[r["scan"], "×".join(map(str, r["shape"])), "×".join(map(str, r["output_shape"])),
               r["budget"], r["iterations"] if r["iterations"] is not None else "default",
-              r["device"], r.get("precision", "float32"), f"{r['learn_s']}",
+              r["device"], r["precision"], f"{r['learn_s']}",
               f"{r['apply_s']}", f"{r['consistency_s']}",
               f"{r['total_s']:.1f}", f"{r['peak_rss_gb']:.2f}"] for r in rows]  # fmt: skip
     columns = ["scan", "input", "output", "budget", "steps", "device", "precision", "learn (s)",

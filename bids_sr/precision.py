@@ -18,9 +18,8 @@ Part of the numerical core (never imports nipype or pybids).
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import os
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -41,9 +40,11 @@ def requested() -> str:
     return choice
 
 
+@functools.cache
 def cpu_has_amx() -> bool:
     """Whether this CPU has AMX tiles (bfloat16 matrix units), as torch sees it; False where
-    torch cannot tell (the probe is private API and may move between torch versions)."""
+    torch cannot tell (the probe is private API and may move between torch versions). Asked
+    once per process: the hardware does not change."""
     import torch  # here, not at import: the command line reads requested() without torch
 
     probe = getattr(getattr(torch, "cpu", None), "_is_amx_tile_supported", None)
@@ -73,17 +74,15 @@ def precision_name(device: str) -> str:
     return "float32" if compute_dtype(device) is None else "bfloat16"
 
 
-@contextlib.contextmanager
-def autocast(device: str) -> Iterator[None]:
-    """Autocast the enclosed network calls to :func:`compute_dtype` (nothing for float32)."""
+def autocast(device: str) -> torch.autocast:
+    """A context that autocasts the enclosed network calls to :func:`compute_dtype`
+    (disabled for float32). It can be entered again and again: a training loop makes it
+    once, not once per step."""
     import torch
 
     dtype = compute_dtype(device)
-    if dtype is None:
-        yield
-        return
-    with torch.autocast(device_type="cpu", dtype=dtype):
-        yield
+    return torch.autocast(device_type="cpu", dtype=dtype or torch.bfloat16,
+                          enabled=dtype is not None)  # fmt: skip
 
 
 def memory_format(device: str) -> torch.memory_format:

@@ -294,9 +294,10 @@ def fit(net: PlaneNet, pairs: list[_Pairs], settings: TrainSettings, steps: int,
         optimiser, max_lr=settings.lr, total_steps=steps, pct_start=max(0.05, 2.0 / steps)
     )
     losses = []
+    mixed = autocast(device)  # bfloat16 convolutions where the CPU runs them in hardware
     for _ in track(range(steps), desc=desc, bar=progress):
         inputs, target = _batch(pairs, settings, rng)
-        with autocast(device):  # bfloat16 convolutions where the CPU runs them in hardware
+        with mixed:  # the forward pass only: backward follows the forward's precisions
             prediction = net(inputs.to(device, memory_format=layout))
         loss = nn.functional.l1_loss(prediction.float(), target.to(device))
         optimiser.zero_grad(set_to_none=True)
