@@ -29,6 +29,15 @@ def _current_umask() -> int:
 _FILE_MODE = 0o666 & ~_current_umask()
 # names of atomic_path's temporary files: ".<name>.<8 random characters>.tmp[.<ext>]"
 TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp(\.[A-Za-z0-9.]+)?$")
+#: the prefix of the empty file a run creates to check that its output folder is writable
+WRITE_TEST_PREFIX = ".bids_sr_write_test"
+
+
+def is_own_temporary(name: str) -> bool:
+    """Whether a file called ``name`` is one of bids_sr's temporaries (an atomic write's
+    temporary or the writability test's file): never an output, safe to delete when no run
+    is writing."""
+    return bool(TEMP_NAME.match(name)) or name.startswith(WRITE_TEST_PREFIX)
 
 
 @contextmanager
@@ -59,7 +68,7 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     removed = []
     for root, _, files in os.walk(folder):
         for name in files:
-            if TEMP_NAME.match(name) or name.startswith(".bids_sr_write_test"):
+            if is_own_temporary(name):
                 path = Path(root) / name
                 path.unlink(missing_ok=True)
                 removed.append(path)

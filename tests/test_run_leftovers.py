@@ -56,3 +56,38 @@ def test_selfsr_weights_are_described_not_a_work_dir_path(tmp_path):
     shipped = build_sidecar(str(T1W), str(DEMO), "srrecnn", "hi",
                             {"method": "srrecnn", "weights": "/opt/w/srrecnn.safetensors"})
     assert shipped["Weights"] == "/opt/w/srrecnn.safetensors"  # a shipped file keeps its path
+
+
+def test_ctrl_c_inside_the_writability_test_leaves_no_folder(tmp_path, monkeypatch, run_cli):
+    """SIGINT between the writability test's file appearing and its removal (seen once
+    under load): the folder this run created holds only its lock and that file, and goes."""
+    import tempfile
+
+    from bids_sr.fileio import WRITE_TEST_PREFIX
+
+    real = tempfile.NamedTemporaryFile
+
+    def interrupted(*args, **kwargs):
+        if kwargs.get("prefix") != WRITE_TEST_PREFIX:
+            return real(*args, **kwargs)
+        Path(kwargs["dir"], f"{WRITE_TEST_PREFIX}abc123").touch()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", interrupted)
+    out = tmp_path / "out"
+    code, err = run_cli(DEMO, out, "participant", "--participant-label", "01", "--method",
+                        "nearest", "--skip-bids-validation", "-w", tmp_path / "w")  # fmt: skip
+    assert code == 1 and "stopped by SIGINT" in err, err
+    assert not out.exists(), sorted(p.name for p in out.iterdir())
+
+
+def test_a_user_folder_keeps_its_files_and_loses_only_the_temporaries(tmp_path):
+    """The same interrupt in a folder the user made: the next run removes the leftover."""
+    from bids_sr.fileio import WRITE_TEST_PREFIX, is_own_temporary, remove_stale_temporaries
+
+    leftover = tmp_path / f"{WRITE_TEST_PREFIX}xyz"
+    leftover.touch()
+    (tmp_path / "notes.txt").write_text("mine")
+    assert is_own_temporary(leftover.name) and not is_own_temporary("notes.txt")
+    assert remove_stale_temporaries(tmp_path) == [leftover]
+    assert (tmp_path / "notes.txt").read_text() == "mine"

@@ -56,7 +56,7 @@ from bids_sr.errors import (
     BIDSError,
     exit_code_for,
 )
-from bids_sr.fileio import remove_stale_temporaries
+from bids_sr.fileio import WRITE_TEST_PREFIX, is_own_temporary, remove_stale_temporaries
 from bids_sr.image import ImageError, load_volume
 from bids_sr.planning.plan import MethodPlan, plan_methods, resolve_methods
 from bids_sr.planning.references import find_references
@@ -73,7 +73,7 @@ class Stopped(BaseException):
 def _check_writable(output_dir: Path) -> None:
     """Make sure ``output_dir`` can be written (73, or 74 when the disk is full)."""
     try:
-        with tempfile.NamedTemporaryFile(dir=output_dir, prefix=".bids_sr_write_test"):
+        with tempfile.NamedTemporaryFile(dir=output_dir, prefix=WRITE_TEST_PREFIX):
             pass
     except OSError as exc:
         raise BIDSError(
@@ -262,10 +262,11 @@ def _run_workflow(config: Config, plan, t1w_by_subject, brain_masks, runner) -> 
 
 def _remove_if_only_ours(output_dir: Path, ours: set[Path], lock: OutputDirLock) -> None:
     """Delete ``output_dir`` when no other run uses it and it holds only files this run
-    wrote (the description, README, .bidsignore, its configuration): nothing else is lost."""
+    wrote (the description, README, .bidsignore, its configuration) or its temporaries (a
+    Ctrl-C inside the writability test leaves that test's file): nothing else is lost."""
     if not lock.try_exclusive():
         return
-    present = {p for p in output_dir.rglob("*") if p.is_file()}
+    present = {p for p in output_dir.rglob("*") if p.is_file() and not is_own_temporary(p.name)}
     if present <= ours:
         with _signals_deferred():  # a second Ctrl-C does not leave half a folder
             shutil.rmtree(output_dir, ignore_errors=True)
