@@ -200,9 +200,9 @@ def evaluate_image(
         row.update(compute_metrics(sr, truth, mask=mask, data_range=DATA_RANGE))
         row.update(runtime_s=float(report["runtime_s"]), device=str(report.get("device", "")))
         row["data_consistency_psnr"] = report.get("data_consistency_psnr")
-        # a per-scan method's learning, its precision (bids_sr.precision), and a guided
-        # one's guide check (not in the TSV)
-        for key in ("learn_s", "model_reused", "guide_check", "precision"):
+        # a per-scan method's learning, its precision (bids_sr.precision), its starting
+        # point, and a guided one's guide check (not in the TSV)
+        for key in ("learn_s", "model_reused", "guide_check", "precision", "prior_sha256"):
             if key in report:
                 row[key] = report[key]
         rows.append(row)

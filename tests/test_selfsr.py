@@ -263,6 +263,22 @@ def test_the_guided_cards_were_made_with_the_starting_point_their_method_uses():
             assert named == expected, record["command"]
 
 
+def test_the_unguided_cards_were_made_with_the_prior_their_method_starts_from():
+    """Every record of ``selfsr`` and ``selfsr-fast`` names the prior its per-scan networks
+    started from (``prior_sha256``, written by ``bids_sr-train validate``): the one each
+    method starts from today, so a prior retrained without re-validating fails here."""
+    import json
+
+    from bids_sr.fileio import sha256_file
+    from bids_sr.selfsr import method
+
+    for name, prior in (("selfsr", method.PRIOR), ("selfsr-fast", method.fast_prior())):
+        card = json.loads((prior.parent / f"{name}.card.json").read_text())
+        shipped = sha256_file(prior)
+        for record in card["evidence"]:
+            assert record.get("prior_sha256") == shipped, (name, record["command"])
+
+
 @pytest.mark.parametrize("unshuffle", [1, 2])
 def test_widening_the_prior_keeps_its_output_and_adds_trainable_channels(unshuffle):
     """A per-scan network wider than its prior starts from it: widened, it computes exactly

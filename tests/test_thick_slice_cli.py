@@ -191,3 +191,45 @@ def test_the_sidecar_says_what_a_per_scan_model_is():
     assert "learned by selfsr from this image" in trained and "/scratch" not in trained
     fast = weights_field("selfsr-fast", kept)
     assert "no per-scan training" in fast and "learned" not in fast and "/scratch" not in fast
+
+
+@pytest.mark.slow
+def test_a_scan_of_6p5_mm_slices_at_0p5_mm_in_plane_gets_the_cohort_mode(tmp_path, run_cli):
+    """A 0.5×0.5×6.5 mm 2D T1w (×13 to its in-plane size, the issue-40 case; the demo's 2 mm
+    sub-01 resampled to 0.5 mm in-plane over a 40 mm × 40 mm field of view and acquired as
+    6.5 mm slices) is brought to 0.5 mm isotropic by ``auto`` with ``selfsr-fast``, the one
+    method whose card shows a gain on every image at ×13, over the input's field of view;
+    the output projected back through the acquisition model returns the input."""
+    from scipy import ndimage
+
+    root = tmp_path / "bids"
+    anat = root / "sub-01" / "anat"
+    anat.mkdir(parents=True)
+    shutil.copy(DEMO / "dataset_description.json", root)
+    source = nib.load(DEMO / "sub-01" / "anat" / "sub-01_T1w.nii.gz")
+    crop = np.asarray(source.dataobj, dtype=np.float32)[22:42, 40:60, 12:51]  # 40×40×78 mm
+    fine = ndimage.zoom(crop, (4, 4, 4), order=1)  # 0.5 mm grid: 80×80×156
+    acquisition = Acquisition(spacing=(0.5, 0.5, 6.5), slice_axis=2, thickness=6.5)
+    lr = project(fine, acquisition, (80, 80, 12))
+    affine = source.affine.copy()
+    affine[:3, :3] = source.affine[:3, :3] / 4
+    affine[:3, 3] = source.affine[:3, :3] @ (22 - 0.375, 40 - 0.375, 12 - 0.375) + affine[:3, 3]
+    affine[:3, 3] += affine[:3, 2] * 6  # the first slice's centre: 6.5 mm slab, 0.5 mm voxels
+    affine[:3, 2] *= 13
+    nib.save(nib.Nifti1Image(lr, affine), anat / "sub-01_T1w.nii.gz")
+    out = tmp_path / "out"
+    code, err = run_cli(root, out, "participant", "--skip-bids-validation", "-w",
+                        tmp_path / "w", "--plugin", "Linear")  # fmt: skip
+    assert code == 0, err
+    sidecar = out / "sub-01" / "anat" / "sub-01_res-hi_desc-selfsrFast_T1w.json"
+    meta = json.loads(sidecar.read_text())
+    assert meta["Method"] == "selfsr-fast" and "×1x1x13" in meta["MethodChoice"], meta
+    assert meta["OutputVoxelSize"] == pytest.approx([0.5, 0.5, 0.5])
+    sr = nib.load(sidecar.with_suffix("").with_suffix(".nii.gz"))
+    assert sr.shape == (80, 80, 156)
+    # the output's first plane is centred 3 mm before the first slice's centre
+    np.testing.assert_allclose(sr.affine[:3, 3], affine[:3, 3] - affine[:3, 2] / 13 * 6,
+                               atol=1e-4)  # fmt: skip
+    back = project(sr.get_fdata().astype(np.float32), acquisition, lr.shape)
+    head = lr > 0.1 * np.percentile(lr[lr > 0], 99)
+    assert np.abs(back - lr)[head].max() < 0.01 * lr.max()

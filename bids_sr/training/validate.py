@@ -224,6 +224,9 @@ def validate_target(target: Path, args: argparse.Namespace, command: str,
         computed = next(row for row in rows if row["method"] == method).get("precision")
         if computed:  # a per-scan network: float32, or bfloat16 on CPUs with AMX
             record.setdefault("precision", {})[name] = computed
+        prior = next(row for row in rows if row["method"] == method).get("prior_sha256")
+        if prior and not guided:  # the unguided per-scan network's starting point: a
+            record["prior_sha256"] = prior  # record made from another one is stale
         record["psnr_brain"][name] = round(psnr[method], 3)
         record["psnr_brain_bspline"][name] = round(psnr["bspline"], 3)
         record["gain_over_bspline"][name] = round(psnr[method] - psnr["bspline"], 3)
