@@ -12,7 +12,10 @@ the gain over B-spline. Compare with selfsr's gain on the same input
 not what limits selfsr; the network's size and training budget are.
 
     python experiments/selfsr_ceiling.py --image chris --scale 1 1 3 [--width 128] [--unshuffle 2]
-        [--steps 3000]
+        [--steps 3000] [--path T1W] [--init PRIOR.safetensors]
+
+``--path`` scores any image (e.g. an IXI validation subject) instead of ``--image``;
+``--init`` starts from a prior (as selfsr does) instead of random weights.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from bids_sr.metrics import compute_metrics
 from bids_sr.recipes import SELFSR
 from bids_sr.selfsr import network
 from bids_sr.selfsr.pairs import slice_phase
+from bids_sr.selfsr.store import load_model
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -70,8 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=network.TrainSettings.batch)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--shared", type=Path, default=SHARED)
+    parser.add_argument("--path", type=Path, help="an image to score instead of --image")
+    parser.add_argument("--init", type=Path, help="a prior to start from (safetensors)")
     args = parser.parse_args(argv)
-    volume = load_volume(args.shared / IMAGES[args.image])
+    volume = load_volume(args.path or args.shared / IMAGES[args.image])
     factors = tuple(args.scale)
     axis = int(np.argmax(factors))
     truth = crop_to_factor(robust_normalisation(volume.data).apply(volume.data), factors)
@@ -91,6 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
     torch.manual_seed(args.seed)
     net = network.PlaneNet(depth=args.depth, width=args.width, unshuffle=args.unshuffle)
+    if args.init:  # the prior's architecture, widened to --width, as selfsr starts
+        tensors, _ = load_model(args.init)
+        state = {name: torch.from_numpy(np.asarray(v)) for name, v in tensors.items()}
+        arch = network._architecture(state)
+        net = arch.build(width=max(arch.width, args.width), inputs=2)
+        net.load_state_dict(network.widen_state(state, max(arch.width, args.width)))
     pairs = true_pairs(base, truth, axis, lr.shape[axis], settings.patch)
     network.fit(net, pairs, settings, args.steps, rng, progress=True,
                 desc="ceiling: training on the true through-plane planes")  # fmt: skip
@@ -98,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                  for other in range(3) if other != axis]  # fmt: skip
     seconds = time.perf_counter() - start
     bspline, ceiling = brain_psnr(base), brain_psnr(np.mean(estimates, axis=0))
-    print(f"{args.image} ×{'x'.join(f'{f:g}' for f in factors)} thickness "
+    name = args.path.name if args.path else args.image
+    print(f"{name} ×{'x'.join(f'{f:g}' for f in factors)} thickness "
           f"{args.thickness_ratio:g}× spacing; network {args.depth}×{args.width} channels "
           f"(unshuffle {args.unshuffle}), {args.steps} "
           f"steps of {args.batch} patches ({seconds:.0f} s): bspline {bspline:.2f} dB, trained "

@@ -180,8 +180,12 @@ def test_first_screen_of_a_bspline_output_and_of_a_guided_one(tmp_path):
 
     assert "no self-check" in self_check_text({"Method": "selfsr"})  # the filters learner
     # the cohort mode's prior that barely beats B-spline on this scan points to selfsr
-    poor = self_check_text({"Method": "selfsr-fast", "SelfCheckL1Ratio": 0.958})
+    # where selfsr's card validates it (×3), and nowhere else (×13: selfsr lost there)
+    thick = {"Method": "selfsr-fast", "SelfCheckL1Ratio": 0.958, "AcquisitionModel": "slice"}
+    poor = self_check_text({**thick, "ScaleFactor": [1.0, 1.0, 3.0]})
     assert "0.958 of B-spline's: 4% less error" in poor and "--method selfsr" in poor
+    beyond = self_check_text({**thick, "ScaleFactor": [1.0, 1.0, 13.0]})
+    assert "--method selfsr" not in beyond and "no method that trains on the scan" in beyond
     assert "--method selfsr" not in self_check_text({"Method": "selfsr-fast",
                                                      "SelfCheckL1Ratio": 0.72})  # fmt: skip
     assert "--method selfsr" not in self_check_text({"Method": "selfsr", "SelfCheckL1Ratio": 0.95})

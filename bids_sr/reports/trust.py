@@ -134,8 +134,13 @@ def self_check_text(sidecar: Mapping[str, Any]) -> str:
     text = (f"On the scan's own slices (degraded like the acquisition and predicted back), its "
             f"error is {ratio:.3f} of B-spline's: {verdict}.")  # fmt: skip
     if sidecar.get("Method") == "selfsr-fast" and ratio >= POOR_PRIOR_RATIO:
-        text += (" The shipped prior fits this scan poorly: selfsr, which trains on the "
-                 "scan's own slices, is likely to gain more (--method selfsr, minutes more).")
+        if card_evidence({**sidecar, "Method": "selfsr", "Weights": ""}) is not None:
+            text += (" The shipped prior fits this scan poorly: selfsr, which trains on the "
+                     "scan's own slices, is likely to gain more (--method selfsr, minutes "
+                     "more).")  # fmt: skip
+        else:  # e.g. ×13: the per-scan training lost to B-spline on held-out images there
+            text += (" The shipped prior fits this scan poorly, and no method that trains on "
+                     "the scan is validated at this slice factor: read the result with care.")
     guide = sidecar.get("GuideCheck")
     if isinstance(guide, Mapping) and guide.get("GuidedL1Ratio") is not None:
         used = "used" if guide.get("Used") else "not used (it did not help on this scan)"
