@@ -136,7 +136,7 @@ def super_resolve(
             progress=progress, uncertainty=uncertainty,
             learner="filters" if method == "selfsr-filters" else "cnn",
             iterations=selfsr_recipe.fast_iterations if method == "selfsr-fast" else None,
-            prior=fast_prior() if method == "selfsr-fast" else None,
+            prior=fast_prior(max(factors)) if method == "selfsr-fast" else None,
             reference=reference if guided else None,
             reference_contrast=REFERENCE_SUFFIXES[method] if guided else None,
             recipe=selfsr_recipe,

@@ -186,6 +186,9 @@ def test_first_screen_of_a_bspline_output_and_of_a_guided_one(tmp_path):
     assert "0.958 of B-spline's: 4% less error" in poor and "--method selfsr" in poor
     beyond = self_check_text({**thick, "ScaleFactor": [1.0, 1.0, 13.0]})
     assert "--method selfsr" not in beyond and "no method that trains on the scan" in beyond
+    # the prior alone learns nothing, so its output is never "B-spline's"
+    worse = self_check_text({**thick, "SelfCheckL1Ratio": 1.07, "ScaleFactor": [1, 1, 13]})
+    assert "no better than B-spline" in worse and "result is B-spline's" not in worse
     assert "--method selfsr" not in self_check_text({"Method": "selfsr-fast",
                                                      "SelfCheckL1Ratio": 0.72})  # fmt: skip
     assert "--method selfsr" not in self_check_text({"Method": "selfsr", "SelfCheckL1Ratio": 0.95})

@@ -232,9 +232,10 @@ def test_no_image_that_validates_a_selfsr_card_trained_the_prior(card_name):
     if card_name != "selfsr":  # the guided prior, too, never saw a guided validation pair
         guided = json.loads((weights / "selfsr_guided_prior.card.json").read_text())
         assert not validated & set(guided["training_subjects"]), card_name
-    fast = weights / "selfsr_fast_prior.card.json"  # selfsr-fast's own prior, where it ships
-    if card_name == "selfsr-fast" and fast.exists():
-        assert not validated & set(json.loads(fast.read_text())["training_subjects"])
+    for fast in (method.FAST_PRIOR, method.FAST_THICK_PRIOR):  # selfsr-fast's own priors
+        fast_card = fast.with_suffix(".card.json")
+        if card_name == "selfsr-fast" and fast_card.exists():
+            assert not validated & set(json.loads(fast_card.read_text())["training_subjects"])
 
 
 def test_the_guided_cards_were_made_with_the_starting_point_their_method_uses():
@@ -272,11 +273,22 @@ def test_the_unguided_cards_were_made_with_the_prior_their_method_starts_from():
     from bids_sr.fileio import sha256_file
     from bids_sr.selfsr import method
 
-    for name, prior in (("selfsr", method.PRIOR), ("selfsr-fast", method.fast_prior())):
-        card = json.loads((prior.parent / f"{name}.card.json").read_text())
-        shipped = sha256_file(prior)
+    for name, prior_for in (("selfsr", lambda factor: method.PRIOR),
+                            ("selfsr-fast", method.fast_prior)):  # fmt: skip
+        card = json.loads((method.PRIOR.parent / f"{name}.card.json").read_text())
         for record in card["evidence"]:
+            shipped = sha256_file(prior_for(max(record["factors"])))
             assert record.get("prior_sha256") == shipped, (name, record["command"])
+
+
+def test_selfsr_fast_starts_from_the_thick_prior_only_above_x7():
+    """The thick-slice prior takes over above FAST_THICK_ABOVE (its records at ×8 and ×13
+    gain more there; at ×3 it lost to B-spline on openms19)."""
+    from bids_sr.selfsr import method
+
+    assert method.fast_prior(3.0) == method.fast_prior(7.0) == method.FAST_PRIOR
+    assert method.fast_prior(None) == method.FAST_PRIOR
+    assert method.fast_prior(8.0) == method.fast_prior(13.0) == method.FAST_THICK_PRIOR
 
 
 @pytest.mark.parametrize("unshuffle", [1, 2])
@@ -461,9 +473,27 @@ def test_selfsr_fast_applies_its_prior_without_per_scan_training(scan, monkeypat
     fast, report = super_resolve(lr, (1, 1, 3), "selfsr-fast", acquisition=acq,
                                  data_consistency=False, device="cpu")  # fmt: skip
     base, _ = super_resolve(lr, (1, 1, 3), "bspline", acquisition=acq, data_consistency=False)
-    assert report["method"] == "selfsr-fast" and report["prior"] == method.fast_prior().name
+    assert report["method"] == "selfsr-fast" and report["prior"] == method.fast_prior(3).name
     assert 0 < report["self_check_l1_ratio"] < 1.5
     assert fast.shape == hr.shape and not np.allclose(fast, base)
     again, _ = super_resolve(lr, (1, 1, 3), "selfsr-fast", acquisition=acq,
                              data_consistency=False, device="cpu")  # fmt: skip
     assert np.array_equal(fast, again)
+
+
+def test_a_prior_no_better_than_bspline_on_its_own_slices_is_not_called_bspline(
+        scan, monkeypatch, caplog):  # fmt: skip
+    """``selfsr-fast`` learns nothing, so a self-check above the collapse ratio (few in-plane
+    pairs at very thick slices) warns about the prior and keeps the prior's output."""
+    from bids_sr.selfsr import network
+    from bids_sr.superresolve import super_resolve
+
+    monkeypatch.setattr(network, "self_check", lambda *args, **kwargs: 1.07)
+    hr, lr, acq = scan
+    with caplog.at_level("WARNING"):
+        fast, report = super_resolve(lr, (1, 1, 3), "selfsr-fast", acquisition=acq,
+                                     data_consistency=False, device="cpu")  # fmt: skip
+    base, _ = super_resolve(lr, (1, 1, 3), "bspline", acquisition=acq, data_consistency=False)
+    warned = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert "no better than B-spline (1.070" in warned and "result is B-spline's" not in warned
+    assert report["self_check_l1_ratio"] == 1.07 and not np.allclose(fast, base)

@@ -127,13 +127,15 @@ def self_check_text(sidecar: Mapping[str, Any]) -> str:
     # at or above its recipe's collapsed_ratio a per-scan network learned nothing (sidecars
     # written before the recipe was recorded: the shipped recipe's)
     recipe = sidecar.get("Recipe") if isinstance(sidecar.get("Recipe"), Mapping) else {}
+    fast = sidecar.get("Method") == "selfsr-fast"  # the prior as shipped: it learns nothing
     if ratio >= float(recipe.get("CollapsedRatio", SELFSR.collapsed_ratio)):
-        verdict = "it learned nothing from this scan, so the result is B-spline's"
+        verdict = ("no better than B-spline on the slices it could check" if fast
+                   else "it learned nothing from this scan, so the result is B-spline's")
     else:
         verdict = f"{100 * (1 - ratio):.0f}% less error than B-spline on slices it could check"
     text = (f"On the scan's own slices (degraded like the acquisition and predicted back), its "
             f"error is {ratio:.3f} of B-spline's: {verdict}.")  # fmt: skip
-    if sidecar.get("Method") == "selfsr-fast" and ratio >= POOR_PRIOR_RATIO:
+    if fast and ratio >= POOR_PRIOR_RATIO:
         if card_evidence({**sidecar, "Method": "selfsr", "Weights": ""}) is not None:
             text += (" The shipped prior fits this scan poorly: selfsr, which trains on the "
                      "scan's own slices, is likely to gain more (--method selfsr, minutes "
