@@ -100,9 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.init:  # the prior's architecture, widened to --width, as selfsr starts
         tensors, _ = load_model(args.init)
         state = {name: torch.from_numpy(np.asarray(v)) for name, v in tensors.items()}
-        arch = network._architecture(state)
-        net = arch.build(width=max(arch.width, args.width), inputs=2)
-        net.load_state_dict(network.widen_state(state, max(arch.width, args.width)))
+        net = network.net_from_prior(state, args.width)
     pairs = true_pairs(base, truth, axis, lr.shape[axis], settings.patch)
     network.fit(net, pairs, settings, args.steps, rng, progress=True,
                 desc="ceiling: training on the true through-plane planes")  # fmt: skip

@@ -309,6 +309,21 @@ def fit(net: PlaneNet, pairs: list[_Pairs], settings: TrainSettings, steps: int,
     return {"final_loss": float(np.mean(losses[-max(1, len(losses) // 10):]))}
 
 
+def net_from_prior(init: dict[str, torch.Tensor], width: int, inputs: int = 2) -> PlaneNet:
+    """A :class:`PlaneNet` starting from the prior ``init`` (a state dict): the prior's depth
+    and unshuffle factor, widened to ``width`` channels where the prior is narrower
+    (:func:`widen_state`), with a guide input at zero weight when ``inputs`` is 3 and the
+    prior takes none (:func:`add_reference_input`)."""
+    arch = _architecture(init)
+    width = max(arch.width, width)
+    state = widen_state(init, width)
+    if inputs == 3 and arch.inputs == 2:
+        state = add_reference_input(state)
+    net = arch.build(width=width, inputs=inputs)
+    net.load_state_dict(state)
+    return net
+
+
 def train_plane_net(
     volume: np.ndarray, acquisition: Acquisition, factor: float, *, seed: int = 0,
     settings: TrainSettings = TrainSettings(), init: dict | None = None,
@@ -331,13 +346,7 @@ def train_plane_net(
         net = PlaneNet(depth=settings.depth, width=settings.width, unshuffle=settings.unshuffle,
                        inputs=inputs)  # fmt: skip
     else:
-        arch = _architecture(init)
-        width = max(arch.width, settings.width)
-        state = widen_state(init, width)
-        if inputs == 3 and arch.inputs == 2:
-            state = add_reference_input(state)
-        net = arch.build(width=width, inputs=inputs)
-        net.load_state_dict(state)
+        net = net_from_prior(init, settings.width, inputs)
     inplane = inplane_axes(acquisition.slice_axis)
     # small scans: patches no larger than their planes (the step then costs less too)
     patch = int(min(settings.patch, *(volume.shape[a] for a in inplane)))

@@ -221,10 +221,11 @@ def validate_target(target: Path, args: argparse.Namespace, command: str,
             model_dir=args.model_dir, arrays=arrays if guided else None,
         )  # fmt: skip
         psnr = {row["method"]: row["psnr_brain"] for row in rows}
-        computed = next(row for row in rows if row["method"] == method).get("precision")
+        scored = next(row for row in rows if row["method"] == method)
+        computed = scored.get("precision")
         if computed:  # a per-scan network: float32, or bfloat16 on CPUs with AMX
             record.setdefault("precision", {})[name] = computed
-        prior = next(row for row in rows if row["method"] == method).get("prior_sha256")
+        prior = scored.get("prior_sha256")
         if prior and not guided:  # the unguided per-scan network's starting point: a
             record["prior_sha256"] = prior  # record made from another one is stale
         record["psnr_brain"][name] = round(psnr[method], 3)
@@ -234,7 +235,7 @@ def validate_target(target: Path, args: argparse.Namespace, command: str,
             record["gain_over_mono"][name] = round(psnr[method] - psnr[twin], 3)
             # a per-scan guided model is used only where it beat the unguided one on the
             # scan's own slices (bids_sr.selfsr.method.GUIDE_MIN_IMPROVEMENT)
-            check = next(row for row in rows if row["method"] == method).get("guide_check")
+            check = scored.get("guide_check")
             if check is not None:
                 record.setdefault("guide_used", {})[name] = bool(check["used"])
                 # the guided network's starting point (bids_sr.selfsr.method.GUIDED_PRIOR):
