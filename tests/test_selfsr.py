@@ -232,7 +232,8 @@ def test_no_image_that_validates_a_selfsr_card_trained_the_prior(card_name):
     if card_name != "selfsr":  # the guided prior, too, never saw a guided validation pair
         guided = json.loads((weights / "selfsr_guided_prior.card.json").read_text())
         assert not validated & set(guided["training_subjects"]), card_name
-    for fast in (method.FAST_PRIOR, method.FAST_THICK_PRIOR):  # selfsr-fast's own priors
+    # selfsr-fast's own priors
+    for fast in (method.FAST_PRIOR, method.FAST_MID_PRIOR, method.FAST_THICK_PRIOR):
         fast_card = fast.with_suffix(".card.json")
         if card_name == "selfsr-fast" and fast_card.exists():
             assert not validated & set(json.loads(fast_card.read_text())["training_subjects"])
@@ -281,13 +282,15 @@ def test_the_unguided_cards_were_made_with_the_prior_their_method_starts_from():
             assert record.get("prior_sha256") == shipped, (name, record["command"])
 
 
-def test_selfsr_fast_starts_from_the_thick_prior_only_above_x7():
-    """The thick-slice prior takes over above FAST_THICK_ABOVE (its records at ×8 and ×13
-    gain more there; at ×3 it lost to B-spline on openms19)."""
+def test_selfsr_fast_starts_from_the_prior_of_its_slice_factor():
+    """The mid prior takes over above FAST_MID_ABOVE and the thick one above
+    FAST_THICK_ABOVE (their records gain more there; at ×3 each lost to B-spline on
+    openms19, and at ×4 the mid one gained less on chris and openms19)."""
     from bids_sr.selfsr import method
 
-    assert method.fast_prior(3.0) == method.fast_prior(7.0) == method.FAST_PRIOR
+    assert method.fast_prior(3.0) == method.fast_prior(4.5) == method.FAST_PRIOR
     assert method.fast_prior(None) == method.FAST_PRIOR
+    assert method.fast_prior(5.0) == method.fast_prior(7.0) == method.FAST_MID_PRIOR
     assert method.fast_prior(8.0) == method.fast_prior(13.0) == method.FAST_THICK_PRIOR
 
 
