@@ -274,32 +274,12 @@ def test_the_unguided_cards_were_made_with_the_prior_their_method_starts_from():
     from bids_sr.fileio import sha256_file
     from bids_sr.selfsr import method
 
-    for name, prior_for in (("selfsr", method.selfsr_prior),
+    for name, prior_for in (("selfsr", lambda factor: method.PRIOR),
                             ("selfsr-fast", method.fast_prior)):  # fmt: skip
         card = json.loads((method.PRIOR.parent / f"{name}.card.json").read_text())
         for record in card["evidence"]:
             shipped = sha256_file(prior_for(max(record["factors"])))
             assert record.get("prior_sha256") == shipped, (name, record["command"])
-
-
-def test_the_guided_cards_compare_with_the_unguided_selfsr_that_ships():
-    """A guided record's gain over mono is over ``selfsr`` as it ships: where ``selfsr``
-    starts from another prior than PRIOR at the record's slice factor, the record names that
-    prior for each image (``mono_prior_sha256``, the unguided twin's starting point); a
-    record that names one names the one ``selfsr`` starts from today."""
-    import json
-
-    from bids_sr.fileio import sha256_file
-    from bids_sr.selfsr import method
-
-    for name in ("selfsr-t2w", "selfsr-flair"):
-        card = json.loads((method.PRIOR.parent / f"{name}.card.json").read_text())
-        for record in card["evidence"]:
-            prior = method.selfsr_prior(max(record["factors"]))
-            named = record.get("mono_prior_sha256", {})
-            if prior != method.PRIOR:
-                assert set(named) == set(record["gain_over_bspline"]), record["command"]
-            assert all(sha == sha256_file(prior) for sha in named.values()), record["command"]
 
 
 def test_selfsr_fast_starts_from_the_prior_of_its_slice_factor():
@@ -312,31 +292,6 @@ def test_selfsr_fast_starts_from_the_prior_of_its_slice_factor():
     assert method.fast_prior(None) == method.FAST_PRIOR
     assert method.fast_prior(5.0) == method.fast_prior(7.0) == method.FAST_MID_PRIOR
     assert method.fast_prior(8.0) == method.fast_prior(13.0) == method.FAST_THICK_PRIOR
-
-
-@pytest.mark.parametrize("factor", [3, 5])
-def test_selfsr_starts_from_the_prior_of_its_slice_factor(factor):
-    """Without a ``prior``, the per-scan network starts from selfsr_prior of the scan's slice
-    factor (named in the report), with the guided twin's choice made the same way."""
-    from bids_sr.selfsr import method
-
-    hr = _blobs((40, 40, 8 * factor))
-    acq = simulated_acquisition((1.0, 1.0, 1.0), (1, 1, factor))
-    lr = project(hr, acq, (40, 40, 8))
-    _, report = super_resolve_selfsr(lr, (1, 1, factor), acq, iterations=0, device="cpu")
-    assert report["prior"] == method.selfsr_prior(factor).name
-    assert report["prior"] == ("selfsr_prior.safetensors" if factor == 3
-                               else "selfsr_fast_prior_mid.safetensors")  # fmt: skip
-
-
-def test_selfsr_fine_tunes_the_mid_prior_between_x3p5_and_x7_only():
-    """The per-scan training starts from the longer-trained cohort prior where its records
-    were made from it (×4, ×5, ×6) and from the slice-family prior elsewhere (×3, ×8, ×13)."""
-    from bids_sr.selfsr import method
-
-    assert method.selfsr_prior(4.0) == method.selfsr_prior(7.0) == method.FAST_MID_PRIOR
-    for factor in (None, 3.0, 3.5, 8.0, 13.0):
-        assert method.selfsr_prior(factor) == method.PRIOR
 
 
 @pytest.mark.parametrize("unshuffle", [1, 2])

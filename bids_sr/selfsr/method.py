@@ -106,26 +106,6 @@ FAST_MID_ABOVE = 4.5
 FAST_THICK_ABOVE = 7.0
 
 
-#: The slice factors above which, up to :data:`FAST_THICK_ABOVE`, ``selfsr`` fine-tunes
-#: :data:`FAST_MID_PRIOR` instead of :data:`PRIOR`: midway between its records at ×3 (made
-#: from :data:`PRIOR`) and ×4 (from the mid prior).
-SELFSR_MID_ABOVE = 3.5
-
-
-def selfsr_prior(factor: float | None = None) -> Path:
-    """``selfsr``'s (and the guided methods' unguided twin's) starting point for a slice
-    ``factor``: :data:`FAST_MID_PRIOR` above :data:`SELFSR_MID_ABOVE` up to
-    :data:`FAST_THICK_ABOVE` where it ships, else :data:`PRIOR`. Fine-tuned from it, the
-    per-scan network gained on the 30 IXI validation subjects +0.93 / +0.92 / +0.91 dB over
-    B-spline at ×4 / ×5 / ×6 against +0.71 / +0.67 / +0.66 from :data:`PRIOR` (every subject
-    more), chris +1.87 / +1.52 / +1.27 against +1.83 / +1.51 / +1.27, openms19 +1.43 / +1.89 /
-    +1.77 against +1.53 / +1.99 / +1.84. Not tried above ×7 (the thick prior's range)."""
-    if (factor is not None and SELFSR_MID_ABOVE < factor <= FAST_THICK_ABOVE
-            and FAST_MID_PRIOR.exists()):  # fmt: skip
-        return FAST_MID_PRIOR
-    return PRIOR
-
-
 def fast_prior(factor: float | None = None) -> Path:
     """``selfsr-fast``'s starting point for a slice ``factor``: :data:`FAST_THICK_PRIOR`
     above :data:`FAST_THICK_ABOVE`, :data:`FAST_MID_PRIOR` above :data:`FAST_MID_ABOVE`,
@@ -376,8 +356,7 @@ def super_resolve_selfsr(
     it learns on the scan's own slices — where the guide, projected onto the acquired slices
     with the acquisition model, is as sharp in-plane as the T1w targets — how the guide's
     edges relate to the T1w's, and applies that through-plane, where the guide is sharp and
-    the T1w is not. ``prior``: the unguided CNN's starting point (default
-    :func:`selfsr_prior` of the slice factor;
+    the T1w is not. ``prior``: the unguided CNN's starting point (default :data:`PRIOR`;
     ``selfsr-fast`` passes :func:`fast_prior` of its slice factor). A guided CNN starts from
     the guided prior (``guided_prior``, default :data:`GUIDED_PRIOR`) where that file exists and
     ``reference_contrast`` (the guide's BIDS suffix) is one of
@@ -404,7 +383,7 @@ def super_resolve_selfsr(
                 "register/resample it onto the output grid first"
             )
     factor = base.shape[axis] / lr.shape[axis]
-    prior = Path(prior) if prior is not None else selfsr_prior(float(factors[axis]))
+    prior = Path(prior) if prior is not None else PRIOR
     prior = prior if learner == "cnn" and prior.exists() else None
     guided_prior = Path(guided_prior) if guided_prior is not None else GUIDED_PRIOR
     if not (learner == "cnn" and reference_contrast in GUIDED_PRIOR_CONTRASTS
@@ -429,9 +408,6 @@ def super_resolve_selfsr(
                            # what the guided network fine-tuned (GUIDED_PRIOR, or PRIOR
                            # widened by a zero-weight guide input): part of its recipe
                            "guided_prior_sha256": found.record.get("prior"),
-                           # and what the unguided twin it must beat fine-tuned
-                           # (selfsr_prior of the slice factor)
-                           "mono_prior_sha256": mono.record.get("prior"),
                            "guided_model_reused": found.reused,
                            "guided_learn_s": found.learn_s}  # fmt: skip
             if not guide_check["used"]:
