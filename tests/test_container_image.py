@@ -108,12 +108,25 @@ def _folder_for_nobody(parent: Path, name: str) -> Path:
     return folder
 
 
+def _image_id(tag: str) -> str | None:
+    """The id of the image a tag names, or None."""
+    proc = subprocess.run([*PODMAN, "image", "inspect", "--format", "{{.Id}}", tag],
+                          capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+#: the images the build's two tags named before the fixture built (filled by `image`)
+PREVIOUS_IMAGES: dict[str, str | None] = {}
+
+
 @pytest.fixture(scope="module")
 def image():
     """The CPU image, built (or found in podman's layer cache) by scripts/build_image.sh."""
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
+    if shutil.which("podman"):
+        PREVIOUS_IMAGES.update({tag: _image_id(tag) for tag in (IMAGE, f"{IMAGE}-builder")})
     start = time.monotonic()
     proc = subprocess.run(
         [str(REPO / "scripts" / "build_image.sh")],
@@ -163,6 +176,17 @@ def demo_runs(places):
     print(f"\ndemo participant level (auto, {' '.join(LABELS)}): container {inside_s:.0f} s, "
           f"outside {outside_s:.0f} s, ratio {inside_s / outside_s:.2f}")
     return inside, outside
+
+
+def test_a_rebuild_removes_the_images_it_replaced(image):
+    """Each rebuild after a source change used to leave ~5 GB of untagged images behind
+    (131 of them filled the CI machine's disk on 2026-12-06)."""
+    replaced = {tag: old for tag, old in PREVIOUS_IMAGES.items()
+                if old is not None and old != _image_id(tag)}
+    if not replaced:
+        pytest.skip("no earlier image was replaced by this build (first build, or a cache hit)")
+    for tag, old in replaced.items():
+        assert _image_id(old) is None, f"{tag}'s previous image {old[:12]} is still stored"
 
 
 def test_version(image):
