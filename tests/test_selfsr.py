@@ -1,5 +1,7 @@
 """The self-supervised thick-slice method (bids_sr.selfsr) on synthetic 2D scans."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -214,52 +216,72 @@ def test_the_shipped_slice_family_prior_is_the_starting_point(scan, tmp_path):
     assert len(set(tmp_path.glob("selfsr-*.safetensors")) - first) == 1  # a new model
 
 
+def _lineage_subjects(prior: Path) -> set[str]:
+    """The training subjects of a shipped prior and of every prior it continued (its card's
+    ``init`` chain)."""
+    import json
+
+    subjects: set[str] = set()
+    while prior is not None:
+        card = json.loads(prior.with_suffix(".card.json").read_text())
+        subjects |= set(card["training_subjects"])
+        prior = prior.parent / card["init"]["file"] if card.get("init") else None
+    return subjects
+
+
 @pytest.mark.parametrize("card_name", ["selfsr", "selfsr-fast", "selfsr-t2w", "selfsr-flair"])
 def test_no_image_that_validates_a_selfsr_card_trained_the_prior(card_name):
-    """Every selfsr method starts from the shipped prior, so an image the prior was
-    pretrained on cannot validate it: its held-out figures would be inflated (mni152, the
-    guided methods' second T1w/T2w pair, was one of the prior's scans until 2026-12-03)."""
+    """Every selfsr method starts from a shipped prior, so an image that prior — or any prior
+    it continued — was pretrained on cannot validate it at the record's slice factor: its
+    held-out figures would be inflated (mni152, the guided methods' second T1w/T2w pair, was
+    one of the slice-family prior's scans until 2026-12-03, and the cohort priors trained on
+    it, so the guided records where selfsr starts from the mid prior are openms19's only)."""
     import json
 
     from bids_sr.selfsr import method
 
-    weights = method.PRIOR.parent
-    prior = json.loads((weights / "selfsr_prior.card.json").read_text())
-    card = json.loads((weights / f"{card_name}.card.json").read_text())
+    card = json.loads((method.PRIOR.parent / f"{card_name}.card.json").read_text())
     validated = {image for record in card["evidence"] for image in record["gain_over_bspline"]}
     assert validated and set(card["validation_subjects"]) >= validated
-    assert not validated & set(prior["training_subjects"]), card_name
-    if card_name != "selfsr":  # the guided prior, too, never saw a guided validation pair
-        guided = json.loads((weights / "selfsr_guided_prior.card.json").read_text())
-        assert not validated & set(guided["training_subjects"]), card_name
-    # selfsr-fast's own priors
-    for fast in (method.FAST_PRIOR, method.FAST_MID_PRIOR, method.FAST_THICK_PRIOR):
-        fast_card = fast.with_suffix(".card.json")
-        if card_name == "selfsr-fast" and fast_card.exists():
-            assert not validated & set(json.loads(fast_card.read_text())["training_subjects"])
+    for record in card["evidence"]:
+        factor = max(record["factors"])
+        if card_name == "selfsr-fast":
+            priors = [method.fast_prior(factor)]
+        else:
+            priors = [method.selfsr_prior(factor)]
+        if card_name in ("selfsr-t2w", "selfsr-flair"):  # the guided network, of its lineage
+            priors.append(method.guided_prior_of(priors[0]))
+        for prior in priors:
+            seen = set(record["gain_over_bspline"]) & _lineage_subjects(prior)
+            assert not seen, (card_name, record["command"], prior.name, seen)
 
 
 def test_the_guided_cards_were_made_with_the_starting_point_their_method_uses():
     """A guided selfsr method whose reference contrast is in GUIDED_PRIOR_CONTRASTS
-    fine-tunes the shipped guided prior: each of its card's records names that prior
-    (``guided_prior_sha256``, per image), so evidence made from another starting point
-    cannot stand for the shipped method. A contrast outside it keeps the unguided prior,
-    and its records name no guided prior."""
+    fine-tunes the shipped guided prior of its slice factor (that of the unguided twin's
+    lineage, :func:`~bids_sr.selfsr.method.guided_prior_of`): each of its card's records
+    names that prior (``guided_prior_sha256``, per image), so evidence made from another
+    starting point cannot stand for the shipped method. A contrast outside it keeps the
+    unguided prior, and its records name no guided prior."""
     import json
 
     from bids_sr.fileio import sha256_file
     from bids_sr.selfsr import method
 
     weights = method.PRIOR.parent
-    card = json.loads((weights / "selfsr_guided_prior.card.json").read_text())
-    assert card["sha256"] == sha256_file(method.GUIDED_PRIOR)
-    tensors, _ = load_model(method.GUIDED_PRIOR)
-    assert tensors["body.0.weight"].shape[1] == 3 * 4  # image, phase, guide; unshuffled by 2
-    shipped = sha256_file(method.GUIDED_PRIOR)
+    for guided_prior, unguided in ((method.GUIDED_PRIOR, method.PRIOR),
+                                   (method.GUIDED_MID_PRIOR, method.FAST_MID_PRIOR)):  # fmt: skip
+        card = json.loads(guided_prior.with_suffix(".card.json").read_text())
+        assert card["sha256"] == sha256_file(guided_prior)
+        assert card["init"]["sha256"] == sha256_file(unguided)  # one lineage
+        tensors, _ = load_model(guided_prior)
+        assert tensors["body.0.weight"].shape[1] == 3 * 4  # image, phase, guide; unshuffled
     for name, contrast in (("selfsr-t2w", "T2w"), ("selfsr-flair", "FLAIR")):
         guided = json.loads((weights / f"{name}.card.json").read_text())
         for record in guided["evidence"]:
             named = record.get("guided_prior_sha256", {})
+            shipped = sha256_file(method.guided_prior_of(
+                method.selfsr_prior(max(record["factors"]))))
             expected = ({image: shipped for image in record["gain_over_bspline"]}
                         if contrast in method.GUIDED_PRIOR_CONTRASTS else {})  # fmt: skip
             assert named == expected, record["command"]
@@ -274,12 +296,32 @@ def test_the_unguided_cards_were_made_with_the_prior_their_method_starts_from():
     from bids_sr.fileio import sha256_file
     from bids_sr.selfsr import method
 
-    for name, prior_for in (("selfsr", lambda factor: method.PRIOR),
+    for name, prior_for in (("selfsr", method.selfsr_prior),
                             ("selfsr-fast", method.fast_prior)):  # fmt: skip
         card = json.loads((method.PRIOR.parent / f"{name}.card.json").read_text())
         for record in card["evidence"]:
             shipped = sha256_file(prior_for(max(record["factors"])))
             assert record.get("prior_sha256") == shipped, (name, record["command"])
+
+
+def test_the_guided_cards_compare_with_the_unguided_selfsr_that_ships():
+    """A guided record's gain over mono is over ``selfsr`` as it ships: where ``selfsr``
+    starts from another prior than PRIOR at the record's slice factor, the record names that
+    prior for each image (``mono_prior_sha256``, the unguided twin's starting point); a
+    record that names one names the one ``selfsr`` starts from today."""
+    import json
+
+    from bids_sr.fileio import sha256_file
+    from bids_sr.selfsr import method
+
+    for name in ("selfsr-t2w", "selfsr-flair"):
+        card = json.loads((method.PRIOR.parent / f"{name}.card.json").read_text())
+        for record in card["evidence"]:
+            prior = method.selfsr_prior(max(record["factors"]))
+            named = record.get("mono_prior_sha256", {})
+            if prior != method.PRIOR:
+                assert set(named) == set(record["gain_over_bspline"]), record["command"]
+            assert all(sha == sha256_file(prior) for sha in named.values()), record["command"]
 
 
 def test_selfsr_fast_starts_from_the_prior_of_its_slice_factor():
@@ -292,6 +334,41 @@ def test_selfsr_fast_starts_from_the_prior_of_its_slice_factor():
     assert method.fast_prior(None) == method.FAST_PRIOR
     assert method.fast_prior(5.0) == method.fast_prior(7.0) == method.FAST_MID_PRIOR
     assert method.fast_prior(8.0) == method.fast_prior(13.0) == method.FAST_THICK_PRIOR
+
+
+@pytest.mark.parametrize("factor", [3, 5])
+def test_selfsr_starts_from_the_prior_of_its_slice_factor(factor):
+    """Without a ``prior``, the per-scan network starts from selfsr_prior of the scan's slice
+    factor (named in the report), with the guided twin's choice made the same way."""
+    from bids_sr.selfsr import method
+
+    hr = _blobs((40, 40, 8 * factor))
+    acq = simulated_acquisition((1.0, 1.0, 1.0), (1, 1, factor))
+    lr = project(hr, acq, (40, 40, 8))
+    _, report = super_resolve_selfsr(lr, (1, 1, factor), acq, iterations=0, device="cpu")
+    assert report["prior"] == method.selfsr_prior(factor).name
+    assert report["prior"] == ("selfsr_prior.safetensors" if factor == 3
+                               else "selfsr_fast_prior_mid.safetensors")  # fmt: skip
+
+
+def test_the_guided_network_starts_from_the_guided_prior_of_the_unguided_ones_lineage():
+    """The guide check compares the guided network with its unguided twin: both must descend
+    from one prior, or the check measures the priors as much as the guide."""
+    from bids_sr.selfsr import method
+
+    assert method.guided_prior_of(method.FAST_MID_PRIOR) == method.GUIDED_MID_PRIOR
+    for unguided in (method.PRIOR, method.FAST_PRIOR, None):
+        assert method.guided_prior_of(unguided) == method.GUIDED_PRIOR
+
+
+def test_selfsr_fine_tunes_the_mid_prior_between_x3p5_and_x7_only():
+    """The per-scan training starts from the longer-trained cohort prior where its records
+    were made from it (×4, ×5, ×6) and from the slice-family prior elsewhere (×3, ×8, ×13)."""
+    from bids_sr.selfsr import method
+
+    assert method.selfsr_prior(4.0) == method.selfsr_prior(7.0) == method.FAST_MID_PRIOR
+    for factor in (None, 3.0, 3.5, 8.0, 13.0):
+        assert method.selfsr_prior(factor) == method.PRIOR
 
 
 @pytest.mark.parametrize("unshuffle", [1, 2])

@@ -149,11 +149,12 @@ def test_guided_selfsr_is_wired_as_a_guided_method_with_selfsr_as_its_twin():
 
 @pytest.mark.slow
 def test_a_guided_model_starts_from_the_guided_prior_and_is_keyed_by_it(pair, tmp_path):
-    """The guided per-scan network fine-tunes :data:`bids_sr.selfsr.method.GUIDED_PRIOR`
-    (scripts/pretrain_selfsr.py --guided) when one ships, else the unguided prior with the
-    guide's weights at zero; the unguided twin keeps the unguided prior. The prior is part
-    of each model's key, so another guided prior trains another guided model and reuses the
-    twin."""
+    """The guided per-scan network fine-tunes the guided prior of the unguided one's lineage
+    (:func:`bids_sr.selfsr.method.guided_prior_of`; scripts/pretrain_selfsr.py --guided)
+    when one ships, else the unguided prior (:func:`~bids_sr.selfsr.method.selfsr_prior` of
+    the slice factor) with the guide's weights at zero; the twin keeps the unguided prior.
+    The prior is part of each model's key, so another guided prior trains another guided
+    model and reuses the twin."""
     from bids_sr.selfsr import method
     from bids_sr.selfsr.store import checksum, load_model, save_model
 
@@ -162,8 +163,9 @@ def test_a_guided_model_starts_from_the_guided_prior_and_is_keyed_by_it(pair, tm
                reference_contrast="T2w", recipe=TINY)  # fmt: skip
     super_resolve_selfsr(lr, FACTORS, **run, guided_prior=tmp_path / "absent.safetensors")
     before = set(tmp_path.glob("selfsr-*.safetensors"))
-    assert {load_model(p)[1]["prior"] for p in before} == {checksum(method.PRIOR)}
-    tensors, _ = load_model(method.PRIOR)
+    unguided = method.selfsr_prior(FACTORS[2])
+    assert {load_model(p)[1]["prior"] for p in before} == {checksum(unguided)}
+    tensors, _ = load_model(unguided)
     state = add_reference_input({k: torch.from_numpy(np.asarray(v)) for k, v in tensors.items()})
     guided_prior = tmp_path / "guided_prior.safetensors"
     save_model({k: v.numpy() for k, v in state.items()}, guided_prior, {"role": "prior"})
@@ -179,5 +181,5 @@ def test_a_guided_model_starts_from_the_guided_prior_and_is_keyed_by_it(pair, tm
     # GUIDED_PRIOR_CONTRASTS: a PD guide) keeps the unguided one
     assert "PD" not in method.GUIDED_PRIOR_CONTRASTS
     _, pd = super_resolve_selfsr(lr, FACTORS, **{**run, "reference_contrast": "PD"})
-    assert pd["guide_check"]["guided_prior_sha256"] == checksum(method.PRIOR)
+    assert pd["guide_check"]["guided_prior_sha256"] == checksum(unguided)
     assert pd["guide_check"]["guided_model_reused"]  # the first run's guided model

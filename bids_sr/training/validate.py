@@ -242,6 +242,9 @@ def validate_target(target: Path, args: argparse.Namespace, command: str,
                 # a record made from another one no longer describes the shipped method
                 record.setdefault("guided_prior_sha256", {})[name] = check.get(
                     "guided_prior_sha256")
+                # and its unguided twin's (bids_sr.selfsr.method.selfsr_prior)
+                record.setdefault("mono_prior_sha256", {})[name] = check.get(
+                    "mono_prior_sha256")
             leak = reference_only_structure_check(
                 arrays["input"], factors, arrays["reference"], method=method,
                 weights=str(weights_file) if weights_file else None, mask=arrays["mask"],
