@@ -180,11 +180,11 @@ def test_first_screen_of_a_bspline_output_and_of_a_guided_one(tmp_path):
 
     assert "no self-check" in self_check_text({"Method": "selfsr"})  # the filters learner
     # the cohort mode's prior that barely beats B-spline on this scan points to selfsr
-    # where selfsr's card validates it (×3), and nowhere else (×13: selfsr lost there)
+    # where selfsr's card validates it (×3), and nowhere else (×20: no selfsr record)
     thick = {"Method": "selfsr-fast", "SelfCheckL1Ratio": 0.958, "AcquisitionModel": "slice"}
     poor = self_check_text({**thick, "ScaleFactor": [1.0, 1.0, 3.0]})
     assert "0.958 of B-spline's: 4% less error" in poor and "--method selfsr" in poor
-    beyond = self_check_text({**thick, "ScaleFactor": [1.0, 1.0, 13.0]})
+    beyond = self_check_text({**thick, "ScaleFactor": [1.0, 1.0, 20.0]})
     assert "--method selfsr" not in beyond and "no method that trains on the scan" in beyond
     # the prior alone learns nothing, so its output is never "B-spline's"
     worse = self_check_text({**thick, "SelfCheckL1Ratio": 1.07, "ScaleFactor": [1, 1, 13]})

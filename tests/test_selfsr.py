@@ -197,15 +197,16 @@ def test_the_shipped_slice_family_prior_is_the_starting_point(scan, tmp_path):
     from bids_sr.selfsr.network import PlaneNet, net_from_numpy
     from bids_sr.selfsr.store import save_model
 
-    card = json.loads(method.PRIOR.with_name("selfsr_prior.card.json").read_text())
-    assert card["sha256"] == sha256_file(method.PRIOR) and card["training_subjects"]
+    prior = method.selfsr_prior(3.0)  # the longer-trained cohort prior (selfsr_prior)
+    card = json.loads(prior.with_suffix(".card.json").read_text())
+    assert card["sha256"] == sha256_file(prior) and card["training_subjects"]
     assert not {"chris", "openms19"} & set(card["training_subjects"])  # held out
-    tensors, _ = load_model(method.PRIOR)
+    tensors, _ = load_model(prior)
     assert isinstance(net_from_numpy(tensors), PlaneNet)
     _, lr, acq = scan
     _, report = super_resolve_selfsr(lr, (1, 1, 3), acq, iterations=100, seed=0,
                                      model_dir=tmp_path)  # fmt: skip
-    assert report["prior"] == "selfsr_prior.safetensors"
+    assert report["prior"] == prior.name == "selfsr_fast_prior_mid.safetensors"
     first = set(tmp_path.glob("selfsr-*.safetensors"))
     name = sorted(tensors)[0]
     tensors[name] = tensors[name] + np.float32(0.01)
@@ -280,8 +281,9 @@ def test_the_guided_cards_were_made_with_the_starting_point_their_method_uses():
         guided = json.loads((weights / f"{name}.card.json").read_text())
         for record in guided["evidence"]:
             named = record.get("guided_prior_sha256", {})
-            shipped = sha256_file(method.guided_prior_of(
-                method.selfsr_prior(max(record["factors"]))))
+            unguided = method.selfsr_prior(max(record["factors"]))
+            # without a guided prior of its lineage: the unguided one, guide input at zero
+            shipped = sha256_file(method.guided_prior_of(unguided) or unguided)
             expected = ({image: shipped for image in record["gain_over_bspline"]}
                         if contrast in method.GUIDED_PRIOR_CONTRASTS else {})  # fmt: skip
             assert named == expected, record["command"]
@@ -336,7 +338,7 @@ def test_selfsr_fast_starts_from_the_prior_of_its_slice_factor():
     assert method.fast_prior(8.0) == method.fast_prior(13.0) == method.FAST_THICK_PRIOR
 
 
-@pytest.mark.parametrize("factor", [3, 5])
+@pytest.mark.parametrize("factor", [3, 8])
 def test_selfsr_starts_from_the_prior_of_its_slice_factor(factor):
     """Without a ``prior``, the per-scan network starts from selfsr_prior of the scan's slice
     factor (named in the report), with the guided twin's choice made the same way."""
@@ -347,8 +349,8 @@ def test_selfsr_starts_from_the_prior_of_its_slice_factor(factor):
     lr = project(hr, acq, (40, 40, 8))
     _, report = super_resolve_selfsr(lr, (1, 1, factor), acq, iterations=0, device="cpu")
     assert report["prior"] == method.selfsr_prior(factor).name
-    assert report["prior"] == ("selfsr_prior.safetensors" if factor == 3
-                               else "selfsr_fast_prior_mid.safetensors")  # fmt: skip
+    assert report["prior"] == ("selfsr_fast_prior_mid.safetensors" if factor == 3
+                               else "selfsr_fast_prior_thick.safetensors")  # fmt: skip
 
 
 def test_the_guided_network_starts_from_the_guided_prior_of_the_unguided_ones_lineage():
@@ -357,18 +359,23 @@ def test_the_guided_network_starts_from_the_guided_prior_of_the_unguided_ones_li
     from bids_sr.selfsr import method
 
     assert method.guided_prior_of(method.FAST_MID_PRIOR) == method.GUIDED_MID_PRIOR
-    for unguided in (method.PRIOR, method.FAST_PRIOR, None):
-        assert method.guided_prior_of(unguided) == method.GUIDED_PRIOR
+    assert method.guided_prior_of(method.PRIOR) == method.GUIDED_PRIOR
+    # no guided prior of these lineages ships: the unguided prior, its guide input at zero
+    for unguided in (method.FAST_THICK_PRIOR, method.FAST_PRIOR, None):
+        assert method.guided_prior_of(unguided) is None
 
 
-def test_selfsr_fine_tunes_the_mid_prior_between_x3p5_and_x7_only():
-    """The per-scan training starts from the longer-trained cohort prior where its records
-    were made from it (×4, ×5, ×6) and from the slice-family prior elsewhere (×3, ×8, ×13)."""
+def test_selfsr_fine_tunes_the_longer_trained_cohort_priors():
+    """The per-scan training starts from the mid prior up to ×7 and from the thick prior
+    above, as selfsr-fast's do there (their records were made from them); from the
+    slice-family prior only when the factor is unknown."""
     from bids_sr.selfsr import method
 
-    assert method.selfsr_prior(4.0) == method.selfsr_prior(7.0) == method.FAST_MID_PRIOR
-    for factor in (None, 3.0, 3.5, 8.0, 13.0):
-        assert method.selfsr_prior(factor) == method.PRIOR
+    for factor in (2.0, 3.0, 4.0, 7.0):
+        assert method.selfsr_prior(factor) == method.FAST_MID_PRIOR
+    for factor in (7.5, 8.0, 13.0):
+        assert method.selfsr_prior(factor) == method.FAST_THICK_PRIOR
+    assert method.selfsr_prior(None) == method.PRIOR
 
 
 @pytest.mark.parametrize("unshuffle", [1, 2])

@@ -116,7 +116,7 @@ def test_selfsr_end_to_end_writes_its_uncertainty_map_and_reuses_its_model(
     assert meta["Method"] == "selfsr" and meta["DataConsistencyPSNR"] >= 40
     assert len(meta["WeightsSha256"]) == 64 and meta["ModelReused"] is False
     # the shipped slice-family starting point it fine-tuned (bids_sr/data/weights)
-    assert meta["Prior"] == "selfsr_prior.safetensors" and len(meta["PriorSha256"]) == 64
+    assert meta["Prior"] == "selfsr_fast_prior_mid.safetensors" and len(meta["PriorSha256"]) == 64
     # the per-scan model is kept in the work directory (reused by a rerun) and the sidecar
     # identifies it by checksum, not by a path there (users delete work directories)
     assert str(work) not in meta["Weights"] and "per-scan model" in meta["Weights"]
@@ -194,11 +194,11 @@ def test_the_sidecar_says_what_a_per_scan_model_is():
 
 
 @pytest.mark.slow
-def test_a_scan_of_6p5_mm_slices_at_0p5_mm_in_plane_gets_the_cohort_mode(tmp_path, run_cli):
+def test_a_scan_of_6p5_mm_slices_at_0p5_mm_in_plane_gets_the_per_scan_method(tmp_path, run_cli):
     """A 0.5×0.5×6.5 mm 2D T1w (×13 to its in-plane size, the issue-40 case; the demo's 2 mm
     sub-01 resampled to 0.5 mm in-plane over a 40 mm × 40 mm field of view and acquired as
-    6.5 mm slices) is brought to 0.5 mm isotropic by ``auto`` with ``selfsr-fast``, the one
-    method whose card shows a gain on every image at ×13, over the input's field of view;
+    6.5 mm slices) is brought to 0.5 mm isotropic by ``auto`` with ``selfsr`` (at ×13 its
+    card shows a gain on every image, from the thick prior), over the input's field of view;
     the output projected back through the acquisition model returns the input."""
     from scipy import ndimage
 
@@ -221,9 +221,10 @@ def test_a_scan_of_6p5_mm_slices_at_0p5_mm_in_plane_gets_the_cohort_mode(tmp_pat
     code, err = run_cli(root, out, "participant", "--skip-bids-validation", "-w",
                         tmp_path / "w", "--plugin", "Linear")  # fmt: skip
     assert code == 0, err
-    sidecar = out / "sub-01" / "anat" / "sub-01_res-hi_desc-selfsrFast_T1w.json"
+    sidecar = out / "sub-01" / "anat" / "sub-01_res-hi_desc-selfsr_T1w.json"
     meta = json.loads(sidecar.read_text())
-    assert meta["Method"] == "selfsr-fast" and "×1x1x13" in meta["MethodChoice"], meta
+    assert meta["Method"] == "selfsr" and "×1x1x13" in meta["MethodChoice"], meta
+    assert meta["Prior"] == "selfsr_fast_prior_thick.safetensors"
     assert meta["OutputVoxelSize"] == pytest.approx([0.5, 0.5, 0.5])
     sr = nib.load(sidecar.with_suffix("").with_suffix(".nii.gz"))
     assert sr.shape == (80, 80, 156)

@@ -113,33 +113,31 @@ FAST_MID_ABOVE = 4.5
 FAST_THICK_ABOVE = 7.0
 
 
-#: The slice factors above which, up to :data:`FAST_THICK_ABOVE`, ``selfsr`` fine-tunes
-#: :data:`FAST_MID_PRIOR` instead of :data:`PRIOR`: midway between its records at ×3 (made
-#: from :data:`PRIOR`) and ×4 (from the mid prior).
-SELFSR_MID_ABOVE = 3.5
-
-
 def selfsr_prior(factor: float | None = None) -> Path:
     """``selfsr``'s (and the guided methods' unguided twin's) starting point for a slice
-    ``factor``: :data:`FAST_MID_PRIOR` above :data:`SELFSR_MID_ABOVE` up to
-    :data:`FAST_THICK_ABOVE` where it ships, else :data:`PRIOR`. Fine-tuned from it, the
-    per-scan network gained on the 30 IXI validation subjects +0.93 / +0.92 / +0.91 dB over
-    B-spline at ×4 / ×5 / ×6 against +0.71 / +0.67 / +0.66 from :data:`PRIOR` (every subject
-    more), chris +1.87 / +1.52 / +1.27 against +1.83 / +1.51 / +1.27, openms19 +1.43 / +1.89 /
-    +1.77 against +1.53 / +1.99 / +1.84. Not tried above ×7 (the thick prior's range)."""
-    if (factor is not None and SELFSR_MID_ABOVE < factor <= FAST_THICK_ABOVE
-            and FAST_MID_PRIOR.exists()):  # fmt: skip
-        return FAST_MID_PRIOR
-    return PRIOR
+    ``factor``: a longer-trained cohort prior that ``selfsr-fast`` also starts from
+    (:func:`fast_prior`): :data:`FAST_THICK_PRIOR` above :data:`FAST_THICK_ABOVE`,
+    :data:`FAST_MID_PRIOR` up to it, each where it ships; else, and without a factor,
+    :data:`PRIOR`. Fine-tuned from them, the per-scan network gained on the 30 IXI validation
+    subjects +0.76 / +0.93 / +0.92 / +0.91 / +0.79 dB over B-spline at ×3 / ×4 / ×5 / ×6 / ×8
+    against +0.60 / +0.71 / +0.67 / +0.66 / +0.55 from :data:`PRIOR`, every subject more at
+    every factor; on chris and openms19 within −0.1 / +0.07 dB of :data:`PRIOR`'s gains."""
+    if factor is None:
+        return PRIOR
+    chosen = FAST_THICK_PRIOR if factor > FAST_THICK_ABOVE else FAST_MID_PRIOR
+    if chosen.exists():
+        return chosen
+    return FAST_MID_PRIOR if FAST_MID_PRIOR.exists() else PRIOR
 
 
-def guided_prior_of(prior: Path | None) -> Path:
+def guided_prior_of(prior: Path | None) -> Path | None:
     """The guided CNN's starting point for an unguided twin starting from ``prior``: of the
-    same lineage (:data:`GUIDED_MID_PRIOR` for :data:`FAST_MID_PRIOR` where it ships, else
-    :data:`GUIDED_PRIOR`)."""
-    if prior is not None and Path(prior) == FAST_MID_PRIOR and GUIDED_MID_PRIOR.exists():
-        return GUIDED_MID_PRIOR
-    return GUIDED_PRIOR
+    same lineage — :data:`GUIDED_PRIOR` for :data:`PRIOR`, :data:`GUIDED_MID_PRIOR` for
+    :data:`FAST_MID_PRIOR` — or None where no guided prior of that lineage ships (the guided
+    network then starts from ``prior`` itself, its guide input at zero weight)."""
+    lineages = {PRIOR: GUIDED_PRIOR, FAST_MID_PRIOR: GUIDED_MID_PRIOR}
+    guided = lineages.get(Path(prior)) if prior is not None else None
+    return guided if guided is not None and guided.exists() else None
 
 
 def fast_prior(factor: float | None = None) -> Path:
@@ -425,7 +423,7 @@ def super_resolve_selfsr(
     prior = prior if learner == "cnn" and prior.exists() else None
     guided_prior = Path(guided_prior) if guided_prior is not None else guided_prior_of(prior)
     if not (learner == "cnn" and reference_contrast in GUIDED_PRIOR_CONTRASTS
-            and guided_prior.exists()):  # fmt: skip
+            and guided_prior is not None and guided_prior.exists()):  # fmt: skip
         guided_prior = None
     # the CNN learns in bfloat16 on CPUs with AMX (bids_sr.precision): part of the model's key
     precision = _precision(learner, run_device)
