@@ -115,7 +115,7 @@ def test_selfsr_end_to_end_writes_its_uncertainty_map_and_reuses_its_model(
     meta = json.loads(sr_file.with_name("sub-01_res-hi_desc-selfsr_T1w.json").read_text())
     assert meta["Method"] == "selfsr" and meta["DataConsistencyPSNR"] >= 40
     assert len(meta["WeightsSha256"]) == 64 and meta["ModelReused"] is False
-    # the shipped slice-family starting point it fine-tuned (bids_sr/data/weights)
+    # the shipped cohort prior it fine-tuned at ×3 (bids_sr/data/weights, selfsr_prior)
     assert meta["Prior"] == "selfsr_fast_prior_mid.safetensors" and len(meta["PriorSha256"]) == 64
     # the per-scan model is kept in the work directory (reused by a rerun) and the sidecar
     # identifies it by checksum, not by a path there (users delete work directories)

@@ -119,15 +119,13 @@ def selfsr_prior(factor: float | None = None) -> Path:
     (:func:`fast_prior`): :data:`FAST_THICK_PRIOR` above :data:`FAST_THICK_ABOVE`,
     :data:`FAST_MID_PRIOR` up to it, each where it ships; else, and without a factor,
     :data:`PRIOR`. Fine-tuned from them, the per-scan network gained on the 30 IXI validation
-    subjects +0.76 / +0.93 / +0.92 / +0.91 / +0.79 dB over B-spline at ×3 / ×4 / ×5 / ×6 / ×8
-    against +0.60 / +0.71 / +0.67 / +0.66 / +0.55 from :data:`PRIOR`, every subject more at
-    every factor; on chris and openms19 within −0.1 / +0.07 dB of :data:`PRIOR`'s gains."""
+    subjects +0.76 / +0.93 / +0.92 / +0.91 / +0.79 / +0.52 dB over B-spline at ×3 / ×4 / ×5 /
+    ×6 / ×8 / ×13 against +0.60 / +0.71 / +0.67 / +0.66 / +0.55 / +0.07 from :data:`PRIOR`,
+    every subject more at every factor; on chris and openms19 within −0.10 / +0.11 dB of
+    :data:`PRIOR`'s gains."""
     if factor is None:
         return PRIOR
-    chosen = FAST_THICK_PRIOR if factor > FAST_THICK_ABOVE else FAST_MID_PRIOR
-    if chosen.exists():
-        return chosen
-    return FAST_MID_PRIOR if FAST_MID_PRIOR.exists() else PRIOR
+    return _prior_by_factor(factor, ((FAST_THICK_ABOVE, FAST_THICK_PRIOR),), FAST_MID_PRIOR)
 
 
 def guided_prior_of(prior: Path | None) -> Path | None:
@@ -146,10 +144,18 @@ def fast_prior(factor: float | None = None) -> Path:
     else :data:`FAST_PRIOR` — each where it ships, else the next thinner one's; :data:`PRIOR`
     where none ships."""
     ranges = ((FAST_THICK_ABOVE, FAST_THICK_PRIOR), (FAST_MID_ABOVE, FAST_MID_PRIOR))
+    return _prior_by_factor(factor, ranges, FAST_PRIOR)
+
+
+def _prior_by_factor(factor: float | None, ranges: Sequence[tuple[float, Path]],
+                     thinnest: Path) -> Path:  # fmt: skip
+    """The prior of the first of ``ranges`` (``(above, prior)``, thickest first) whose bound
+    ``factor`` exceeds and whose file ships; else ``thinnest`` where it ships; else
+    :data:`PRIOR`. The one range table of :func:`fast_prior` and :func:`selfsr_prior`."""
     for above, prior in ranges:
         if factor is not None and factor > above and prior.exists():
             return prior
-    return FAST_PRIOR if FAST_PRIOR.exists() else PRIOR
+    return thinnest if thinnest.exists() else PRIOR
 
 
 class SelfSRError(ValueError):
