@@ -561,11 +561,36 @@ def test_selfsr_fast_applies_its_prior_without_per_scan_training(scan, monkeypat
                                  data_consistency=False, device="cpu")  # fmt: skip
     base, _ = super_resolve(lr, (1, 1, 3), "bspline", acquisition=acq, data_consistency=False)
     assert report["method"] == "selfsr-fast" and report["prior"] == method.fast_prior(3).name
+    assert report["flip_average"] is True  # the prior alone also predicts the mirror images
     assert 0 < report["self_check_l1_ratio"] < 1.5
     assert fast.shape == hr.shape and not np.allclose(fast, base)
     again, _ = super_resolve(lr, (1, 1, 3), "selfsr-fast", acquisition=acq,
                              data_consistency=False, device="cpu")  # fmt: skip
     assert np.array_equal(fast, again)
+
+
+def test_mirror_averaging_is_the_mean_of_the_plane_and_its_mirror_images_predictions(scan):
+    """``flip_average`` predicts every plane and its mirror image along the in-plane axis
+    (the row phases are unchanged by it) and averages them, the mirror flipped back; only
+    the prior applied alone does it (the recipe's ``prior_flip_average``)."""
+    from bids_sr.recipes import SelfSRRecipe
+    from bids_sr.selfsr.method import fast_prior
+    from bids_sr.selfsr.network import apply_plane_net, net_from_numpy
+
+    hr, lr, acq = scan
+    tensors, _ = load_model(fast_prior(3))
+    net = net_from_numpy(tensors)
+    base = upsample(lr, (1, 1, 3), order=3)
+    plain = apply_plane_net(net, base, 2, 0, lr.shape[2])
+    mirrored = apply_plane_net(net, np.ascontiguousarray(base[::-1]), 2, 0, lr.shape[2])[::-1]
+    both = apply_plane_net(net, base, 2, 0, lr.shape[2], flip_average=True)
+    assert not np.allclose(plain, mirrored)
+    np.testing.assert_allclose(both, 0.5 * (plain + mirrored), atol=2e-2)
+    assert np.abs(both - 0.5 * (plain + mirrored)).mean() < 2e-3
+    off = SelfSRRecipe(prior_flip_average=False)
+    one, report = super_resolve(lr, (1, 1, 3), "selfsr-fast", acquisition=acq, device="cpu",
+                                data_consistency=False, selfsr_recipe=off)  # fmt: skip
+    assert report["flip_average"] is False
 
 
 def test_a_prior_no_better_than_bspline_on_its_own_slices_is_not_called_bspline(

@@ -224,7 +224,8 @@ class _Model:
             except (KeyError, RuntimeError) as exc:
                 raise ValueError(f"{path}: not a selfsr network ({exc})") from exc
 
-    def apply(self, base, axis, other, n_lr, region, progress, reference=None) -> np.ndarray:
+    def apply(self, base, axis, other, n_lr, region, progress, reference=None,
+              flip_average=False) -> np.ndarray:  # fmt: skip
         if self.learner == "filters":
             return apply_plane_filters(base, self.filters, axis, other, n_lr, region=region,
                                        progress=progress)  # fmt: skip
@@ -232,7 +233,7 @@ class _Model:
 
         return apply_plane_net(self.net, base, axis, other, n_lr, region=region,
                                device=self.device, progress=progress,
-                               reference=reference)  # fmt: skip
+                               reference=reference, flip_average=flip_average)  # fmt: skip
 
 
 def _learn(learner: str, training: np.ndarray, acquisition: Acquisition, factor: float,
@@ -465,10 +466,16 @@ def super_resolve_selfsr(
                 found, reference = mono, None
         model = _Model(learner, found.tensors, found.path, run_device)
         sha = checksum(found.path)
+        # the prior applied alone also predicts each plane's mirror image (the recipe's
+        # prior_flip_average)
+        mirror = bool(recipe.prior_flip_average and learner == "cnn"
+                      and found.record.get("iterations") == 0)  # fmt: skip
         start = time.perf_counter()
         region = head_region(base)
-        first = model.apply(base, axis, inplane[0], lr.shape[axis], region, progress, reference)
-        second = model.apply(base, axis, inplane[1], lr.shape[axis], region, progress, reference)
+        first = model.apply(base, axis, inplane[0], lr.shape[axis], region, progress, reference,
+                            mirror)  # fmt: skip
+        second = model.apply(base, axis, inplane[1], lr.shape[axis], region, progress, reference,
+                             mirror)  # fmt: skip
         apply_s = time.perf_counter() - start
     del base
     prior = learning.prior_for(reference is not None)
@@ -502,6 +509,8 @@ def super_resolve_selfsr(
         "prior": prior.name if prior else None,
         "prior_sha256": checksum(prior) if prior else None,
         "learn_s": found.learn_s,
+        # the prior alone averaged its predictions of each plane and its mirror image
+        "flip_average": mirror,
         # the model's L1 error on the scan's own pairs over B-spline's (< 1: it learned)
         "self_check_l1_ratio": check,
         "apply_s": round(apply_s, 2),

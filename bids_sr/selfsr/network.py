@@ -398,11 +398,14 @@ def self_check(net: PlaneNet, pairs: list[_Pairs], settings: TrainSettings,
 def apply_plane_net(
     net: PlaneNet, base: np.ndarray, slice_axis: int, other: int, n_lr: int, *,
     region: np.ndarray | None = None, device: str = "cpu", batch: int = 8,
-    progress: bool = False, reference: np.ndarray | None = None,
+    progress: bool = False, reference: np.ndarray | None = None, flip_average: bool = False,
 ) -> np.ndarray:  # fmt: skip
     """``base`` with the network applied in the (``slice_axis``, ``other``) planes; planes
     without any voxel of ``region`` (default :func:`head_region`) are left as they are.
-    ``reference``: a guided network's guide on ``base``'s grid."""
+    ``reference``: a guided network's guide on ``base``'s grid. ``flip_average``: the mean
+    of the predictions for each plane and for its mirror image along ``other`` (flipped
+    back): the phase of each row along the slice axis is unchanged by that flip, and the
+    two predictions' errors partly cancel (a second forward pass per plane)."""
     region = head_region(base) if region is None else region
     stack = ({0, 1, 2} - {slice_axis, other}).pop()
     order = (stack, slice_axis, other)
@@ -420,6 +423,9 @@ def apply_plane_net(
             index = keep[start:start + batch]
             inputs = planes_input(planes[index], phase, None if guide is None else guide[index])
             result = net(inputs.to(device, memory_format=layout))[:, 0]
+            if flip_average:
+                mirrored = torch.flip(inputs, dims=[-1]).to(device, memory_format=layout)
+                result = 0.5 * (result.float() + torch.flip(net(mirrored)[:, 0].float(), [-1]))
             out[index] = result.float().cpu().numpy()
     return np.ascontiguousarray(np.transpose(out, np.argsort(order)))
 
