@@ -588,8 +588,8 @@ def test_mirror_averaging_is_the_mean_of_the_plane_and_its_mirror_images_predict
     np.testing.assert_allclose(both, 0.5 * (plain + mirrored), atol=2e-2)
     assert np.abs(both - 0.5 * (plain + mirrored)).mean() < 2e-3
     off = SelfSRRecipe(prior_flip_average=False)
-    one, report = super_resolve(lr, (1, 1, 3), "selfsr-fast", acquisition=acq, device="cpu",
-                                data_consistency=False, selfsr_recipe=off)  # fmt: skip
+    _, report = super_resolve(lr, (1, 1, 3), "selfsr-fast", acquisition=acq, device="cpu",
+                              data_consistency=False, selfsr_recipe=off)  # fmt: skip
     assert report["flip_average"] is False
 
 

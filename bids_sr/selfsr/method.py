@@ -466,10 +466,10 @@ def super_resolve_selfsr(
                 found, reference = mono, None
         model = _Model(learner, found.tensors, found.path, run_device)
         sha = checksum(found.path)
-        # the prior applied alone also predicts each plane's mirror image (the recipe's
-        # prior_flip_average)
-        mirror = bool(recipe.prior_flip_average and learner == "cnn"
-                      and found.record.get("iterations") == 0)  # fmt: skip
+        # the shipped prior applied as it is, no training step (selfsr-fast) ...
+        prior_alone = found.record.get("iterations") == 0
+        # ... also predicts each plane's mirror image (the recipe's prior_flip_average)
+        mirror = bool(recipe.prior_flip_average and learner == "cnn" and prior_alone)
         start = time.perf_counter()
         region = head_region(base)
         first = model.apply(base, axis, inplane[0], lr.shape[axis], region, progress, reference,
@@ -489,7 +489,7 @@ def super_resolve_selfsr(
         uncertainty["map"] = spread.astype(np.float32, copy=False)
     # the CNN's self-check (the filters have none): the recipe's collapsed_ratio
     check = found.record.get("self_check_l1_ratio")
-    if found.record.get("iterations") == 0 and not found.record.get("learned", True):
+    if prior_alone and not found.record.get("learned", True):
         # the prior as shipped (selfsr-fast): nothing was learned, and the output is the
         # prior's, not B-spline's (at ×13 on 2 mm IXI scans a ratio above 1 came with
         # +0.35 to +1.2 dB over B-spline through-plane: few in-plane pairs are left to check)
