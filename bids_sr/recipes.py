@@ -101,13 +101,14 @@ class SelfSRRecipe(Recipe):
     (isotropic 0.88 mm) 0.88-0.96; openms_patient19, resampled from 3 mm axial slices, 0.85
     with slices along axis 2 and 0.57 with slices along axis 0 (``experiments/truth_sharpness.py``).
 
-    Mirror averaging: the prior applied alone (``selfsr-fast``) predicts each plane and its
-    mirror image along the in-plane axis, and averages the two (:attr:`prior_flip_average`;
-    :func:`bids_sr.selfsr.network.apply_plane_net`): on the ``selfsr-fast`` records, +0.01
-    to +0.04 dB on chris, +0.01 to +0.10 on openms19 and +0.013 to +0.020 on average over
-    the 30 IXI validation subjects at ×3 to ×8 (every subject more), for a second forward
-    pass (a few seconds per scan). The fine-tuned network gained as much from it on 8
-    images at ×3, but ``selfsr``'s records were not re-made with it: it stays off there.
+    Mirror averaging: every per-scan CNN (the prior applied alone in ``selfsr-fast``, the
+    fine-tuned network of ``selfsr``, the guided networks) predicts each plane and its
+    mirror image along the in-plane axis, and averages the two (:attr:`flip_average`;
+    :func:`bids_sr.selfsr.network.apply_plane_net`), for a second forward pass (a few
+    seconds per scan). On the ``selfsr-fast`` records +0.01 to +0.04 dB on chris, +0.01 to
+    +0.10 on openms19 and +0.013 to +0.020 on average over the 30 IXI validation subjects at
+    ×3 to ×8 (every subject more); on the fine-tuned network at ×4 (8 IXI validation
+    subjects, chris, openms19) +0.011 to +0.08 dB on every image.
 
     Guide check: a guided per-scan network is used only when its L1 error on the scan's own
     training pairs is at least :attr:`guide_min_improvement` below the unguided network's.
@@ -130,7 +131,7 @@ class SelfSRRecipe(Recipe):
     retries: int = 2
     min_detail_ratio: float = 0.7
     guide_min_improvement: float = 0.01
-    prior_flip_average: bool = True
+    flip_average: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -35,7 +35,7 @@ def test_the_default_recipes_are_the_shipped_constants():
         "epochs": 10.0, "min_iterations": 100, "max_iterations": 3000, "fast_iterations": 0,
         "batch": 8, "patch": 48, "width": 128, "depth": 8, "unshuffle": 2, "lr": 3e-4,
         "fine_tune_lr": 3e-4, "collapsed_ratio": 0.995, "retries": 2,
-        "min_detail_ratio": 0.7, "guide_min_improvement": 0.01, "prior_flip_average": True,
+        "min_detail_ratio": 0.7, "guide_min_improvement": 0.01, "flip_average": True,
     }  # fmt: skip
     assert REGISTRATION_QC.fields() == {"min_nmi": 1.028, "min_overlap": 0.25}
     assert AUTO_POLICY.fields() == {"factor_tolerance": 0.25, "inplane_tolerance": 1.05,

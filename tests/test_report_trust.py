@@ -91,7 +91,7 @@ def test_the_card_backs_selfsr_on_slice_inputs_at_x4():
     sidecar = {"Method": "selfsr", "ScaleFactor": [1, 1, 4], "AcquisitionModel": "slice"}
     evidence = card_evidence(sidecar)
     assert evidence is not None and evidence.weights.name == "selfsr.card.json"
-    assert evidence.gain == pytest.approx(0.705, abs=0.005)  # the worst of 32 images
+    assert evidence.gain == pytest.approx(0.726, abs=0.005)  # the worst of 32 images
     assert card_evidence({**sidecar, "AcquisitionModel": "isotropic"}) is None
     assert card_evidence({"Method": "bspline", "ScaleFactor": [2, 2, 2]}) is None
 
@@ -111,7 +111,7 @@ def test_first_screen_of_a_selfsr_output(tmp_path, monkeypatch):
     assert rows["Method"] == "selfsr (requested: auto)"
     assert rows["Why this method"].startswith("Auto chose selfsr because its model card")
     gain = rows["Validated gain over B-spline"]
-    assert gain.startswith("At least +0.70 dB brain PSNR over bspline on every held-out image "
+    assert gain.startswith("At least +0.73 dB brain PSNR over bspline on every held-out image "
                            "(chris, openms19, 30 IXI subjects)")  # fmt: skip
     assert "chris, openms19" in gain and "slice inputs at ×1x1x4" in gain
     assert "selfsr.card.json" in gain

@@ -207,6 +207,7 @@ def test_the_shipped_slice_family_prior_is_the_starting_point(scan, tmp_path):
     _, report = super_resolve_selfsr(lr, (1, 1, 3), acq, iterations=100, seed=0,
                                      model_dir=tmp_path)  # fmt: skip
     assert report["prior"] == prior.name == "selfsr_fast_prior_mid.safetensors"
+    assert report["flip_average"] is True  # the fine-tuned network predicts the mirrors too
     first = set(tmp_path.glob("selfsr-*.safetensors"))
     name = sorted(tensors)[0]
     tensors[name] = tensors[name] + np.float32(0.01)
@@ -307,10 +308,9 @@ def test_the_unguided_cards_were_made_with_the_prior_their_method_starts_from():
 
 
 def test_the_guided_cards_compare_with_the_unguided_selfsr_that_ships():
-    """A guided record's gain over mono is over ``selfsr`` as it ships: where ``selfsr``
-    starts from another prior than PRIOR at the record's slice factor, the record names that
-    prior for each image (``mono_prior_sha256``, the unguided twin's starting point); a
-    record that names one names the one ``selfsr`` starts from today."""
+    """A guided record's gain over mono is over ``selfsr`` as it ships: the record names,
+    for each of its images, the unguided twin's starting point (``mono_prior_sha256``), and
+    that is the prior ``selfsr`` starts from today at the record's slice factor."""
     import json
 
     from bids_sr.fileio import sha256_file
@@ -321,8 +321,7 @@ def test_the_guided_cards_compare_with_the_unguided_selfsr_that_ships():
         for record in card["evidence"]:
             prior = method.selfsr_prior(max(record["factors"]))
             named = record.get("mono_prior_sha256", {})
-            if prior != method.PRIOR:
-                assert set(named) == set(record["gain_over_bspline"]), record["command"]
+            assert set(named) == set(record["gain_over_bspline"]), record["command"]
             assert all(sha == sha256_file(prior) for sha in named.values()), record["command"]
 
 
@@ -571,8 +570,8 @@ def test_selfsr_fast_applies_its_prior_without_per_scan_training(scan, monkeypat
 
 def test_mirror_averaging_is_the_mean_of_the_plane_and_its_mirror_images_predictions(scan):
     """``flip_average`` predicts every plane and its mirror image along the in-plane axis
-    (the row phases are unchanged by it) and averages them, the mirror flipped back; only
-    the prior applied alone does it (the recipe's ``prior_flip_average``)."""
+    (the row phases are unchanged by it) and averages them, the mirror flipped back; every
+    per-scan CNN does it unless the recipe's ``flip_average`` is off."""
     from bids_sr.recipes import SelfSRRecipe
     from bids_sr.selfsr.method import fast_prior
     from bids_sr.selfsr.network import apply_plane_net, net_from_numpy
@@ -587,7 +586,7 @@ def test_mirror_averaging_is_the_mean_of_the_plane_and_its_mirror_images_predict
     assert not np.allclose(plain, mirrored)
     np.testing.assert_allclose(both, 0.5 * (plain + mirrored), atol=2e-2)
     assert np.abs(both - 0.5 * (plain + mirrored)).mean() < 2e-3
-    off = SelfSRRecipe(prior_flip_average=False)
+    off = SelfSRRecipe(flip_average=False)
     _, report = super_resolve(lr, (1, 1, 3), "selfsr-fast", acquisition=acq, device="cpu",
                               data_consistency=False, selfsr_recipe=off)  # fmt: skip
     assert report["flip_average"] is False

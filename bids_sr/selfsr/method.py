@@ -466,10 +466,8 @@ def super_resolve_selfsr(
                 found, reference = mono, None
         model = _Model(learner, found.tensors, found.path, run_device)
         sha = checksum(found.path)
-        # the shipped prior applied as it is, no training step (selfsr-fast) ...
-        prior_alone = found.record.get("iterations") == 0
-        # ... also predicts each plane's mirror image (the recipe's prior_flip_average)
-        mirror = bool(recipe.prior_flip_average and learner == "cnn" and prior_alone)
+        # the CNN also predicts each plane's mirror image (the recipe's flip_average)
+        mirror = bool(recipe.flip_average and learner == "cnn")
         start = time.perf_counter()
         region = head_region(base)
         first = model.apply(base, axis, inplane[0], lr.shape[axis], region, progress, reference,
@@ -489,6 +487,7 @@ def super_resolve_selfsr(
         uncertainty["map"] = spread.astype(np.float32, copy=False)
     # the CNN's self-check (the filters have none): the recipe's collapsed_ratio
     check = found.record.get("self_check_l1_ratio")
+    prior_alone = found.record.get("iterations") == 0  # the shipped prior as is (selfsr-fast)
     if prior_alone and not found.record.get("learned", True):
         # the prior as shipped (selfsr-fast): nothing was learned, and the output is the
         # prior's, not B-spline's (at ×13 on 2 mm IXI scans a ratio above 1 came with
@@ -509,7 +508,7 @@ def super_resolve_selfsr(
         "prior": prior.name if prior else None,
         "prior_sha256": checksum(prior) if prior else None,
         "learn_s": found.learn_s,
-        # the prior alone averaged its predictions of each plane and its mirror image
+        # the CNN averaged its predictions of each plane and its mirror image
         "flip_average": mirror,
         # the model's L1 error on the scan's own pairs over B-spline's (< 1: it learned)
         "self_check_l1_ratio": check,
