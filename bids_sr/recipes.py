@@ -107,8 +107,9 @@ class SelfSRRecipe(Recipe):
     :func:`bids_sr.selfsr.network.apply_plane_net`), for a second forward pass (a few
     seconds per scan). On the ``selfsr-fast`` records +0.01 to +0.04 dB on chris, +0.01 to
     +0.10 on openms19 and +0.013 to +0.020 on average over the 30 IXI validation subjects at
-    ×3 to ×8 (every subject more); on the fine-tuned network at ×4 (8 IXI validation
-    subjects, chris, openms19) +0.011 to +0.08 dB on every image.
+    ×3 to ×8 (every subject more); on the ``selfsr`` records +0.01 to +0.04 on chris, +0.02
+    to +0.10 on openms19 and +0.006 to +0.018 on average over the IXI subjects at ×3 to ×13
+    (every subject more or equal up to ×8); on the guided records +0.07 to +0.12.
 
     Guide check: a guided per-scan network is used only when its L1 error on the scan's own
     training pairs is at least :attr:`guide_min_improvement` below the unguided network's.

@@ -122,7 +122,7 @@ def selfsr_prior(factor: float | None = None) -> Path:
     subjects +0.76 / +0.93 / +0.92 / +0.91 / +0.79 / +0.52 dB over B-spline at ×3 / ×4 / ×5 /
     ×6 / ×8 / ×13 against +0.60 / +0.71 / +0.67 / +0.66 / +0.55 / +0.07 from :data:`PRIOR`,
     every subject more at every factor; on chris and openms19 within −0.10 / +0.11 dB of
-    :data:`PRIOR`'s gains."""
+    :data:`PRIOR`'s gains (both without mirror averaging, the recipe's ``flip_average``)."""
     if factor is None:
         return PRIOR
     return _prior_by_factor(factor, ((FAST_THICK_ABOVE, FAST_THICK_PRIOR),), FAST_MID_PRIOR)
