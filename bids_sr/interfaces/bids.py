@@ -143,8 +143,7 @@ def build_sidecar(source_file: str, bids_dir: str, desc: str, res: str, report: 
     }
     for key in ("weights", "weights_sha256", "tiles", "tile_size", "amp", "peak_memory_mb",
                 "model_reused", "self_check_l1_ratio", "flip_average", "guide_check", "prior",
-                "prior_sha256",
-                "recipe", "recipe_sha256", "precision"):
+                "prior_sha256", "recipe", "recipe_sha256", "precision"):
         value = report.get(key)
         if isinstance(value, dict):  # e.g. guide_check's figures: their keys as fields too
             value = {_camel(k): v for k, v in value.items()}

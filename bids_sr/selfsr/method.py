@@ -210,10 +210,14 @@ def _learn_seconds(timing: Path) -> float | None:
 
 
 class _Model:
-    """A learned per-scan model of either learner, applied in one orientation at a time."""
+    """A learned per-scan model of either learner, applied in one orientation at a time.
+    ``flip_average`` (the recipe's): the CNN also predicts each plane's mirror image
+    (:func:`bids_sr.selfsr.network.apply_plane_net`); the filters have no such pass."""
 
-    def __init__(self, learner: str, tensors: dict[str, np.ndarray], path: Path, device: str):
+    def __init__(self, learner: str, tensors: dict[str, np.ndarray], path: Path, device: str,
+                 flip_average: bool = False):  # fmt: skip
         self.learner, self.device = learner, device
+        self.flip_average = bool(flip_average and learner == "cnn")
         if learner == "filters":
             self.filters = filters_from_tensors(tensors, path)
         else:
@@ -224,8 +228,7 @@ class _Model:
             except (KeyError, RuntimeError) as exc:
                 raise ValueError(f"{path}: not a selfsr network ({exc})") from exc
 
-    def apply(self, base, axis, other, n_lr, region, progress, reference=None,
-              flip_average=False) -> np.ndarray:  # fmt: skip
+    def apply(self, base, axis, other, n_lr, region, progress, reference=None) -> np.ndarray:
         if self.learner == "filters":
             return apply_plane_filters(base, self.filters, axis, other, n_lr, region=region,
                                        progress=progress)  # fmt: skip
@@ -233,7 +236,7 @@ class _Model:
 
         return apply_plane_net(self.net, base, axis, other, n_lr, region=region,
                                device=self.device, progress=progress,
-                               reference=reference, flip_average=flip_average)  # fmt: skip
+                               reference=reference, flip_average=self.flip_average)  # fmt: skip
 
 
 def _learn(learner: str, training: np.ndarray, acquisition: Acquisition, factor: float,
@@ -386,7 +389,8 @@ def super_resolve_selfsr(
     folder, removed afterwards). Pass a dict as ``uncertainty`` to receive the map
     (``"map"``: float32, ≥ 0, on the output grid). The report holds ``device``, ``precision``,
     ``weights`` (the model file; None without ``model_dir``), ``weights_sha256``,
-    ``model_reused``, ``learner``, ``prior`` and ``prior_sha256`` (the shipped slice-family
+    ``model_reused``, ``learner``, ``flip_average`` (the CNN averaged each plane's
+    prediction with its mirror image's), ``prior`` and ``prior_sha256`` (the shipped slice-family
     starting point the CNN fine-tuned; None for the filters or without one), ``learn_s``
     (the time the model took to learn, also when it was reused), ``apply_s``,
     ``orientation_disagreement`` (mean of the map in the head), ``recipe`` (its fields) and
@@ -464,16 +468,12 @@ def super_resolve_selfsr(
                     guide_check["guided_l1_ratio"], guide_check["mono_l1_ratio"],
                 )  # fmt: skip
                 found, reference = mono, None
-        model = _Model(learner, found.tensors, found.path, run_device)
+        model = _Model(learner, found.tensors, found.path, run_device, recipe.flip_average)
         sha = checksum(found.path)
-        # the CNN also predicts each plane's mirror image (the recipe's flip_average)
-        mirror = bool(recipe.flip_average and learner == "cnn")
         start = time.perf_counter()
         region = head_region(base)
-        first = model.apply(base, axis, inplane[0], lr.shape[axis], region, progress, reference,
-                            mirror)  # fmt: skip
-        second = model.apply(base, axis, inplane[1], lr.shape[axis], region, progress, reference,
-                             mirror)  # fmt: skip
+        first = model.apply(base, axis, inplane[0], lr.shape[axis], region, progress, reference)
+        second = model.apply(base, axis, inplane[1], lr.shape[axis], region, progress, reference)
         apply_s = time.perf_counter() - start
     del base
     prior = learning.prior_for(reference is not None)
@@ -509,7 +509,7 @@ def super_resolve_selfsr(
         "prior_sha256": checksum(prior) if prior else None,
         "learn_s": found.learn_s,
         # the CNN averaged its predictions of each plane and its mirror image
-        "flip_average": mirror,
+        "flip_average": model.flip_average,
         # the model's L1 error on the scan's own pairs over B-spline's (< 1: it learned)
         "self_check_l1_ratio": check,
         "apply_s": round(apply_s, 2),

@@ -422,11 +422,12 @@ def apply_plane_net(
                            f"{other}), batch"):  # fmt: skip
             index = keep[start:start + batch]
             inputs = planes_input(planes[index], phase, None if guide is None else guide[index])
-            result = net(inputs.to(device, memory_format=layout))[:, 0]
-            if flip_average:
-                mirrored = torch.flip(inputs, dims=[-1]).to(device, memory_format=layout)
-                result = 0.5 * (result.float() + torch.flip(net(mirrored)[:, 0].float(), [-1]))
-            out[index] = result.float().cpu().numpy()
+            inputs = inputs.to(device, memory_format=layout)  # moved to the device once
+            result = net(inputs)[:, 0].float()
+            if flip_average:  # the mirror is made on the device
+                mirrored = torch.flip(inputs, dims=[-1]).contiguous(memory_format=layout)
+                result = 0.5 * (result + torch.flip(net(mirrored)[:, 0].float(), [-1]))
+            out[index] = result.cpu().numpy()
     return np.ascontiguousarray(np.transpose(out, np.argsort(order)))
 
 
