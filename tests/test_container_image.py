@@ -41,10 +41,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.container]
 
 IMAGE = f"localhost/bids_sr:{__version__}-cpu"
 #: Both runs in float32: in bfloat16 (CPUs with AMX, bids_sr.precision) the demo's per-scan
-#: selfsr model differed between the image and the host (2026-12-06: WeightsSha256 differs,
-#: SelfCheckL1Ratio 0.6688 against 0.6676; the image has numpy 2.4.6 / scipy 1.17.1, the
-#: host with the seg extra numpy 2.3.5 / scipy 1.15.3; not traced further), so the claim
-#: "the same outputs in and out of the container" is float32's; docs/container.md says so.
+#: selfsr model differed between the image and the host more often (2026-12-06: WeightsSha256
+#: differs, SelfCheckL1Ratio 0.6688 against 0.6676). In float32 it differed too on 2026-12-07
+#: (LEARNED_PER_SCAN); numpy 2.4.6 / scipy 1.17.1 (the image's) against 2.3.5 / 1.15.3 (the
+#: host's, seg extra) is not the cause: both give the same model on one machine.
 PRECISION_VARIABLE = "BIDS_SR_CPU_PRECISION"
 PODMAN = ["podman", "--runtime", "runc"]
 MIRROR = os.environ.get("DEBIAN_MIRROR", "http://deb.debian.org/debian")
@@ -53,6 +53,13 @@ RUN_TIMEOUT = 3600  # a loaded 2-core machine took over 30 min for selfsr on sub
 # sidecar and description fields that legitimately differ between two runs or two places;
 # `Weights` is the installed file's path, compared by name (its checksum is compared whole)
 VOLATILE = {"RunTime", "PeakMemoryMb", "DatasetLinks", "SourceDatasets", "GeneratedBy"}
+#: A model learned on the scan itself (selfsr) is not bit-reproducible across two places:
+#: 1562 Adam steps amplify any last-bit difference of the arithmetic (CI on 2026-12-07 in
+#: float32: WeightsSha256 differed, SelfCheckL1Ratio 0.6762 against 0.6763; on one machine a
+#: thread-count change gives 0.6766 / 0.6758 and DataConsistencyPSNRBefore 53.09 / 52.93 dB).
+#: Its checksum is not compared; these fields are, to these absolute tolerances.
+LEARNED_PER_SCAN = {"SelfCheckL1Ratio": 0.01, "DataConsistencyPSNRBefore": 0.5,
+                    "DataConsistencyPSNRAfter": 0.5}  # fmt: skip
 LABELS = ("01", "03")  # as `make demo`
 
 
@@ -232,15 +239,56 @@ def test_derivatives_valid_and_tagged(demo_runs):
         assert run_validator(inside) == []
 
 
-def _comparable(value):
+def _comparable(value, learned_per_scan: bool = False):
+    """``value`` without the fields that legitimately differ between two places
+    (:data:`VOLATILE`; the checksum and the training figures of a model learned on the scan
+    itself, :data:`LEARNED_PER_SCAN`, which the caller compares to a tolerance)."""
     if isinstance(value, dict):
+        dropped = VOLATILE | (set(LEARNED_PER_SCAN) | {"WeightsSha256"}
+                              if learned_per_scan else set())  # fmt: skip
         return {
-            k: Path(v).name if k == "Weights" and isinstance(v, str) else _comparable(v)
-            for k, v in value.items() if k not in VOLATILE
+            k: Path(v).name if k == "Weights" and isinstance(v, str)
+            else _comparable(v, learned_per_scan)
+            for k, v in value.items() if k not in dropped
         }
     if isinstance(value, list):
-        return [_comparable(v) for v in value]
+        return [_comparable(v, learned_per_scan) for v in value]
     return value
+
+
+def _learned_per_scan(sidecar: dict) -> bool:
+    """A model learned on the scan itself (the selfsr family) made this output."""
+    return "ModelReused" in sidecar and not sidecar["ModelReused"]
+
+
+def _assert_sidecars_agree(name: str, inside: dict, outside: dict) -> None:
+    learned = _learned_per_scan(outside)
+    assert _learned_per_scan(inside) == learned, name
+    assert _comparable(inside, learned) == _comparable(outside, learned), name
+    for key, tolerance in LEARNED_PER_SCAN.items() if learned else ():
+        assert (key in inside) == (key in outside), (name, key)
+        if key in outside and outside[key] is not None:
+            assert inside[key] == pytest.approx(outside[key], abs=tolerance), (name, key)
+
+
+def _assert_images_agree(name: str, a: Path, b: Path, learned_per_scan: bool) -> None:
+    """Bit-for-bit arithmetic gives equal images to float tolerance. A model learned on the
+    scan: PSNR of one image against the other ≥ 50 dB (on the demo's sub-03 a thread-count
+    change gave 63.6 dB; selfsr-fast's output against selfsr's is 43.1 dB); its uncertainty
+    map (the difference of two estimates, near 0 in most voxels): correlation ≥ 0.95 (0.988
+    for the thread-count change)."""
+    image_a, image_b = nib.load(a), nib.load(b)
+    np.testing.assert_allclose(image_a.affine, image_b.affine, atol=1e-5)
+    data_a, data_b = image_a.get_fdata(), image_b.get_fdata()
+    assert data_a.shape == data_b.shape, name
+    scale = float(np.abs(data_b).max()) or 1.0
+    if not learned_per_scan:
+        np.testing.assert_allclose(data_a, data_b, rtol=0, atol=1e-4 * scale, err_msg=name)
+    elif "Uncertainty" in name:
+        assert np.corrcoef(data_a.ravel(), data_b.ravel())[0, 1] >= 0.95, name
+    else:
+        mse = float(np.mean((data_a - data_b) ** 2))
+        assert mse == 0 or 10 * np.log10(scale**2 / mse) >= 50.0, name
 
 
 def test_outputs_equal_outside_the_container(demo_runs):
@@ -257,16 +305,12 @@ def test_outputs_equal_outside_the_container(demo_runs):
     for name in sorted(listing(inside)):
         a, b = inside / name, outside / name
         if name.endswith(".nii.gz"):
-            image_a, image_b = nib.load(a), nib.load(b)
-            np.testing.assert_allclose(image_a.affine, image_b.affine, atol=1e-5)
-            data_a, data_b = image_a.get_fdata(), image_b.get_fdata()
-            scale = float(np.abs(data_b).max()) or 1.0
-            np.testing.assert_allclose(data_a, data_b, rtol=0, atol=1e-4 * scale, err_msg=name)
+            sidecar = outside / name.replace(".nii.gz", ".json")
+            learned = sidecar.is_file() and _learned_per_scan(json.loads(sidecar.read_text()))
+            _assert_images_agree(name, a, b, learned)
             compared += 1
         elif name.endswith(".json"):
-            assert _comparable(json.loads(a.read_text())) == _comparable(
-                json.loads(b.read_text())
-            ), name
+            _assert_sidecars_agree(name, json.loads(a.read_text()), json.loads(b.read_text()))
     assert compared >= len(LABELS)
 
 
