@@ -71,6 +71,7 @@ METHODS = {
     "bspline": ("bspline", None),
     "srrecnn_x1x1x4": ("srrecnn", SLICE_WEIGHTS),
     "selfsr-filters": ("selfsr-filters", None),
+    "selfsr-fast": ("selfsr-fast", None),
     "selfsr": ("selfsr", None),
 }
 #: opt-in external method (``--methods ... eclare``) → the rows it adds

@@ -1,5 +1,6 @@
-"""The per-scan networks' precision (bids_sr.precision): bfloat16 on CPUs with AMX, float32
-elsewhere or when asked, recorded in the report and the sidecar, part of the model's key."""
+"""The per-scan networks' precision (bids_sr.precision): bfloat16 on CPUs with AMX or
+AVX-512 BF16, float32 elsewhere or when asked, recorded in the report and the sidecar,
+part of the model's key."""
 
 from pathlib import Path
 
@@ -17,20 +18,25 @@ from bids_sr.selfsr.network import PlaneNet, apply_plane_net
 DEMO = Path(__file__).resolve().parents[1] / "bids_sr" / "data" / "demo"
 
 
-@pytest.mark.parametrize("amx", [True, False])
-def test_auto_takes_bfloat16_only_where_the_cpu_has_amx(monkeypatch, amx):
+@pytest.mark.parametrize(("amx", "avx512_bf16"), [(True, False), (False, True), (True, True),
+                                                 (False, False)])  # fmt: skip
+def test_auto_takes_bfloat16_only_where_the_cpu_computes_it(monkeypatch, amx, avx512_bf16):
+    """AMX tiles (Intel Sapphire Rapids) or AVX-512 BF16 (AMD Zen 4): bfloat16; else
+    float32 (bfloat16 would be emulated, slower)."""
     monkeypatch.delenv(precision.ENVIRONMENT, raising=False)
     monkeypatch.setattr(precision, "cpu_has_amx", lambda: amx)
-    assert precision.compute_dtype("cpu") == (torch.bfloat16 if amx else None)
-    assert precision.precision_name("cpu") == ("bfloat16" if amx else "float32")
+    monkeypatch.setattr(precision, "cpu_has_avx512_bf16", lambda: avx512_bf16)
+    hardware = amx or avx512_bf16
+    assert precision.compute_dtype("cpu") == (torch.bfloat16 if hardware else None)
+    assert precision.precision_name("cpu") == ("bfloat16" if hardware else "float32")
     assert precision.compute_dtype("cuda") is None  # not validated on GPUs: float32
 
 
 def test_the_environment_overrides_the_choice_and_a_typo_is_named(monkeypatch):
-    monkeypatch.setattr(precision, "cpu_has_amx", lambda: True)
+    monkeypatch.setattr(precision, "cpu_computes_bfloat16", lambda: True)
     monkeypatch.setenv(precision.ENVIRONMENT, "fp32")
     assert precision.compute_dtype("cpu") is None
-    monkeypatch.setattr(precision, "cpu_has_amx", lambda: False)
+    monkeypatch.setattr(precision, "cpu_computes_bfloat16", lambda: False)
     monkeypatch.setenv(precision.ENVIRONMENT, "BF16")
     assert precision.compute_dtype("cpu") == torch.bfloat16
     monkeypatch.setenv(precision.ENVIRONMENT, "half")
