@@ -42,31 +42,30 @@ def requested() -> str:
     return choice
 
 
-@functools.cache
-def cpu_has_amx() -> bool:
-    """Whether this CPU has AMX tiles (bfloat16 matrix units), as torch sees it; False where
-    torch cannot tell (the probe is private API and may move between torch versions). Asked
-    once per process: the hardware does not change."""
+def _torch_cpu_probe(name: str) -> bool:
+    """What ``torch.cpu.<name>()`` says about this CPU; False where torch cannot tell (the
+    probes are private API and may move between torch versions)."""
     import torch  # here, not at import: the command line reads requested() without torch
 
-    probe = getattr(getattr(torch, "cpu", None), "_is_amx_tile_supported", None)
+    probe = getattr(getattr(torch, "cpu", None), name, None)
     try:
         return bool(probe()) if callable(probe) else False
     except Exception:  # a probe that fails says nothing about the hardware
         return False
+
+
+@functools.cache
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles (bfloat16 matrix units), as torch sees it. Asked once
+    per process: the hardware does not change."""
+    return _torch_cpu_probe("_is_amx_tile_supported")
 
 
 @functools.cache
 def cpu_has_avx512_bf16() -> bool:
     """Whether this CPU has AVX-512 BF16 (bfloat16 dot products in its vector units), as
-    torch sees it; False where torch cannot tell (private API, as for :func:`cpu_has_amx`)."""
-    import torch
-
-    probe = getattr(getattr(torch, "cpu", None), "_is_avx512_bf16_supported", None)
-    try:
-        return bool(probe()) if callable(probe) else False
-    except Exception:  # a probe that fails says nothing about the hardware
-        return False
+    torch sees it."""
+    return _torch_cpu_probe("_is_avx512_bf16_supported")
 
 
 def cpu_computes_bfloat16() -> bool:
